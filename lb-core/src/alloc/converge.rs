@@ -1,0 +1,101 @@
+//! One reconcile pass over all services, in MetalLB's recovery order: services that already
+//! hold addresses (in the allocator, or in their status after a restart) re-claim them first,
+//! then pending services are served. Each group goes in key order, so the same inputs always
+//! give the same result.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::{Allocation, Allocator, Request, RequestError};
+use crate::objects::ServiceKey;
+
+/// A service as one pass sees it: its request (or why it has none) and the addresses its
+/// status shows.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub key: ServiceKey,
+    pub request: Result<Request, RequestError>,
+    pub status_ips: Vec<IpAddr>,
+}
+
+/// What one pass decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub allocated: BTreeMap<ServiceKey, Allocation>,
+    /// Services left without addresses, with the reason.
+    pub pending: BTreeMap<ServiceKey, String>,
+    /// Services whose previous addresses could not be kept, and why (MetalLB's
+    /// ClearAssignment); they were then allocated afresh or left pending.
+    pub cleared: BTreeMap<ServiceKey, String>,
+}
+
+/// Runs one pass. Services the allocator holds that are not among `inputs` are released.
+pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, mut inputs: Vec<Input>) -> Outcome {
+    inputs.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut out = Outcome::default();
+
+    let present: BTreeSet<&ServiceKey> = inputs.iter().map(|i| &i.key).collect();
+    for key in alloc.services() {
+        if !present.contains(&key) {
+            alloc.release(&key);
+        }
+    }
+
+    let mut later: Vec<&Request> = Vec::new();
+    for input in &inputs {
+        let req = match &input.request {
+            Ok(r) => r,
+            Err(e) => {
+                alloc.release(&input.key);
+                out.pending.insert(input.key.clone(), e.to_string());
+                continue;
+            }
+        };
+        let claim = alloc
+            .allocation(&input.key)
+            .map(|a| a.ips)
+            .unwrap_or_else(|| input.status_ips.clone());
+        if claim.is_empty() {
+            later.push(req);
+            continue;
+        }
+        match alloc.assign(req, &claim) {
+            // `allocate` keeps what was just claimed and may add a PreferDualStack family.
+            Ok(claimed) => {
+                let a = alloc.allocate(req).unwrap_or(claimed);
+                out.allocated.insert(input.key.clone(), a);
+            }
+            Err(e) => {
+                alloc.release(&input.key);
+                out.cleared.insert(input.key.clone(), e.to_string());
+                later.push(req);
+            }
+        }
+    }
+    for req in later {
+        match alloc.allocate(req) {
+            Ok(a) => {
+                out.allocated.insert(req.key.clone(), a);
+            }
+            Err(e) => {
+                out.pending.insert(req.key.clone(), e.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The inputs of a pass from a configuration's Services: every `LoadBalancer` service of no
+/// class (or of `lb_class`), with its request read from its annotations.
+pub fn inputs_from(config: &crate::config::Config, lb_class: Option<&str>) -> Vec<Input> {
+    config
+        .services
+        .values()
+        .filter(|s| s.load_balancer && s.load_balancer_class.as_deref() == lb_class)
+        .map(|s| Input {
+            key: s.key.clone(),
+            request: Request::from_service(s, config.namespace_labels(&s.key.namespace)),
+            status_ips: s.status_ips.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,291 @@
+//! What the allocator needs of a service, read from its spec and its annotations under both
+//! prefixes (`metallb.io/` and the legacy `metallb.universe.tf/`).
+
+use std::net::IpAddr;
+
+use crate::ip::Family;
+use crate::objects::{FamilyPolicy, Port, Service, ServiceKey, TrafficPolicy};
+use crate::selector::Labels;
+
+/// The annotation names MetalLB reads, without prefix.
+pub mod annotation {
+    pub const LOAD_BALANCER_IPS: &str = "loadBalancerIPs";
+    pub const ADDRESS_POOL: &str = "address-pool";
+    pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
+    /// Written by the controller with the pool an allocation came from.
+    pub const IP_ALLOCATED_FROM_POOL: &str = "ip-allocated-from-pool";
+    pub const PREFIX: &str = "metallb.io/";
+    pub const LEGACY_PREFIX: &str = "metallb.universe.tf/";
+}
+
+/// A service request that cannot be served as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("set metallb.io/loadBalancerIPs or spec.loadBalancerIP, not both")]
+    BothIpFields,
+    #[error("{field}: {value:?} is not an IP address")]
+    BadIp { field: String, value: String },
+    #[error("{field}: at most one address per family may be requested")]
+    TooManyIps { field: String },
+    #[error("{field}: {ip} is {got}, but the service is single-stack {want}")]
+    WrongFamily {
+        field: String,
+        ip: IpAddr,
+        got: Family,
+        want: Family,
+    },
+    #[error("{field}: RequireDualStack needs one IPv4 and one IPv6 address")]
+    NeedBothFamilies { field: String },
+}
+
+/// Everything the allocator decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub key: ServiceKey,
+    pub namespace_labels: Labels,
+    pub labels: Labels,
+    /// The families to allocate, primary first: one for SingleStack, both otherwise.
+    pub families: Vec<Family>,
+    pub policy: FamilyPolicy,
+    pub requested_ips: Vec<IpAddr>,
+    pub pool: Option<String>,
+    pub sharing_key: Option<String>,
+    /// Services may share an IP only with equal backend keys: empty for
+    /// `externalTrafficPolicy: Cluster`, the rendered pod selector for `Local`.
+    pub backend_key: String,
+    pub ports: Vec<Port>,
+    /// Legacy-prefixed annotations in use (MetalLB emits `deprecatedAnnotation` for them).
+    pub deprecated_annotations: Vec<String>,
+}
+
+impl Request {
+    /// A single-stack IPv4 request with no annotations: the base tests and benches build on.
+    pub fn simple(key: ServiceKey) -> Self {
+        Request {
+            key,
+            namespace_labels: Labels::new(),
+            labels: Labels::new(),
+            families: vec![Family::V4],
+            policy: FamilyPolicy::SingleStack,
+            requested_ips: Vec::new(),
+            pool: None,
+            sharing_key: None,
+            backend_key: String::new(),
+            ports: Vec::new(),
+            deprecated_annotations: Vec::new(),
+        }
+    }
+
+    /// The primary family: the first of `spec.ipFamilies`, IPv4 by default.
+    pub fn primary(&self) -> Family {
+        self.families.first().copied().unwrap_or(Family::V4)
+    }
+
+    pub fn from_service(svc: &Service, namespace_labels: Labels) -> Result<Self, RequestError> {
+        let mut deprecated = Vec::new();
+        let mut get = |name: &str| -> Option<String> {
+            let new = svc
+                .annotations
+                .get(&format!("{}{name}", annotation::PREFIX));
+            let old = svc
+                .annotations
+                .get(&format!("{}{name}", annotation::LEGACY_PREFIX));
+            if new.is_none() && old.is_some() {
+                deprecated.push(format!("{}{name}", annotation::LEGACY_PREFIX));
+            }
+            new.or(old).cloned().filter(|v| !v.trim().is_empty())
+        };
+        let ips_annotation = get(annotation::LOAD_BALANCER_IPS);
+        let pool = get(annotation::ADDRESS_POOL).map(|p| p.trim().to_string());
+        let sharing_key = get(annotation::ALLOW_SHARED_IP);
+
+        let primary = svc.ip_families.first().copied().unwrap_or(Family::V4);
+        let families = match svc.family_policy {
+            FamilyPolicy::SingleStack => vec![primary],
+            _ => vec![primary, primary.other()],
+        };
+
+        let (field, texts): (&str, Vec<String>) = match (&ips_annotation, &svc.load_balancer_ip) {
+            (Some(_), Some(_)) => return Err(RequestError::BothIpFields),
+            (Some(a), None) => (
+                "metallb.io/loadBalancerIPs",
+                a.split(',').map(|s| s.trim().to_string()).collect(),
+            ),
+            (None, Some(ip)) => ("spec.loadBalancerIP", vec![ip.trim().to_string()]),
+            (None, None) => ("", Vec::new()),
+        };
+        let mut requested_ips = Vec::new();
+        for t in texts {
+            let ip: IpAddr = t.parse().map_err(|_| RequestError::BadIp {
+                field: field.into(),
+                value: t.clone(),
+            })?;
+            requested_ips.push(ip);
+        }
+        check_requested(field, &requested_ips, svc.family_policy, primary)?;
+
+        let backend_key = match svc.traffic_policy {
+            TrafficPolicy::Cluster => String::new(),
+            TrafficPolicy::Local => svc
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        Ok(Request {
+            key: svc.key.clone(),
+            namespace_labels,
+            labels: svc.labels.clone(),
+            families,
+            policy: svc.family_policy,
+            requested_ips,
+            pool,
+            sharing_key,
+            backend_key,
+            ports: svc.ports.clone(),
+            deprecated_annotations: deprecated,
+        })
+    }
+
+    /// Whether these addresses fit the request's family policy and explicit IPs.
+    pub(crate) fn check_ips(&self, ips: &[IpAddr]) -> Result<(), RequestError> {
+        check_requested("addresses", ips, self.policy, self.primary())
+    }
+}
+
+fn check_requested(
+    field: &str,
+    ips: &[IpAddr],
+    policy: FamilyPolicy,
+    primary: Family,
+) -> Result<(), RequestError> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    let field = field.to_string();
+    if ips.len() > 2 || (ips.len() == 2 && Family::of(ips[0]) == Family::of(ips[1])) {
+        return Err(RequestError::TooManyIps { field });
+    }
+    match policy {
+        FamilyPolicy::SingleStack => {
+            if ips.len() > 1 {
+                return Err(RequestError::TooManyIps { field });
+            }
+            let got = Family::of(ips[0]);
+            if got != primary {
+                return Err(RequestError::WrongFamily {
+                    field,
+                    ip: ips[0],
+                    got,
+                    want: primary,
+                });
+            }
+        }
+        FamilyPolicy::RequireDualStack if ips.len() != 2 => {
+            return Err(RequestError::NeedBothFamilies { field });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::ServiceKey;
+
+    fn svc() -> Service {
+        Service {
+            key: ServiceKey::new("default", "web"),
+            labels: Labels::new(),
+            annotations: Default::default(),
+            load_balancer: true,
+            load_balancer_class: None,
+            load_balancer_ip: None,
+            ports: vec![],
+            selector: [("app".to_string(), "web".to_string())].into(),
+            traffic_policy: TrafficPolicy::Cluster,
+            ip_families: vec![],
+            family_policy: FamilyPolicy::SingleStack,
+            status_ips: vec![],
+        }
+    }
+
+    #[test]
+    fn both_annotation_prefixes_are_read_and_legacy_is_flagged() {
+        let mut s = svc();
+        s.annotations
+            .insert("metallb.universe.tf/address-pool".into(), "blue".into());
+        let r = Request::from_service(&s, Labels::new()).unwrap();
+        assert_eq!(r.pool.as_deref(), Some("blue"));
+        assert_eq!(
+            r.deprecated_annotations,
+            ["metallb.universe.tf/address-pool"]
+        );
+        s.annotations
+            .insert("metallb.io/address-pool".into(), "red".into());
+        let r = Request::from_service(&s, Labels::new()).unwrap();
+        assert_eq!(r.pool.as_deref(), Some("red"));
+        assert!(r.deprecated_annotations.is_empty());
+    }
+
+    #[test]
+    fn load_balancer_ips_annotation_and_spec_field_conflict() {
+        let mut s = svc();
+        s.annotations
+            .insert("metallb.io/loadBalancerIPs".into(), "192.0.2.1".into());
+        s.load_balancer_ip = Some("192.0.2.2".into());
+        assert_eq!(
+            Request::from_service(&s, Labels::new()),
+            Err(RequestError::BothIpFields)
+        );
+    }
+
+    #[test]
+    fn requested_ip_family_must_match_single_stack_family() {
+        let mut s = svc();
+        s.load_balancer_ip = Some("2001:db8::1".into());
+        assert!(matches!(
+            Request::from_service(&s, Labels::new()),
+            Err(RequestError::WrongFamily { .. })
+        ));
+    }
+
+    #[test]
+    fn require_dual_stack_needs_two_requested_families() {
+        let mut s = svc();
+        s.family_policy = FamilyPolicy::RequireDualStack;
+        s.annotations
+            .insert("metallb.io/loadBalancerIPs".into(), "192.0.2.1".into());
+        assert!(matches!(
+            Request::from_service(&s, Labels::new()),
+            Err(RequestError::NeedBothFamilies { .. })
+        ));
+        s.annotations.insert(
+            "metallb.io/loadBalancerIPs".into(),
+            "192.0.2.1, 2001:db8::1".into(),
+        );
+        let r = Request::from_service(&s, Labels::new()).unwrap();
+        assert_eq!(r.requested_ips.len(), 2);
+        assert_eq!(r.families, [Family::V4, Family::V6]);
+    }
+
+    #[test]
+    fn backend_key_is_the_selector_only_for_local_policy() {
+        let mut s = svc();
+        assert_eq!(
+            Request::from_service(&s, Labels::new())
+                .unwrap()
+                .backend_key,
+            ""
+        );
+        s.traffic_policy = TrafficPolicy::Local;
+        assert_eq!(
+            Request::from_service(&s, Labels::new())
+                .unwrap()
+                .backend_key,
+            "app=web"
+        );
+    }
+}

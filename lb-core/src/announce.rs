@@ -1,0 +1,104 @@
+//! The `Announcer` trait: make what the network is told equal to a desired set.
+
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::plan::{Announcement, How};
+
+/// An announcement protocol, to hand each announcer its part of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Layer2,
+    Bgp,
+}
+
+impl Protocol {
+    pub fn of(a: &Announcement) -> Protocol {
+        match a.how {
+            How::Layer2 { .. } => Protocol::Layer2,
+            How::Bgp { .. } => Protocol::Bgp,
+        }
+    }
+}
+
+/// An announcer failed to apply a desired set; what it had announced stays as it was where it
+/// could not change it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    #[error("{protocol:?} announcer: {message}")]
+    Failed { protocol: Protocol, message: String },
+}
+
+/// Makes the network's view match `desired`. Implementations are idempotent: calling
+/// `announce` again with the same set changes nothing and sends nothing new; an address missing
+/// from the set is withdrawn. `announce(&[])` withdraws everything.
+#[async_trait]
+pub trait Announcer: Send + Sync + Debug {
+    /// The protocol this announcer speaks; it is handed only announcements of this protocol.
+    fn protocol(&self) -> Protocol;
+
+    /// Makes the announced set equal to `desired`.
+    async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError>;
+}
+
+/// An announcer that records every desired set it is given and "announces" by remembering it:
+/// the double for tests and for dry runs that print what would be announced.
+#[derive(Debug)]
+pub struct RecordingAnnouncer {
+    protocol: Protocol,
+    history: Mutex<Vec<Vec<Announcement>>>,
+}
+
+impl RecordingAnnouncer {
+    pub fn new(protocol: Protocol) -> Self {
+        RecordingAnnouncer {
+            protocol,
+            history: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// What is announced now.
+    pub fn current(&self) -> Vec<Announcement> {
+        self.lock().last().cloned().unwrap_or_default()
+    }
+
+    /// Every distinct set announced, oldest first. Repeating the current set adds nothing.
+    pub fn history(&self) -> Vec<Vec<Announcement>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Announcement>>> {
+        // A panic elsewhere while holding the lock leaves valid data behind; keep using it.
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Announcer for RecordingAnnouncer {
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
+        if let Some(wrong) = desired.iter().find(|a| Protocol::of(a) != self.protocol) {
+            return Err(AnnounceError::Failed {
+                protocol: self.protocol,
+                message: format!(
+                    "handed a {:?} announcement for {}",
+                    Protocol::of(wrong),
+                    wrong.ip
+                ),
+            });
+        }
+        let mut set = desired.to_vec();
+        set.sort();
+        set.dedup();
+        let mut history = self.lock();
+        if history.last() != Some(&set) {
+            history.push(set);
+        }
+        Ok(())
+    }
+}

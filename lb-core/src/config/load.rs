@@ -1,0 +1,1259 @@
+//! Multi-document YAML to a validated [`Config`].
+//!
+//! Documents are split first and parsed one by one, so a syntax error costs only its own
+//! document. Objects are validated alone, then across objects in a fixed order (communities,
+//! BFD profiles, pools, peers, advertisements), each step seeing only what passed the steps
+//! before it. Among objects of one kind, name order decides which of two conflicting objects is
+//! reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::raw::{self, BgpPeerSpec};
+use super::{
+    BfdProfile, BgpAdvertisement, BgpPeer, Community, Config, ConfigError, L2Advertisement,
+    Password, PeerAsn, PeerTarget, Pool, PoolAllocation, PoolSelection, Severity,
+};
+use crate::ip::{Family, IpRange};
+use crate::objects::{
+    self, Endpoint, EndpointSlice, FamilyPolicy, Namespace, Node, Port, SERVICE_NAME_LABEL,
+    Service, ServiceKey, TrafficPolicy,
+};
+use crate::selector::{RawSelector, Selector};
+
+/// Where MetalLB's own objects live when a file gives them no namespace.
+pub const DEFAULT_METALLB_NAMESPACE: &str = "metallb-system";
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// The result of loading: the configuration of every object that passed, and every finding.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Loaded {
+    /// True when no finding is an error.
+    pub fn is_valid(&self) -> bool {
+        self.errors.iter().all(|e| e.severity != Severity::Error)
+    }
+}
+
+/// One object of the input, before validation.
+struct Object {
+    api_version: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    meta: objects::RawMeta,
+    body: Value,
+}
+
+impl Object {
+    fn display(&self, default_ns: &str) -> String {
+        format!(
+            "{} {}/{}",
+            self.kind,
+            self.namespace.as_deref().unwrap_or(default_ns),
+            self.name
+        )
+    }
+}
+
+/// Collects findings about one object.
+struct Report<'a> {
+    object: String,
+    out: &'a mut Vec<ConfigError>,
+    failed: bool,
+}
+
+impl Report<'_> {
+    fn error(&mut self, field: &str, value: Option<&str>, message: impl Into<String>) {
+        self.failed = true;
+        self.push(Severity::Error, field, value, message.into());
+    }
+
+    fn warn(&mut self, field: &str, value: Option<&str>, message: impl Into<String>) {
+        self.push(Severity::Warning, field, value, message.into());
+    }
+
+    fn push(&mut self, severity: Severity, field: &str, value: Option<&str>, message: String) {
+        self.out.push(ConfigError {
+            severity,
+            object: self.object.clone(),
+            field: field.to_string(),
+            value: value.map(str::to_string),
+            message,
+        });
+    }
+
+    fn selectors(&mut self, field: &str, raws: &[RawSelector]) -> Vec<Selector> {
+        let mut out = Vec::with_capacity(raws.len());
+        for (i, raw) in raws.iter().enumerate() {
+            match Selector::from_raw(raw) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    let value = (!e.value.is_empty()).then_some(e.value.as_str());
+                    self.error(&format!("{field}[{i}].{}", e.field), value, e.message);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Loads a standalone file: multi-document YAML of `metallb.io` kinds and `v1` objects.
+pub fn load_str(text: &str) -> Loaded {
+    let mut errors = Vec::new();
+    let objects = documents(text, &mut errors);
+    let mut by_kind: BTreeMap<&'static str, Vec<Object>> = BTreeMap::new();
+    for obj in objects {
+        let kind = match (obj.api_version.as_str(), obj.kind.as_str()) {
+            ("metallb.io/v1beta1", "IPAddressPool") => "IPAddressPool",
+            ("metallb.io/v1beta1", "L2Advertisement") => "L2Advertisement",
+            ("metallb.io/v1beta1", "BGPAdvertisement") => "BGPAdvertisement",
+            ("metallb.io/v1beta1" | "metallb.io/v1beta2", "BGPPeer") => "BGPPeer",
+            ("metallb.io/v1beta1", "BFDProfile") => "BFDProfile",
+            ("metallb.io/v1beta1", "Community") => "Community",
+            ("v1", "Service") => "Service",
+            ("v1", "Node") => "Node",
+            ("v1", "Namespace") => "Namespace",
+            ("v1", "Secret") => "Secret",
+            ("discovery.k8s.io/v1", "EndpointSlice") => "EndpointSlice",
+            _ => {
+                errors.push(ConfigError {
+                    severity: Severity::Warning,
+                    object: obj.display(DEFAULT_NAMESPACE),
+                    field: "apiVersion".into(),
+                    value: Some(obj.api_version.clone()),
+                    message: format!("kind {} of this API version is not read; ignored", obj.kind),
+                });
+                continue;
+            }
+        };
+        by_kind.entry(kind).or_default().push(obj);
+    }
+    for list in by_kind.values_mut() {
+        list.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    }
+    let mut take = |k: &str| by_kind.remove(k).unwrap_or_default();
+
+    let mut c = Config::default();
+    for obj in take("Namespace") {
+        c.namespaces.insert(
+            obj.name.clone(),
+            Namespace {
+                name: obj.name,
+                labels: obj.meta.labels,
+            },
+        );
+    }
+    for obj in take("Secret") {
+        load_secret(obj, &mut c, &mut errors);
+    }
+    for obj in take("Community") {
+        load_community(obj, &mut c, &mut errors);
+    }
+    for obj in take("BFDProfile") {
+        if let Some(p) = load_bfd_profile(&obj, &mut errors) {
+            insert_unique(
+                &obj,
+                p,
+                |p| p.name.clone(),
+                &mut c.bfd_profiles,
+                &mut errors,
+            );
+        }
+    }
+    for obj in take("IPAddressPool") {
+        if let Some(p) = load_pool(&obj, &c, &mut errors) {
+            insert_unique(&obj, p, |p| p.name.clone(), &mut c.pools, &mut errors);
+        }
+    }
+    for obj in take("Node") {
+        if let Some(n) = load_node(&obj, &mut errors) {
+            insert_unique(&obj, n, |n| n.name.clone(), &mut c.nodes, &mut errors);
+        }
+    }
+    for obj in take("BGPPeer") {
+        if let Some(p) = load_peer(&obj, &c, &mut errors) {
+            insert_unique(&obj, p, |p| p.name.clone(), &mut c.peers, &mut errors);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for obj in take("L2Advertisement") {
+        if !unique_name(&obj, &mut seen, &mut errors) {
+            continue;
+        }
+        if let Some(ad) = load_l2_ad(&obj, &c, &mut errors) {
+            c.l2_advertisements.push(ad);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for obj in take("BGPAdvertisement") {
+        if !unique_name(&obj, &mut seen, &mut errors) {
+            continue;
+        }
+        if let Some(ad) = load_bgp_ad(&obj, &c, &mut errors) {
+            c.bgp_advertisements.push(ad);
+        }
+    }
+    check_bfd_echo_with_ipv6(&mut c, &mut errors);
+    for obj in take("Service") {
+        if let Some(s) = load_service(&obj, &mut errors) {
+            insert_unique(&obj, s, |s| s.key.clone(), &mut c.services, &mut errors);
+        }
+    }
+    for obj in take("EndpointSlice") {
+        if let Some(s) = load_endpoint_slice(&obj, &mut errors) {
+            c.endpoint_slices.push(s);
+        }
+    }
+    Loaded { config: c, errors }
+}
+
+// ---- documents -------------------------------------------------------------------------------
+
+/// Splits the text at `---` lines and parses each document on its own. `kind: List` documents
+/// (as `kubectl get -o yaml` writes) are expanded into their items.
+fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
+    let mut chunks: Vec<(usize, String)> = vec![(1, String::new())];
+    for (i, line) in text.lines().enumerate() {
+        if line == "---" || line.starts_with("--- ") || line == "...\r" || line == "---\r" {
+            chunks.push((i + 2, String::new()));
+        } else if let Some((_, buf)) = chunks.last_mut() {
+            buf.push_str(line);
+            buf.push('\n');
+        }
+    }
+    let mut out = Vec::new();
+    for (index, (line, chunk)) in chunks.into_iter().enumerate() {
+        if chunk.lines().all(|l| {
+            let t = l.trim();
+            t.is_empty() || t.starts_with('#') || t == "..."
+        }) {
+            continue;
+        }
+        let at = format!("document {} (line {line})", index + 1);
+        match serde_saphyr::from_str::<Value>(&chunk) {
+            Ok(Value::Null) => {}
+            Ok(value) => objects_of(value, &at, &mut out, errors),
+            Err(e) => errors.push(ConfigError {
+                severity: Severity::Error,
+                object: at,
+                field: String::new(),
+                value: None,
+                message: format!("not valid YAML: {}", first_line(&e.to_string())),
+            }),
+        }
+    }
+    out
+}
+
+fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<ConfigError>) {
+    let mut fail = |field: &str, message: &str| {
+        errors.push(ConfigError {
+            severity: Severity::Error,
+            object: at.to_string(),
+            field: field.to_string(),
+            value: None,
+            message: message.to_string(),
+        })
+    };
+    let Value::Object(map) = &value else {
+        return fail("", "a document must be a Kubernetes object (a mapping)");
+    };
+    let (Some(api_version), Some(kind)) = (
+        map.get("apiVersion").and_then(Value::as_str),
+        map.get("kind").and_then(Value::as_str),
+    ) else {
+        return fail("", "apiVersion and kind are required strings");
+    };
+    if kind == "List" {
+        match map.get("items") {
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    objects_of(item.clone(), &format!("{at} items[{i}]"), out, errors);
+                }
+            }
+            _ => fail("items", "a List needs an items list"),
+        }
+        return;
+    }
+    let meta: objects::RawMeta = match map.get("metadata") {
+        Some(m) => match serde_path_to_error::deserialize(m.clone()) {
+            Ok(meta) => meta,
+            Err(e) => return fail(&format!("metadata.{}", e.path()), &e.inner().to_string()),
+        },
+        None => objects::RawMeta::default(),
+    };
+    let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+        return fail(
+            "metadata.name",
+            &format!("{kind}: metadata.name is required"),
+        );
+    };
+    out.push(Object {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        name,
+        namespace: meta.namespace.clone(),
+        meta,
+        body: value,
+    });
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Deserializes `body[key]` (absent: `null`) as `T`, reporting the path of a type error.
+fn section<T: DeserializeOwned>(obj: &Object, key: &str, r: &mut Report<'_>) -> Option<T> {
+    let v = obj.body.get(key).cloned().unwrap_or(Value::Null);
+    let v = if v.is_null() {
+        Value::Object(Default::default())
+    } else {
+        v
+    };
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                key.to_string()
+            } else {
+                format!("{key}.{path}")
+            };
+            r.error(&field, None, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn report<'a>(obj: &Object, default_ns: &str, errors: &'a mut Vec<ConfigError>) -> Report<'a> {
+    Report {
+        object: obj.display(default_ns),
+        out: errors,
+        failed: false,
+    }
+}
+
+fn insert_unique<K: Ord, T>(
+    obj: &Object,
+    item: T,
+    key: impl Fn(&T) -> K,
+    map: &mut BTreeMap<K, T>,
+    errors: &mut Vec<ConfigError>,
+) {
+    match map.entry(key(&item)) {
+        std::collections::btree_map::Entry::Occupied(_) => {
+            report(obj, DEFAULT_METALLB_NAMESPACE, errors).error(
+                "metadata.name",
+                Some(&obj.name),
+                format!("another {} has this name", obj.kind),
+            );
+        }
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(item);
+        }
+    }
+}
+
+fn unique_name(obj: &Object, seen: &mut BTreeSet<String>, errors: &mut Vec<ConfigError>) -> bool {
+    if seen.insert(obj.name.clone()) {
+        return true;
+    }
+    report(obj, DEFAULT_METALLB_NAMESPACE, errors).error(
+        "metadata.name",
+        Some(&obj.name),
+        format!("another {} has this name", obj.kind),
+    );
+    false
+}
+
+// ---- metallb.io kinds ------------------------------------------------------------------------
+
+fn load_community(obj: Object, c: &mut Config, errors: &mut Vec<ConfigError>) {
+    let mut r = report(&obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let Some(spec) = section::<raw::CommunitySpec>(&obj, "spec", &mut r) else {
+        return;
+    };
+    let mut accepted = BTreeMap::new();
+    for (i, alias) in spec.communities.iter().enumerate() {
+        let field = format!("spec.communities[{i}]");
+        if alias.name.is_empty() {
+            r.error(&format!("{field}.name"), None, "an alias needs a name");
+        } else if c.communities.contains_key(&alias.name) || accepted.contains_key(&alias.name) {
+            r.error(
+                &format!("{field}.name"),
+                Some(&alias.name),
+                "duplicate community alias (aliases must be unique across all Community objects)",
+            );
+        }
+        match Community::parse(&alias.value) {
+            Some(v) => {
+                accepted.insert(alias.name.clone(), v);
+            }
+            None => r.error(
+                &format!("{field}.value"),
+                Some(&alias.value),
+                "not a community: write AS:value (16-bit each) or large:global:local1:local2",
+            ),
+        }
+    }
+    if !r.failed {
+        c.communities.extend(accepted);
+    }
+}
+
+fn load_bfd_profile(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<BfdProfile> {
+    let mut r = report(obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let spec = section::<raw::BfdProfileSpec>(obj, "spec", &mut r)?;
+    let mut num = |field: &str, v: Option<i64>, lo: i64, hi: i64, default: u32| -> u32 {
+        match v {
+            None => default,
+            Some(x) if (lo..=hi).contains(&x) => x as u32,
+            Some(x) => {
+                r.error(
+                    &format!("spec.{field}"),
+                    Some(&x.to_string()),
+                    format!("must be between {lo} and {hi}"),
+                );
+                default
+            }
+        }
+    };
+    let p = BfdProfile {
+        name: obj.name.clone(),
+        receive_interval: num("receiveInterval", spec.receive_interval, 10, 60000, 300),
+        transmit_interval: num("transmitInterval", spec.transmit_interval, 10, 60000, 300),
+        detect_multiplier: num("detectMultiplier", spec.detect_multiplier, 2, 255, 3),
+        echo_interval: num("echoInterval", spec.echo_interval, 10, 60000, 50),
+        minimum_ttl: num("minimumTtl", spec.minimum_ttl, 1, 254, 254),
+        echo_mode: spec.echo_mode,
+        passive_mode: spec.passive_mode,
+    };
+    (!r.failed).then_some(p)
+}
+
+fn load_pool(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<Pool> {
+    let mut r = report(obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let spec = section::<raw::IpAddressPoolSpec>(obj, "spec", &mut r)?;
+    if spec.addresses.is_empty() {
+        r.error(
+            "spec.addresses",
+            None,
+            "at least one address range is required",
+        );
+    }
+    let mut ranges: Vec<(usize, IpRange)> = Vec::new();
+    for (i, text) in spec.addresses.iter().enumerate() {
+        match IpRange::parse(text) {
+            Err(e) => r.error(&format!("spec.addresses[{i}]"), Some(text), e.to_string()),
+            Ok(range) => {
+                if let Some((j, _)) = ranges.iter().find(|(_, o)| o.overlaps(&range)) {
+                    r.error(
+                        &format!("spec.addresses[{i}]"),
+                        Some(text),
+                        format!("overlaps spec.addresses[{j}] of the same pool"),
+                    );
+                }
+                ranges.push((i, range));
+            }
+        }
+    }
+    // Overlap with pools accepted before this one (name order).
+    for (i, range) in &ranges {
+        for other in c.pools.values() {
+            if other.ranges.iter().any(|o| o.overlaps(range)) {
+                r.error(
+                    &format!("spec.addresses[{i}]"),
+                    Some(&spec.addresses[*i]),
+                    format!("overlaps IPAddressPool {}", other.name),
+                );
+            }
+        }
+    }
+    let allocation = spec.service_allocation.as_ref().map(|a| {
+        let mut namespaces = BTreeSet::new();
+        for (i, ns) in a.namespaces.iter().enumerate() {
+            if !namespaces.insert(ns.clone()) {
+                r.error(
+                    &format!("spec.serviceAllocation.namespaces[{i}]"),
+                    Some(ns),
+                    "duplicate namespace",
+                );
+            }
+        }
+        PoolAllocation {
+            priority: a.priority,
+            namespaces,
+            namespace_selectors: r.selectors(
+                "spec.serviceAllocation.namespaceSelectors",
+                &a.namespace_selectors,
+            ),
+            service_selectors: r.selectors(
+                "spec.serviceAllocation.serviceSelectors",
+                &a.service_selectors,
+            ),
+        }
+    });
+    if r.failed {
+        return None;
+    }
+    let mut ranges: Vec<IpRange> = ranges.into_iter().map(|(_, r)| r).collect();
+    ranges.sort();
+    Some(Pool {
+        name: obj.name.clone(),
+        labels: obj.meta.labels.clone(),
+        ranges,
+        auto_assign: spec.auto_assign.unwrap_or(true),
+        avoid_buggy_ips: spec.avoid_buggy_ips,
+        allocation,
+    })
+}
+
+fn pool_selection(
+    r: &mut Report<'_>,
+    c: &Config,
+    names: &[String],
+    selectors: &[RawSelector],
+) -> PoolSelection {
+    for (i, name) in names.iter().enumerate() {
+        if !c.pools.contains_key(name) {
+            r.error(
+                &format!("spec.ipAddressPools[{i}]"),
+                Some(name),
+                "no valid IPAddressPool has this name",
+            );
+        }
+    }
+    PoolSelection {
+        names: names.iter().cloned().collect(),
+        selectors: r.selectors("spec.ipAddressPoolSelectors", selectors),
+    }
+}
+
+fn load_l2_ad(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<L2Advertisement> {
+    let mut r = report(obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let spec = section::<raw::L2AdvertisementSpec>(obj, "spec", &mut r)?;
+    let pools = pool_selection(
+        &mut r,
+        c,
+        &spec.ip_address_pools,
+        &spec.ip_address_pool_selectors,
+    );
+    let node_selectors = r.selectors("spec.nodeSelectors", &spec.node_selectors);
+    let service_selectors = r.selectors("spec.serviceSelectors", &spec.service_selectors);
+    for (i, ifname) in spec.interfaces.iter().enumerate() {
+        if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ']) {
+            r.error(
+                &format!("spec.interfaces[{i}]"),
+                Some(ifname),
+                "not a valid interface name (1-15 characters, no '/' or spaces)",
+            );
+        }
+    }
+    let mut preferred = Vec::new();
+    for (i, p) in spec.preferred_node_selectors.iter().enumerate() {
+        let field = format!("spec.preferredNodeSelectors[{i}]");
+        if !(1..=100).contains(&p.weight) {
+            r.error(
+                &format!("{field}.weight"),
+                Some(&p.weight.to_string()),
+                "weight must be between 1 and 100",
+            );
+            continue;
+        }
+        let sel = r.selectors(
+            &format!("{field}.preference"),
+            std::slice::from_ref(&p.preference),
+        );
+        if let Some(sel) = sel.into_iter().next() {
+            preferred.push((p.weight as u32, sel));
+        }
+    }
+    (!r.failed).then(|| L2Advertisement {
+        name: obj.name.clone(),
+        pools,
+        node_selectors,
+        interfaces: spec.interfaces,
+        service_selectors,
+        preferred,
+    })
+}
+
+fn load_bgp_ad(
+    obj: &Object,
+    c: &Config,
+    errors: &mut Vec<ConfigError>,
+) -> Option<BgpAdvertisement> {
+    let mut r = report(obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let spec = section::<raw::BgpAdvertisementSpec>(obj, "spec", &mut r)?;
+    let pools = pool_selection(
+        &mut r,
+        c,
+        &spec.ip_address_pools,
+        &spec.ip_address_pool_selectors,
+    );
+    let mut length = |field: &str, v: Option<i64>, lo: i64, hi: i64| -> u8 {
+        match v {
+            None => hi as u8,
+            Some(x) if (lo..=hi).contains(&x) => x as u8,
+            Some(x) => {
+                r.error(
+                    field,
+                    Some(&x.to_string()),
+                    format!("must be between {lo} and {hi}"),
+                );
+                hi as u8
+            }
+        }
+    };
+    let agg4 = length("spec.aggregationLength", spec.aggregation_length, 1, 32);
+    let agg6 = length(
+        "spec.aggregationLengthV6",
+        spec.aggregation_length_v6,
+        0,
+        128,
+    );
+    // The aggregate must not cover addresses outside the pool: it may not be shorter than the
+    // pool's own prefix.
+    for pool in c.pools.values().filter(|p| pools.selects(p)) {
+        for range in &pool.ranges {
+            let (field, agg) = match range.family() {
+                Family::V4 => ("spec.aggregationLength", agg4),
+                Family::V6 => ("spec.aggregationLengthV6", agg6),
+            };
+            let shortest = range.shortest_prefix();
+            if agg < shortest {
+                r.error(
+                    field,
+                    Some(&agg.to_string()),
+                    format!(
+                        "aggregation length is shorter than the prefix length {shortest} of \
+                         {range} in IPAddressPool {}",
+                        pool.name
+                    ),
+                );
+            }
+        }
+    }
+    if spec.communities.len() > 63 {
+        r.error(
+            "spec.communities",
+            None,
+            format!(
+                "{} communities; at most 63 are allowed",
+                spec.communities.len()
+            ),
+        );
+    }
+    let mut communities = BTreeSet::new();
+    for (i, text) in spec.communities.iter().enumerate() {
+        let field = format!("spec.communities[{i}]");
+        match Community::parse(text).or_else(|| c.communities.get(text).copied()) {
+            Some(v) => {
+                communities.insert(v);
+            }
+            None if Community::looks_like_value(text) => r.error(
+                &field,
+                Some(text),
+                "not a community: write AS:value (16-bit each) or large:global:local1:local2",
+            ),
+            None => r.error(&field, Some(text), "no Community object defines this alias"),
+        }
+    }
+    for (i, peer) in spec.peers.iter().enumerate() {
+        if !c.peers.contains_key(peer) {
+            r.warn(
+                &format!("spec.peers[{i}]"),
+                Some(peer),
+                "no valid BGPPeer has this name; nothing is advertised to it",
+            );
+        }
+    }
+    let service_selectors = r.selectors("spec.serviceSelectors", &spec.service_selectors);
+    if !service_selectors.is_empty() && (agg4 != 32 || agg6 != 128) {
+        r.error(
+            "spec.serviceSelectors",
+            None,
+            "serviceSelectors may only be used with the default aggregation lengths (32 and 128)",
+        );
+    }
+    let ad = BgpAdvertisement {
+        name: obj.name.clone(),
+        pools,
+        aggregation_length: agg4,
+        aggregation_length_v6: agg6,
+        local_pref: spec.local_pref.filter(|&p| p != 0),
+        communities,
+        node_selectors: r.selectors("spec.nodeSelectors", &spec.node_selectors),
+        peers: spec.peers.iter().cloned().collect(),
+        service_selectors,
+    };
+    check_local_pref_conflict(&ad, c, &mut r);
+    (!r.failed).then_some(ad)
+}
+
+/// Two advertisements that would put different LOCAL_PREFs on the same prefix, to the same peer,
+/// from the same node, conflict (MetalLB rejects the config).
+fn check_local_pref_conflict(ad: &BgpAdvertisement, c: &Config, r: &mut Report<'_>) {
+    let Some(mine) = ad.local_pref else {
+        return;
+    };
+    for other in &c.bgp_advertisements {
+        let Some(theirs) = other.local_pref else {
+            continue;
+        };
+        if theirs == mine {
+            continue;
+        }
+        let shared_pool = c
+            .pools
+            .values()
+            .find(|p| ad.pools.selects(p) && other.pools.selects(p) && same_prefixes(ad, other, p));
+        let peers_overlap = ad.peers.is_empty()
+            || other.peers.is_empty()
+            || ad.peers.intersection(&other.peers).next().is_some();
+        let nodes_overlap = ad.node_selectors.is_empty()
+            || other.node_selectors.is_empty()
+            || c.nodes.is_empty()
+            || c.nodes.values().any(|n| {
+                crate::selector::any_matches(&ad.node_selectors, &n.labels)
+                    && crate::selector::any_matches(&other.node_selectors, &n.labels)
+            });
+        if let Some(pool) = shared_pool
+            && peers_overlap
+            && nodes_overlap
+        {
+            r.error(
+                "spec.localPref",
+                Some(&mine.to_string()),
+                format!(
+                    "conflicts with localPref {theirs} of BGPAdvertisement {} for the same \
+                     prefixes of IPAddressPool {}",
+                    other.name, pool.name
+                ),
+            );
+        }
+    }
+}
+
+fn same_prefixes(a: &BgpAdvertisement, b: &BgpAdvertisement, pool: &Pool) -> bool {
+    Family::BOTH
+        .iter()
+        .any(|&f| pool.has_family(f) && a.aggregation_for(f) == b.aggregation_for(f))
+}
+
+/// `echoMode` BFD is not allowed on a peer that gets IPv6 prefixes.
+fn check_bfd_echo_with_ipv6(c: &mut Config, errors: &mut Vec<ConfigError>) {
+    let mut bad = Vec::new();
+    for peer in c.peers.values() {
+        let Some(profile) = peer
+            .bfd_profile
+            .as_ref()
+            .and_then(|p| c.bfd_profiles.get(p))
+        else {
+            continue;
+        };
+        if !profile.echo_mode {
+            continue;
+        }
+        let gets_v6 = c.bgp_advertisements.iter().any(|ad| {
+            ad.targets_peer(&peer.name)
+                && c.pools
+                    .values()
+                    .any(|p| ad.pools.selects(p) && p.has_family(Family::V6))
+        });
+        if gets_v6 {
+            bad.push(peer.name.clone());
+        }
+    }
+    for name in bad {
+        let Some(peer) = c.peers.remove(&name) else {
+            continue;
+        };
+        errors.push(ConfigError {
+            severity: Severity::Error,
+            object: format!("BGPPeer {DEFAULT_METALLB_NAMESPACE}/{name}"),
+            field: "spec.bfdProfile".into(),
+            value: peer.bfd_profile.clone(),
+            message: "a BFD profile with echoMode cannot be used on a peer that IPv6 prefixes \
+                      are advertised to"
+                .into(),
+        });
+    }
+}
+
+fn asn(r: &mut Report<'_>, field: &str, v: Option<u64>) -> Option<u32> {
+    match v {
+        Some(0) => {
+            r.error(field, Some("0"), "an AS number cannot be 0");
+            None
+        }
+        Some(x) => u32::try_from(x).map(Some).unwrap_or_else(|_| {
+            r.error(
+                field,
+                Some(&x.to_string()),
+                "an AS number must fit in 32 bits",
+            );
+            None
+        }),
+        None => None,
+    }
+}
+
+fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<BgpPeer> {
+    let mut r = report(obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let spec = section::<BgpPeerSpec>(obj, "spec", &mut r)?;
+    if obj.api_version == "metallb.io/v1beta1" {
+        for field in spec.v1beta2_only_fields() {
+            r.error(
+                &format!("spec.{field}"),
+                None,
+                "this field exists only in metallb.io/v1beta2; change apiVersion",
+            );
+        }
+    }
+    let my_asn = asn(&mut r, "spec.myASN", spec.my_asn);
+    if spec.my_asn.is_none() {
+        r.error("spec.myASN", None, "myASN is required");
+    }
+    let peer_asn = match (spec.peer_asn, spec.dynamic_asn.as_deref()) {
+        (Some(_), Some(_)) => {
+            r.error(
+                "spec.dynamicASN",
+                None,
+                "set peerASN or dynamicASN, not both",
+            );
+            None
+        }
+        (None, None) => {
+            r.error(
+                "spec.peerASN",
+                None,
+                "one of peerASN and dynamicASN is required",
+            );
+            None
+        }
+        (Some(_), None) => asn(&mut r, "spec.peerASN", spec.peer_asn).map(PeerAsn::Fixed),
+        (None, Some("internal")) => Some(PeerAsn::Internal),
+        (None, Some("external")) => Some(PeerAsn::External),
+        (None, Some(other)) => {
+            r.error(
+                "spec.dynamicASN",
+                Some(other),
+                "must be internal or external",
+            );
+            None
+        }
+    };
+    let local_asn = asn(&mut r, "spec.localASN", spec.local_asn);
+    let target = match (&spec.peer_address, &spec.interface) {
+        (Some(_), Some(_)) => {
+            r.error(
+                "spec.interface",
+                None,
+                "set peerAddress or interface, not both",
+            );
+            None
+        }
+        (None, None) => {
+            r.error(
+                "spec.peerAddress",
+                None,
+                "one of peerAddress and interface is required",
+            );
+            None
+        }
+        (Some(a), None) => match a.parse::<IpAddr>() {
+            Ok(ip) => Some(PeerTarget::Address(ip)),
+            Err(_) => {
+                r.error("spec.peerAddress", Some(a), "not an IP address");
+                None
+            }
+        },
+        (None, Some(i)) => Some(PeerTarget::Interface(i.clone())),
+    };
+    let source_address = spec.source_address.as_ref().and_then(|a| {
+        a.parse::<IpAddr>()
+            .map_err(|_| r.error("spec.sourceAddress", Some(a), "not an IP address"))
+            .ok()
+    });
+    if let (Some(src), Some(PeerTarget::Address(dst))) = (source_address, &target)
+        && Family::of(src) != Family::of(*dst)
+    {
+        r.error(
+            "spec.sourceAddress",
+            Some(&src.to_string()),
+            "source and peer addresses are of different families",
+        );
+    }
+    let port = match spec.peer_port {
+        None => 179,
+        Some(p) if (1..=16384).contains(&p) => p as u16,
+        Some(p) => {
+            r.error(
+                "spec.peerPort",
+                Some(&p.to_string()),
+                "must be between 1 and 16384",
+            );
+            179
+        }
+    };
+    let mut duration = |field: &str, v: &Option<String>| -> Option<Duration> {
+        let text = v.as_ref()?;
+        parse_go_duration(text)
+            .map_err(|m| r.error(field, Some(text), m))
+            .ok()
+    };
+    let hold = duration("spec.holdTime", &spec.hold_time);
+    let keepalive = duration("spec.keepaliveTime", &spec.keepalive_time);
+    let connect = duration("spec.connectTime", &spec.connect_time);
+    if let Some(h) = hold
+        && !h.is_zero()
+        && h < Duration::from_secs(3)
+    {
+        r.error(
+            "spec.holdTime",
+            spec.hold_time.as_deref(),
+            "must be 0 or at least 3s",
+        );
+    }
+    let (hold_time, keepalive_time) = match (hold, keepalive) {
+        (Some(h), Some(k)) => {
+            if k > h {
+                r.error(
+                    "spec.keepaliveTime",
+                    spec.keepalive_time.as_deref(),
+                    "must not be longer than holdTime",
+                );
+            }
+            (Some(h), Some(k))
+        }
+        (Some(h), None) => (Some(h), Some(h / 3)),
+        (None, Some(k)) => (Some(k * 3), Some(k)),
+        (None, None) => (None, None),
+    };
+    if let Some(ct) = connect
+        && (ct.subsec_nanos() != 0 || !(1..=65535).contains(&ct.as_secs()))
+    {
+        r.error(
+            "spec.connectTime",
+            spec.connect_time.as_deref(),
+            "must be whole seconds between 1s and 65535s",
+        );
+    }
+    let router_id = spec.router_id.as_ref().and_then(|a| {
+        a.parse::<Ipv4Addr>()
+            .map_err(|_| {
+                r.error(
+                    "spec.routerID",
+                    Some(a),
+                    "a router ID must be an IPv4 address",
+                )
+            })
+            .ok()
+    });
+    let password = match (&spec.password, &spec.password_secret) {
+        (Some(_), Some(_)) => {
+            r.error(
+                "spec.passwordSecret",
+                None,
+                "set password or passwordSecret, not both",
+            );
+            None
+        }
+        (Some(p), None) => Some(Password::Plain(p.clone())),
+        (None, Some(s)) => {
+            let namespace = s
+                .namespace
+                .clone()
+                .or_else(|| obj.namespace.clone())
+                .unwrap_or_else(|| DEFAULT_METALLB_NAMESPACE.to_string());
+            if !c.secrets.contains_key(&(namespace.clone(), s.name.clone())) {
+                r.warn(
+                    "spec.passwordSecret",
+                    Some(&format!("{namespace}/{}", s.name)),
+                    "the Secret is not present (yet); the session waits for it",
+                );
+            }
+            Some(Password::Secret {
+                namespace,
+                name: s.name.clone(),
+            })
+        }
+        (None, None) => None,
+    };
+    if let Some(profile) = &spec.bfd_profile
+        && !c.bfd_profiles.contains_key(profile)
+    {
+        r.error(
+            "spec.bfdProfile",
+            Some(profile),
+            "no valid BFDProfile has this name",
+        );
+    }
+    let node_selectors = r.selectors("spec.nodeSelectors", &spec.node_selectors);
+    let (Some(my_asn), Some(peer_asn), Some(target)) = (my_asn, peer_asn, target) else {
+        return None;
+    };
+    let peer = BgpPeer {
+        name: obj.name.clone(),
+        my_asn,
+        peer_asn,
+        local_asn,
+        target,
+        source_address,
+        port,
+        hold_time,
+        keepalive_time,
+        connect_time: connect,
+        router_id,
+        node_selectors,
+        password,
+        bfd_profile: spec.bfd_profile.clone(),
+        graceful_restart: spec.enable_graceful_restart,
+        ebgp_multihop: spec.ebgp_multi_hop,
+        vrf: spec.vrf.clone().filter(|v| !v.is_empty()),
+        disable_mp: spec.disable_mp,
+        dual_stack_address_family: spec.dual_stack_address_family,
+    };
+    if peer.ebgp_multihop && peer.is_ibgp() {
+        r.error(
+            "spec.ebgpMultiHop",
+            None,
+            "ebgpMultiHop cannot be set on an iBGP peer",
+        );
+    }
+    (!r.failed).then_some(peer)
+}
+
+/// Parses a Go `time.Duration` string (`90s`, `1m30s`, `500ms`, `1h`).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("not a duration (write e.g. 90s, 1m30s, 500ms): {s:?}");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+// ---- v1 and discovery objects ----------------------------------------------------------------
+
+fn load_secret(obj: Object, c: &mut Config, errors: &mut Vec<ConfigError>) {
+    let mut r = report(&obj, DEFAULT_METALLB_NAMESPACE, errors);
+    let Some(secret) = whole::<raw::RawSecret>(&obj, &mut r) else {
+        return;
+    };
+    let mut data = BTreeMap::new();
+    for (k, v) in &secret.data {
+        match base64::engine::general_purpose::STANDARD
+            .decode(v.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            Some(s) => {
+                data.insert(k.clone(), s);
+            }
+            None => r.error(&format!("data.{k}"), None, "not base64-encoded UTF-8"),
+        }
+    }
+    data.extend(secret.string_data);
+    let ns = obj
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_METALLB_NAMESPACE.to_string());
+    if !r.failed {
+        c.secrets.insert((ns, obj.name.clone()), data);
+    }
+}
+
+fn load_node(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Node> {
+    let mut r = report(obj, "", errors);
+    r.object = format!("Node {}", obj.name);
+    let raw: objects::RawNode = whole(obj, &mut r)?;
+    Some(Node {
+        name: obj.name.clone(),
+        labels: obj.meta.labels.clone(),
+        network_unavailable: raw
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True"),
+    })
+}
+
+/// Deserializes the whole object body as `T`.
+fn whole<T: DeserializeOwned>(obj: &Object, r: &mut Report<'_>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(obj.body.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            r.error(&e.path().to_string(), None, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn load_service(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Service> {
+    let mut r = report(obj, DEFAULT_NAMESPACE, errors);
+    let raw: objects::RawService = whole(obj, &mut r)?;
+    let spec = raw.spec;
+    let traffic_policy = match spec.external_traffic_policy.as_deref() {
+        None | Some("Cluster") => TrafficPolicy::Cluster,
+        Some("Local") => TrafficPolicy::Local,
+        Some(other) => {
+            r.error(
+                "spec.externalTrafficPolicy",
+                Some(other),
+                "must be Cluster or Local",
+            );
+            TrafficPolicy::Cluster
+        }
+    };
+    let mut ip_families = Vec::new();
+    for (i, f) in spec.ip_families.iter().enumerate() {
+        match f.as_str() {
+            "IPv4" => ip_families.push(Family::V4),
+            "IPv6" => ip_families.push(Family::V6),
+            other => r.error(
+                &format!("spec.ipFamilies[{i}]"),
+                Some(other),
+                "must be IPv4 or IPv6",
+            ),
+        }
+    }
+    if ip_families.len() == 2 && ip_families[0] == ip_families[1] {
+        r.error("spec.ipFamilies", None, "the two families must differ");
+    }
+    let family_policy = match spec.ip_family_policy.as_deref() {
+        None if ip_families.len() == 2 => FamilyPolicy::RequireDualStack,
+        None | Some("SingleStack") => FamilyPolicy::SingleStack,
+        Some("PreferDualStack") => FamilyPolicy::PreferDualStack,
+        Some("RequireDualStack") => FamilyPolicy::RequireDualStack,
+        Some(other) => {
+            r.error(
+                "spec.ipFamilyPolicy",
+                Some(other),
+                "must be SingleStack, PreferDualStack or RequireDualStack",
+            );
+            FamilyPolicy::SingleStack
+        }
+    };
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        if !matches!(protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+            r.error(
+                &format!("spec.ports[{i}].protocol"),
+                Some(&protocol),
+                "must be TCP, UDP or SCTP",
+            );
+        }
+        ports.push(Port {
+            protocol,
+            port: p.port,
+        });
+    }
+    let mut status_ips = Vec::new();
+    let ingress = raw
+        .status
+        .and_then(|s| s.load_balancer)
+        .map(|lb| lb.ingress)
+        .unwrap_or_default();
+    for (i, ing) in ingress.iter().enumerate() {
+        if let Some(ip) = &ing.ip {
+            match ip.parse::<IpAddr>() {
+                Ok(a) => status_ips.push(a),
+                // A broken status is not the user's config: note it and allocate afresh.
+                Err(_) => r.warn(
+                    &format!("status.loadBalancer.ingress[{i}].ip"),
+                    Some(ip),
+                    "not an IP address; ignored",
+                ),
+            }
+        }
+    }
+    if r.failed {
+        return None;
+    }
+    let namespace = obj
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    Some(Service {
+        key: ServiceKey::new(namespace, obj.name.clone()),
+        labels: obj.meta.labels.clone(),
+        annotations: obj.meta.annotations.clone(),
+        load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
+        load_balancer_class: spec.load_balancer_class,
+        load_balancer_ip: spec.load_balancer_ip.filter(|s| !s.is_empty()),
+        ports,
+        selector: spec.selector,
+        traffic_policy,
+        ip_families,
+        family_policy,
+        status_ips,
+    })
+}
+
+fn load_endpoint_slice(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<EndpointSlice> {
+    let mut r = report(obj, DEFAULT_NAMESPACE, errors);
+    let raw: objects::RawEndpointSlice = whole(obj, &mut r)?;
+    let service = obj.meta.labels.get(SERVICE_NAME_LABEL).cloned();
+    if service.is_none() {
+        r.warn(
+            &format!("metadata.labels.{SERVICE_NAME_LABEL}"),
+            None,
+            "the slice names no service; ignored",
+        );
+    }
+    Some(EndpointSlice {
+        namespace: obj
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+        name: obj.name.clone(),
+        service,
+        endpoints: raw
+            .endpoints
+            .into_iter()
+            .map(|e| Endpoint {
+                node: e.node_name,
+                ready: e.conditions.ready,
+                serving: e.conditions.serving,
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,375 @@
+//! The configuration model: every `metallb.io` kind, validated, plus the Kubernetes objects the
+//! decisions read (Services, Nodes, Namespaces, EndpointSlices, Secrets).
+//!
+//! ```text
+//!  YAML text ──► load::documents ──► per-kind raw spec (serde, path-aware)
+//!                                       │ validate: one object at a time, then across objects
+//!                                       ▼
+//!                        Config (only the objects that passed) + Vec<ConfigError>
+//! ```
+//!
+//! A bad object is reported with its kind, namespace/name and field, and left out; the rest of
+//! the configuration keeps working.
+
+mod load;
+pub mod raw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::ip::{Family, IpRange};
+use crate::objects::{EndpointSlice, NAMESPACE_NAME_LABEL, Namespace, Node, Service, ServiceKey};
+use crate::selector::{Labels, Selector, any_matches};
+
+pub use load::{DEFAULT_METALLB_NAMESPACE, Loaded, load_str};
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Severity {
+    /// The object was left out of the configuration.
+    Error,
+    /// The object was kept; something in it deserves a look.
+    Warning,
+}
+
+/// A problem found in one object, naming the object and the field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+pub struct ConfigError {
+    pub severity: Severity,
+    /// `Kind namespace/name`, or a document position when the object has no name yet.
+    pub object: String,
+    /// Dotted path of the field, `spec.addresses[1]`; empty for the whole object.
+    pub field: String,
+    /// The offending value, quoted in the message.
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.object)?;
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        if let Some(v) = &self.value {
+            write!(f, ": {v:?}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// `IPAddressPool.spec.serviceAllocation`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolAllocation {
+    pub priority: i32,
+    pub namespaces: BTreeSet<String>,
+    pub namespace_selectors: Vec<Selector>,
+    pub service_selectors: Vec<Selector>,
+}
+
+impl PoolAllocation {
+    /// Whether a service in a namespace with these labels, itself with these labels, may draw from
+    /// the pool. With neither namespaces nor namespace selectors, every namespace is admitted.
+    pub fn admits(&self, namespace: &str, namespace_labels: &Labels, labels: &Labels) -> bool {
+        let ns_ok = (self.namespaces.is_empty() && self.namespace_selectors.is_empty())
+            || self.namespaces.contains(namespace)
+            || self
+                .namespace_selectors
+                .iter()
+                .any(|s| s.matches(namespace_labels));
+        ns_ok && any_matches(&self.service_selectors, labels)
+    }
+
+    /// The sort key of MetalLB's priority order: a lower number first, 0 (unset) last.
+    pub fn priority_rank(&self) -> (bool, i32) {
+        (self.priority == 0, self.priority)
+    }
+}
+
+/// A validated `IPAddressPool`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub labels: Labels,
+    /// The address ranges, sorted.
+    pub ranges: Vec<IpRange>,
+    pub auto_assign: bool,
+    pub avoid_buggy_ips: bool,
+    pub allocation: Option<PoolAllocation>,
+}
+
+impl Pool {
+    pub fn has_family(&self, family: Family) -> bool {
+        self.ranges.iter().any(|r| r.family() == family)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip))
+    }
+
+    /// Usable addresses of a family (IPv6 saturates), less the buggy ones when avoided.
+    pub fn size(&self, family: Family) -> u128 {
+        self.ranges
+            .iter()
+            .filter(|r| r.family() == family)
+            .map(|r| {
+                if self.avoid_buggy_ips && family == Family::V4 {
+                    crate::alloc::index::IndexSpace::Skip254.range_len(r)
+                } else {
+                    r.size()
+                }
+            })
+            .fold(0u128, u128::saturating_add)
+    }
+}
+
+/// Which pools an advertisement covers: by name, by label, or (neither set) all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolSelection {
+    pub names: BTreeSet<String>,
+    pub selectors: Vec<Selector>,
+}
+
+impl PoolSelection {
+    pub fn selects(&self, pool: &Pool) -> bool {
+        (self.names.is_empty() && self.selectors.is_empty())
+            || self.names.contains(&pool.name)
+            || self.selectors.iter().any(|s| s.matches(&pool.labels))
+    }
+}
+
+/// A validated `L2Advertisement`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Advertisement {
+    pub name: String,
+    pub pools: PoolSelection,
+    pub node_selectors: Vec<Selector>,
+    /// Empty means every interface.
+    pub interfaces: Vec<String>,
+    pub service_selectors: Vec<Selector>,
+    /// `preferredNodeSelectors`: (weight, selector).
+    pub preferred: Vec<(u32, Selector)>,
+}
+
+/// A BGP community: legacy (RFC 1997) or large (RFC 8092).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Community {
+    Legacy(u32),
+    Large(u32, u32, u32),
+}
+
+impl Community {
+    /// Parses `A:B` (16-bit halves) or `large:G:L1:L2` (32-bit parts).
+    pub fn parse(s: &str) -> Option<Community> {
+        if let Some(rest) = s.strip_prefix("large:") {
+            let parts: Vec<&str> = rest.split(':').collect();
+            if let [g, a, b] = parts[..] {
+                return Some(Community::Large(
+                    g.parse().ok()?,
+                    a.parse().ok()?,
+                    b.parse().ok()?,
+                ));
+            }
+            return None;
+        }
+        let (hi, lo) = s.split_once(':')?;
+        let hi: u16 = hi.parse().ok()?;
+        let lo: u16 = lo.parse().ok()?;
+        Some(Community::Legacy((u32::from(hi) << 16) | u32::from(lo)))
+    }
+
+    /// True for text that is shaped like a community value rather than an alias name.
+    fn looks_like_value(s: &str) -> bool {
+        s.starts_with("large:") || s.contains(':')
+    }
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Community::Legacy(v) => write!(f, "{}:{}", v >> 16, v & 0xffff),
+            Community::Large(g, a, b) => write!(f, "large:{g}:{a}:{b}"),
+        }
+    }
+}
+
+impl Serialize for Community {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A validated `BGPAdvertisement`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpAdvertisement {
+    pub name: String,
+    pub pools: PoolSelection,
+    pub aggregation_length: u8,
+    pub aggregation_length_v6: u8,
+    pub local_pref: Option<u32>,
+    pub communities: BTreeSet<Community>,
+    pub node_selectors: Vec<Selector>,
+    /// Names of BGPPeers; empty means every peer.
+    pub peers: BTreeSet<String>,
+    pub service_selectors: Vec<Selector>,
+}
+
+impl BgpAdvertisement {
+    pub fn aggregation_for(&self, family: Family) -> u8 {
+        match family {
+            Family::V4 => self.aggregation_length,
+            Family::V6 => self.aggregation_length_v6,
+        }
+    }
+
+    pub fn targets_peer(&self, peer: &str) -> bool {
+        self.peers.is_empty() || self.peers.contains(peer)
+    }
+}
+
+/// The remote AS of a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PeerAsn {
+    Fixed(u32),
+    /// `dynamicASN: internal`: whatever the peer says, equal to ours.
+    Internal,
+    /// `dynamicASN: external`: whatever the peer says, different from ours.
+    External,
+}
+
+/// Where a peer is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerTarget {
+    Address(IpAddr),
+    /// BGP unnumbered over this interface.
+    Interface(String),
+}
+
+/// A TCP-MD5 password, inline or in a Secret. Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    Plain(String),
+    Secret { namespace: String, name: String },
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Password::Plain(_) => f.write_str("Plain(<redacted>)"),
+            Password::Secret { namespace, name } => write!(f, "Secret({namespace}/{name})"),
+        }
+    }
+}
+
+/// A validated `BGPPeer` (either served version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpPeer {
+    pub name: String,
+    pub my_asn: u32,
+    pub peer_asn: PeerAsn,
+    pub local_asn: Option<u32>,
+    pub target: PeerTarget,
+    pub source_address: Option<IpAddr>,
+    pub port: u16,
+    pub hold_time: Option<Duration>,
+    pub keepalive_time: Option<Duration>,
+    pub connect_time: Option<Duration>,
+    pub router_id: Option<Ipv4Addr>,
+    pub node_selectors: Vec<Selector>,
+    pub password: Option<Password>,
+    pub bfd_profile: Option<String>,
+    pub graceful_restart: bool,
+    pub ebgp_multihop: bool,
+    pub vrf: Option<String>,
+    pub disable_mp: bool,
+    pub dual_stack_address_family: bool,
+}
+
+impl BgpPeer {
+    /// iBGP: the peer is in our AS (after `localASN`, if set).
+    pub fn is_ibgp(&self) -> bool {
+        let ours = self.local_asn.unwrap_or(self.my_asn);
+        match self.peer_asn {
+            PeerAsn::Fixed(asn) => asn == ours,
+            PeerAsn::Internal => true,
+            PeerAsn::External => false,
+        }
+    }
+
+    /// Whether prefixes of `family` go over this session: the session's own family, or both with
+    /// `dualStackAddressFamily` or an unnumbered session.
+    pub fn carries(&self, family: Family) -> bool {
+        match &self.target {
+            PeerTarget::Interface(_) => true,
+            PeerTarget::Address(ip) => self.dual_stack_address_family || Family::of(*ip) == family,
+        }
+    }
+}
+
+/// A validated `BFDProfile` (intervals in milliseconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BfdProfile {
+    pub name: String,
+    pub receive_interval: u32,
+    pub transmit_interval: u32,
+    pub detect_multiplier: u32,
+    pub echo_interval: u32,
+    pub echo_mode: bool,
+    pub passive_mode: bool,
+    pub minimum_ttl: u32,
+}
+
+/// The whole validated configuration and the cluster objects read with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub pools: BTreeMap<String, Pool>,
+    pub l2_advertisements: Vec<L2Advertisement>,
+    pub bgp_advertisements: Vec<BgpAdvertisement>,
+    pub peers: BTreeMap<String, BgpPeer>,
+    pub bfd_profiles: BTreeMap<String, BfdProfile>,
+    /// Community aliases from `Community` objects.
+    pub communities: BTreeMap<String, Community>,
+    pub services: BTreeMap<ServiceKey, Service>,
+    pub nodes: BTreeMap<String, Node>,
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// Secret data (decoded), by (namespace, name).
+    pub secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+impl Config {
+    /// Labels of a namespace: those of its Namespace object, plus the name label Kubernetes
+    /// always sets, so selectors on `kubernetes.io/metadata.name` work with no Namespace object.
+    pub fn namespace_labels(&self, namespace: &str) -> Labels {
+        let mut labels = self
+            .namespaces
+            .get(namespace)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
+        labels
+    }
+
+    /// The Node object of a member, or a bare one carrying only the host-name label.
+    pub fn node(&self, name: &str) -> Node {
+        self.nodes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Node::bare(name))
+    }
+
+    /// The TCP-MD5 password of a peer, looking up its Secret when it names one.
+    pub fn password_for(&self, peer: &BgpPeer) -> Option<String> {
+        match peer.password.as_ref()? {
+            Password::Plain(p) => Some(p.clone()),
+            Password::Secret { namespace, name } => self
+                .secrets
+                .get(&(namespace.clone(), name.clone()))
+                .and_then(|d| d.get("password").cloned()),
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! `plan`: for one node, the announcements it must make, from the configuration, the
+//! allocations and the live members. A pure function: every node computes its own part alone
+//! and all nodes agree on L2 owners because they share the hash order.
+//!
+//! ```text
+//!  allocations ─┐
+//!  config ──────┼─► per service: pool ─► ads (pool, service selectors) ─► eligible nodes
+//!  members ─────┘        (endpoints, exclude label, NetworkUnavailable, ad node selectors)
+//!                        L2:  owner = min by (preferred score desc, sha256(node#firstIP))
+//!                        BGP: this node, per peer: prefix/aggregation, communities, localPref
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::alloc::{Allocation, annotation};
+use crate::config::{BgpAdvertisement, Community, Config, L2Advertisement, Pool};
+use crate::ip::{Family, mask};
+use crate::objects::{Node, Service, ServiceKey, TrafficPolicy};
+use crate::selector::any_matches;
+
+/// MetalLB's L2 election order: `sha256(node + "#" + ip)`, lowest first.
+pub fn election_hash(node: &str, key: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(node.as_bytes());
+    h.update(b"#");
+    h.update(key.as_bytes());
+    h.finalize().into()
+}
+
+/// The owner of `key` among `members` in the election order (no preferences).
+pub fn owner_of<'a, I: IntoIterator<Item = &'a String>>(members: I, key: &str) -> Option<String> {
+    members
+        .into_iter()
+        .min_by_key(|m| election_hash(m, key))
+        .cloned()
+}
+
+/// What to do for a service that no EndpointSlice names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingEndpoints {
+    /// Standalone hosts serve locally: every node counts as having a ready endpoint.
+    ServeEverywhere,
+    /// Kubernetes: no slice means no endpoints.
+    NoEndpoints,
+}
+
+/// Everything `plan` reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanInput<'a> {
+    pub config: &'a Config,
+    pub allocations: &'a BTreeMap<ServiceKey, Allocation>,
+    /// Live members; nodes without a Node object are taken with only their host-name label.
+    pub members: &'a BTreeSet<String>,
+    /// The node to plan for.
+    pub node: &'a str,
+    pub missing_endpoints: MissingEndpoints,
+    /// Announce from nodes labelled `exclude-from-external-load-balancers` too.
+    pub ignore_exclude_label: bool,
+}
+
+/// Interfaces an L2 announcement goes out on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Interfaces {
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl Interfaces {
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Interfaces::All => true,
+            Interfaces::Only(set) => set.contains(name),
+        }
+    }
+}
+
+impl Serialize for Interfaces {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Interfaces::All => s.collect_seq(["*"]),
+            Interfaces::Only(set) => s.collect_seq(set),
+        }
+    }
+}
+
+/// One BGP route: a prefix with its attributes, to these peers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpRoute {
+    #[serde(serialize_with = "display")]
+    pub prefix: IpNetwork,
+    pub peers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    pub communities: Vec<Community>,
+}
+
+fn display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// How an address is announced.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "protocol")]
+pub enum How {
+    #[serde(rename = "layer2")]
+    Layer2 { interfaces: Interfaces },
+    #[serde(rename = "bgp")]
+    Bgp { routes: Vec<BgpRoute> },
+}
+
+/// One address of one service that this node announces.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Announcement {
+    pub service: ServiceKey,
+    pub ip: IpAddr,
+    #[serde(flatten)]
+    pub how: How,
+}
+
+/// The plan of one node: what it announces, and why it announces nothing for the others.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub announcements: Vec<Announcement>,
+    /// Per service and protocol: why this node does not announce it.
+    pub skipped: Vec<Skip>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skip {
+    pub service: ServiceKey,
+    pub protocol: &'static str,
+    pub reason: String,
+}
+
+/// Where a service's endpoints can serve.
+enum Serving {
+    Everywhere,
+    Nodes { any: bool, nodes: BTreeSet<String> },
+}
+
+impl Serving {
+    fn anywhere(&self) -> bool {
+        match self {
+            Serving::Everywhere => true,
+            Serving::Nodes { any, .. } => *any,
+        }
+    }
+
+    fn on(&self, node: &str) -> bool {
+        match self {
+            Serving::Everywhere => true,
+            Serving::Nodes { nodes, .. } => nodes.contains(node),
+        }
+    }
+}
+
+fn serving(input: &PlanInput<'_>, key: &ServiceKey) -> Serving {
+    let mut slices = input
+        .config
+        .endpoint_slices
+        .iter()
+        .filter(|s| s.namespace == key.namespace && s.service.as_deref() == Some(&key.name))
+        .peekable();
+    if slices.peek().is_none() && input.missing_endpoints == MissingEndpoints::ServeEverywhere {
+        return Serving::Everywhere;
+    }
+    let mut any = false;
+    let mut nodes = BTreeSet::new();
+    for ep in slices.flat_map(|s| &s.endpoints).filter(|e| e.can_serve()) {
+        any = true;
+        if let Some(n) = &ep.node {
+            nodes.insert(n.clone());
+        }
+    }
+    Serving::Nodes { any, nodes }
+}
+
+fn node_usable(input: &PlanInput<'_>, node: &Node) -> Result<(), &'static str> {
+    if node.network_unavailable {
+        return Err("the node's network is unavailable (NetworkUnavailable)");
+    }
+    if !input.ignore_exclude_label && node.excluded_from_load_balancers() {
+        return Err("the node is labelled node.kubernetes.io/exclude-from-external-load-balancers");
+    }
+    Ok(())
+}
+
+/// Computes the plan of `input.node`.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let mut out = Plan::default();
+    for (key, alloc) in input.allocations {
+        let (Some(svc), Some(pool)) = (
+            input.config.services.get(key),
+            input.config.pools.get(&alloc.pool),
+        ) else {
+            continue;
+        };
+        if alloc.ips.is_empty() {
+            continue;
+        }
+        let serving = serving(input, key);
+        plan_l2(input, svc, pool, alloc, &serving, &mut out);
+        plan_bgp(input, svc, pool, alloc, &serving, &mut out);
+    }
+    out.announcements.sort();
+    out
+}
+
+fn skip(out: &mut Plan, key: &ServiceKey, protocol: &'static str, reason: impl Into<String>) {
+    out.skipped.push(Skip {
+        service: key.clone(),
+        protocol,
+        reason: reason.into(),
+    });
+}
+
+fn plan_l2(
+    input: &PlanInput<'_>,
+    svc: &Service,
+    pool: &Pool,
+    alloc: &Allocation,
+    serving: &Serving,
+    out: &mut Plan,
+) {
+    let ads: Vec<&L2Advertisement> = input
+        .config
+        .l2_advertisements
+        .iter()
+        .filter(|ad| ad.pools.selects(pool) && any_matches(&ad.service_selectors, &svc.labels))
+        .collect();
+    if ads.is_empty() {
+        return;
+    }
+    let k = &svc.key;
+    if shares_ip(svc) && ads.iter().any(|ad| !ad.service_selectors.is_empty()) {
+        return skip(
+            out,
+            k,
+            "layer2",
+            "a shared IP cannot be announced by an L2Advertisement with serviceSelectors",
+        );
+    }
+    if !serving.anywhere() {
+        return skip(out, k, "layer2", "no serving endpoint");
+    }
+    let first_ip = alloc.ips[0].to_string();
+    let mut best: Option<(u32, [u8; 32], String)> = None;
+    let everyone = input
+        .members
+        .iter()
+        .chain(std::iter::once(&input.node.to_string()))
+        .cloned()
+        .collect::<BTreeSet<String>>();
+    for name in &everyone {
+        let node = input.config.node(name);
+        let selecting: Vec<&&L2Advertisement> = ads
+            .iter()
+            .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
+            .collect();
+        if selecting.is_empty()
+            || node_usable(input, &node).is_err()
+            || (svc.traffic_policy == TrafficPolicy::Local && !serving.on(name))
+        {
+            continue;
+        }
+        let score: u32 = ads
+            .iter()
+            .flat_map(|ad| &ad.preferred)
+            .filter(|(_, sel)| sel.matches(&node.labels))
+            .map(|(w, _)| *w)
+            .sum();
+        let hash = election_hash(name, &first_ip);
+        let better = match &best {
+            None => true,
+            Some((s, h, _)) => (std::cmp::Reverse(score), hash) < (std::cmp::Reverse(*s), *h),
+        };
+        if better {
+            best = Some((score, hash, name.clone()));
+        }
+    }
+    let Some((_, _, owner)) = best else {
+        return skip(out, k, "layer2", "no eligible node");
+    };
+    if owner != input.node {
+        return skip(out, k, "layer2", format!("announced by node {owner}"));
+    }
+    let me = input.config.node(input.node);
+    let mut interfaces = BTreeSet::new();
+    let mut all = false;
+    for ad in ads
+        .iter()
+        .filter(|ad| any_matches(&ad.node_selectors, &me.labels))
+    {
+        all |= ad.interfaces.is_empty();
+        interfaces.extend(ad.interfaces.iter().cloned());
+    }
+    let interfaces = if all {
+        Interfaces::All
+    } else {
+        Interfaces::Only(interfaces)
+    };
+    for ip in &alloc.ips {
+        out.announcements.push(Announcement {
+            service: k.clone(),
+            ip: *ip,
+            how: How::Layer2 {
+                interfaces: interfaces.clone(),
+            },
+        });
+    }
+}
+
+fn shares_ip(svc: &Service) -> bool {
+    [annotation::PREFIX, annotation::LEGACY_PREFIX]
+        .iter()
+        .any(|p| {
+            svc.annotations
+                .contains_key(&format!("{p}{}", annotation::ALLOW_SHARED_IP))
+        })
+}
+
+fn plan_bgp(
+    input: &PlanInput<'_>,
+    svc: &Service,
+    pool: &Pool,
+    alloc: &Allocation,
+    serving: &Serving,
+    out: &mut Plan,
+) {
+    let k = &svc.key;
+    let me = input.config.node(input.node);
+    let ads: Vec<&BgpAdvertisement> = input
+        .config
+        .bgp_advertisements
+        .iter()
+        .filter(|ad| ad.pools.selects(pool) && any_matches(&ad.service_selectors, &svc.labels))
+        .collect();
+    if ads.is_empty() {
+        return;
+    }
+    let ads: Vec<&BgpAdvertisement> = ads
+        .into_iter()
+        .filter(|ad| any_matches(&ad.node_selectors, &me.labels))
+        .collect();
+    if ads.is_empty() {
+        return skip(out, k, "bgp", "no BGPAdvertisement selects this node");
+    }
+    if let Err(why) = node_usable(input, &me) {
+        return skip(out, k, "bgp", why);
+    }
+    let local_ok = match svc.traffic_policy {
+        TrafficPolicy::Local => serving.on(input.node),
+        TrafficPolicy::Cluster => serving.anywhere(),
+    };
+    if !local_ok {
+        let why = match svc.traffic_policy {
+            TrafficPolicy::Local => {
+                "no serving endpoint on this node (externalTrafficPolicy: Local)"
+            }
+            TrafficPolicy::Cluster => "no serving endpoint",
+        };
+        return skip(out, k, "bgp", why);
+    }
+    let peers: Vec<_> = input
+        .config
+        .peers
+        .values()
+        .filter(|p| any_matches(&p.node_selectors, &me.labels))
+        .collect();
+    for ip in &alloc.ips {
+        let family = Family::of(*ip);
+        // (prefix, peer) -> (localPref, communities), merged across ads.
+        let mut per_peer: BTreeMap<(IpNetwork, String), (Option<u32>, BTreeSet<Community>)> =
+            BTreeMap::new();
+        for ad in &ads {
+            let prefix = mask(*ip, ad.aggregation_for(family));
+            for peer in peers
+                .iter()
+                .filter(|p| ad.targets_peer(&p.name) && p.carries(family))
+            {
+                let entry = per_peer.entry((prefix, peer.name.clone())).or_default();
+                if peer.is_ibgp() && entry.0.is_none() {
+                    entry.0 = ad.local_pref;
+                }
+                entry.1.extend(ad.communities.iter().copied());
+            }
+        }
+        // Group peers that get the same prefix with the same attributes.
+        let mut routes: BTreeMap<(IpNetwork, Option<u32>, Vec<Community>), Vec<String>> =
+            BTreeMap::new();
+        for ((prefix, peer), (lp, comms)) in per_peer {
+            routes
+                .entry((prefix, lp, comms.into_iter().collect()))
+                .or_default()
+                .push(peer);
+        }
+        if routes.is_empty() {
+            skip(
+                out,
+                k,
+                "bgp",
+                format!("no BGPPeer of this node takes {family} prefixes"),
+            );
+            continue;
+        }
+        out.announcements.push(Announcement {
+            service: k.clone(),
+            ip: *ip,
+            how: How::Bgp {
+                routes: routes
+                    .into_iter()
+                    .map(|((prefix, local_pref, communities), peers)| BgpRoute {
+                        prefix,
+                        peers,
+                        local_pref,
+                        communities,
+                    })
+                    .collect(),
+            },
+        });
+    }
+}
