@@ -240,7 +240,7 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
             continue;
         }
         let at = format!("document {} (line {line})", index + 1);
-        match serde_saphyr::from_str::<Value>(&chunk) {
+        match serde_saphyr::from_str_with_options::<Value>(&chunk, yaml_options()) {
             Ok(Value::Null) => {}
             Ok(value) => objects_of(value, &at, &mut out, errors),
             Err(e) => errors.push(ConfigError {
@@ -253,6 +253,14 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
         }
     }
     out
+}
+
+/// YAML 1.2 core schema: only `true`/`false` are booleans, so a label value such as `y` or `on`
+/// stays a string. Duplicate keys are errors, as in Kubernetes' strict decoding.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+    }
 }
 
 fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<ConfigError>) {

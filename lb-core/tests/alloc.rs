@@ -1,0 +1,557 @@
+//! One test per allocation rule (metallb.md §2, §3).
+
+use lb_core::alloc::converge::{Input, inputs_from};
+use lb_core::alloc::{AllocError, Allocator, Outcome, PoolAllocator, Request, converge};
+use lb_core::config::{Config, load_str};
+use lb_core::objects::ServiceKey;
+
+fn config(yaml: &str) -> Config {
+    let l = load_str(yaml);
+    assert!(l.is_valid(), "{:?}", l.errors);
+    l.config
+}
+
+fn run(yaml: &str) -> Outcome {
+    let c = config(yaml);
+    let pools: Vec<_> = c.pools.values().cloned().collect();
+    let mut a = PoolAllocator::new(&pools);
+    converge(&mut a, inputs_from(&c, None))
+}
+
+fn ips(o: &Outcome, svc: &str) -> Vec<String> {
+    let (ns, name) = svc.split_once('/').unwrap();
+    o.allocated
+        .get(&ServiceKey::new(ns, name))
+        .unwrap_or_else(|| panic!("{svc} not allocated: {:?}", o.pending))
+        .ips
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
+}
+
+fn pending(o: &Outcome, svc: &str) -> String {
+    let (ns, name) = svc.split_once('/').unwrap();
+    o.pending
+        .get(&ServiceKey::new(ns, name))
+        .cloned()
+        .unwrap_or_else(|| panic!("{svc} is not pending: {:?}", o.allocated))
+}
+
+fn pool(name: &str, extra: &str, addresses: &str) -> String {
+    format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}}}\nspec:\n  addresses: [{addresses}]\n{extra}---\n"
+    )
+}
+
+/// A LoadBalancer service; `extra` is YAML under `spec:` (two-space indent) and `ann` the
+/// annotations map body.
+fn svc(ns: &str, name: &str, ann: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}, annotations: {{{ann}}}}}\nspec:\n  type: LoadBalancer\n{extra}---\n"
+    )
+}
+
+#[test]
+fn first_fit_takes_the_lowest_free_address_including_network_address() {
+    let o =
+        run(&(pool("p", "", "192.0.2.0/30") + &svc("a", "s1", "", "") + &svc("a", "s2", "", "")));
+    assert_eq!(ips(&o, "a/s1"), ["192.0.2.0"]);
+    assert_eq!(ips(&o, "a/s2"), ["192.0.2.1"]);
+}
+
+#[test]
+fn a_released_address_is_reused_by_the_next_allocation() {
+    let c = config(&pool("p", "", "192.0.2.0/30"));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    let r = |n: &str| Request::simple(ServiceKey::new("a", n));
+    a.allocate(&r("x")).unwrap();
+    a.allocate(&r("y")).unwrap();
+    a.release(&ServiceKey::new("a", "x"));
+    assert_eq!(a.allocate(&r("z")).unwrap().ips[0].to_string(), "192.0.2.0");
+}
+
+#[test]
+fn exhausted_pool_leaves_the_service_pending_with_a_reason() {
+    let o =
+        run(&(pool("p", "", "192.0.2.0/32") + &svc("a", "s1", "", "") + &svc("a", "s2", "", "")));
+    assert!(pending(&o, "a/s2").contains("no free IPv4 address in IPAddressPool p"));
+}
+
+#[test]
+fn avoid_buggy_ips_skips_dot_0_and_dot_255_at_every_24_boundary() {
+    let c = config(&pool(
+        "p",
+        "  avoidBuggyIPs: true\n",
+        "192.0.2.254-192.0.3.1",
+    ));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    let got: Vec<String> = ["x", "y"]
+        .iter()
+        .map(|n| {
+            a.allocate(&Request::simple(ServiceKey::new("a", *n)))
+                .unwrap()
+                .ips[0]
+                .to_string()
+        })
+        .collect();
+    assert_eq!(got, ["192.0.2.254", "192.0.3.1"]);
+    assert!(
+        a.allocate(&Request::simple(ServiceKey::new("a", "z")))
+            .is_err()
+    );
+    let usage = a.usage("p").unwrap();
+    assert_eq!((usage.ipv4_in_use, usage.ipv4_total), (2, 2));
+}
+
+#[test]
+fn avoid_buggy_ips_refuses_an_explicit_dot_0_request() {
+    let o = run(&(pool("p", "  avoidBuggyIPs: true\n", "192.0.2.0/24")
+        + &svc("a", "s", "", "  loadBalancerIP: 192.0.2.0\n")));
+    assert!(pending(&o, "a/s").contains("avoidBuggyIPs"));
+}
+
+#[test]
+fn auto_assign_false_pool_serves_only_explicit_requests() {
+    let y = pool("manual", "  autoAssign: false\n", "192.0.2.0/24")
+        + &svc("a", "auto", "", "")
+        + &svc("a", "by-pool", "metallb.io/address-pool: manual", "")
+        + &svc("a", "by-ip", "", "  loadBalancerIP: 192.0.2.77\n");
+    let o = run(&y);
+    assert!(pending(&o, "a/auto").contains("no IPAddressPool admits"));
+    assert_eq!(ips(&o, "a/by-pool"), ["192.0.2.0"]);
+    assert_eq!(ips(&o, "a/by-ip"), ["192.0.2.77"]);
+}
+
+#[test]
+fn pinned_pools_go_first_by_priority_with_zero_last_then_by_name() {
+    let alloc = |prio: i32| format!("  serviceAllocation: {{priority: {prio}, namespaces: [a]}}\n");
+    let y = pool("z-unset", &alloc(0), "192.0.2.0/32")
+        + &pool("y-second", &alloc(20), "192.0.2.1/32")
+        + &pool("x-first", &alloc(10), "192.0.2.2/32")
+        + &pool("b-generic", "", "192.0.2.3/32")
+        + &pool("w-tie", &alloc(20), "192.0.2.4/32")
+        + &svc("a", "s1", "", "")
+        + &svc("a", "s2", "", "")
+        + &svc("a", "s3", "", "")
+        + &svc("a", "s4", "", "")
+        + &svc("a", "s5", "", "");
+    let o = run(&y);
+    let pools: Vec<String> = ["s1", "s2", "s3", "s4", "s5"]
+        .iter()
+        .map(|s| o.allocated[&ServiceKey::new("a", *s)].pool.clone())
+        .collect();
+    assert_eq!(
+        pools,
+        ["x-first", "w-tie", "y-second", "z-unset", "b-generic"]
+    );
+}
+
+#[test]
+fn pool_with_service_allocation_is_left_out_of_the_generic_fallback() {
+    let y = pool(
+        "team",
+        "  serviceAllocation: {namespaces: [team]}\n",
+        "192.0.2.0/24",
+    ) + &svc("other", "s", "", "")
+        + &svc("team", "s", "", "");
+    let o = run(&y);
+    assert!(pending(&o, "other/s").contains("no IPAddressPool admits"));
+    assert_eq!(ips(&o, "team/s"), ["192.0.2.0"]);
+}
+
+#[test]
+fn namespace_selectors_match_namespace_labels_and_the_name_label() {
+    let y = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {tier: gold}}\n---\n"
+        .to_string()
+        + &pool(
+            "gold",
+            "  serviceAllocation: {namespaceSelectors: [{matchLabels: {tier: gold}}]}\n",
+            "192.0.2.0/25",
+        )
+        + &pool(
+            "named",
+            "  serviceAllocation: {namespaceSelectors: [{matchLabels: {kubernetes.io/metadata.name: blog}}]}\n",
+            "192.0.2.128/25",
+        )
+        + &svc("shop", "s", "", "")
+        + &svc("blog", "s", "", "")
+        + &svc("misc", "s", "", "");
+    let o = run(&y);
+    assert_eq!(o.allocated[&ServiceKey::new("shop", "s")].pool, "gold");
+    assert_eq!(o.allocated[&ServiceKey::new("blog", "s")].pool, "named");
+    assert!(o.pending.contains_key(&ServiceKey::new("misc", "s")));
+}
+
+#[test]
+fn service_selectors_pin_pools_to_matching_services() {
+    let y = pool(
+        "web",
+        "  serviceAllocation: {serviceSelectors: [{matchLabels: {app: web}}]}\n",
+        "192.0.2.0/25",
+    ) + &pool("rest", "", "192.0.2.128/25")
+        + "apiVersion: v1\nkind: Service\nmetadata: {name: w, namespace: a, labels: {app: web}}\nspec: {type: LoadBalancer}\n---\n"
+        + &svc("a", "other", "", "");
+    let o = run(&y);
+    assert_eq!(o.allocated[&ServiceKey::new("a", "w")].pool, "web");
+    assert_eq!(o.allocated[&ServiceKey::new("a", "other")].pool, "rest");
+}
+
+#[test]
+fn explicit_request_must_be_admitted_by_the_pool() {
+    let y = pool(
+        "team",
+        "  serviceAllocation: {namespaces: [team]}\n",
+        "192.0.2.0/24",
+    ) + &svc("other", "s", "", "  loadBalancerIP: 192.0.2.5\n");
+    assert!(pending(&run(&y), "other/s").contains("does not admit this service"));
+}
+
+#[test]
+fn requested_ips_annotation_and_spec_field_are_honoured() {
+    let y = pool("p", "", "192.0.2.0/24")
+        + &svc("a", "ann", "metallb.io/loadBalancerIPs: 192.0.2.50", "")
+        + &svc(
+            "a",
+            "legacy",
+            "metallb.universe.tf/loadBalancerIPs: 192.0.2.51",
+            "",
+        )
+        + &svc("a", "spec", "", "  loadBalancerIP: 192.0.2.52\n");
+    let o = run(&y);
+    assert_eq!(ips(&o, "a/ann"), ["192.0.2.50"]);
+    assert_eq!(ips(&o, "a/legacy"), ["192.0.2.51"]);
+    assert_eq!(ips(&o, "a/spec"), ["192.0.2.52"]);
+}
+
+#[test]
+fn requested_ip_outside_every_pool_or_taken_stays_pending() {
+    let y = pool("p", "", "192.0.2.0/24")
+        + &svc("a", "first", "", "  loadBalancerIP: 192.0.2.9\n")
+        + &svc("a", "second", "", "  loadBalancerIP: 192.0.2.9\n")
+        + &svc("a", "outside", "", "  loadBalancerIP: 198.51.100.1\n");
+    let o = run(&y);
+    assert_eq!(ips(&o, "a/first"), ["192.0.2.9"]);
+    assert!(pending(&o, "a/second").contains("in use by a/first"));
+    assert!(pending(&o, "a/outside").contains("is in no IPAddressPool"));
+}
+
+#[test]
+fn address_pool_annotation_selects_the_pool_and_must_agree_with_a_requested_ip() {
+    let y = pool("a-first", "", "192.0.2.0/25")
+        + &pool("b-second", "", "192.0.2.128/25")
+        + &svc("x", "pooled", "metallb.io/address-pool: b-second", "")
+        + &svc(
+            "x",
+            "clash",
+            "metallb.io/address-pool: b-second",
+            "  loadBalancerIP: 192.0.2.1\n",
+        )
+        + &svc("x", "ghost", "metallb.io/address-pool: nope", "");
+    let o = run(&y);
+    assert_eq!(ips(&o, "x/pooled"), ["192.0.2.128"]);
+    assert!(pending(&o, "x/clash").contains("asks for IPAddressPool b-second"));
+    assert!(pending(&o, "x/ghost").contains("no IPAddressPool named nope"));
+}
+
+#[test]
+fn sharing_needs_the_same_key_and_disjoint_ports() {
+    let shared = "metallb.io/allow-shared-ip: k1";
+    let y = pool("p", "", "192.0.2.0/24")
+        + &svc("a", "http", shared, "  ports: [{port: 80}]\n")
+        + &svc(
+            "b",
+            "dns",
+            shared,
+            "  ports: [{port: 53, protocol: UDP}]\n  loadBalancerIP: 192.0.2.0\n",
+        )
+        + &svc(
+            "c",
+            "http2",
+            shared,
+            "  ports: [{port: 80}]\n  loadBalancerIP: 192.0.2.0\n",
+        )
+        + &svc(
+            "d",
+            "nokey",
+            "",
+            "  ports: [{port: 81}]\n  loadBalancerIP: 192.0.2.0\n",
+        )
+        + &svc(
+            "e",
+            "otherkey",
+            "metallb.io/allow-shared-ip: k2",
+            "  ports: [{port: 82}]\n  loadBalancerIP: 192.0.2.0\n",
+        );
+    let o = run(&y);
+    assert_eq!(ips(&o, "a/http"), ["192.0.2.0"]);
+    assert_eq!(
+        ips(&o, "b/dns"),
+        ["192.0.2.0"],
+        "sharing works across namespaces"
+    );
+    assert!(pending(&o, "c/http2").contains("both use TCP/80"));
+    assert!(pending(&o, "d/nokey").contains("no allow-shared-ip key"));
+    assert!(pending(&o, "e/otherkey").contains("keys differ"));
+}
+
+#[test]
+fn sharing_services_are_colocated_by_automatic_allocation() {
+    let shared = "metallb.io/allow-shared-ip: k";
+    let y = pool("p", "", "192.0.2.0/24")
+        + &svc("a", "s1", shared, "  ports: [{port: 80}]\n")
+        + &svc("a", "s2", shared, "  ports: [{port: 443}]\n")
+        + &svc("a", "s3", "", "  ports: [{port: 22}]\n");
+    let o = run(&y);
+    assert_eq!(ips(&o, "a/s1"), ips(&o, "a/s2"));
+    assert_eq!(ips(&o, "a/s3"), ["192.0.2.1"]);
+}
+
+#[test]
+fn sharing_needs_equal_backend_keys() {
+    let shared = "metallb.io/allow-shared-ip: k";
+    let y = pool("p", "", "192.0.2.0/24")
+        + &svc(
+            "a",
+            "cluster",
+            shared,
+            "  ports: [{port: 80}]\n  loadBalancerIP: 192.0.2.1\n",
+        )
+        + &svc(
+            "a",
+            "local",
+            shared,
+            "  ports: [{port: 81}]\n  externalTrafficPolicy: Local\n  selector: {app: x}\n  loadBalancerIP: 192.0.2.1\n",
+        )
+        + &svc(
+            "b",
+            "local-same",
+            shared,
+            "  ports: [{port: 82}]\n  externalTrafficPolicy: Local\n  selector: {app: y}\n  loadBalancerIP: 192.0.2.2\n",
+        )
+        + &svc(
+            "b",
+            "local-same2",
+            shared,
+            "  ports: [{port: 83}]\n  externalTrafficPolicy: Local\n  selector: {app: y}\n  loadBalancerIP: 192.0.2.2\n",
+        );
+    let o = run(&y);
+    assert!(pending(&o, "a/local").contains("backends differ"));
+    assert_eq!(ips(&o, "b/local-same2"), ["192.0.2.2"]);
+}
+
+#[test]
+fn single_stack_ipv6_service_gets_an_ipv6_address() {
+    let y = pool("p", "", "192.0.2.0/24, 2001:db8:1::/64")
+        + &svc("a", "s", "", "  ipFamilies: [IPv6]\n");
+    assert_eq!(ips(&run(&y)), ["2001:db8:1::"]);
+    fn ips(o: &Outcome) -> Vec<String> {
+        o.allocated
+            .values()
+            .next()
+            .unwrap()
+            .ips
+            .iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn require_dual_stack_takes_both_families_from_one_pool() {
+    let dual = "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n";
+    let y = pool("a-v4only", "", "198.51.100.0/24")
+        + &pool("b-dual", "", "192.0.2.0/24, 2001:db8:1::/64")
+        + &svc("a", "s", "", dual);
+    let o = run(&y);
+    assert_eq!(ips(&o, "a/s"), ["192.0.2.0", "2001:db8:1::"]);
+    assert_eq!(o.allocated[&ServiceKey::new("a", "s")].pool, "b-dual");
+    let o = run(&(pool("v4only", "", "198.51.100.0/24") + &svc("a", "s", "", dual)));
+    assert!(pending(&o, "a/s").contains("no free IPv4+IPv6 address"));
+}
+
+#[test]
+fn prefer_dual_stack_falls_back_to_one_family_then_adds_the_other_later() {
+    let prefer = "  ipFamilyPolicy: PreferDualStack\n  ipFamilies: [IPv6, IPv4]\n";
+    let v4only = pool("p", "", "192.0.2.0/24");
+    let c = config(&(v4only + &svc("a", "s", "", prefer)));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    let o = converge(&mut a, inputs_from(&c, None));
+    assert_eq!(ips(&o, "a/s"), ["192.0.2.0"]);
+    // The pool gains IPv6: the next pass adds the missing family and keeps the IPv4 address.
+    let c2 = config(&(pool("p", "", "192.0.2.0/24, 2001:db8:1::/64") + &svc("a", "s", "", prefer)));
+    a.set_pools(&c2.pools.values().cloned().collect::<Vec<_>>());
+    let o = converge(&mut a, inputs_from(&c2, None));
+    assert_eq!(
+        ips(&o, "a/s"),
+        ["2001:db8:1::", "192.0.2.0"],
+        "primary family first"
+    );
+}
+
+#[test]
+fn recovery_reclaims_status_addresses_before_pending_services_are_served() {
+    // "a/new" sorts first and would take 192.0.2.0 if served first.
+    let y = pool("p", "", "192.0.2.0/31")
+        + &svc("a", "new", "", "")
+        + "apiVersion: v1\nkind: Service\nmetadata: {name: old, namespace: z}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.0}]}}\n---\n";
+    let o = run(&y);
+    assert_eq!(ips(&o, "z/old"), ["192.0.2.0"]);
+    assert_eq!(ips(&o, "a/new"), ["192.0.2.1"]);
+}
+
+#[test]
+fn two_services_claiming_one_address_in_status_keep_it_for_the_first_in_key_order() {
+    let st = |n: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {n}, namespace: a}}\nspec: {{type: LoadBalancer}}\nstatus: {{loadBalancer: {{ingress: [{{ip: 192.0.2.7}}]}}}}\n---\n"
+        )
+    };
+    let o = run(&(pool("p", "", "192.0.2.0/24") + &st("b") + &st("a")));
+    assert_eq!(ips(&o, "a/a"), ["192.0.2.7"]);
+    assert_eq!(ips(&o, "a/b"), ["192.0.2.0"]);
+    assert!(o.cleared[&ServiceKey::new("a", "b")].contains("in use by a/a"));
+}
+
+#[test]
+fn status_address_that_no_longer_fits_the_request_is_cleared_and_reallocated() {
+    let y = pool("a-p", "", "192.0.2.0/25")
+        + &pool("b-p", "", "192.0.2.128/25")
+        + "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a, annotations: {metallb.io/address-pool: b-p}}\nspec: {type: LoadBalancer}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.3}]}}\n---\n";
+    let o = run(&y);
+    assert_eq!(ips(&o, "a/s"), ["192.0.2.128"]);
+    assert!(o.cleared.contains_key(&ServiceKey::new("a", "s")));
+}
+
+#[test]
+fn restart_keeps_every_address() {
+    let mut y = pool("p", "", "192.0.2.0/24, 2001:db8:1::/120");
+    for i in 0..40 {
+        let extra = if i % 3 == 0 {
+            "  ipFamilyPolicy: PreferDualStack\n"
+        } else {
+            ""
+        };
+        y += &svc("a", &format!("s{i:02}"), "", extra);
+    }
+    let first = run(&y);
+    // Second run: a fresh allocator sees every address in status, plus a new service that sorts
+    // first.
+    let c = config(&(y + &svc("aaa", "new", "", "")));
+    let mut inputs = inputs_from(&c, None);
+    for i in inputs.iter_mut() {
+        if let Some(a) = first.allocated.get(&i.key) {
+            i.status_ips = a.ips.clone();
+        }
+    }
+    let mut alloc = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    let second = converge(&mut alloc, inputs);
+    for (k, a) in &first.allocated {
+        assert_eq!(&second.allocated[k], a, "{k} changed after restart");
+    }
+}
+
+#[test]
+fn pool_change_releases_only_addresses_that_left_every_pool() {
+    let c1 = config(
+        &(pool("p", "", "192.0.2.0/30") + &svc("a", "s0", "", "") + &svc("a", "s1", "", "")),
+    );
+    let mut a = PoolAllocator::new(&c1.pools.values().cloned().collect::<Vec<_>>());
+    converge(&mut a, inputs_from(&c1, None));
+    // 192.0.2.0 leaves every pool; 192.0.2.1 moves to pool "q".
+    let c2 = config(
+        &(pool("q", "", "192.0.2.1-192.0.2.3") + &svc("a", "s0", "", "") + &svc("a", "s1", "", "")),
+    );
+    let released = a.set_pools(&c2.pools.values().cloned().collect::<Vec<_>>());
+    assert_eq!(released.len(), 1);
+    assert_eq!(released[0].0, ServiceKey::new("a", "s0"));
+    assert_eq!(
+        a.allocation(&ServiceKey::new("a", "s1")).unwrap().pool,
+        "q",
+        "moved address re-tagged"
+    );
+    let o = converge(&mut a, inputs_from(&c2, None));
+    assert_eq!(ips(&o, "a/s1"), ["192.0.2.1"]);
+    assert_eq!(ips(&o, "a/s0"), ["192.0.2.2"]);
+}
+
+#[test]
+fn failed_assign_keeps_what_the_service_held() {
+    let c = config(&pool("p", "", "192.0.2.0/24"));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    let x = Request::simple(ServiceKey::new("a", "x"));
+    let y = Request::simple(ServiceKey::new("a", "y"));
+    let held = a.allocate(&x).unwrap();
+    let other = a.allocate(&y).unwrap();
+    let err = a.assign(&x, &other.ips).unwrap_err();
+    assert!(matches!(err, AllocError::InUse { .. }));
+    assert_eq!(a.allocation(&x.key), Some(held));
+}
+
+#[test]
+fn allocate_is_idempotent_for_a_service_that_holds_addresses() {
+    let c = config(&pool("p", "", "192.0.2.0/24"));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    let r = Request::simple(ServiceKey::new("a", "x"));
+    let first = a.allocate(&r).unwrap();
+    assert_eq!(a.allocate(&r).unwrap(), first);
+    assert_eq!(a.usage("p").unwrap().ipv4_in_use, 1);
+}
+
+#[test]
+fn same_inputs_give_the_same_outputs() {
+    let mut y = pool("b", "", "192.0.2.0/28") + &pool("a", "", "198.51.100.0/28");
+    for i in 0..20 {
+        y += &svc(&format!("n{}", i % 3), &format!("s{i}"), "", "");
+    }
+    assert_eq!(run(&y), run(&y));
+    // Equal pools are tried in name order: "a" first.
+    assert_eq!(run(&y).allocated.values().next().unwrap().pool, "a");
+}
+
+#[test]
+fn empty_ipv6_64_pool_costs_nothing_and_sequential_use_stays_one_run() {
+    let c = config(&pool("v6", "", "2001:db8:1::/64"));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    assert_eq!(a.occupancy_runs(), 0);
+    let mut r = Request::simple(ServiceKey::new("a", "x"));
+    r.families = vec![lb_core::ip::Family::V6];
+    for i in 0..1000 {
+        r.key = ServiceKey::new("a", format!("s{i}"));
+        a.allocate(&r).unwrap();
+    }
+    assert_eq!(a.occupancy_runs(), 1);
+    assert_eq!(a.usage("v6").unwrap().ipv6_total, 1 << 64);
+}
+
+#[test]
+fn services_gone_from_the_input_are_released() {
+    let c = config(&(pool("p", "", "192.0.2.0/24") + &svc("a", "s", "", "")));
+    let mut a = PoolAllocator::new(&c.pools.values().cloned().collect::<Vec<_>>());
+    converge(&mut a, inputs_from(&c, None));
+    converge(&mut a, Vec::<Input>::new());
+    assert!(a.services().is_empty());
+}
+
+#[test]
+fn non_load_balancer_and_classed_services_are_not_allocated() {
+    let y = pool("p", "", "192.0.2.0/24")
+        + "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {type: ClusterIP}\n---\n"
+        + &svc("a", "classed", "", "  loadBalancerClass: other.io/lb\n");
+    let o = run(&y);
+    assert!(o.allocated.is_empty() && o.pending.is_empty());
+}
+
+#[test]
+fn annotation_conflict_is_a_pending_reason_not_a_crash() {
+    let y = pool("p", "", "192.0.2.0/24")
+        + &svc(
+            "a",
+            "s",
+            "metallb.io/loadBalancerIPs: 192.0.2.1",
+            "  loadBalancerIP: 192.0.2.2\n",
+        )
+        + &svc("a", "t", "metallb.io/loadBalancerIPs: not-an-ip", "");
+    let o = run(&y);
+    assert!(pending(&o, "a/s").contains("not both"));
+    assert!(pending(&o, "a/t").contains("is not an IP address"));
+}

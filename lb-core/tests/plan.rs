@@ -1,0 +1,400 @@
+//! One test per announcement rule (metallb.md §4.1, §5.1).
+//!
+//! The L2 owners below were computed independently of this crate, with Python's hashlib:
+//! `sorted(nodes, key=lambda n: sha256((n + "#" + ip).encode()).digest())`
+//!   192.0.2.0 -> n2, n3, n1    192.0.2.1 -> n2, n1, n3    192.0.2.2 -> n1, n2, n3
+//!   2001:db8:1:: -> n2, n3, n1
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_core::alloc::converge::inputs_from;
+use lb_core::alloc::{Allocation, PoolAllocator, converge};
+use lb_core::config::{Community, Config, load_str};
+use lb_core::objects::ServiceKey;
+use lb_core::plan::{How, Interfaces, MissingEndpoints, Plan, PlanInput, plan};
+
+struct World {
+    config: Config,
+    allocations: BTreeMap<ServiceKey, Allocation>,
+}
+
+fn world(yaml: &str) -> World {
+    let l = load_str(yaml);
+    assert!(l.is_valid(), "{:?}", l.errors);
+    let pools: Vec<_> = l.config.pools.values().cloned().collect();
+    let mut a = PoolAllocator::new(&pools);
+    let out = converge(&mut a, inputs_from(&l.config, None));
+    World {
+        config: l.config,
+        allocations: out.allocated,
+    }
+}
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+impl World {
+    fn plan_with(&self, node: &str, members: &[&str], missing: MissingEndpoints) -> Plan {
+        let members: BTreeSet<String> = members.iter().map(|s| s.to_string()).collect();
+        plan(&PlanInput {
+            config: &self.config,
+            allocations: &self.allocations,
+            members: &members,
+            node,
+            missing_endpoints: missing,
+            ignore_exclude_label: false,
+        })
+    }
+
+    fn plan(&self, node: &str) -> Plan {
+        self.plan_with(node, &NODES, MissingEndpoints::ServeEverywhere)
+    }
+
+    /// Which nodes announce `ip` by L2.
+    fn l2_owners(&self, ip: &str, members: &[&str]) -> Vec<String> {
+        members
+            .iter()
+            .filter(|n| {
+                self.plan_with(n, members, MissingEndpoints::ServeEverywhere)
+                    .announcements
+                    .iter()
+                    .any(|a| a.ip.to_string() == ip && matches!(a.how, How::Layer2 { .. }))
+            })
+            .map(|n| n.to_string())
+            .collect()
+    }
+}
+
+const POOL: &str = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/29, 2001:db8:1::/64]}\n---\n";
+const L2: &str =
+    "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {}\n---\n";
+
+fn svc(name: &str, ann: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: a, annotations: {{{ann}}}, labels: {{app: {name}}}}}\nspec:\n  type: LoadBalancer\n  selector: {{app: {name}}}\n{spec}---\n"
+    )
+}
+
+fn node(name: &str, labels: &str, unavailable: bool) -> String {
+    let status = if unavailable {
+        "status: {conditions: [{type: NetworkUnavailable, status: 'True'}]}\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n{status}---\n"
+    )
+}
+
+fn slice(svc: &str, endpoints: &[(&str, bool)]) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|(n, ready)| {
+            format!(
+                "- {{addresses: [198.51.100.9], nodeName: {n}, conditions: {{ready: {ready}}}}}"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-x, namespace: a, labels: {{kubernetes.io/service-name: {svc}}}}}\nendpoints:\n{}\n---\n",
+        eps.join("\n")
+    )
+}
+
+#[test]
+fn l2_owner_is_the_first_member_in_sha256_node_hash_ip_order() {
+    let w = world(
+        &(POOL.to_string() + L2 + &svc("s0", "", "") + &svc("s1", "", "") + &svc("s2", "", "")),
+    );
+    assert_eq!(w.l2_owners("192.0.2.0", &NODES), ["n2"]);
+    assert_eq!(w.l2_owners("192.0.2.1", &NODES), ["n2"]);
+    assert_eq!(w.l2_owners("192.0.2.2", &NODES), ["n1"]);
+}
+
+#[test]
+fn l2_owner_moves_to_the_next_in_hash_order_when_the_owner_leaves() {
+    let w = world(&(POOL.to_string() + L2 + &svc("s0", "", "")));
+    assert_eq!(w.l2_owners("192.0.2.0", &["n1", "n3"]), ["n3"]);
+    assert_eq!(w.l2_owners("192.0.2.0", &["n1"]), ["n1"]);
+}
+
+#[test]
+fn dual_stack_addresses_are_announced_from_the_node_of_the_first_address() {
+    let w = world(
+        &(POOL.to_string()
+            + L2
+            + &svc(
+                "d",
+                "",
+                "  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n",
+            )),
+    );
+    assert_eq!(w.l2_owners("192.0.2.0", &NODES), ["n2"]);
+    assert_eq!(w.l2_owners("2001:db8:1::", &NODES), ["n2"]);
+}
+
+#[test]
+fn services_sharing_an_ip_land_on_one_node() {
+    let shared = "metallb.io/allow-shared-ip: k";
+    let w = world(
+        &(POOL.to_string()
+            + L2
+            + &svc("s1", shared, "  ports: [{port: 80}]\n")
+            + &svc("s2", shared, "  ports: [{port: 443}]\n")),
+    );
+    assert_eq!(w.allocations.len(), 2);
+    let p = w.plan("n2");
+    let services: BTreeSet<String> = p
+        .announcements
+        .iter()
+        .map(|a| a.service.name.clone())
+        .collect();
+    assert_eq!(
+        services,
+        BTreeSet::from(["s1".to_string(), "s2".to_string()])
+    );
+    assert!(w.plan("n1").announcements.is_empty() && w.plan("n3").announcements.is_empty());
+}
+
+#[test]
+fn exclude_label_and_network_unavailable_nodes_never_announce() {
+    let y = POOL.to_string()
+        + L2
+        + &svc("s0", "", "")
+        + &node(
+            "n2",
+            "node.kubernetes.io/exclude-from-external-load-balancers: ''",
+            false,
+        )
+        + &node("n3", "", true);
+    let w = world(&y);
+    assert_eq!(w.l2_owners("192.0.2.0", &NODES), ["n1"]);
+    let skip = &w.plan("n2").skipped;
+    assert!(
+        skip.iter()
+            .any(|s| s.reason.contains("announced by node n1")),
+        "{skip:?}"
+    );
+}
+
+#[test]
+fn advertisement_node_selectors_limit_candidates() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {nodeSelectors: [{matchLabels: {kubernetes.io/hostname: n3}}]}\n---\n";
+    let w = world(&(POOL.to_string() + ad + &svc("s0", "", "")));
+    assert_eq!(
+        w.l2_owners("192.0.2.0", &NODES),
+        ["n3"],
+        "members without Node objects carry their host-name label"
+    );
+}
+
+#[test]
+fn preferred_node_selectors_outrank_the_hash() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {preferredNodeSelectors: [{weight: 10, preference: {matchLabels: {zone: b}}}]}\n---\n";
+    let y = POOL.to_string() + ad + &svc("s0", "", "") + &node("n1", "zone: b", false);
+    assert_eq!(world(&y).l2_owners("192.0.2.0", &NODES), ["n1"]);
+}
+
+#[test]
+fn advertisement_for_another_pool_announces_nothing() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: other}\nspec: {addresses: [198.51.100.0/24]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [other]}\n---\n";
+    let w = world(&(POOL.to_string() + ad + &svc("s0", "metallb.io/address-pool: p", "")));
+    assert!(w.l2_owners("192.0.2.0", &NODES).is_empty());
+}
+
+#[test]
+fn pool_selectors_pick_advertised_pools_by_label() {
+    let y = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p, labels: {ad: yes}}\nspec: {addresses: [192.0.2.0/29]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPoolSelectors: [{matchLabels: {ad: yes}}]}\n---\n".to_string() + &svc("s0", "", "");
+    assert_eq!(world(&y).l2_owners("192.0.2.0", &NODES), ["n2"]);
+}
+
+#[test]
+fn l2_interfaces_are_the_union_of_ads_and_empty_means_all() {
+    let ads = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: a}\nspec: {interfaces: [eth1]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: b}\nspec: {interfaces: [eth0]}\n---\n";
+    let w = world(&(POOL.to_string() + ads + &svc("s0", "", "")));
+    let a = &w.plan("n2").announcements[0];
+    assert_eq!(
+        a.how,
+        How::Layer2 {
+            interfaces: Interfaces::Only(["eth0".to_string(), "eth1".to_string()].into())
+        }
+    );
+    let w = world(&(POOL.to_string() + ads + L2 + &svc("s0", "", "")));
+    assert_eq!(
+        w.plan("n2").announcements[0].how,
+        How::Layer2 {
+            interfaces: Interfaces::All
+        }
+    );
+}
+
+#[test]
+fn shared_ip_with_service_selector_advertisement_is_not_announced() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {serviceSelectors: [{matchLabels: {app: s0}}]}\n---\n";
+    let w = world(&(POOL.to_string() + ad + &svc("s0", "metallb.io/allow-shared-ip: k", "")));
+    assert!(w.l2_owners("192.0.2.0", &NODES).is_empty());
+    let w = world(&(POOL.to_string() + ad + &svc("s0", "", "")));
+    assert_eq!(w.l2_owners("192.0.2.0", &NODES), ["n2"]);
+}
+
+#[test]
+fn cluster_policy_needs_a_serving_endpoint_somewhere() {
+    let y = POOL.to_string() + L2 + &svc("s0", "", "") + &slice("s0", &[("n1", false)]);
+    assert!(world(&y).l2_owners("192.0.2.0", &NODES).is_empty());
+    let y = POOL.to_string() + L2 + &svc("s0", "", "") + &slice("s0", &[("n1", true)]);
+    assert_eq!(
+        world(&y).l2_owners("192.0.2.0", &NODES),
+        ["n2"],
+        "Cluster: any node may announce"
+    );
+}
+
+#[test]
+fn local_policy_elects_only_among_nodes_with_a_ready_local_endpoint() {
+    let local = "  externalTrafficPolicy: Local\n";
+    let y = POOL.to_string()
+        + L2
+        + &svc("s0", "", local)
+        + &slice("s0", &[("n1", true), ("n3", true), ("n2", false)]);
+    assert_eq!(world(&y).l2_owners("192.0.2.0", &NODES), ["n3"]);
+}
+
+#[test]
+fn without_endpoint_slices_kubernetes_mode_announces_nothing() {
+    let w = world(&(POOL.to_string() + L2 + &svc("s0", "", "")));
+    assert!(
+        w.plan_with("n2", &NODES, MissingEndpoints::NoEndpoints)
+            .announcements
+            .is_empty()
+    );
+}
+
+const PEERS: &str = "apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: ibgp}
+spec: {myASN: 64512, peerASN: 64512, peerAddress: 192.0.2.254}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: ebgp}
+spec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.253}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: v6}
+spec: {myASN: 64512, peerASN: 64500, peerAddress: 2001:db8::1}
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata: {name: only-n3}
+spec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.252, nodeSelectors: [{matchLabels: {kubernetes.io/hostname: n3}}]}
+---
+";
+
+fn routes(p: &Plan, ip: &str) -> Vec<(String, Vec<String>, Option<u32>, Vec<Community>)> {
+    p.announcements
+        .iter()
+        .filter(|a| a.ip.to_string() == ip)
+        .flat_map(|a| match &a.how {
+            How::Bgp { routes } => routes.clone(),
+            How::Layer2 { .. } => vec![],
+        })
+        .map(|r| (r.prefix.to_string(), r.peers, r.local_pref, r.communities))
+        .collect()
+}
+
+#[test]
+fn bgp_every_eligible_node_announces_to_its_peers_with_local_pref_only_for_ibgp() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {localPref: 150, communities: [\"64500:1\"]}\n---\n";
+    let w = world(&(POOL.to_string() + PEERS + ad + &svc("s0", "", "")));
+    let c = vec![Community::Legacy((64500 << 16) | 1)];
+    for n in ["n1", "n2"] {
+        assert_eq!(
+            routes(&w.plan(n), "192.0.2.0"),
+            [
+                (
+                    "192.0.2.0/32".to_string(),
+                    vec!["ebgp".to_string()],
+                    None,
+                    c.clone()
+                ),
+                (
+                    "192.0.2.0/32".to_string(),
+                    vec!["ibgp".to_string()],
+                    Some(150),
+                    c.clone()
+                ),
+            ]
+        );
+    }
+    let n3 = routes(&w.plan("n3"), "192.0.2.0");
+    assert_eq!(n3[0].1, ["ebgp", "only-n3"], "peer node selectors");
+}
+
+#[test]
+fn bgp_aggregation_and_communities_merge_across_advertisements() {
+    let ads = "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {communities: [\"64500:1\"], peers: [ebgp]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: b}\nspec: {communities: [\"large:64500:2:3\"], peers: [ebgp]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: c}\nspec: {aggregationLength: 29, peers: [ebgp]}\n---\n";
+    let w = world(&(POOL.to_string() + PEERS + ads + &svc("s0", "", "")));
+    let r = routes(&w.plan("n1"), "192.0.2.0");
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].0, "192.0.2.0/29");
+    assert_eq!((r[1].0.as_str(), r[1].3.len()), ("192.0.2.0/32", 2));
+}
+
+#[test]
+fn bgp_ipv6_prefixes_go_only_to_sessions_that_carry_ipv6() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {}\n---\n";
+    let w = world(&(POOL.to_string() + PEERS + ad + &svc("s0", "", "  ipFamilies: [IPv6]\n")));
+    let r = routes(&w.plan("n1"), "2001:db8:1::");
+    assert_eq!(
+        r,
+        [(
+            "2001:db8:1::/128".to_string(),
+            vec!["v6".to_string()],
+            None,
+            vec![]
+        )]
+    );
+}
+
+#[test]
+fn bgp_advertisement_node_selectors_and_exclusions_limit_speakers() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {nodeSelectors: [{matchLabels: {rack: r1}}]}\n---\n";
+    let y = POOL.to_string()
+        + PEERS
+        + ad
+        + &svc("s0", "", "")
+        + &node("n1", "rack: r1", false)
+        + &node(
+            "n2",
+            "rack: r1, node.kubernetes.io/exclude-from-external-load-balancers: ''",
+            false,
+        );
+    let w = world(&y);
+    assert!(!routes(&w.plan("n1"), "192.0.2.0").is_empty());
+    assert!(routes(&w.plan("n2"), "192.0.2.0").is_empty());
+    assert!(routes(&w.plan("n3"), "192.0.2.0").is_empty());
+}
+
+#[test]
+fn bgp_local_policy_announces_only_from_nodes_with_local_endpoints() {
+    let ad = "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {}\n---\n";
+    let y = POOL.to_string()
+        + PEERS
+        + ad
+        + &svc("s0", "", "  externalTrafficPolicy: Local\n")
+        + &slice("s0", &[("n2", true)]);
+    let w = world(&y);
+    assert!(routes(&w.plan("n1"), "192.0.2.0").is_empty());
+    assert!(!routes(&w.plan("n2"), "192.0.2.0").is_empty());
+}
+
+#[test]
+fn plan_is_deterministic() {
+    let y = POOL.to_string()
+        + PEERS
+        + L2
+        + "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {}\n---\n"
+        + &svc("s0", "", "")
+        + &svc("s1", "", "");
+    assert_eq!(world(&y).plan("n2"), world(&y).plan("n2"));
+}
