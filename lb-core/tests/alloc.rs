@@ -555,3 +555,19 @@ fn annotation_conflict_is_a_pending_reason_not_a_crash() {
     assert!(pending(&o, "a/s").contains("not both"));
     assert!(pending(&o, "a/t").contains("is not an IP address"));
 }
+
+#[test]
+fn pool_change_releases_addresses_whose_new_pool_does_not_admit_the_service() {
+    // Found by the model test: an address moving into a pool pinned to another namespace.
+    let c1 = config(&(pool("wide", "", "192.0.2.0/30") + &svc("a", "s", "", "")));
+    let mut a = PoolAllocator::new(&c1.pools.values().cloned().collect::<Vec<_>>());
+    converge(&mut a, inputs_from(&c1, None));
+    let c2 = config(&pool(
+        "b-only",
+        "  serviceAllocation: {namespaces: [b]}\n",
+        "192.0.2.0/30",
+    ));
+    let released = a.set_pools(&c2.pools.values().cloned().collect::<Vec<_>>());
+    assert_eq!(released.len(), 1);
+    assert!(a.services().is_empty());
+}

@@ -115,8 +115,9 @@ pub enum AllocError {
 /// The allocation decisions. One implementation ([`PoolAllocator`]); the trait lets embedders
 /// wrap it (persistence, metrics) and lets tests compare it with a model.
 pub trait Allocator {
-    /// Replaces the pools. Services whose addresses left every pool (or now sit in two pools)
-    /// are released and returned; addresses that moved to another pool are re-tagged.
+    /// Replaces the pools. Services whose addresses left every pool, now sit in two pools, or
+    /// sit in a pool that no longer admits the service are released and returned; addresses
+    /// that moved to another pool that admits the service are re-tagged.
     fn set_pools(&mut self, pools: &[Pool]) -> Vec<(ServiceKey, Allocation)>;
 
     /// Gives the service addresses: its requested IPs, or the best pool's lowest free (or

@@ -13,6 +13,7 @@ use super::{
 use crate::config::Pool;
 use crate::ip::{Family, from_u128, is_buggy, to_u128};
 use crate::objects::{FamilyPolicy, Port, ServiceKey};
+use crate::selector::Labels;
 
 #[derive(Clone, Debug)]
 struct FamilyState {
@@ -87,6 +88,22 @@ struct Holder {
     sharing_key: Option<String>,
     backend_key: String,
     ports: Vec<Port>,
+    /// Namespace labels and service labels, for re-checking pool admission when pools change;
+    /// boxed and absent when both are empty, since most services carry none that matter.
+    labels: Option<Box<(Labels, Labels)>>,
+}
+
+impl Holder {
+    fn admitted_by(&self, key: &ServiceKey, pool: &Pool) -> bool {
+        let empty = Labels::new();
+        let (ns_labels, labels) = match &self.labels {
+            Some(b) => (&b.0, &b.1),
+            None => (&empty, &empty),
+        };
+        pool.allocation
+            .as_ref()
+            .is_none_or(|a| a.admits(&key.namespace, ns_labels, labels))
+    }
 }
 
 /// The allocator. See the module docs of [`crate::alloc`].
@@ -274,6 +291,8 @@ impl PoolAllocator {
                 sharing_key: req.sharing_key.clone(),
                 backend_key: req.backend_key.clone(),
                 ports: req.ports.clone(),
+                labels: (!req.namespace_labels.is_empty() || !req.labels.is_empty())
+                    .then(|| Box::new((req.namespace_labels.clone(), req.labels.clone()))),
             },
         );
         alloc
@@ -305,11 +324,14 @@ impl Allocator for PoolAllocator {
                 [Some(p)] => Some(p.to_string()),
                 _ => None,
             };
-            let buggy = |pool: &str| {
-                self.pools[pool].pool.avoid_buggy_ips && h.alloc.ips.iter().any(|ip| is_buggy(*ip))
+            // The address must still be usable in its (new) pool, by this service.
+            let fits = |pool: &str| {
+                let p = &self.pools[pool].pool;
+                !(p.avoid_buggy_ips && h.alloc.ips.iter().any(|ip| is_buggy(*ip)))
+                    && h.admitted_by(&key, p)
             };
             match home {
-                Some(pool) if !buggy(&pool) => {
+                Some(pool) if fits(&pool) => {
                     if let Some(h) = self.holders.get_mut(&key) {
                         h.alloc.pool = pool;
                     }
