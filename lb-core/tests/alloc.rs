@@ -1,5 +1,7 @@
 //! One test per allocation rule (metallb.md §2, §3).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lb_core::alloc::converge::{Input, inputs_from};
 use lb_core::alloc::{AllocError, Allocator, Outcome, PoolAllocator, Request, converge};
 use lb_core::config::{Config, load_str};

@@ -7,6 +7,8 @@
 //! its service; after a restart every service keeps its addresses; and the same sequence run
 //! twice gives the same results.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -180,7 +182,10 @@ impl Model {
 }
 
 /// Runs the ops on a fresh allocator; returns what every service holds after each step.
-fn run(ops: &[Op]) -> Result<Vec<BTreeMap<ServiceKey, (String, Vec<IpAddr>)>>, TestCaseError> {
+/// What every service holds: pool and addresses.
+type Holdings = BTreeMap<ServiceKey, (String, Vec<IpAddr>)>;
+
+fn run(ops: &[Op]) -> Result<Vec<Holdings>, TestCaseError> {
     let mut alloc = PoolAllocator::new(&pools(0));
     let mut model = Model::default();
     let mut trace = Vec::new();
@@ -225,7 +230,7 @@ fn run(ops: &[Op]) -> Result<Vec<BTreeMap<ServiceKey, (String, Vec<IpAddr>)>>, T
             }
         }
         let ours = snapshot(&alloc);
-        let theirs: BTreeMap<ServiceKey, (String, Vec<IpAddr>)> = model
+        let theirs: Holdings = model
             .held
             .iter()
             .map(|(s, (pool, last, _))| (key(*s), (pool.clone(), vec![ip(*last)])))
@@ -237,7 +242,7 @@ fn run(ops: &[Op]) -> Result<Vec<BTreeMap<ServiceKey, (String, Vec<IpAddr>)>>, T
     Ok(trace)
 }
 
-fn snapshot(a: &PoolAllocator) -> BTreeMap<ServiceKey, (String, Vec<IpAddr>)> {
+fn snapshot(a: &PoolAllocator) -> Holdings {
     a.services()
         .into_iter()
         .filter_map(|k| a.allocation(&k).map(|al| (k, (al.pool, al.ips))))

@@ -1,5 +1,7 @@
 //! One test per configuration rule (metallb.md §1, §2, §7).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use lb_core::config::{Community, PeerAsn, PeerTarget, Severity, load_str};
 use std::time::Duration;
 

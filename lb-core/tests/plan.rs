@@ -5,6 +5,8 @@
 //!   192.0.2.0 -> n2, n3, n1    192.0.2.1 -> n2, n1, n3    192.0.2.2 -> n1, n2, n3
 //!   2001:db8:1:: -> n2, n3, n1
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use lb_core::alloc::converge::inputs_from;
@@ -290,7 +292,10 @@ spec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.252, nodeSelectors: [{
 ---
 ";
 
-fn routes(p: &Plan, ip: &str) -> Vec<(String, Vec<String>, Option<u32>, Vec<Community>)> {
+/// (prefix, peers, localPref, communities)
+type Route = (String, Vec<String>, Option<u32>, Vec<Community>);
+
+fn routes(p: &Plan, ip: &str) -> Vec<Route> {
     p.announcements
         .iter()
         .filter(|a| a.ip.to_string() == ip)
