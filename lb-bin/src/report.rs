@@ -1,0 +1,239 @@
+//! What `check` and `plan` compute and print: pure functions from file text to a report, so
+//! that tests need no process and the binary only adds IO.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use lb_core::alloc::converge::inputs_from;
+use lb_core::alloc::{Outcome, PoolAllocator, converge};
+use lb_core::config::{Config, ConfigError, Severity, load_str};
+use lb_core::plan::{How, Interfaces, MissingEndpoints, Plan, PlanInput, Skip, plan};
+use serde::Serialize;
+
+/// The result of `check`: every finding, and whether the file is valid.
+#[derive(Debug)]
+pub struct CheckReport {
+    pub findings: Vec<ConfigError>,
+}
+
+impl CheckReport {
+    pub fn errors(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for f in &self.findings {
+            let level = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let _ = writeln!(out, "{level}: {f}");
+        }
+        let warnings = self.findings.len() - self.errors();
+        let _ = writeln!(
+            out,
+            "{}: {} error(s), {} warning(s)",
+            if self.errors() == 0 {
+                "valid"
+            } else {
+                "invalid"
+            },
+            self.errors(),
+            warnings
+        );
+        out
+    }
+}
+
+pub fn check(text: &str) -> CheckReport {
+    CheckReport {
+        findings: load_str(text).errors,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceLine {
+    pub namespace: String,
+    pub name: String,
+    pub ips: Vec<String>,
+    pub pool: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PendingLine {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The result of `plan`.
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub services: Vec<ServiceLine>,
+    pub pending: Vec<PendingLine>,
+    /// With `--node`: what that node announces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announcements: Option<Vec<lb_core::plan::Announcement>>,
+    /// With `--node`: why that node does not announce the other services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Vec<Skip>>,
+    #[serde(skip)]
+    pub findings: Vec<ConfigError>,
+}
+
+/// Allocates every service of the file from scratch (status addresses are re-claimed first) and,
+/// with `node`, plans that node taking every Node in the file and `node` itself as live members.
+pub fn plan_file(text: &str, node: Option<&str>) -> PlanReport {
+    let loaded = load_str(text);
+    let config = loaded.config;
+    let outcome = allocate(&config);
+    let (announcements, skipped) = match node {
+        Some(n) => {
+            let p = plan_node(&config, &outcome, n);
+            (Some(p.announcements), Some(p.skipped))
+        }
+        None => (None, None),
+    };
+    PlanReport {
+        services: outcome
+            .allocated
+            .iter()
+            .map(|(k, a)| ServiceLine {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                ips: a.ips.iter().map(|i| i.to_string()).collect(),
+                pool: a.pool.clone(),
+            })
+            .collect(),
+        pending: outcome
+            .pending
+            .iter()
+            .map(|(k, reason)| PendingLine {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
+        node: node.map(str::to_string),
+        announcements,
+        skipped,
+        findings: loaded.errors,
+    }
+}
+
+pub fn allocate(config: &Config) -> Outcome {
+    let pools: Vec<_> = config.pools.values().cloned().collect();
+    let mut alloc = PoolAllocator::new(&pools);
+    converge(&mut alloc, inputs_from(config, None))
+}
+
+pub fn plan_node(config: &Config, outcome: &Outcome, node: &str) -> Plan {
+    let mut members: BTreeSet<String> = config.nodes.keys().cloned().collect();
+    members.insert(node.to_string());
+    plan(&PlanInput {
+        config,
+        allocations: &outcome.allocated,
+        members: &members,
+        node,
+        missing_endpoints: MissingEndpoints::ServeEverywhere,
+        ignore_exclude_label: false,
+    })
+}
+
+impl PlanReport {
+    pub fn render_table(&self) -> String {
+        let mut rows = vec![["SERVICE".to_string(), "POOL".into(), "IPS".into()]];
+        for s in &self.services {
+            rows.push([
+                format!("{}/{}", s.namespace, s.name),
+                s.pool.clone(),
+                s.ips.join(","),
+            ]);
+        }
+        let mut out = table(&rows);
+        if !self.pending.is_empty() {
+            let mut rows = vec![["PENDING".to_string(), "REASON".into()]];
+            for p in &self.pending {
+                rows.push([format!("{}/{}", p.namespace, p.name), p.reason.clone()]);
+            }
+            out.push('\n');
+            out += &table(&rows);
+        }
+        if let (Some(node), Some(anns)) = (&self.node, &self.announcements) {
+            let _ = writeln!(out, "\nnode {node} announces:");
+            let mut rows = vec![[
+                "SERVICE".to_string(),
+                "IP".into(),
+                "PROTOCOL".into(),
+                "DETAILS".into(),
+            ]];
+            for a in anns {
+                let (proto, details) = match &a.how {
+                    How::Layer2 { interfaces } => (
+                        "layer2",
+                        match interfaces {
+                            Interfaces::All => "interfaces: all".to_string(),
+                            Interfaces::Only(set) => format!(
+                                "interfaces: {}",
+                                set.iter().cloned().collect::<Vec<_>>().join(",")
+                            ),
+                        },
+                    ),
+                    How::Bgp { routes } => (
+                        "bgp",
+                        routes
+                            .iter()
+                            .map(|r| {
+                                let mut s = format!("{} to {}", r.prefix, r.peers.join(","));
+                                if let Some(lp) = r.local_pref {
+                                    let _ = write!(s, " localPref {lp}");
+                                }
+                                if !r.communities.is_empty() {
+                                    let c: Vec<String> =
+                                        r.communities.iter().map(|c| c.to_string()).collect();
+                                    let _ = write!(s, " communities {}", c.join(","));
+                                }
+                                s
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                };
+                rows.push([
+                    a.service.to_string(),
+                    a.ip.to_string(),
+                    proto.into(),
+                    details,
+                ]);
+            }
+            out += &table(&rows);
+        }
+        out
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
