@@ -3,8 +3,10 @@
 //! Hash maps here are only looked up, never iterated for a decision; everything that orders a
 //! choice (pools, shareable IPs, services on a pool change) is a `BTreeMap`/`BTreeSet` or sorted.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::index::{IndexSpace, Occupancy};
 use super::{
@@ -81,20 +83,53 @@ impl PoolState {
     }
 }
 
-/// What a service holds, with what the sharing rules compare.
+/// A service's slot in the slab.
+type Id = u32;
+
+/// One or two addresses, inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ips {
+    ips: [IpAddr; 2],
+    len: u8,
+}
+
+impl Ips {
+    /// At most two addresses are kept; requests are checked to hold no more.
+    fn new(ips: &[IpAddr]) -> Self {
+        let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        let mut out = Ips {
+            ips: [unspecified; 2],
+            len: 0,
+        };
+        for (slot, ip) in out.ips.iter_mut().zip(ips) {
+            *slot = *ip;
+            out.len += 1;
+        }
+        out
+    }
+
+    fn as_slice(&self) -> &[IpAddr] {
+        &self.ips[..usize::from(self.len)]
+    }
+}
+
+/// What a service holds, with what the sharing rules compare. Kept compact: this is most of
+/// the memory per allocated address.
 #[derive(Clone, Debug)]
 struct Holder {
-    alloc: Allocation,
-    sharing_key: Option<String>,
-    backend_key: String,
-    ports: Vec<Port>,
+    key: ServiceKey,
+    pool: Arc<str>,
+    ips: Ips,
+    sharing_key: Option<Arc<str>>,
+    backend_key: Box<str>,
+    ports: Box<[Port]>,
     /// Namespace labels and service labels, for re-checking pool admission when pools change;
-    /// boxed and absent when both are empty, since most services carry none that matter.
+    /// absent when both are empty, since most services carry none that matter.
     labels: Option<Box<(Labels, Labels)>>,
 }
 
 impl Holder {
-    fn admitted_by(&self, key: &ServiceKey, pool: &Pool) -> bool {
+    fn admitted_by(&self, pool: &Pool) -> bool {
         let empty = Labels::new();
         let (ns_labels, labels) = match &self.labels {
             Some(b) => (&b.0, &b.1),
@@ -102,20 +137,32 @@ impl Holder {
         };
         pool.allocation
             .as_ref()
-            .is_none_or(|a| a.admits(&key.namespace, ns_labels, labels))
+            .is_none_or(|a| a.admits(&self.key.namespace, ns_labels, labels))
+    }
+
+    fn allocation(&self) -> Allocation {
+        Allocation {
+            pool: self.pool.to_string(),
+            ips: self.ips.as_slice().to_vec(),
+        }
     }
 }
 
 /// The allocator. See the module docs of [`crate::alloc`].
 #[derive(Clone, Debug, Default)]
 pub struct PoolAllocator {
-    pools: BTreeMap<String, PoolState>,
+    pools: BTreeMap<Arc<str>, PoolState>,
     /// Per family: range start -> (range end, pool name), to find an address's pool.
-    ranges: [BTreeMap<u128, (u128, String)>; 2],
-    ip_users: HashMap<IpAddr, Vec<ServiceKey>>,
-    holders: HashMap<ServiceKey, Holder>,
-    /// Sharing key -> the IPs whose holders use it.
-    shared: HashMap<String, BTreeSet<IpAddr>>,
+    ranges: [BTreeMap<u128, (u128, Arc<str>)>; 2],
+    /// Services by key, and their holders in a slab addressed by id.
+    ids: HashMap<ServiceKey, Id>,
+    slots: Vec<Option<Holder>>,
+    free_slots: Vec<Id>,
+    /// The first holder of each used address; further holders of a shared one in `more_users`.
+    ip_users: HashMap<IpAddr, Id>,
+    more_users: HashMap<IpAddr, Vec<Id>>,
+    /// Sharing key -> the addresses whose holders use it.
+    shared: HashMap<Arc<str>, BTreeSet<IpAddr>>,
 }
 
 impl PoolAllocator {
@@ -126,13 +173,13 @@ impl PoolAllocator {
     }
 
     /// The pool an address belongs to.
-    pub fn pool_of(&self, ip: IpAddr) -> Option<&str> {
+    pub fn pool_of(&self, ip: IpAddr) -> Option<&Arc<str>> {
         let v = to_u128(ip);
         self.ranges[slot(Family::of(ip))]
             .range(..=v)
             .next_back()
             .filter(|(_, (end, _))| *end >= v)
-            .map(|(_, (_, pool))| pool.as_str())
+            .map(|(_, (_, pool))| pool)
     }
 
     /// Number of runs in the occupancy sets: the part of memory that grows with fragmentation.
@@ -144,19 +191,31 @@ impl PoolAllocator {
             .sum()
     }
 
+    fn holder(&self, id: Id) -> Option<&Holder> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn holder_of(&self, key: &ServiceKey) -> Option<&Holder> {
+        self.ids.get(key).and_then(|&id| self.holder(id))
+    }
+
+    /// Every holder of an address.
+    fn users(&self, ip: IpAddr) -> impl Iterator<Item = &Holder> {
+        let first = self.ip_users.get(&ip).copied();
+        let more = self.more_users.get(&ip).into_iter().flatten().copied();
+        first
+            .into_iter()
+            .chain(more)
+            .filter_map(|id| self.holder(id))
+    }
+
     fn sharing_ok(&self, ip: IpAddr, req: &Request) -> Result<(), (ServiceKey, SharingConflict)> {
-        let Some(users) = self.ip_users.get(&ip) else {
-            return Ok(());
-        };
-        for user in users.iter().filter(|u| **u != req.key) {
-            let Some(h) = self.holders.get(user) else {
-                continue;
-            };
+        for h in self.users(ip).filter(|h| h.key != req.key) {
             let conflict = if req.sharing_key.is_none() {
                 Some(SharingConflict::NoKey)
-            } else if h.sharing_key != req.sharing_key {
+            } else if h.sharing_key.as_deref() != req.sharing_key.as_deref() {
                 Some(SharingConflict::DifferentKey)
-            } else if h.backend_key != req.backend_key {
+            } else if *h.backend_key != *req.backend_key {
                 Some(SharingConflict::DifferentBackends)
             } else {
                 req.ports
@@ -165,7 +224,7 @@ impl PoolAllocator {
                     .map(|p| SharingConflict::PortInUse(p.clone()))
             };
             if let Some(why) = conflict {
-                return Err((user.clone(), why));
+                return Err((h.key.clone(), why));
             }
         }
         Ok(())
@@ -177,12 +236,12 @@ impl PoolAllocator {
         let free = ps.lowest_free(f);
         let shareable = req
             .sharing_key
-            .as_ref()
+            .as_deref()
             .and_then(|k| self.shared.get(k))
             .and_then(|ips| {
                 ips.iter().copied().find(|&ip| {
                     Family::of(ip) == f
-                        && self.pool_of(ip) == Some(ps.pool.name.as_str())
+                        && self.pool_of(ip).is_some_and(|p| **p == *ps.pool.name)
                         && !(ps.pool.avoid_buggy_ips && is_buggy(ip))
                         && self.sharing_ok(ip, req).is_ok()
                 })
@@ -195,13 +254,13 @@ impl PoolAllocator {
 
     /// Pools an automatic allocation may use, best first: pools whose `serviceAllocation`
     /// admits the service by priority then name, then the unrestricted pools by name.
-    fn candidate_pools(&self, req: &Request) -> Vec<String> {
+    fn candidate_pools(&self, req: &Request) -> Vec<Arc<str>> {
         let ns = req.key.namespace.as_str();
-        let mut pinned: Vec<&PoolState> = self
+        let mut pinned: Vec<(&Arc<str>, &PoolState)> = self
             .pools
-            .values()
-            .filter(|p| p.pool.auto_assign)
-            .filter(|p| {
+            .iter()
+            .filter(|(_, p)| p.pool.auto_assign)
+            .filter(|(_, p)| {
                 p.pool
                     .allocation
                     .as_ref()
@@ -209,15 +268,15 @@ impl PoolAllocator {
             })
             .collect();
         // Stable: equal priorities stay in name order.
-        pinned.sort_by_key(|p| p.pool.allocation.as_ref().map(|a| a.priority_rank()));
+        pinned.sort_by_key(|(_, p)| p.pool.allocation.as_ref().map(|a| a.priority_rank()));
         let fallback = self
             .pools
-            .values()
-            .filter(|p| p.pool.auto_assign && p.pool.allocation.is_none());
+            .iter()
+            .filter(|(_, p)| p.pool.auto_assign && p.pool.allocation.is_none());
         pinned
             .into_iter()
             .chain(fallback)
-            .map(|p| p.pool.name.clone())
+            .map(|(name, _)| name.clone())
             .collect()
     }
 
@@ -234,37 +293,56 @@ impl PoolAllocator {
         }
     }
 
-    fn attach(&mut self, key: &ServiceKey, holder: Holder) {
-        for &ip in &holder.alloc.ips {
-            let users = self.ip_users.entry(ip).or_default();
-            if users.is_empty()
-                && let Some(ps) = self.pools.get_mut(&holder.alloc.pool)
-            {
-                ps.set_used(ip, true);
+    fn attach(&mut self, holder: Holder) {
+        let id = match self.free_slots.pop() {
+            Some(id) => id,
+            None => {
+                self.slots.push(None);
+                // More than 4 billion services would not fit in memory long before this.
+                (self.slots.len() - 1) as Id
             }
-            users.push(key.clone());
+        };
+        for &ip in holder.ips.as_slice() {
+            match self.ip_users.entry(ip) {
+                Entry::Vacant(v) => {
+                    v.insert(id);
+                    if let Some(ps) = self.pools.get_mut(&holder.pool) {
+                        ps.set_used(ip, true);
+                    }
+                }
+                Entry::Occupied(_) => self.more_users.entry(ip).or_default().push(id),
+            }
             if let Some(k) = &holder.sharing_key {
                 self.shared.entry(k.clone()).or_default().insert(ip);
             }
         }
-        self.holders.insert(key.clone(), holder);
+        self.ids.insert(holder.key.clone(), id);
+        self.slots[id as usize] = Some(holder);
     }
 
     fn detach(&mut self, key: &ServiceKey) -> Option<Holder> {
-        let holder = self.holders.remove(key)?;
-        for &ip in &holder.alloc.ips {
-            let now_free = match self.ip_users.get_mut(&ip) {
-                Some(users) => {
-                    users.retain(|u| u != key);
-                    users.is_empty()
+        let id = self.ids.remove(key)?;
+        let holder = self.slots.get_mut(id as usize)?.take()?;
+        self.free_slots.push(id);
+        for &ip in holder.ips.as_slice() {
+            if let Some(more) = self.more_users.get_mut(&ip) {
+                // Shared: drop this holder and promote another as the first if needed.
+                more.retain(|&u| u != id);
+                if self.ip_users.get(&ip) == Some(&id)
+                    && let Some(next) = more.pop()
+                {
+                    self.ip_users.insert(ip, next);
                 }
-                None => false,
-            };
-            if !now_free {
+                if more.is_empty() {
+                    self.more_users.remove(&ip);
+                }
+                continue;
+            }
+            if self.ip_users.get(&ip) != Some(&id) {
                 continue;
             }
             self.ip_users.remove(&ip);
-            if let Some(ps) = self.pools.get_mut(&holder.alloc.pool) {
+            if let Some(ps) = self.pools.get_mut(&holder.pool) {
                 ps.set_used(ip, false);
             }
             if let Some(k) = &holder.sharing_key
@@ -279,22 +357,26 @@ impl PoolAllocator {
         Some(holder)
     }
 
-    fn commit(&mut self, req: &Request, pool: &str, ips: Vec<IpAddr>) -> Allocation {
-        let alloc = Allocation {
-            pool: pool.to_string(),
-            ips,
+    fn commit(&mut self, req: &Request, pool: &Arc<str>, ips: &[IpAddr]) -> Allocation {
+        // Share one copy of each sharing key among its holders.
+        let sharing_key = req.sharing_key.as_deref().map(|k| {
+            self.shared
+                .get_key_value(k)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| Arc::from(k))
+        });
+        let holder = Holder {
+            key: req.key.clone(),
+            pool: pool.clone(),
+            ips: Ips::new(ips),
+            sharing_key,
+            backend_key: req.backend_key.as_str().into(),
+            ports: req.ports.clone().into_boxed_slice(),
+            labels: (!req.namespace_labels.is_empty() || !req.labels.is_empty())
+                .then(|| Box::new((req.namespace_labels.clone(), req.labels.clone()))),
         };
-        self.attach(
-            &req.key,
-            Holder {
-                alloc: alloc.clone(),
-                sharing_key: req.sharing_key.clone(),
-                backend_key: req.backend_key.clone(),
-                ports: req.ports.clone(),
-                labels: (!req.namespace_labels.is_empty() || !req.labels.is_empty())
-                    .then(|| Box::new((req.namespace_labels.clone(), req.labels.clone()))),
-            },
-        );
+        let alloc = holder.allocation();
+        self.attach(holder);
         alloc
     }
 }
@@ -303,51 +385,59 @@ impl Allocator for PoolAllocator {
     fn set_pools(&mut self, pools: &[Pool]) -> Vec<(ServiceKey, Allocation)> {
         self.pools = pools
             .iter()
-            .map(|p| (p.name.clone(), PoolState::new(p.clone())))
+            .map(|p| (Arc::from(p.name.as_str()), PoolState::new(p.clone())))
             .collect();
         self.ranges = Default::default();
-        for p in pools {
-            for r in &p.ranges {
-                self.ranges[slot(r.family())].insert(r.start(), (r.end(), p.name.clone()));
+        for (name, ps) in &self.pools {
+            for r in &ps.pool.ranges {
+                self.ranges[slot(r.family())].insert(r.start(), (r.end(), name.clone()));
             }
         }
-        let mut keys: Vec<ServiceKey> = self.holders.keys().cloned().collect();
+        let mut keys: Vec<ServiceKey> = self.ids.keys().cloned().collect();
         keys.sort();
         let mut released = Vec::new();
         for key in keys {
-            let Some(h) = self.holders.get(&key) else {
+            let Some(h) = self.holder_of(&key) else {
                 continue;
             };
-            let homes: BTreeSet<Option<&str>> =
-                h.alloc.ips.iter().map(|ip| self.pool_of(*ip)).collect();
+            let homes: BTreeSet<Option<&Arc<str>>> = h
+                .ips
+                .as_slice()
+                .iter()
+                .map(|ip| self.pool_of(*ip))
+                .collect();
+            // The addresses must sit in one pool that still takes them for this service.
             let home = match homes.into_iter().collect::<Vec<_>>()[..] {
-                [Some(p)] => Some(p.to_string()),
+                [Some(p)] => {
+                    let pool = &self.pools[p].pool;
+                    let buggy =
+                        pool.avoid_buggy_ips && h.ips.as_slice().iter().any(|ip| is_buggy(*ip));
+                    (!buggy && h.admitted_by(pool)).then(|| p.clone())
+                }
                 _ => None,
             };
-            // The address must still be usable in its (new) pool, by this service.
-            let fits = |pool: &str| {
-                let p = &self.pools[pool].pool;
-                !(p.avoid_buggy_ips && h.alloc.ips.iter().any(|ip| is_buggy(*ip)))
-                    && h.admitted_by(&key, p)
-            };
             match home {
-                Some(pool) if fits(&pool) => {
-                    if let Some(h) = self.holders.get_mut(&key) {
-                        h.alloc.pool = pool;
+                Some(pool) => {
+                    if let Some(h) = self
+                        .ids
+                        .get(&key)
+                        .and_then(|&id| self.slots[id as usize].as_mut())
+                    {
+                        h.pool = pool;
                     }
                 }
-                _ => {
+                None => {
                     if let Some(h) = self.detach(&key) {
-                        released.push((key, h.alloc));
+                        released.push((key, h.allocation()));
                     }
                 }
             }
         }
         // The pool states are new: mark every address still held.
-        let held: Vec<(IpAddr, String)> = self
+        let held: Vec<(IpAddr, Arc<str>)> = self
             .ip_users
             .keys()
-            .filter_map(|ip| self.pool_of(*ip).map(|p| (*ip, p.to_string())))
+            .filter_map(|ip| self.pool_of(*ip).map(|p| (*ip, p.clone())))
             .collect();
         for (ip, pool) in held {
             if let Some(ps) = self.pools.get_mut(&pool) {
@@ -358,15 +448,15 @@ impl Allocator for PoolAllocator {
     }
 
     fn allocate(&mut self, req: &Request) -> Result<Allocation, AllocError> {
-        if let Some(h) = self.holders.get(&req.key) {
-            let ips = h.alloc.ips.clone();
-            if let Ok(mut current) = self.assign(req, &ips) {
+        if let Some(h) = self.holder_of(&req.key) {
+            let ips = h.ips;
+            if let Ok(mut current) = self.assign(req, ips.as_slice()) {
                 if req.policy == FamilyPolicy::PreferDualStack && current.ips.len() == 1 {
                     // The missing family may have become available in the same pool.
                     let missing = Family::of(current.ips[0]).other();
                     let extra = self
                         .pools
-                        .get(&current.pool)
+                        .get(current.pool.as_str())
                         .and_then(|ps| self.find_ip(ps, missing, req));
                     if let Some(extra) = extra {
                         let mut both = vec![current.ips[0], extra];
@@ -386,14 +476,18 @@ impl Allocator for PoolAllocator {
         let candidates = match &req.pool {
             Some(name) => {
                 self.admits(name, req)?;
-                vec![name.clone()]
+                let name = self
+                    .pools
+                    .get_key_value(name.as_str())
+                    .map(|(k, _)| k.clone());
+                name.into_iter().collect()
             }
             None => self.candidate_pools(req),
         };
         if candidates.is_empty() {
             return Err(AllocError::NoPool);
         }
-        let mut fallback: Option<(String, IpAddr)> = None;
+        let mut fallback: Option<(Arc<str>, IpAddr)> = None;
         for name in &candidates {
             let ps = &self.pools[name];
             let picks: Vec<Option<IpAddr>> = req
@@ -402,8 +496,8 @@ impl Allocator for PoolAllocator {
                 .map(|&f| self.find_ip(ps, f, req))
                 .collect();
             if picks.iter().all(Option::is_some) {
-                let ips = picks.into_iter().flatten().collect();
-                return Ok(self.commit(req, name, ips));
+                let ips: Vec<IpAddr> = picks.into_iter().flatten().collect();
+                return Ok(self.commit(req, name, &ips));
             }
             if req.policy == FamilyPolicy::PreferDualStack && fallback.is_none() {
                 fallback = picks
@@ -414,7 +508,7 @@ impl Allocator for PoolAllocator {
             }
         }
         if let Some((name, ip)) = fallback {
-            return Ok(self.commit(req, &name, vec![ip]));
+            return Ok(self.commit(req, &name, &[ip]));
         }
         Err(AllocError::Exhausted {
             families: families_text(&req.families),
@@ -434,17 +528,16 @@ impl Allocator for PoolAllocator {
         if !req.requested_ips.is_empty() && !same_set(&req.requested_ips, ips) {
             return Err(AllocError::NotRequested(ips.to_vec()));
         }
-        let mut pool: Option<String> = None;
+        let mut pool: Option<Arc<str>> = None;
         for &ip in ips {
-            let p = self.pool_of(ip).ok_or(AllocError::NotInPool(ip))?;
-            match &pool {
-                Some(first) if first != p => {
-                    return Err(AllocError::MixedPools(first.clone(), p.to_string()));
-                }
-                _ => pool = Some(p.to_string()),
+            let p = self.pool_of(ip).ok_or(AllocError::NotInPool(ip))?.clone();
+            if let Some(first) = &pool
+                && *first != p
+            {
+                return Err(AllocError::MixedPools(first.to_string(), p.to_string()));
             }
             if let Some(requested) = &req.pool
-                && requested != p
+                && **requested != *p
             {
                 return Err(AllocError::WrongPool {
                     ip,
@@ -452,36 +545,42 @@ impl Allocator for PoolAllocator {
                     requested: requested.clone(),
                 });
             }
+            pool = Some(p);
         }
-        let pool = pool.unwrap_or_default();
+        let Some(pool) = pool else {
+            return Err(AllocError::NoPool);
+        };
         self.admits(&pool, req)?;
         if self.pools[&pool].pool.avoid_buggy_ips
             && let Some(&ip) = ips.iter().find(|ip| is_buggy(**ip))
         {
-            return Err(AllocError::BuggyIp { ip, pool });
+            return Err(AllocError::BuggyIp {
+                ip,
+                pool: pool.to_string(),
+            });
         }
         let old = self.detach(&req.key);
         for &ip in ips {
             if let Err((holder, why)) = self.sharing_ok(ip, req) {
                 if let Some(old) = old {
-                    self.attach(&req.key, old);
+                    self.attach(old);
                 }
                 return Err(AllocError::InUse { ip, holder, why });
             }
         }
-        Ok(self.commit(req, &pool, ips.to_vec()))
+        Ok(self.commit(req, &pool, ips))
     }
 
     fn release(&mut self, key: &ServiceKey) -> Option<Allocation> {
-        self.detach(key).map(|h| h.alloc)
+        self.detach(key).map(|h| h.allocation())
     }
 
     fn allocation(&self, key: &ServiceKey) -> Option<Allocation> {
-        self.holders.get(key).map(|h| h.alloc.clone())
+        self.holder_of(key).map(Holder::allocation)
     }
 
     fn services(&self) -> Vec<ServiceKey> {
-        let mut keys: Vec<ServiceKey> = self.holders.keys().cloned().collect();
+        let mut keys: Vec<ServiceKey> = self.ids.keys().cloned().collect();
         keys.sort();
         keys
     }
