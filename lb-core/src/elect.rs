@@ -43,6 +43,20 @@ pub trait LeaderElector: Send + Sync + Debug {
         owner_of(&self.current().members, key)
     }
 
+    /// The owner of `key` as a watched value: the current owner at once, then each change.
+    fn watch_owner(&self, key: &str) -> BoxStream<'static, Option<String>> {
+        let key = key.to_string();
+        let mut last: Option<Option<String>> = None;
+        self.watch()
+            .filter_map(move |m| {
+                let owner = owner_of(&m.members, &key);
+                let changed = last.as_ref() != Some(&owner);
+                last = Some(owner.clone());
+                futures::future::ready(changed.then_some(owner))
+            })
+            .boxed()
+    }
+
     /// Whether this member owns `key`; check it just before acting on ownership.
     fn is_owner(&self, key: &str) -> bool {
         self.owner(key).as_deref() == Some(self.identity())
@@ -149,6 +163,28 @@ mod tests {
             .collect();
         a.set_members(rest);
         assert_ne!(a.owner(key).unwrap(), owner);
+    }
+
+    #[tokio::test]
+    async fn watch_owner_reports_only_changes_of_owner() {
+        let e = StaticElector::new("a", ["b".to_string(), "c".to_string()]);
+        let key = "192.0.2.10";
+        let mut w = e.watch_owner(key);
+        let first = w.next().await.unwrap().unwrap();
+        // Removing a non-owner changes membership but not the owner: nothing is reported.
+        let bystander = ["a", "b", "c"].into_iter().find(|m| *m != first).unwrap();
+        let without_bystander: Vec<String> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|m| *m != bystander)
+            .map(String::from)
+            .collect();
+        e.set_members(without_bystander.clone());
+        let without_owner: Vec<String> = without_bystander
+            .into_iter()
+            .filter(|m| *m != first)
+            .collect();
+        e.set_members(without_owner.clone());
+        assert_eq!(w.next().await.unwrap(), Some(without_owner[0].clone()));
     }
 
     #[tokio::test]

@@ -195,6 +195,10 @@ fn node_usable(input: &PlanInput<'_>, node: &Node) -> Result<(), &'static str> {
 /// Computes the plan of `input.node`.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
+    // Every live member and the planning node itself, with their labels, once.
+    let mut names: BTreeSet<&str> = input.members.iter().map(String::as_str).collect();
+    names.insert(input.node);
+    let nodes: Vec<Node> = names.into_iter().map(|n| input.config.node(n)).collect();
     for (key, alloc) in input.allocations {
         let (Some(svc), Some(pool)) = (
             input.config.services.get(key),
@@ -206,7 +210,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             continue;
         }
         let serving = serving(input, key);
-        plan_l2(input, svc, pool, alloc, &serving, &mut out);
+        plan_l2(input, &nodes, svc, pool, alloc, &serving, &mut out);
         plan_bgp(input, svc, pool, alloc, &serving, &mut out);
     }
     out.announcements.sort();
@@ -223,6 +227,7 @@ fn skip(out: &mut Plan, key: &ServiceKey, protocol: &'static str, reason: impl I
 
 fn plan_l2(
     input: &PlanInput<'_>,
+    nodes: &[Node],
     svc: &Service,
     pool: &Pool,
     alloc: &Allocation,
@@ -252,20 +257,14 @@ fn plan_l2(
     }
     let first_ip = alloc.ips[0].to_string();
     let mut best: Option<(u32, [u8; 32], String)> = None;
-    let everyone = input
-        .members
-        .iter()
-        .chain(std::iter::once(&input.node.to_string()))
-        .cloned()
-        .collect::<BTreeSet<String>>();
-    for name in &everyone {
-        let node = input.config.node(name);
+    for node in nodes {
+        let name = &node.name;
         let selecting: Vec<&&L2Advertisement> = ads
             .iter()
             .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
             .collect();
         if selecting.is_empty()
-            || node_usable(input, &node).is_err()
+            || node_usable(input, node).is_err()
             || (svc.traffic_policy == TrafficPolicy::Local && !serving.on(name))
         {
             continue;
@@ -291,7 +290,11 @@ fn plan_l2(
     if owner != input.node {
         return skip(out, k, "layer2", format!("announced by node {owner}"));
     }
-    let me = input.config.node(input.node);
+    let me = nodes
+        .iter()
+        .find(|n| n.name == input.node)
+        .cloned()
+        .unwrap_or_else(|| input.config.node(input.node));
     let mut interfaces = BTreeSet::new();
     let mut all = false;
     for ad in ads

@@ -651,3 +651,23 @@ fn go_durations_parse() {
             .contains("not a duration")
     );
 }
+
+#[test]
+fn legacy_annotation_prefix_is_read_and_warned_about() {
+    let y = "apiVersion: v1\nkind: Service\nmetadata: {name: s, annotations: {metallb.universe.tf/address-pool: p, metallb.universe.tf/other: x}}\nspec: {type: LoadBalancer}\n";
+    let l = load_str(y);
+    assert!(l.is_valid());
+    let w = warnings(y);
+    assert_eq!(w.len(), 1, "only the annotations MetalLB reads: {w:?}");
+    assert!(w[0].contains("metadata.annotations.metallb.universe.tf/address-pool: deprecated prefix; write metallb.io/address-pool"));
+}
+
+#[test]
+fn disable_mp_is_accepted_with_a_deprecation_warning() {
+    let y = peer(
+        "v1beta2",
+        "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  disableMP: true\n",
+    );
+    assert!(load_str(&y).is_valid());
+    assert!(warnings(&y)[0].contains("spec.disableMP: deprecated"));
+}

@@ -14,6 +14,8 @@ pub mod annotation {
     pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
     /// Written by the controller with the pool an allocation came from.
     pub const IP_ALLOCATED_FROM_POOL: &str = "ip-allocated-from-pool";
+    /// The annotations read from services (the fourth, `ip-allocated-from-pool`, is written).
+    pub const READ: [&str; 3] = [LOAD_BALANCER_IPS, ADDRESS_POOL, ALLOW_SHARED_IP];
     pub const PREFIX: &str = "metallb.io/";
     pub const LEGACY_PREFIX: &str = "metallb.universe.tf/";
 }

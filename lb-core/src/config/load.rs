@@ -19,6 +19,7 @@ use super::{
     BfdProfile, BgpAdvertisement, BgpPeer, Community, Config, ConfigError, L2Advertisement,
     Password, PeerAsn, PeerTarget, Pool, PoolAllocation, PoolSelection, Severity,
 };
+use crate::alloc::annotation;
 use crate::ip::{Family, IpRange};
 use crate::objects::{
     self, Endpoint, EndpointSlice, FamilyPolicy, Namespace, Node, Port, SERVICE_NAME_LABEL,
@@ -1033,6 +1034,13 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
         disable_mp: spec.disable_mp,
         dual_stack_address_family: spec.dual_stack_address_family,
     };
+    if peer.disable_mp {
+        r.warn(
+            "spec.disableMP",
+            None,
+            "deprecated; sessions carry the address families they can (see dualStackAddressFamily)",
+        );
+    }
     if peer.ebgp_multihop && peer.is_ibgp() {
         r.error(
             "spec.ebgpMultiHop",
@@ -1211,6 +1219,17 @@ fn load_service(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Service> 
                     "not an IP address; ignored",
                 ),
             }
+        }
+    }
+    for key in obj.meta.annotations.keys() {
+        if let Some(name) = key.strip_prefix(annotation::LEGACY_PREFIX)
+            && annotation::READ.contains(&name)
+        {
+            r.warn(
+                &format!("metadata.annotations.{key}"),
+                None,
+                format!("deprecated prefix; write {}{name}", annotation::PREFIX),
+            );
         }
     }
     if r.failed {
