@@ -1,0 +1,379 @@
+//! The responder: a pure function from (announced set, interface, received frame) to what to
+//! do about it. One hash lookup per frame, whatever the number of announced addresses.
+//!
+//! It answers
+//! * ARP requests, broadcast or unicast to the interface, for owned IPv4 addresses;
+//! * Neighbor Solicitations for owned IPv6 addresses, to the solicited-node group or unicast to
+//!   the address (NUD probes, MetalLB #2920), with or without a source link-layer option
+//!   (MetalLB only answered with one), by a solicited NA with the Override flag and our target
+//!   link-layer address;
+//! * a duplicate address detection probe for an owned address, by defending it (NA to all-nodes)
+//!   and reporting the conflict;
+//!
+//! and nothing else. A frame in which another MAC claims an owned address is reported as a
+//! conflict.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_core::plan::Interfaces;
+
+use crate::wire::ndisc::{ALL_NODES, multicast_mac, solicited_node};
+use crate::wire::{
+    ArpOp, ArpRepr, EtherType, EthernetRepr, Frame, Ipv6Repr, Mac, NaFlags, NdiscRepr, WireError,
+};
+
+/// The addresses this node answers for, and on which interfaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Announced {
+    v4: HashMap<Ipv4Addr, Interfaces>,
+    v6: HashMap<Ipv6Addr, Interfaces>,
+}
+
+impl Announced {
+    /// Adds an address; announcing one address on several interface sets gives their union.
+    pub fn insert(&mut self, ip: IpAddr, scope: Interfaces) {
+        let merge = |old: &mut Interfaces, new: Interfaces| match (old, new) {
+            (Interfaces::All, _) => {}
+            (old, Interfaces::All) => *old = Interfaces::All,
+            (Interfaces::Only(a), Interfaces::Only(b)) => a.extend(b),
+        };
+        match ip {
+            IpAddr::V4(a) => match self.v4.get_mut(&a) {
+                Some(old) => merge(old, scope),
+                None => {
+                    self.v4.insert(a, scope);
+                }
+            },
+            IpAddr::V6(a) => match self.v6.get_mut(&a) {
+                Some(old) => merge(old, scope),
+                None => {
+                    self.v6.insert(a, scope);
+                }
+            },
+        }
+    }
+
+    pub fn scope(&self, ip: IpAddr) -> Option<&Interfaces> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(&a),
+            IpAddr::V6(a) => self.v6.get(&a),
+        }
+    }
+
+    /// Whether `ip` is answered for on `interface`.
+    pub fn owns_on(&self, ip: IpAddr, interface: &str) -> bool {
+        self.scope(ip).is_some_and(|s| s.includes(interface))
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every address with its interfaces (no particular order).
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &Interfaces)> {
+        self.v4
+            .iter()
+            .map(|(a, s)| (IpAddr::V4(*a), s))
+            .chain(self.v6.iter().map(|(a, s)| (IpAddr::V6(*a), s)))
+    }
+}
+
+/// The interface a frame arrived on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub index: u32,
+    pub name: String,
+    pub mac: Mac,
+    pub link_local: Option<Ipv6Addr>,
+}
+
+/// Why a frame got no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ignored {
+    /// Neither ARP nor neighbor discovery.
+    NotArpOrNdisc,
+    /// ARP reply or NA: nothing to answer.
+    NotARequest,
+    /// Unicast to another station.
+    NotForUs,
+    NotOwned,
+    /// Owned, but not announced on this interface.
+    NotOnThisInterface,
+}
+
+/// What to do with a received frame. Replies are written into the caller's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the first `len` bytes of the buffer: the answer for `ip`.
+    Reply {
+        ip: IpAddr,
+        len: usize,
+    },
+    /// Another station (`mac`) uses `ip`, one of ours. When `len > 0` the buffer holds our
+    /// defence (an NA answering its duplicate address detection probe).
+    Conflict {
+        ip: IpAddr,
+        mac: Mac,
+        len: usize,
+    },
+    Ignore(Ignored),
+    Malformed(WireError),
+}
+
+/// Decides about one received frame.
+pub fn respond(announced: &Announced, iface: &Interface, frame: &[u8], out: &mut [u8]) -> Verdict {
+    match Frame::parse(frame) {
+        Err(e) => Verdict::Malformed(e),
+        Ok(Frame::Other) => Verdict::Ignore(Ignored::NotArpOrNdisc),
+        Ok(Frame::Arp { eth, arp }) => arp_verdict(announced, iface, &eth, &arp, out),
+        Ok(Frame::Ndisc { eth, ip, msg }) => ndisc_verdict(announced, iface, &eth, &ip, &msg, out),
+    }
+}
+
+fn arp_verdict(
+    announced: &Announced,
+    iface: &Interface,
+    eth: &EthernetRepr,
+    arp: &ArpRepr,
+    out: &mut [u8],
+) -> Verdict {
+    let spa = IpAddr::V4(arp.spa);
+    if arp.sha != iface.mac && eth.src != iface.mac && announced.owns_on(spa, &iface.name) {
+        return Verdict::Conflict {
+            ip: spa,
+            mac: arp.sha,
+            len: 0,
+        };
+    }
+    if arp.op != ArpOp::Request {
+        return Verdict::Ignore(Ignored::NotARequest);
+    }
+    if !eth.dst.is_broadcast() && eth.dst != iface.mac {
+        return Verdict::Ignore(Ignored::NotForUs);
+    }
+    let tpa = IpAddr::V4(arp.tpa);
+    match announced.scope(tpa) {
+        None => return Verdict::Ignore(Ignored::NotOwned),
+        Some(s) if !s.includes(&iface.name) => {
+            return Verdict::Ignore(Ignored::NotOnThisInterface);
+        }
+        Some(_) => {}
+    }
+    let to = if arp.sha.is_unicast() && !arp.sha.is_zero() {
+        arp.sha
+    } else {
+        eth.src
+    };
+    let reply = Frame::Arp {
+        eth: EthernetRepr {
+            dst: to,
+            src: iface.mac,
+            ethertype: EtherType::ARP,
+        },
+        arp: arp.reply_to(iface.mac),
+    };
+    Verdict::Reply {
+        ip: tpa,
+        len: reply.emit(out),
+    }
+}
+
+fn ndisc_verdict(
+    announced: &Announced,
+    iface: &Interface,
+    eth: &EthernetRepr,
+    ip: &Ipv6Repr,
+    msg: &NdiscRepr,
+    out: &mut [u8],
+) -> Verdict {
+    let target = msg.target();
+    let owned = IpAddr::V6(target);
+    match *msg {
+        NdiscRepr::NeighborAdvert { target_lladdr, .. } => {
+            let theirs = target_lladdr.unwrap_or(eth.src);
+            if theirs != iface.mac && announced.owns_on(owned, &iface.name) {
+                return Verdict::Conflict {
+                    ip: owned,
+                    mac: theirs,
+                    len: 0,
+                };
+            }
+            Verdict::Ignore(Ignored::NotARequest)
+        }
+        NdiscRepr::NeighborSolicit { source_lladdr, .. } => {
+            match announced.scope(owned) {
+                None => return Verdict::Ignore(Ignored::NotOwned),
+                Some(s) if !s.includes(&iface.name) => {
+                    return Verdict::Ignore(Ignored::NotOnThisInterface);
+                }
+                Some(_) => {}
+            }
+            if ip.dst != target && ip.dst != solicited_node(&target) {
+                return Verdict::Ignore(Ignored::NotForUs);
+            }
+            if ip.src.is_unspecified() {
+                // Someone probes our address before using it: defend (RFC 4862 §5.4.3 answers a
+                // probe from :: with an NA to all-nodes) and report.
+                if eth.src == iface.mac {
+                    return Verdict::Ignore(Ignored::NotForUs);
+                }
+                let len = advert(
+                    iface,
+                    target,
+                    ALL_NODES,
+                    multicast_mac(&ALL_NODES),
+                    false,
+                    out,
+                );
+                return Verdict::Conflict {
+                    ip: owned,
+                    mac: eth.src,
+                    len,
+                };
+            }
+            let to_mac = source_lladdr.unwrap_or(eth.src);
+            Verdict::Reply {
+                ip: owned,
+                len: advert(iface, target, ip.src, to_mac, true, out),
+            }
+        }
+    }
+}
+
+/// A Neighbor Advertisement for `target` from this interface, with Override set.
+pub fn advert(
+    iface: &Interface,
+    target: Ipv6Addr,
+    dst: Ipv6Addr,
+    dst_mac: Mac,
+    solicited: bool,
+    out: &mut [u8],
+) -> usize {
+    Frame::Ndisc {
+        eth: EthernetRepr {
+            dst: dst_mac,
+            src: iface.mac,
+            ethertype: EtherType::IPV6,
+        },
+        // The advertised address itself is the source, as the kernel does for its own NAs.
+        ip: Ipv6Repr {
+            src: target,
+            dst,
+            hop_limit: 255,
+        },
+        msg: NdiscRepr::NeighborAdvert {
+            flags: NaFlags {
+                router: false,
+                solicited,
+                override_: true,
+            },
+            target,
+            target_lladdr: Some(iface.mac),
+        },
+    }
+    .emit(out)
+}
+
+/// The frames that tell the LAN this interface now owns `ip`: for IPv4 a gratuitous ARP request
+/// and a gratuitous ARP reply, both broadcast; for IPv6 an unsolicited NA with Override to
+/// all-nodes. Each frame is handed to `send`.
+pub fn announcement_frames(iface: &Interface, ip: IpAddr, mut send: impl FnMut(&[u8])) {
+    let mut buf = [0u8; crate::wire::MAX_FRAME_LEN];
+    match ip {
+        IpAddr::V4(a) => {
+            for arp in [
+                ArpRepr::gratuitous_request(iface.mac, a),
+                ArpRepr::gratuitous_reply(iface.mac, a),
+            ] {
+                let f = Frame::Arp {
+                    eth: EthernetRepr {
+                        dst: Mac::broadcast(),
+                        src: iface.mac,
+                        ethertype: EtherType::ARP,
+                    },
+                    arp,
+                };
+                let n = f.emit(&mut buf);
+                send(&buf[..n]);
+            }
+        }
+        IpAddr::V6(a) => {
+            let n = advert(
+                iface,
+                a,
+                ALL_NODES,
+                multicast_mac(&ALL_NODES),
+                false,
+                &mut buf,
+            );
+            send(&buf[..n]);
+        }
+    }
+}
+
+/// The probe that asks whether anyone already uses `ip` (RFC 5227 ARP probe; RFC 4862 DAD
+/// solicitation from :: to the solicited-node group).
+pub fn probe_frame(iface: &Interface, ip: IpAddr, out: &mut [u8]) -> usize {
+    match ip {
+        IpAddr::V4(a) => Frame::Arp {
+            eth: EthernetRepr {
+                dst: Mac::broadcast(),
+                src: iface.mac,
+                ethertype: EtherType::ARP,
+            },
+            arp: ArpRepr::probe(iface.mac, a),
+        }
+        .emit(out),
+        IpAddr::V6(a) => {
+            let group = solicited_node(&a);
+            Frame::Ndisc {
+                eth: EthernetRepr {
+                    dst: multicast_mac(&group),
+                    src: iface.mac,
+                    ethertype: EtherType::IPV6,
+                },
+                ip: Ipv6Repr {
+                    src: Ipv6Addr::UNSPECIFIED,
+                    dst: group,
+                    hop_limit: 255,
+                },
+                msg: NdiscRepr::NeighborSolicit {
+                    target: a,
+                    source_lladdr: None,
+                },
+            }
+            .emit(out)
+        }
+    }
+}
+
+/// Whether a received frame answers a probe for `ip` sent from `iface`: another station
+/// claims it (ARP from it, or an NA for it), or probes for it at the same time.
+pub fn answers_probe(iface: &Interface, ip: IpAddr, frame: &[u8]) -> Option<Mac> {
+    match Frame::parse(frame).ok()? {
+        Frame::Arp { eth, arp } => {
+            let theirs = arp.sha != iface.mac && eth.src != iface.mac;
+            let claims = IpAddr::V4(arp.spa) == ip;
+            // RFC 5227 §2.1.1: a simultaneous probe for the same address is a conflict too.
+            let probes =
+                arp.spa.is_unspecified() && IpAddr::V4(arp.tpa) == ip && arp.op == ArpOp::Request;
+            (theirs && (claims || probes)).then_some(arp.sha)
+        }
+        Frame::Ndisc { eth, ip: ip6, msg } => {
+            let theirs = eth.src != iface.mac;
+            let hit = match msg {
+                NdiscRepr::NeighborAdvert { target, .. } => IpAddr::V6(target) == ip,
+                NdiscRepr::NeighborSolicit { target, .. } => {
+                    IpAddr::V6(target) == ip && ip6.src.is_unspecified()
+                }
+            };
+            (theirs && hit).then_some(eth.src)
+        }
+        Frame::Other => None,
+    }
+}

@@ -1,0 +1,287 @@
+//! IPv6 header and the two Neighbor Discovery messages (RFC 4861) this crate speaks.
+//!
+//! IPv6 header (RFC 8200 §3):
+//! ```text
+//! +-------+---------------+-----------------------+
+//! |Version| Traffic Class |      Flow Label       |   bytes 0-3
+//! +-------+---------------+-------+---------------+
+//! |      Payload Length   |Next Hdr=58| Hop Limit |   bytes 4-7
+//! +-----------------------+-----------+-----------+
+//! |               Source Address (16)             |   bytes 8-23
+//! |            Destination Address (16)           |   bytes 24-39
+//! +-----------------------------------------------+
+//! ```
+//! Neighbor Solicitation (RFC 4861 §4.3) / Advertisement (§4.4):
+//! ```text
+//! +--------+--------+----------------+
+//! | Type   | Code=0 |   Checksum     |   135 = NS, 136 = NA
+//! +--------+--------+----------------+
+//! |R|S|O|      Reserved (NS: all)    |   flags in NA only
+//! +----------------------------------+
+//! |         Target Address (16)      |
+//! +----------------------------------+
+//! | Options: type(1) len(1, x8 bytes) value ...   1 = source LLA, 2 = target LLA
+//! +----------------------------------+
+//! ```
+
+use std::net::Ipv6Addr;
+
+use pnet_packet::icmpv6::{Icmpv6Packet, Icmpv6Types};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
+
+use super::{Mac, WireError, checksum};
+
+pub const IPV6_HEADER_LEN: usize = 40;
+/// Type, code, checksum, flags/reserved, target.
+const NDISC_FIXED_LEN: usize = 24;
+const LLA_OPTION_LEN: usize = 8;
+pub const NA_WITH_OPTION_LEN: usize = NDISC_FIXED_LEN + LLA_OPTION_LEN;
+const NS_TYPE: u8 = 135;
+const NA_TYPE: u8 = 136;
+const OPT_SOURCE_LLA: u8 = 1;
+const OPT_TARGET_LLA: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Repr {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub hop_limit: u8,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NaFlags {
+    pub router: bool,
+    pub solicited: bool,
+    pub override_: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NdiscRepr {
+    NeighborSolicit {
+        target: Ipv6Addr,
+        source_lladdr: Option<Mac>,
+    },
+    NeighborAdvert {
+        flags: NaFlags,
+        target: Ipv6Addr,
+        target_lladdr: Option<Mac>,
+    },
+}
+
+impl NdiscRepr {
+    /// Length of the ICMPv6 message.
+    pub fn buffer_len(&self) -> usize {
+        let has_option = match self {
+            NdiscRepr::NeighborSolicit { source_lladdr, .. } => source_lladdr.is_some(),
+            NdiscRepr::NeighborAdvert { target_lladdr, .. } => target_lladdr.is_some(),
+        };
+        NDISC_FIXED_LEN + if has_option { LLA_OPTION_LEN } else { 0 }
+    }
+
+    pub fn target(&self) -> Ipv6Addr {
+        match self {
+            NdiscRepr::NeighborSolicit { target, .. }
+            | NdiscRepr::NeighborAdvert { target, .. } => *target,
+        }
+    }
+}
+
+/// `ff02::1:ffXX:XXXX`, the solicited-node multicast address of `ip` (RFC 4291 §2.7.1).
+pub fn solicited_node(ip: &Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(o[13]),
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
+/// The Ethernet multicast address of an IPv6 multicast address (RFC 2464 §7): `33:33` and the
+/// low 32 bits.
+pub fn multicast_mac(ip: &Ipv6Addr) -> Mac {
+    let o = ip.octets();
+    Mac::new(0x33, 0x33, o[12], o[13], o[14], o[15])
+}
+
+/// The all-nodes link-local multicast address.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+fn is_solicited_node(ip: &Ipv6Addr) -> bool {
+    let o = ip.octets();
+    o[..11] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0] && o[11] == 1 && o[12] == 0xff
+}
+
+/// Parses an IPv6 packet. `Ok(None)` when it is valid but not NS or NA; `Err` when it is NS or
+/// NA and breaks a rule of RFC 4861 §7.1, or when the IPv6 header is broken.
+pub fn parse(bytes: &[u8]) -> Result<Option<(Ipv6Repr, NdiscRepr)>, WireError> {
+    let ip = Ipv6Packet::new(bytes).ok_or(WireError::Truncated {
+        what: "IPv6 header",
+        need: IPV6_HEADER_LEN,
+        got: bytes.len(),
+    })?;
+    if ip.get_version() != 6 {
+        return Err(WireError::Ipv6Version(ip.get_version()));
+    }
+    let declared = usize::from(ip.get_payload_length());
+    let available = bytes.len() - IPV6_HEADER_LEN;
+    if declared > available {
+        return Err(WireError::Ipv6Length {
+            declared,
+            available,
+        });
+    }
+    // Extension headers before ICMPv6 are not followed: NDP messages carry none in practice, and
+    // the kernel's own NS/NA have none.
+    if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6 {
+        return Ok(None);
+    }
+    let message = &bytes[IPV6_HEADER_LEN..IPV6_HEADER_LEN + declared];
+    let Some(icmp) = Icmpv6Packet::new(message) else {
+        return Ok(None);
+    };
+    let ty = icmp.get_icmpv6_type();
+    if ty != Icmpv6Types::NeighborSolicit && ty != Icmpv6Types::NeighborAdvert {
+        return Ok(None);
+    }
+    let repr = Ipv6Repr {
+        src: ip.get_source(),
+        dst: ip.get_destination(),
+        hop_limit: ip.get_hop_limit(),
+    };
+    if repr.hop_limit != 255 {
+        return Err(WireError::HopLimit(repr.hop_limit));
+    }
+    let code = icmp.get_icmpv6_code().0;
+    if code != 0 {
+        return Err(WireError::Code(code));
+    }
+    if message.len() < NDISC_FIXED_LEN {
+        return Err(WireError::Truncated {
+            what: "neighbor discovery message",
+            need: NDISC_FIXED_LEN,
+            got: message.len(),
+        });
+    }
+    let sum = checksum::icmpv6(&repr.src, &repr.dst, message);
+    if sum != 0 {
+        let got = icmp.get_checksum();
+        return Err(WireError::Checksum {
+            got,
+            want: (!sum).wrapping_add(got),
+        });
+    }
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&message[8..24]);
+    let target = Ipv6Addr::from(t);
+    if target.is_multicast() {
+        return Err(WireError::MulticastTarget(target));
+    }
+    let (source_lla, target_lla) = options(&message[NDISC_FIXED_LEN..])?;
+    let msg = if ty == Icmpv6Types::NeighborSolicit {
+        if repr.src.is_unspecified() && (!is_solicited_node(&repr.dst) || source_lla.is_some()) {
+            return Err(WireError::UnspecifiedSource);
+        }
+        NdiscRepr::NeighborSolicit {
+            target,
+            source_lladdr: source_lla,
+        }
+    } else {
+        let flags = NaFlags {
+            router: message[4] & 0x80 != 0,
+            solicited: message[4] & 0x40 != 0,
+            override_: message[4] & 0x20 != 0,
+        };
+        if flags.solicited && repr.dst.is_multicast() {
+            return Err(WireError::SolicitedToMulticast);
+        }
+        NdiscRepr::NeighborAdvert {
+            flags,
+            target,
+            target_lladdr: target_lla,
+        }
+    };
+    Ok(Some((repr, msg)))
+}
+
+/// Reads the link-layer address options; others are skipped, as RFC 4861 §4.6 requires.
+fn options(mut rest: &[u8]) -> Result<(Option<Mac>, Option<Mac>), WireError> {
+    let (mut source, mut target) = (None, None);
+    let mut offset = NDISC_FIXED_LEN;
+    while !rest.is_empty() {
+        let len = rest.get(1).map(|l| usize::from(*l) * 8).unwrap_or(0);
+        if len == 0 || len > rest.len() {
+            return Err(WireError::BadOption { offset });
+        }
+        let (opt, tail) = rest.split_at(len);
+        if len >= 8 {
+            let mac = Mac::new(opt[2], opt[3], opt[4], opt[5], opt[6], opt[7]);
+            match opt[0] {
+                OPT_SOURCE_LLA => source = Some(mac),
+                OPT_TARGET_LLA => target = Some(mac),
+                _ => {}
+            }
+        }
+        offset += len;
+        rest = tail;
+    }
+    Ok((source, target))
+}
+
+/// Writes the IPv6 header and the message, with its checksum, into `buf`.
+pub fn emit(ip: &Ipv6Repr, msg: &NdiscRepr, buf: &mut [u8]) {
+    let msg_len = msg.buffer_len();
+    if buf.len() < IPV6_HEADER_LEN + msg_len {
+        return;
+    }
+    if let Some(mut p) = MutableIpv6Packet::new(buf) {
+        p.set_version(6);
+        p.set_traffic_class(0);
+        p.set_flow_label(0);
+        p.set_payload_length(msg_len as u16);
+        p.set_next_header(IpNextHeaderProtocols::Icmpv6);
+        p.set_hop_limit(ip.hop_limit);
+        p.set_source(ip.src);
+        p.set_destination(ip.dst);
+    }
+    let m = &mut buf[IPV6_HEADER_LEN..IPV6_HEADER_LEN + msg_len];
+    m.fill(0);
+    let (ty, flags, target, lla) = match *msg {
+        NdiscRepr::NeighborSolicit {
+            target,
+            source_lladdr,
+        } => (
+            NS_TYPE,
+            0,
+            target,
+            source_lladdr.map(|m| (OPT_SOURCE_LLA, m)),
+        ),
+        NdiscRepr::NeighborAdvert {
+            flags,
+            target,
+            target_lladdr,
+        } => (
+            NA_TYPE,
+            (u8::from(flags.router) << 7)
+                | (u8::from(flags.solicited) << 6)
+                | (u8::from(flags.override_) << 5),
+            target,
+            target_lladdr.map(|m| (OPT_TARGET_LLA, m)),
+        ),
+    };
+    m[0] = ty;
+    m[4] = flags;
+    m[8..24].copy_from_slice(&target.octets());
+    if let Some((kind, mac)) = lla {
+        m[24] = kind;
+        m[25] = 1;
+        m[26..32].copy_from_slice(&mac.octets());
+    }
+    let sum = checksum::icmpv6(&ip.src, &ip.dst, m);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+}
