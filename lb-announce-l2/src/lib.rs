@@ -13,5 +13,10 @@
 //!
 //! `wire` holds the packet formats; `link` is the only module with `unsafe`.
 
+pub mod announcer;
+pub mod iface;
+pub mod link;
 pub mod responder;
 pub mod wire;
+
+pub use announcer::{Config, L2Announcer};

@@ -33,24 +33,16 @@ pub struct Announced {
 impl Announced {
     /// Adds an address; announcing one address on several interface sets gives their union.
     pub fn insert(&mut self, ip: IpAddr, scope: Interfaces) {
-        let merge = |old: &mut Interfaces, new: Interfaces| match (old, new) {
-            (Interfaces::All, _) => {}
-            (old, Interfaces::All) => *old = Interfaces::All,
-            (Interfaces::Only(a), Interfaces::Only(b)) => a.extend(b),
-        };
+        fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Interfaces>, k: K, scope: Interfaces) {
+            let merged = match map.remove(&k) {
+                Some(old) => old.union(scope),
+                None => scope,
+            };
+            map.insert(k, merged);
+        }
         match ip {
-            IpAddr::V4(a) => match self.v4.get_mut(&a) {
-                Some(old) => merge(old, scope),
-                None => {
-                    self.v4.insert(a, scope);
-                }
-            },
-            IpAddr::V6(a) => match self.v6.get_mut(&a) {
-                Some(old) => merge(old, scope),
-                None => {
-                    self.v6.insert(a, scope);
-                }
-            },
+            IpAddr::V4(a) => add(&mut self.v4, a, scope),
+            IpAddr::V6(a) => add(&mut self.v6, a, scope),
         }
     }
 
@@ -352,28 +344,46 @@ pub fn probe_frame(iface: &Interface, ip: IpAddr, out: &mut [u8]) -> usize {
     }
 }
 
-/// Whether a received frame answers a probe for `ip` sent from `iface`: another station
-/// claims it (ARP from it, or an NA for it), or probes for it at the same time.
-pub fn answers_probe(iface: &Interface, ip: IpAddr, frame: &[u8]) -> Option<Mac> {
+/// The address a foreign station claims or probes for in this frame, and its MAC: an ARP
+/// packet with that sender address, an ARP probe for it (RFC 5227 §2.1.1: a simultaneous probe
+/// is a conflict too), a Neighbor Advertisement for it, or a DAD solicitation for it.
+pub fn claim(iface: &Interface, frame: &[u8]) -> Option<(IpAddr, Mac)> {
     match Frame::parse(frame).ok()? {
         Frame::Arp { eth, arp } => {
-            let theirs = arp.sha != iface.mac && eth.src != iface.mac;
-            let claims = IpAddr::V4(arp.spa) == ip;
-            // RFC 5227 §2.1.1: a simultaneous probe for the same address is a conflict too.
-            let probes =
-                arp.spa.is_unspecified() && IpAddr::V4(arp.tpa) == ip && arp.op == ArpOp::Request;
-            (theirs && (claims || probes)).then_some(arp.sha)
+            if arp.sha == iface.mac || eth.src == iface.mac {
+                return None;
+            }
+            if !arp.spa.is_unspecified() {
+                Some((IpAddr::V4(arp.spa), arp.sha))
+            } else if arp.op == ArpOp::Request {
+                Some((IpAddr::V4(arp.tpa), arp.sha))
+            } else {
+                None
+            }
         }
-        Frame::Ndisc { eth, ip: ip6, msg } => {
-            let theirs = eth.src != iface.mac;
-            let hit = match msg {
-                NdiscRepr::NeighborAdvert { target, .. } => IpAddr::V6(target) == ip,
-                NdiscRepr::NeighborSolicit { target, .. } => {
-                    IpAddr::V6(target) == ip && ip6.src.is_unspecified()
+        Frame::Ndisc { eth, ip, msg } => {
+            if eth.src == iface.mac {
+                return None;
+            }
+            match msg {
+                NdiscRepr::NeighborAdvert {
+                    target,
+                    target_lladdr,
+                    ..
+                } => Some((IpAddr::V6(target), target_lladdr.unwrap_or(eth.src))),
+                NdiscRepr::NeighborSolicit { target, .. } if ip.src.is_unspecified() => {
+                    Some((IpAddr::V6(target), eth.src))
                 }
-            };
-            (theirs && hit).then_some(eth.src)
+                NdiscRepr::NeighborSolicit { .. } => None,
+            }
         }
         Frame::Other => None,
     }
+}
+
+/// Whether a received frame answers a probe for `ip` sent from `iface`.
+pub fn answers_probe(iface: &Interface, ip: IpAddr, frame: &[u8]) -> Option<Mac> {
+    claim(iface, frame)
+        .filter(|(claimed, _)| *claimed == ip)
+        .map(|(_, mac)| mac)
 }

@@ -72,6 +72,18 @@ pub enum Interfaces {
 }
 
 impl Interfaces {
+    /// Both sets of interfaces: an address announced through two advertisements goes out on
+    /// the union of their interfaces.
+    pub fn union(self, other: Interfaces) -> Interfaces {
+        match (self, other) {
+            (Interfaces::Only(mut a), Interfaces::Only(b)) => {
+                a.extend(b);
+                Interfaces::Only(a)
+            }
+            _ => Interfaces::All,
+        }
+    }
+
     pub fn includes(&self, name: &str) -> bool {
         match self {
             Interfaces::All => true,
