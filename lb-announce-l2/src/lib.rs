@@ -13,10 +13,14 @@
 //!
 //! `wire` holds the packet formats; `link` is the only module with `unsafe`.
 
+#[cfg(feature = "runtime")]
 pub mod announcer;
+#[cfg(feature = "runtime")]
 pub mod iface;
+#[cfg(feature = "runtime")]
 pub mod link;
 pub mod responder;
 pub mod wire;
 
+#[cfg(feature = "runtime")]
 pub use announcer::{Config, L2Announcer};
