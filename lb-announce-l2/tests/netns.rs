@@ -101,7 +101,10 @@ impl Announcer {
                 }
                 Some(l) => skipped.push(l),
                 None => {
-                    panic!("no line starting with {prefix:?} within {timeout:?}; saw {skipped:?}")
+                    let status = self.child.try_wait();
+                    panic!(
+                        "no line starting with {prefix:?} within {timeout:?}; saw {skipped:?}; exit status {status:?}"
+                    )
                 }
             }
         }
@@ -462,6 +465,8 @@ fn a_host_already_using_an_address_stops_its_first_announcement() {
             "--interface",
             "eth0",
             "--probe",
+            "--conflict-retry",
+            "1",
         ],
     );
     let mut conflicts = Vec::new();
@@ -500,5 +505,62 @@ fn a_host_already_using_an_address_stops_its_first_announcement() {
     // The client still reaches the squatter, not node1.
     assert!(lab.ping("client", "192.0.2.150"));
     assert!(lab.neighbour("client", "192.0.2.150").contains(SQUAT_MAC));
+    // Once the squatter lets go of the address, the next retry probes again and announces it.
+    ok(&[
+        "ip",
+        "-n",
+        &lab.name("squat"),
+        "addr",
+        "del",
+        "192.0.2.150/24",
+        "dev",
+        "eth0",
+    ]);
+    node1.wait_for("announcing 192.0.2.150", Duration::from_secs(10));
+    node1.terminate();
+}
+
+#[test]
+fn an_interface_that_goes_down_and_up_is_followed_and_told_again() {
+    let Some(lab) = Lab::new() else { return };
+    let mut node1 = lab.announcer("node1", &["--ip", VIP4, "--interface", "eth0"]);
+    let node1_ns = lab.name("node1");
+    assert!(lab.ping("client", VIP4));
+    let gratuitous = |a: &mut Announcer| -> u64 {
+        a.command("counters");
+        let lines = a.lines_within(Duration::from_millis(300));
+        let l = lines
+            .iter()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "counter metallb_layer2_gratuitous_sent{{ip=\"{VIP4}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("{lines:?}"))
+            .clone();
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Re-sending the same set changes nothing and sends nothing (idempotent).
+    std::thread::sleep(Duration::from_millis(3500)); // let the takeover repeats finish
+    let before = gratuitous(&mut node1);
+    node1.command(&format!("set {VIP4}"));
+    node1.wait_for("ok", Duration::from_secs(2));
+    assert_eq!(
+        gratuitous(&mut node1),
+        before,
+        "the same set sent frames again"
+    );
+    ok(&["ip", "-n", &node1_ns, "link", "set", "eth0", "down"]);
+    node1.wait_for("interface-down eth0", Duration::from_secs(5));
+    ok(&["ip", "-n", &node1_ns, "link", "set", "eth0", "up"]);
+    node1.wait_for("interface-up eth0", Duration::from_secs(5));
+    assert!(
+        gratuitous(&mut node1) > before,
+        "no gratuitous frames after the interface came back"
+    );
+    assert!(
+        lab.ping("client", VIP4),
+        "no echo reply after the interface came back"
+    );
     node1.terminate();
 }
