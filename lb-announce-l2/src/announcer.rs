@@ -532,6 +532,8 @@ impl Supervisor {
         for ip in gone {
             self.wanted.remove(&ip);
             self.states.remove(&ip);
+            // No stale series for an address this node no longer has (MetalLB #1342).
+            self.shared.counters().per_ip.remove(&ip);
             self.shared.emit(Event::Withdrawn(ip));
         }
         let mut new = Vec::new();

@@ -367,6 +367,20 @@ fn client_kernel_resolves_each_vip_to_the_owner_and_gets_echo_replies() {
             .unwrap_or_else(|| panic!("{lines:?}"));
         assert!(!sent.ends_with(" 0"), "{sent}");
     }
+    // Withdrawn: no more answers, and no stale counter series.
+    node1.command("set");
+    node1.wait_for("ok", Duration::from_secs(2));
+    ok(&["ip", "-n", &lab.name("client"), "neigh", "flush", "all"]);
+    for vip in [VIP4, VIP6] {
+        assert!(
+            !lab.ping("client", vip),
+            "{vip} still answered after withdrawal"
+        );
+    }
+    node1.command("counters");
+    let lines = node1.lines_within(Duration::from_millis(500));
+    let stale = |l: &&String| l.starts_with("counter") && (l.contains(VIP4) || l.contains(VIP6));
+    assert!(!lines.iter().any(|l| stale(&l)), "{lines:?}");
     node1.terminate();
 }
 
