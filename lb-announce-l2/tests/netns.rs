@@ -326,6 +326,14 @@ impl Lab {
         a
     }
 
+    /// node1 announcing both VIPs on eth0.
+    fn node1_with_vips(&self) -> Announcer {
+        self.announcer(
+            "node1",
+            &["--ip", VIP4, "--ip", VIP6, "--interface", "eth0"],
+        )
+    }
+
     fn ping(&self, from: &str, ip: &str) -> bool {
         let ns = self.name(from);
         let mut args = vec!["ip", "netns", "exec", &ns, "ping", "-c", "1", "-W", "1"];
@@ -345,10 +353,7 @@ impl Lab {
 #[test]
 fn client_kernel_resolves_each_vip_to_the_owner_and_gets_echo_replies() {
     let Some(lab) = Lab::new() else { return };
-    let mut node1 = lab.announcer(
-        "node1",
-        &["--ip", VIP4, "--ip", VIP6, "--interface", "eth0"],
-    );
+    let mut node1 = lab.node1_with_vips();
     for vip in [VIP4, VIP6] {
         assert!(lab.ping("client", vip), "no echo reply from {vip}");
         let n = lab.neighbour("client", vip);
@@ -387,10 +392,7 @@ fn client_kernel_resolves_each_vip_to_the_owner_and_gets_echo_replies() {
 #[test]
 fn takeover_switches_the_clients_existing_entries_from_gratuitous_frames_alone_within_200ms() {
     let Some(lab) = Lab::new() else { return };
-    let mut node1 = lab.announcer(
-        "node1",
-        &["--ip", VIP4, "--ip", VIP6, "--interface", "eth0"],
-    );
+    let mut node1 = lab.node1_with_vips();
     let mut node2 = lab.announcer("node2", &["--interface", "eth0"]);
     for vip in [VIP4, VIP6] {
         assert!(lab.ping("client", vip));
@@ -428,10 +430,7 @@ fn takeover_switches_the_clients_existing_entries_from_gratuitous_frames_alone_w
 #[test]
 fn an_address_not_owned_gets_no_answer() {
     let Some(lab) = Lab::new() else { return };
-    let mut node1 = lab.announcer(
-        "node1",
-        &["--ip", VIP4, "--ip", VIP6, "--interface", "eth0"],
-    );
+    let mut node1 = lab.node1_with_vips();
     for other in ["192.0.2.101", "2001:db8::101"] {
         assert!(!lab.ping("client", other), "{other} answered");
         let n = lab.neighbour("client", other);

@@ -84,6 +84,30 @@ fn ns(dst: Ipv6Addr, target: Ipv6Addr, slla: Option<Mac>) -> Vec<u8> {
     })
 }
 
+/// Another station advertising our IPv6 VIP as its own.
+fn foreign_na() -> Vec<u8> {
+    bytes(&Frame::Ndisc {
+        eth: EthernetRepr {
+            dst: multicast_mac(&ALL_NODES),
+            src: OTHER,
+            ethertype: EtherType::IPV6,
+        },
+        ip: Ipv6Repr {
+            src: VIP6,
+            dst: ALL_NODES,
+            hop_limit: 255,
+        },
+        msg: NdiscRepr::NeighborAdvert {
+            flags: NaFlags {
+                override_: true,
+                ..Default::default()
+            },
+            target: VIP6,
+            target_lladdr: Some(OTHER),
+        },
+    })
+}
+
 fn run(a: &Announced, frame: &[u8]) -> (Verdict, Option<Frame>) {
     let mut out = [0u8; 128];
     let v = respond(a, &eth0(), frame, &mut out);
@@ -277,26 +301,7 @@ fn reports_a_foreign_station_claiming_an_owned_address() {
         run(&a, &garp).0,
         Verdict::Conflict { mac: OTHER, .. }
     ));
-    let na = bytes(&Frame::Ndisc {
-        eth: EthernetRepr {
-            dst: multicast_mac(&ALL_NODES),
-            src: OTHER,
-            ethertype: EtherType::IPV6,
-        },
-        ip: Ipv6Repr {
-            src: VIP6,
-            dst: ALL_NODES,
-            hop_limit: 255,
-        },
-        msg: NdiscRepr::NeighborAdvert {
-            flags: NaFlags {
-                override_: true,
-                ..Default::default()
-            },
-            target: VIP6,
-            target_lladdr: Some(OTHER),
-        },
-    });
+    let na = foreign_na();
     assert!(matches!(
         run(&a, &na).0,
         Verdict::Conflict { mac: OTHER, .. }
@@ -403,26 +408,7 @@ fn probes_follow_rfc_5227_and_dad_and_answers_are_recognised() {
         panic!()
     };
     assert!(ip.src.is_unspecified());
-    let defence = bytes(&Frame::Ndisc {
-        eth: EthernetRepr {
-            dst: multicast_mac(&ALL_NODES),
-            src: OTHER,
-            ethertype: EtherType::IPV6,
-        },
-        ip: Ipv6Repr {
-            src: VIP6,
-            dst: ALL_NODES,
-            hop_limit: 255,
-        },
-        msg: NdiscRepr::NeighborAdvert {
-            flags: NaFlags {
-                override_: true,
-                ..Default::default()
-            },
-            target: VIP6,
-            target_lladdr: Some(OTHER),
-        },
-    });
+    let defence = foreign_na();
     assert_eq!(
         answers_probe(&eth0(), IpAddr::V6(VIP6), &defence),
         Some(OTHER)
