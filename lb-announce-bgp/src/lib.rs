@@ -1,15 +1,15 @@
-//! lb-announce-bgp: the BGP speaker (issue: "BGP speaker: RFC 4271 sessions, MP-BGP IPv6, ...").
+//! lb-announce-bgp: the BGP speaker.
 //!
-//! Not built yet. It will hold, by module:
+//! Built so far: `packet`, the IO-free codec (OPEN with capabilities, UPDATE with MP-BGP,
+//! communities and large communities, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH, End-of-RIB;
+//! RFC 7606 receive handling; UPDATE packing split at 4096 bytes).
 //!
-//! * `packet`: OPEN (capabilities), UPDATE (MP_REACH / MP_UNREACH, communities, large
-//!   communities), KEEPALIVE, NOTIFICATION, ROUTE-REFRESH; RFC 7606 error handling; IO-free.
-//! * `fsm`: the RFC 4271 §8 state machine as a pure function (now, input) -> outputs.
-//! * `session`: the tokio driver (active/passive, TCP-MD5, TTL/GTSM, backoff, Cease).
-//! * `speaker`: one Adj-RIB-Out per peer and `BgpAnnouncer`, implementing
-//!   [`lb_core::Announcer`] for [`lb_core::Protocol::Bgp`], with graceful restart.
-//!
-//! Until then `lb-bin` can only plan BGP announcements, not make them.
+//! Still to come (the rest of the BGP issue): `fsm`, the RFC 4271 §8 state machine as a pure
+//! function; `session`, the tokio driver (active/passive, TCP-MD5, TTL/GTSM, backoff, Cease);
+//! and `speaker`, one Adj-RIB-Out per peer behind `BgpAnnouncer` (lb-core's `Announcer` for
+//! [`lb_core::Protocol::Bgp`]) with graceful restart.
 
-/// The protocol this crate will announce with.
+pub mod packet;
+
+/// The protocol this crate announces with.
 pub const PROTOCOL: lb_core::Protocol = lb_core::Protocol::Bgp;
