@@ -443,6 +443,18 @@ fn unknown_optional_attributes_are_kept_verbatim() {
     assert_eq!(Message::Update(u).to_bytes(&Context::default()), b);
 }
 
+#[test]
+fn unknown_attributes_out_of_order_decode_in_code_order() {
+    // Found by fuzzing: wire order 253 then 13 must decode to what we encode (13 then 253).
+    let mut a = good_attrs();
+    a.extend_from_slice(&[0x80, 253, 1, 7, 0xc0, 13, 1, 9]);
+    let u = update(&update_with(&a));
+    let codes: Vec<u8> = u.attributes.other.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [13, 253]);
+    let again = Message::Update(u.clone()).to_bytes(&Context::default());
+    assert_eq!(update(&again), u);
+}
+
 // ---- packing ------------------------------------------------------------------------------
 
 fn attrs() -> PathAttributes {

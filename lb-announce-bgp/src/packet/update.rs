@@ -298,6 +298,9 @@ fn decode_attributes(
             }
         }
     }
+    // Canonical order, the one we write in: a decoded message re-encodes to bytes that decode
+    // to the same value. Codes are unique here (repeats were discarded above).
+    a.other.sort_by_key(|r| r.code);
     Ok((a, withdraw))
 }
 
