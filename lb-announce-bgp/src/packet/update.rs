@@ -600,22 +600,26 @@ fn prefix_len(p: &IpNetwork) -> usize {
     1 + usize::from(p.prefix()).div_ceil(8)
 }
 
-fn put_attr(flags: u8, code: u8, value: &[u8], out: &mut Vec<u8>) {
-    if value.len() > 255 {
+/// Writes an attribute header for a value of `len` bytes (extended length past 255).
+fn attr_header(flags: u8, code: u8, len: usize, out: &mut Vec<u8>) {
+    if len > 255 {
         out.push(flags | EXTENDED);
         out.push(code);
-        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        out.extend_from_slice(&(len as u16).to_be_bytes());
     } else {
         out.push(flags & !EXTENDED);
         out.push(code);
-        out.push(value.len() as u8);
+        out.push(len as u8);
     }
+}
+
+fn put_attr(flags: u8, code: u8, value: &[u8], out: &mut Vec<u8>) {
+    attr_header(flags, code, value.len(), out);
     out.extend_from_slice(value);
 }
 
-fn encode_as_path(p: &AsPath, four: bool) -> Vec<u8> {
-    let mut v = Vec::new();
-    for seg in &p.0 {
+fn segments(p: &AsPath) -> impl Iterator<Item = (u8, &[u32])> {
+    p.0.iter().flat_map(|seg| {
         let (ty, asns) = match seg {
             AsSegment::Set(a) => (1, a),
             AsSegment::Sequence(a) => (2, a),
@@ -623,51 +627,60 @@ fn encode_as_path(p: &AsPath, four: bool) -> Vec<u8> {
             AsSegment::ConfedSet(a) => (4, a),
         };
         // A segment holds at most 255 numbers; longer ones continue in another segment.
-        for chunk in asns.chunks(255) {
-            v.push(ty);
-            v.push(chunk.len() as u8);
-            for asn in chunk {
-                if four {
-                    v.extend_from_slice(&asn.to_be_bytes());
-                } else {
-                    v.extend_from_slice(
-                        &u16::try_from(*asn).unwrap_or(super::AS_TRANS).to_be_bytes(),
-                    );
-                }
+        asns.chunks(255).map(move |c| (ty, c))
+    })
+}
+
+fn write_as_path(p: &AsPath, four: bool, out: &mut Vec<u8>) {
+    let width = if four { 4 } else { 2 };
+    let len: usize = segments(p).map(|(_, c)| 2 + c.len() * width).sum();
+    attr_header(TRANSITIVE, AS_PATH, len, out);
+    for (ty, chunk) in segments(p) {
+        out.push(ty);
+        out.push(chunk.len() as u8);
+        for asn in chunk {
+            if four {
+                out.extend_from_slice(&asn.to_be_bytes());
+            } else {
+                out.extend_from_slice(
+                    &u16::try_from(*asn).unwrap_or(super::AS_TRANS).to_be_bytes(),
+                );
             }
         }
     }
-    v
 }
 
 fn encode_mp_reach(m: &MpReach, out: &mut Vec<u8>) {
-    let mut v = Vec::with_capacity(5 + 32 + m.nlri.len() * 17);
-    v.extend_from_slice(&m.family.afi.to_be_bytes());
-    v.push(m.family.safi);
-    let nh_start = v.len();
-    v.push(0);
+    let nh_len: usize = m
+        .next_hops
+        .iter()
+        .map(|nh| if nh.is_ipv4() { 4 } else { 16 })
+        .sum();
+    let nlri_len: usize = m.nlri.iter().map(prefix_len).sum();
+    attr_header(OPTIONAL, MP_REACH, 5 + nh_len + nlri_len, out);
+    out.extend_from_slice(&m.family.afi.to_be_bytes());
+    out.push(m.family.safi);
+    out.push(nh_len as u8);
     for nh in &m.next_hops {
         match nh {
-            IpAddr::V4(a) => v.extend_from_slice(&a.octets()),
-            IpAddr::V6(a) => v.extend_from_slice(&a.octets()),
+            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
         }
     }
-    v[nh_start] = (v.len() - nh_start - 1) as u8;
-    v.push(0);
+    out.push(0);
     for p in &m.nlri {
-        put_prefix(p, &mut v);
+        put_prefix(p, out);
     }
-    put_attr(OPTIONAL, MP_REACH, &v, out);
 }
 
 fn encode_mp_unreach(m: &MpUnreach, out: &mut Vec<u8>) {
-    let mut v = Vec::with_capacity(3 + m.withdrawn.len() * 17);
-    v.extend_from_slice(&m.family.afi.to_be_bytes());
-    v.push(m.family.safi);
+    let nlri_len: usize = m.withdrawn.iter().map(prefix_len).sum();
+    attr_header(OPTIONAL, MP_UNREACH, 3 + nlri_len, out);
+    out.extend_from_slice(&m.family.afi.to_be_bytes());
+    out.push(m.family.safi);
     for p in &m.withdrawn {
-        put_prefix(p, &mut v);
+        put_prefix(p, out);
     }
-    put_attr(OPTIONAL, MP_UNREACH, &v, out);
 }
 
 /// Writes the attributes in type-code order.
@@ -685,12 +698,7 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
         put_attr(TRANSITIVE, ORIGIN, &[o as u8], out);
     }
     if let Some(p) = &a.as_path {
-        put_attr(
-            TRANSITIVE,
-            AS_PATH,
-            &encode_as_path(p, ctx.four_octet_as),
-            out,
-        );
+        write_as_path(p, ctx.four_octet_as, out);
     }
     if let Some(nh) = a.next_hop {
         put_attr(TRANSITIVE, NEXT_HOP, &nh.octets(), out);
@@ -705,20 +713,25 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
         put_attr(TRANSITIVE, ATOMIC_AGGREGATE, &[], out);
     }
     if let Some((asn, id)) = a.aggregator {
-        let mut v = if ctx.four_octet_as {
-            asn.to_be_bytes().to_vec()
+        if ctx.four_octet_as {
+            attr_header(OPTIONAL | TRANSITIVE, AGGREGATOR, 8, out);
+            out.extend_from_slice(&asn.to_be_bytes());
         } else {
-            u16::try_from(asn)
-                .unwrap_or(super::AS_TRANS)
-                .to_be_bytes()
-                .to_vec()
-        };
-        v.extend_from_slice(&id.octets());
-        put_attr(OPTIONAL | TRANSITIVE, AGGREGATOR, &v, out);
+            attr_header(OPTIONAL | TRANSITIVE, AGGREGATOR, 6, out);
+            out.extend_from_slice(&u16::try_from(asn).unwrap_or(super::AS_TRANS).to_be_bytes());
+        }
+        out.extend_from_slice(&id.octets());
     }
     if !a.communities.is_empty() {
-        let v: Vec<u8> = a.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
-        put_attr(OPTIONAL | TRANSITIVE, COMMUNITIES, &v, out);
+        attr_header(
+            OPTIONAL | TRANSITIVE,
+            COMMUNITIES,
+            4 * a.communities.len(),
+            out,
+        );
+        for c in &a.communities {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
     }
     flush_others(MP_REACH, out);
     if let Some(m) = &a.mp_reach {
@@ -729,12 +742,17 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
     }
     flush_others(LARGE_COMMUNITIES, out);
     if !a.large_communities.is_empty() {
-        let v: Vec<u8> = a
-            .large_communities
-            .iter()
-            .flat_map(|(g, l1, l2)| [g.to_be_bytes(), l1.to_be_bytes(), l2.to_be_bytes()].concat())
-            .collect();
-        put_attr(OPTIONAL | TRANSITIVE, LARGE_COMMUNITIES, &v, out);
+        attr_header(
+            OPTIONAL | TRANSITIVE,
+            LARGE_COMMUNITIES,
+            12 * a.large_communities.len(),
+            out,
+        );
+        for (g, l1, l2) in &a.large_communities {
+            out.extend_from_slice(&g.to_be_bytes());
+            out.extend_from_slice(&l1.to_be_bytes());
+            out.extend_from_slice(&l2.to_be_bytes());
+        }
     }
     flush_others(u8::MAX, out);
     if let Some(r) = others.next() {
