@@ -9,6 +9,7 @@
 //! and `speaker`, one Adj-RIB-Out per peer behind `BgpAnnouncer` (lb-core's `Announcer` for
 //! [`lb_core::Protocol::Bgp`]) with graceful restart.
 
+pub mod fsm;
 pub mod packet;
 
 /// The protocol this crate announces with.

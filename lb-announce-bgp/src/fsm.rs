@@ -1,0 +1,434 @@
+//! The BGP finite state machine (RFC 4271 §8) as a pure function: `Input` in, `Output`s out.
+//! It never reads a clock and never touches a socket; timers are outputs the driver arms, and
+//! their expiry comes back as an input.
+//!
+//! ```text
+//!  Idle ──Start──► Connect ──TcpConnected──► OpenSent ──OPEN ok──► OpenConfirm ──KEEPALIVE──► Established
+//!    ▲               │  ▲                      │                        │                       │
+//!    │     TcpFailed ▼  │ ConnectRetry timer   │ error / hold expiry / NOTIFICATION / TCP closed │
+//!    └───────────── Active ◄──────────────────┴────────────────────────┴───────────────────────┘
+//! ```
+//! Every way down goes through `Idle` with a connect-retry timer that backs off exponentially
+//! (reset once a session is Established); a NOTIFICATION is sent first where RFC 4271 says so.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::packet::{
+    AfiSafi, Capability, Context, DecodeError, GracefulRestart, Message, Notification, Open,
+};
+
+/// How the remote AS is checked (MetalLB's `peerASN` / `dynamicASN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteAs {
+    Fixed(u32),
+    /// Any AS equal to ours.
+    Internal,
+    /// Any AS different from ours.
+    External,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub remote_as: RemoteAs,
+    /// Proposed hold time, seconds: 0 (no keepalives) or at least 3.
+    pub hold_time: u16,
+    /// Upper bound on the keepalive interval, if configured; otherwise hold time / 3.
+    pub keepalive: Option<u16>,
+    pub families: Vec<AfiSafi>,
+    /// Announce graceful restart: the restart time, and whether we are restarting now.
+    pub graceful_restart: Option<(u16, bool)>,
+    /// First connect-retry delay; it doubles on each failure up to `connect_retry_max`.
+    pub connect_retry: Duration,
+    pub connect_retry_max: Duration,
+}
+
+impl Config {
+    /// The OPEN we send.
+    pub fn open(&self) -> Open {
+        let mut caps: Vec<Capability> = self
+            .families
+            .iter()
+            .map(|f| Capability::Multiprotocol(*f))
+            .collect();
+        caps.push(Capability::RouteRefresh);
+        if self.families.contains(&AfiSafi::IPV4_UNICAST) {
+            // IPv4 prefixes may carry an IPv6 next hop on an IPv6-only session (RFC 8950).
+            caps.push(Capability::ExtendedNextHop(vec![(
+                AfiSafi::IPV4_UNICAST,
+                2,
+            )]));
+        }
+        if let Some((time, restarting)) = self.graceful_restart {
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                restarted: restarting,
+                notification: false,
+                time,
+                families: self.families.iter().map(|f| (*f, true)).collect(),
+            }));
+        }
+        Open::new(self.local_as, self.hold_time, self.router_id, caps)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    ConnectRetry,
+    Hold,
+    Keepalive,
+}
+
+// `Received` carries a whole message, most often an UPDATE whose contents are already on the
+// heap; boxing it would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Administrative start (ManualStart).
+    Start,
+    /// Administrative stop: Cease with this RFC 4486 subcode (2 shutdown, 3 de-configured).
+    Stop {
+        cease: u8,
+    },
+    TcpConnected,
+    TcpFailed,
+    TcpClosed,
+    Received(Message),
+    /// The bytes received could not be decoded.
+    Malformed(DecodeError),
+    Expired(Timer),
+    /// We sent an UPDATE: it counts as a keepalive (RFC 4271 §4.4).
+    UpdateSent,
+}
+
+/// What the session agreed on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    pub remote_as: u32,
+    pub remote_id: Ipv4Addr,
+    /// 0 when keepalives are off.
+    pub hold_time: u16,
+    pub keepalive: u16,
+    pub families: Vec<AfiSafi>,
+    pub ctx: Context,
+    pub route_refresh: bool,
+    /// The peer's graceful restart capability, if it sent one.
+    pub peer_graceful_restart: Option<GracefulRestart>,
+}
+
+/// Why a session went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Down {
+    /// We sent this NOTIFICATION.
+    Sent(Notification),
+    /// The peer sent this NOTIFICATION.
+    Received(Notification),
+    TcpClosed,
+    TcpFailed,
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Open the TCP connection.
+    Connect,
+    /// Close the TCP connection (after sending what precedes this output).
+    Disconnect,
+    Send(Message),
+    Arm(Timer, Duration),
+    Cancel(Timer),
+    StateChanged(State),
+    Established(Negotiated),
+    /// The session went down; the Adj-RIB-Out must be re-sent on the next session.
+    SessionDown(Down),
+    /// The peer asked for our routes of this family again (RFC 2918).
+    ResendRoutes(AfiSafi),
+}
+
+/// The large hold time used while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests
+/// four minutes).
+const OPEN_WAIT: Duration = Duration::from_secs(240);
+
+#[derive(Clone, Debug)]
+pub struct Fsm {
+    cfg: Config,
+    state: State,
+    retry: Duration,
+    negotiated: Option<Negotiated>,
+}
+
+impl Fsm {
+    pub fn new(cfg: Config) -> Self {
+        let retry = cfg.connect_retry;
+        Fsm {
+            cfg,
+            state: State::Idle,
+            retry,
+            negotiated: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// The graceful-restart "restarting" flag we announce: set after a restart until the first
+    /// session is up.
+    pub fn set_restarting(&mut self, restarting: bool) {
+        if let Some((_, r)) = &mut self.cfg.graceful_restart {
+            *r = restarting;
+        }
+    }
+
+    fn go(&mut self, s: State, out: &mut Vec<Output>) {
+        if self.state != s {
+            self.state = s;
+            out.push(Output::StateChanged(s));
+        }
+    }
+
+    pub fn handle(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match (self.state, input) {
+            (State::Idle, Input::Start) => {
+                self.go(State::Connect, &mut out);
+                out.push(Output::Connect);
+            }
+            (_, Input::Start) => {}
+            (State::Idle, Input::Stop { .. }) => out.push(Output::Cancel(Timer::ConnectRetry)),
+            (s, Input::Stop { cease }) => {
+                if s >= State::OpenSent {
+                    out.push(Output::Send(Message::Notification(Notification::cease(
+                        cease,
+                    ))));
+                }
+                self.close(Down::Sent(Notification::cease(cease)), false, &mut out);
+                out.push(Output::Cancel(Timer::ConnectRetry));
+                self.retry = self.cfg.connect_retry;
+            }
+            (State::Idle, Input::Expired(Timer::ConnectRetry))
+            | (State::Active, Input::Expired(Timer::ConnectRetry)) => {
+                self.go(State::Connect, &mut out);
+                out.push(Output::Connect);
+            }
+            (State::Connect | State::Active, Input::TcpConnected) => {
+                out.push(Output::Cancel(Timer::ConnectRetry));
+                out.push(Output::Send(Message::Open(self.cfg.open())));
+                out.push(Output::Arm(Timer::Hold, OPEN_WAIT));
+                self.go(State::OpenSent, &mut out);
+            }
+            // A second connection while one is opening is a collision: the driver resolves it
+            // (RFC 4271 §6.8) and this machine keeps the connection it has.
+            (_, Input::TcpConnected) => {}
+            (State::Connect | State::Active, Input::TcpFailed) => {
+                self.go(State::Active, &mut out);
+                self.arm_retry(&mut out);
+            }
+            (_, Input::TcpFailed) => self.close(Down::TcpFailed, true, &mut out),
+            (State::Idle | State::Connect | State::Active, Input::TcpClosed) => {
+                self.go(State::Active, &mut out);
+                self.arm_retry(&mut out);
+            }
+            (_, Input::TcpClosed) => self.close(Down::TcpClosed, true, &mut out),
+            (s, Input::Expired(Timer::Hold)) if s >= State::OpenSent => {
+                // RFC 4271 §8.2.2: HoldTimer_Expires -> NOTIFICATION Hold Timer Expired.
+                self.fail(Notification::hold_timer_expired(), &mut out);
+            }
+            (State::OpenConfirm | State::Established, Input::Expired(Timer::Keepalive)) => {
+                out.push(Output::Send(Message::Keepalive));
+                self.arm_keepalive(&mut out);
+            }
+            (_, Input::Expired(_)) => {}
+            (State::Established, Input::UpdateSent) => self.arm_keepalive(&mut out),
+            (_, Input::UpdateSent) => {}
+            (s, Input::Malformed(e)) if s >= State::OpenSent => {
+                self.fail(e.notification(), &mut out)
+            }
+            (_, Input::Malformed(_)) => {}
+            (s, Input::Received(m)) if s >= State::OpenSent => self.on_message(m, &mut out),
+            (_, Input::Received(_)) => {}
+        }
+        out
+    }
+
+    fn on_message(&mut self, m: Message, out: &mut Vec<Output>) {
+        match (self.state, m) {
+            (_, Message::Notification(n)) => {
+                // RFC 4271 §8.2.2: a NOTIFICATION closes the session with no reply.
+                self.close(Down::Received(n), true, out);
+            }
+            (State::OpenSent, Message::Open(open)) => match self.check_open(&open) {
+                Ok(neg) => {
+                    out.push(Output::Send(Message::Keepalive));
+                    if neg.hold_time > 0 {
+                        out.push(Output::Arm(Timer::Hold, secs(neg.hold_time)));
+                    } else {
+                        out.push(Output::Cancel(Timer::Hold));
+                    }
+                    self.negotiated = Some(neg);
+                    self.arm_keepalive(out);
+                    self.go(State::OpenConfirm, out);
+                }
+                Err(n) => self.fail(n, out),
+            },
+            (State::OpenConfirm, Message::Keepalive) => {
+                self.restart_hold(out);
+                self.go(State::Established, out);
+                self.retry = self.cfg.connect_retry;
+                if let Some(n) = &self.negotiated {
+                    out.push(Output::Established(n.clone()));
+                }
+            }
+            (State::Established, Message::Keepalive | Message::Update(_)) => self.restart_hold(out),
+            (State::Established, Message::RouteRefresh(rr)) => {
+                self.restart_hold(out);
+                let ours = self
+                    .negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.families.contains(&rr.family));
+                if ours {
+                    out.push(Output::ResendRoutes(rr.family));
+                }
+            }
+            // RFC 4271 §8.2.2 Event 21-28 in the wrong state: FSM Error, subcode by state
+            // (RFC 6608).
+            (s, _) => {
+                let sub = match s {
+                    State::OpenSent => 1,
+                    State::OpenConfirm => 2,
+                    _ => 3,
+                };
+                self.fail(Notification::new(5, sub), out);
+            }
+        }
+    }
+
+    fn check_open(&self, open: &Open) -> Result<Negotiated, Notification> {
+        let remote_as = open.asn();
+        let ok_as = match self.cfg.remote_as {
+            RemoteAs::Fixed(a) => remote_as == a,
+            RemoteAs::Internal => remote_as == self.cfg.local_as,
+            RemoteAs::External => remote_as != self.cfg.local_as,
+        };
+        if !ok_as {
+            return Err(Notification::new(2, 2));
+        }
+        // RFC 6286 §2.2: on an iBGP session the identifiers must differ.
+        if remote_as == self.cfg.local_as && open.bgp_id == self.cfg.router_id {
+            return Err(Notification::new(2, 3));
+        }
+        let four_octet_as = open.has(|c| matches!(c, Capability::FourOctetAs(_)));
+        if !four_octet_as && self.cfg.local_as > u32::from(u16::MAX) {
+            // Our AS cannot be written in a 2-octet AS_PATH: refuse with the capability we need.
+            let mut data = vec![65, 4];
+            data.extend_from_slice(&self.cfg.local_as.to_be_bytes());
+            return Err(Notification {
+                code: 2,
+                subcode: 7,
+                data,
+            });
+        }
+        let theirs = open.families();
+        let families: Vec<AfiSafi> = self
+            .cfg
+            .families
+            .iter()
+            .filter(|f| theirs.contains(f))
+            .copied()
+            .collect();
+        if families.is_empty() {
+            // RFC 5492 §5: Unsupported Capability, with the capabilities we need.
+            let mut data = Vec::new();
+            for f in &self.cfg.families {
+                data.extend_from_slice(&[1, 4]);
+                data.extend_from_slice(&f.afi.to_be_bytes());
+                data.extend_from_slice(&[0, f.safi]);
+            }
+            return Err(Notification {
+                code: 2,
+                subcode: 7,
+                data,
+            });
+        }
+        let hold_time = self.cfg.hold_time.min(open.hold_time);
+        let keepalive = match (hold_time, self.cfg.keepalive) {
+            (0, _) => 0,
+            (h, Some(k)) => k.clamp(1, h / 3),
+            (h, None) => (h / 3).max(1),
+        };
+        Ok(Negotiated {
+            remote_as,
+            remote_id: open.bgp_id,
+            hold_time,
+            keepalive,
+            families,
+            ctx: Context { four_octet_as },
+            route_refresh: open.has(|c| matches!(c, Capability::RouteRefresh)),
+            peer_graceful_restart: open.capabilities.iter().find_map(|c| match c {
+                Capability::GracefulRestart(g) => Some(g.clone()),
+                _ => None,
+            }),
+        })
+    }
+
+    fn restart_hold(&self, out: &mut Vec<Output>) {
+        if let Some(n) = &self.negotiated
+            && n.hold_time > 0
+        {
+            out.push(Output::Arm(Timer::Hold, secs(n.hold_time)));
+        }
+    }
+
+    fn arm_keepalive(&self, out: &mut Vec<Output>) {
+        if let Some(n) = &self.negotiated
+            && n.keepalive > 0
+        {
+            out.push(Output::Arm(Timer::Keepalive, secs(n.keepalive)));
+        }
+    }
+
+    fn arm_retry(&mut self, out: &mut Vec<Output>) {
+        out.push(Output::Arm(Timer::ConnectRetry, self.retry));
+        self.retry = (self.retry * 2).min(self.cfg.connect_retry_max);
+    }
+
+    /// Sends a NOTIFICATION and closes.
+    fn fail(&mut self, n: Notification, out: &mut Vec<Output>) {
+        out.push(Output::Send(Message::Notification(n.clone())));
+        self.close(Down::Sent(n), true, out);
+    }
+
+    /// Closes the connection and goes to Idle; with `retry`, a reconnect is scheduled.
+    fn close(&mut self, why: Down, retry: bool, out: &mut Vec<Output>) {
+        out.push(Output::Disconnect);
+        out.push(Output::Cancel(Timer::Hold));
+        out.push(Output::Cancel(Timer::Keepalive));
+        let was_up = self.negotiated.take().is_some() || self.state >= State::OpenSent;
+        if was_up {
+            out.push(Output::SessionDown(why));
+        }
+        self.go(State::Idle, out);
+        if retry {
+            self.arm_retry(out);
+        }
+    }
+}
+
+fn secs(s: u16) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
