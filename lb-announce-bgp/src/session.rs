@@ -1,0 +1,500 @@
+//! The session driver: one tokio task per peer that connects, frames messages, runs the
+//! [`fsm`](crate::fsm) and keeps the peer's Adj-RIB-Out equal to the desired routes.
+//!
+//! ```text
+//!  set_routes ─cmd─► driver ──Input──► Fsm ──Outputs──► connect / send / timers / RIB sync
+//!                      ▲  ▲
+//!   reader task ─frame─┘  └─ connect task (result)
+//! ```
+//! On Established the whole Adj-RIB-Out is sent, then End-of-RIB per family; afterwards a change
+//! of the desired routes sends only the difference, with prefixes that share attributes packed
+//! together. A route refresh from the peer re-sends the family.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use ipnetwork::IpNetwork;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::fsm::{self, Down, Fsm, Input, Negotiated, Output, State, Timer};
+use crate::packet::{
+    AfiSafi, AsPath, Context, DecodeError, Decoded, Message, Origin, PathAttributes, Update,
+    UpdateBuilder, message_len,
+};
+
+/// The attributes of one route besides its prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteAttrs {
+    pub communities: Vec<u32>,
+    pub large_communities: Vec<(u32, u32, u32)>,
+    /// Sent to iBGP peers only.
+    pub local_pref: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub fsm: fsm::Config,
+    pub address: SocketAddr,
+    /// Source address to connect from.
+    pub source: Option<IpAddr>,
+    /// Next hop for IPv6 prefixes when the session runs over IPv4 (and the reverse); by default
+    /// the session's own local address is used for its family.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub connect_timeout: Duration,
+}
+
+/// What a session looks like from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub state: State,
+    pub established_since: Option<SystemTime>,
+    /// Prefixes in the Adj-RIB-Out (announced to the peer now).
+    pub prefixes_announced: usize,
+    pub updates_sent: u64,
+    pub updates_received: u64,
+    pub last_down: Option<String>,
+}
+
+impl Default for SessionStatus {
+    fn default() -> Self {
+        SessionStatus {
+            state: State::Idle,
+            established_since: None,
+            prefixes_announced: 0,
+            updates_sent: 0,
+            updates_received: 0,
+            last_down: None,
+        }
+    }
+}
+
+// `Frame` carries a decoded message; boxing it would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    SetRoutes(BTreeMap<IpNetwork, RouteAttrs>),
+    Stop,
+    Connected(io::Result<TcpStream>),
+    Frame(u64, Result<Decoded, DecodeError>),
+    Closed(u64),
+}
+
+/// A running session. Dropping it aborts the task; [`Session::stop`] sends Cease first.
+#[derive(Debug)]
+pub struct Session {
+    events: mpsc::UnboundedSender<Event>,
+    status: watch::Receiver<SessionStatus>,
+    task: JoinHandle<()>,
+}
+
+impl Session {
+    /// Starts the session (within a tokio runtime): it connects at once and keeps reconnecting.
+    pub fn start(cfg: PeerConfig) -> Session {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(SessionStatus::default());
+        let fsm = Fsm::new(cfg.fsm.clone());
+        let driver = Driver {
+            cfg,
+            fsm,
+            events: tx.clone(),
+            timers: HashMap::new(),
+            conn: None,
+            conn_id: 0,
+            desired: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            status: status_tx,
+            four_octet: Arc::new(AtomicBool::new(true)),
+        };
+        let task = tokio::spawn(driver.run(rx));
+        Session {
+            events: tx,
+            status,
+            task,
+        }
+    }
+
+    /// Replaces the routes to announce; the peer gets only the difference.
+    pub fn set_routes(&self, routes: BTreeMap<IpNetwork, RouteAttrs>) {
+        let _ = self.events.send(Event::SetRoutes(routes));
+    }
+
+    pub fn status(&self) -> SessionStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
+
+    /// Sends Cease (administrative shutdown) and closes; waits at most `grace`.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.events.send(Event::Stop);
+        let Session { task, .. } = self;
+        let abort = task.abort_handle();
+        if tokio::time::timeout(grace, task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.reader.abort();
+        }
+    }
+}
+
+struct Conn {
+    writer: OwnedWriteHalf,
+    reader: JoinHandle<()>,
+    local: SocketAddr,
+}
+
+struct Driver {
+    cfg: PeerConfig,
+    fsm: Fsm,
+    events: mpsc::UnboundedSender<Event>,
+    timers: HashMap<Timer, Instant>,
+    conn: Option<Conn>,
+    /// Identifies the current connection, so events of an old reader are ignored.
+    conn_id: u64,
+    desired: BTreeMap<IpNetwork, RouteAttrs>,
+    sent: BTreeMap<IpNetwork, RouteAttrs>,
+    status: watch::Sender<SessionStatus>,
+    /// The AS_PATH width the reader decodes with.
+    four_octet: Arc<AtomicBool>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        self.feed(Input::Start).await;
+        loop {
+            let next = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(t, at)| (*t, *at));
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    None => return,
+                    Some(Event::Stop) => {
+                        self.feed(Input::Stop { cease: 2 }).await;
+                        return;
+                    }
+                    Some(Event::SetRoutes(r)) => {
+                        self.desired = r;
+                        if self.fsm.state() == State::Established && self.sync().await.is_err() {
+                            self.feed(Input::TcpClosed).await;
+                        }
+                    }
+                    Some(Event::Connected(Ok(stream))) => self.connected(stream).await,
+                    Some(Event::Connected(Err(e))) => {
+                        self.status.send_modify(|s| s.last_down = Some(format!("connect: {e}")));
+                        self.feed(Input::TcpFailed).await;
+                    }
+                    Some(Event::Frame(id, _)) | Some(Event::Closed(id)) if id != self.conn_id => {}
+                    Some(Event::Frame(_, Ok(d))) => {
+                        if matches!(d.message, Message::Update(_)) {
+                            self.status.send_modify(|s| s.updates_received += 1);
+                        }
+                        self.feed(Input::Received(d.message)).await;
+                    }
+                    Some(Event::Frame(_, Err(e))) => self.feed(Input::Malformed(e)).await,
+                    Some(Event::Closed(_)) => self.feed(Input::TcpClosed).await,
+                },
+                _ = sleep_until(next.map(|(_, at)| at)) => {
+                    if let Some((t, _)) = next {
+                        self.timers.remove(&t);
+                        self.feed(Input::Expired(t)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one input through the FSM and carries out what it says.
+    async fn feed(&mut self, input: Input) {
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            for out in self.fsm.handle(input) {
+                if let Some(next) = self.act(out).await {
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+
+    /// Carries out one output; returns an input it caused (a failed write closes the session).
+    async fn act(&mut self, out: Output) -> Option<Input> {
+        match out {
+            Output::Connect => self.connect(),
+            Output::Disconnect => {
+                if let Some(mut c) = self.conn.take() {
+                    let _ = c.writer.shutdown().await;
+                    c.reader.abort();
+                }
+                self.conn_id += 1;
+            }
+            Output::Send(m) => {
+                let ctx = self.ctx();
+                if self.write(&m.to_bytes(&ctx)).await.is_err() {
+                    return Some(Input::TcpClosed);
+                }
+            }
+            Output::Arm(t, d) => {
+                self.timers.insert(t, Instant::now() + d);
+            }
+            Output::Cancel(t) => {
+                self.timers.remove(&t);
+            }
+            Output::StateChanged(s) => self.status.send_modify(|st| st.state = s),
+            Output::Established(neg) => {
+                self.four_octet
+                    .store(neg.ctx.four_octet_as, Ordering::Relaxed);
+                self.status
+                    .send_modify(|s| s.established_since = Some(SystemTime::now()));
+                self.sent.clear();
+                if self.sync().await.is_err() {
+                    return Some(Input::TcpClosed);
+                }
+                let families = self
+                    .negotiated()
+                    .map(|n| n.families.clone())
+                    .unwrap_or_default();
+                for f in families {
+                    let eor = Message::Update(Update::end_of_rib(f)).to_bytes(&self.ctx());
+                    if self.write(&eor).await.is_err() {
+                        return Some(Input::TcpClosed);
+                    }
+                }
+            }
+            Output::SessionDown(why) => {
+                self.sent.clear();
+                let text = match why {
+                    Down::Sent(n) => format!("sent NOTIFICATION {n}"),
+                    Down::Received(n) => format!("received NOTIFICATION {n}"),
+                    Down::TcpClosed => "connection closed".into(),
+                    Down::TcpFailed => "connection failed".into(),
+                };
+                self.status.send_modify(|s| {
+                    s.established_since = None;
+                    s.prefixes_announced = 0;
+                    s.last_down = Some(text);
+                });
+            }
+            Output::ResendRoutes(family) => {
+                let fam: Vec<IpNetwork> = self
+                    .sent
+                    .keys()
+                    .filter(|p| family_of(p) == family)
+                    .copied()
+                    .collect();
+                for p in fam {
+                    self.sent.remove(&p);
+                }
+                if self.sync().await.is_err() {
+                    return Some(Input::TcpClosed);
+                }
+            }
+        }
+        None
+    }
+
+    fn negotiated(&self) -> Option<&Negotiated> {
+        self.fsm.negotiated()
+    }
+
+    fn ctx(&self) -> Context {
+        self.negotiated().map(|n| n.ctx).unwrap_or_default()
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(c) = &mut self.conn else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        match tokio::time::timeout(Duration::from_secs(10), c.writer.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    fn connect(&mut self) {
+        let cfg = self.cfg.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let attempt = async {
+                let socket = if cfg.address.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                if let Some(src) = cfg.source {
+                    socket.bind(SocketAddr::new(src, 0))?;
+                }
+                socket.connect(cfg.address).await
+            };
+            let r = match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(io::ErrorKind::TimedOut.into()),
+            };
+            let _ = events.send(Event::Connected(r));
+        });
+    }
+
+    async fn connected(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            self.feed(Input::TcpFailed).await;
+            return;
+        };
+        self.conn_id += 1;
+        let id = self.conn_id;
+        let (mut reader, writer) = stream.into_split();
+        let events = self.events.clone();
+        self.four_octet.store(true, Ordering::Relaxed);
+        let four_octet = self.four_octet.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf: Vec<u8> = Vec::with_capacity(65536);
+            let mut chunk = vec![0u8; 65536];
+            loop {
+                match message_len(&buf) {
+                    Err(e) => {
+                        let _ = events.send(Event::Frame(id, Err(e)));
+                        return;
+                    }
+                    Ok(Some(len)) if buf.len() >= len => {
+                        // AS_PATH width follows what the session negotiated (4-octet until then).
+                        let ctx = Context {
+                            four_octet_as: four_octet.load(Ordering::Relaxed),
+                        };
+                        let msg: Vec<u8> = buf.drain(..len).collect();
+                        let _ = events.send(Event::Frame(id, Message::decode(&msg, &ctx)));
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+                match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        let _ = events.send(Event::Closed(id));
+                        return;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        self.conn = Some(Conn {
+            writer,
+            reader,
+            local,
+        });
+        self.feed(Input::TcpConnected).await;
+    }
+
+    /// Sends what differs between the Adj-RIB-Out and the desired routes.
+    async fn sync(&mut self) -> io::Result<()> {
+        let Some(neg) = self.negotiated().cloned() else {
+            return Ok(());
+        };
+        let local = self.conn.as_ref().map(|c| c.local.ip());
+        let ibgp = neg.remote_as == self.cfg.fsm.local_as;
+        let nh4 = self.cfg.next_hop_v4.or(match local {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        });
+        let nh6 = self.cfg.next_hop_v6.or(match local {
+            Some(IpAddr::V6(a)) => Some(a),
+            _ => None,
+        });
+        let carried = |p: &IpNetwork| {
+            let f = family_of(p);
+            neg.families.contains(&f)
+                && match p {
+                    IpNetwork::V4(_) => nh4.is_some(),
+                    IpNetwork::V6(_) => nh6.is_some(),
+                }
+        };
+        let withdraw: Vec<IpNetwork> = self
+            .sent
+            .keys()
+            .filter(|p| !self.desired.contains_key(p) || !carried(p))
+            .copied()
+            .collect();
+        let mut groups: BTreeMap<&RouteAttrs, Vec<IpNetwork>> = BTreeMap::new();
+        for (p, a) in &self.desired {
+            if carried(p) && self.sent.get(p) != Some(a) {
+                groups.entry(a).or_default().push(*p);
+            }
+        }
+        let builder = UpdateBuilder::new(neg.ctx);
+        let mut msgs = builder.withdraw(&withdraw);
+        for (attrs, prefixes) in &groups {
+            let pa = PathAttributes {
+                origin: Some(Origin::Igp),
+                as_path: Some(if ibgp {
+                    AsPath::default()
+                } else {
+                    AsPath::sequence(&[self.cfg.fsm.local_as])
+                }),
+                next_hop: nh4,
+                local_pref: if ibgp {
+                    attrs.local_pref.or(Some(100))
+                } else {
+                    None
+                },
+                communities: attrs.communities.clone(),
+                large_communities: attrs.large_communities.clone(),
+                ..Default::default()
+            };
+            msgs.extend(builder.announce(&pa, prefixes, &nh6.into_iter().collect::<Vec<_>>()));
+        }
+        let new_sent: BTreeMap<IpNetwork, RouteAttrs> = self
+            .desired
+            .iter()
+            .filter(|(p, _)| carried(p))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        let count = msgs.len() as u64;
+        for m in msgs {
+            self.write(&m).await?;
+        }
+        if count > 0 {
+            // Our UPDATEs count as keepalives (RFC 4271 §4.4).
+            for out in self.fsm.handle(Input::UpdateSent) {
+                if let Output::Arm(t, d) = out {
+                    self.timers.insert(t, Instant::now() + d);
+                }
+            }
+        }
+        self.sent = new_sent;
+        let n = self.sent.len();
+        self.status.send_modify(|s| {
+            s.updates_sent += count;
+            s.prefixes_announced = n;
+        });
+        Ok(())
+    }
+}
+
+fn family_of(p: &IpNetwork) -> AfiSafi {
+    match p {
+        IpNetwork::V4(_) => AfiSafi::IPV4_UNICAST,
+        IpNetwork::V6(_) => AfiSafi::IPV6_UNICAST,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

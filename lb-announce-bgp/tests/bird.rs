@@ -1,0 +1,352 @@
+//! Our session against BIRD 2 in network namespaces this test creates.
+//!
+//! ```text
+//!  ns node   eth0 192.0.2.10/24  2001:db8::10/64   our speaker, AS 64512 (in-process, via setns)
+//!  ns router eth0 192.0.2.1/24   2001:db8::1/64    BIRD, passive, AS 64500 (eBGP) or 64512 (iBGP)
+//! ```
+//! BIRD has no kernel protocol: it installs nothing. Needs root, iproute2 and bird2; without them
+//! the tests say so and pass, unless `LB_REQUIRE_NETNS=1` (set by `.ci/run`). Namespaces and the
+//! BIRD process (by its PID file) are removed on drop, also when a test fails.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    unsafe_code
+)]
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnetwork::IpNetwork;
+use lb_announce_bgp::fsm::{Config, RemoteAs, State};
+use lb_announce_bgp::packet::AfiSafi;
+use lb_announce_bgp::session::{PeerConfig, RouteAttrs, Session, SessionStatus};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn prerequisites() -> bool {
+    let root = run(&["id", "-u"]).stdout == b"0\n";
+    let tools = ["ip", "bird", "birdc"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if root && tools {
+        return true;
+    }
+    let why =
+        format!("BGP interop tests need root, iproute2 and bird2 (root: {root}, tools: {tools})");
+    if std::env::var("LB_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+struct Lab {
+    tag: String,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        for ns in ["node", "router"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}{ns}", self.tag)])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lab {
+    /// Both namespaces, and BIRD peering passively with 192.0.2.10 as `bird_as`.
+    fn new(bird_as: u32) -> Option<Lab> {
+        if !prerequisites() {
+            return None;
+        }
+        let tag = format!(
+            "lbb{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab { tag, dir };
+        let (node, router) = (lab.ns("node"), lab.ns("router"));
+        for ns in [&node, &router] {
+            ok(&["ip", "netns", "add", ns]);
+            ok(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ]);
+            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        ok(&[
+            "ip", "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+            "netns", &router,
+        ]);
+        for (ns, v4, v6) in [
+            (&node, "192.0.2.10/24", "2001:db8::10/64"),
+            (&router, "192.0.2.1/24", "2001:db8::1/64"),
+        ] {
+            ok(&["ip", "-n", ns, "addr", "add", v4, "dev", "eth0"]);
+            ok(&["ip", "-n", ns, "addr", "add", v6, "dev", "eth0", "nodad"]);
+            ok(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        }
+        let conf = format!(
+            "router id 192.0.2.1;\nprotocol device {{}}\nprotocol bgp lb {{\n  local 192.0.2.1 as {bird_as};\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
+        );
+        std::fs::write(lab.dir.join("bird.conf"), conf).unwrap();
+        let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &router,
+            "bird",
+            "-c",
+            &d("bird.conf"),
+            "-s",
+            &d("bird.ctl"),
+            "-P",
+            &d("bird.pid"),
+        ]);
+        Some(lab)
+    }
+
+    fn ns(&self, short: &str) -> String {
+        format!("{}{short}", self.tag)
+    }
+
+    fn birdc(&self, cmd: &str) -> String {
+        let sock = self.dir.join("bird.ctl");
+        let mut args = vec!["birdc", "-s", sock.to_str().unwrap()];
+        args.extend(cmd.split(' '));
+        String::from_utf8_lossy(&run(&args).stdout).into_owned()
+    }
+
+    /// Waits until `birdc show route all` satisfies `pred`; returns the last output.
+    fn wait_routes(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.birdc("show route all");
+            if pred(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "BIRD never showed {what}:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `f` with a session started inside the node namespace, on a thread of its own.
+    fn with_speaker<T: Send + 'static>(
+        &self,
+        local_as: u32,
+        remote_as: u32,
+        f: impl FnOnce(&Speaker) -> T + Send + 'static,
+    ) -> T {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.ns("node"))).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: setns on a descriptor we own, for this thread only; the runtime below is
+            // single-threaded, so every socket it creates belongs to the node namespace.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let session = rt.block_on(async {
+                Session::start(PeerConfig {
+                    fsm: Config {
+                        local_as,
+                        router_id: Ipv4Addr::new(192, 0, 2, 10),
+                        remote_as: RemoteAs::Fixed(remote_as),
+                        hold_time: 9,
+                        keepalive: None,
+                        families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+                        graceful_restart: None,
+                        connect_retry: Duration::from_millis(200),
+                        connect_retry_max: Duration::from_secs(2),
+                    },
+                    address: "192.0.2.1:179".parse().unwrap(),
+                    source: None,
+                    next_hop_v4: None,
+                    next_hop_v6: Some("2001:db8::10".parse().unwrap()),
+                    connect_timeout: Duration::from_secs(3),
+                })
+            });
+            let speaker = Speaker {
+                rt,
+                session: Some(session),
+            };
+            let out = f(&speaker);
+            let Speaker { rt, session } = speaker;
+            if let Some(s) = session {
+                rt.block_on(s.stop(Duration::from_secs(2)));
+            }
+            out
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+struct Speaker {
+    rt: tokio::runtime::Runtime,
+    session: Option<Session>,
+}
+
+impl Speaker {
+    fn set(&self, routes: &[(&str, RouteAttrs)]) {
+        let map: BTreeMap<IpNetwork, RouteAttrs> = routes
+            .iter()
+            .map(|(p, a)| (p.parse().unwrap(), a.clone()))
+            .collect();
+        self.session.as_ref().unwrap().set_routes(map);
+    }
+
+    /// Lets the session run until `pred` holds on its status (bounded).
+    fn wait(&self, what: &str, pred: impl Fn(&SessionStatus) -> bool) {
+        let mut w = self.session.as_ref().unwrap().watch();
+        self.rt.block_on(async {
+            let reached = tokio::time::timeout(Duration::from_secs(20), w.wait_for(|s| pred(s)))
+                .await
+                .is_ok();
+            assert!(reached, "session never reached {what}: {:?}", *w.borrow());
+        });
+    }
+
+    /// Lets the session run for a while (timers, messages).
+    fn run_for(&self, d: Duration) {
+        self.rt.block_on(async move { tokio::time::sleep(d).await });
+    }
+}
+
+fn attrs() -> RouteAttrs {
+    RouteAttrs {
+        communities: vec![(64512 << 16) | 100],
+        large_communities: vec![(64512, 1, 1)],
+        local_pref: Some(200),
+    }
+}
+
+#[test]
+fn ebgp_ipv4_and_ipv6_prefixes_with_communities_reach_bird_and_withdraw() {
+    let Some(lab) = Lab::new(64500) else { return };
+    let lab = std::sync::Arc::new(lab);
+    let l = lab.clone();
+    lab.with_speaker(64512, 64500, move |sp| {
+        sp.set(&[
+            ("203.0.113.10/32", attrs()),
+            ("2001:db8:1::10/128", attrs()),
+        ]);
+        sp.wait("Established", |s| {
+            s.state == State::Established && s.prefixes_announced == 2
+        });
+        let mut out = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            out = l.birdc("show route all");
+            if out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128") {
+                break;
+            }
+            sp.run_for(Duration::from_millis(100));
+        }
+        assert!(
+            out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128"),
+            "{out}"
+        );
+        assert!(out.contains("BGP.as_path: 64512"), "{out}");
+        assert!(out.contains("BGP.community: (64512,100)"), "{out}");
+        assert!(out.contains("BGP.large_community: (64512, 1, 1)"), "{out}");
+        assert!(out.contains("BGP.next_hop: 2001:db8::10"), "{out}");
+        assert!(
+            !out.contains("BGP.local_pref: 200"),
+            "localPref is not sent to an eBGP peer:\n{out}"
+        );
+        // Withdraw the IPv6 prefix only.
+        sp.set(&[("203.0.113.10/32", attrs())]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && l.birdc("show route all").contains("2001:db8:1::10/128")
+        {
+            sp.run_for(Duration::from_millis(100));
+        }
+        let out = l.birdc("show route all");
+        assert!(
+            !out.contains("2001:db8:1::10/128") && out.contains("203.0.113.10/32"),
+            "{out}"
+        );
+    });
+    // The speaker sent Cease on stop: BIRD says so and drops the routes.
+    let out = lab.wait_routes("the routes gone", |o| !o.contains("203.0.113.10/32"));
+    let proto = lab.birdc("show protocols all lb");
+    assert!(proto.contains("Administrative shutdown"), "{proto}\n{out}");
+}
+
+#[test]
+fn ibgp_carries_local_pref() {
+    let Some(lab) = Lab::new(64512) else { return };
+    let lab = std::sync::Arc::new(lab);
+    let l = lab.clone();
+    lab.with_speaker(64512, 64512, move |sp| {
+        sp.set(&[("203.0.113.20/32", attrs())]);
+        sp.wait("Established", |s| {
+            s.state == State::Established && s.prefixes_announced == 1
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut out = String::new();
+        while Instant::now() < deadline {
+            out = l.birdc("show route all");
+            if out.contains("BGP.local_pref: 200") {
+                break;
+            }
+            sp.run_for(Duration::from_millis(100));
+        }
+        assert!(
+            out.contains("203.0.113.20/32") && out.contains("BGP.local_pref: 200"),
+            "{out}"
+        );
+        assert!(
+            out.contains("BGP.as_path: \n")
+                || out.contains("BGP.as_path:\n")
+                || !out.contains("BGP.as_path: 64512"),
+            "iBGP adds no AS:\n{out}"
+        );
+    });
+}
