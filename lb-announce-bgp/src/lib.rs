@@ -20,6 +20,7 @@
 pub mod fsm;
 pub mod packet;
 pub mod session;
+mod sys;
 
 /// The protocol this crate announces with.
 pub const PROTOCOL: lb_core::Protocol = lb_core::Protocol::Bgp;

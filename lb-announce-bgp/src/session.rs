@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -51,6 +52,8 @@ pub struct PeerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
     pub connect_timeout: Duration,
+    /// TCP-MD5 password (RFC 2385).
+    pub md5_password: Option<String>,
 }
 
 /// What a session looks like from outside.
@@ -338,6 +341,9 @@ impl Driver {
                 } else {
                     TcpSocket::new_v6()?
                 };
+                if let Some(pw) = &cfg.md5_password {
+                    crate::sys::set_tcp_md5(socket.as_raw_fd(), cfg.address.ip(), pw.as_bytes())?;
+                }
                 if let Some(src) = cfg.source {
                     socket.bind(SocketAddr::new(src, 0))?;
                 }

@@ -88,6 +88,11 @@ impl Drop for Lab {
 impl Lab {
     /// Both namespaces, and BIRD peering passively with 192.0.2.10 as `bird_as`.
     fn new(bird_as: u32) -> Option<Lab> {
+        Lab::with_password(bird_as, None)
+    }
+
+    /// As `new`, with a TCP-MD5 password on BIRD's side.
+    fn with_password(bird_as: u32, password: Option<&str>) -> Option<Lab> {
         if !prerequisites() {
             return None;
         }
@@ -127,7 +132,10 @@ impl Lab {
             ok(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
         let conf = format!(
-            "router id 192.0.2.1;\nprotocol device {{}}\nprotocol bgp lb {{\n  local 192.0.2.1 as {bird_as};\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
+            "router id 192.0.2.1;\nprotocol device {{}}\nprotocol bgp lb {{\n  local 192.0.2.1 as {bird_as};\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n{}  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
+            password
+                .map(|p| format!("  password \"{p}\";\n"))
+                .unwrap_or_default()
         );
         std::fs::write(lab.dir.join("bird.conf"), conf).unwrap();
         let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
@@ -179,6 +187,7 @@ impl Lab {
         &self,
         local_as: u32,
         remote_as: u32,
+        password: Option<String>,
         f: impl FnOnce(&Speaker) -> T + Send + 'static,
     ) -> T {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.ns("node"))).unwrap();
@@ -209,6 +218,7 @@ impl Lab {
                     next_hop_v4: None,
                     next_hop_v6: Some("2001:db8::10".parse().unwrap()),
                     connect_timeout: Duration::from_secs(3),
+                    md5_password: password,
                 })
             });
             let speaker = Speaker {
@@ -271,7 +281,7 @@ fn ebgp_ipv4_and_ipv6_prefixes_with_communities_reach_bird_and_withdraw() {
     let Some(lab) = Lab::new(64500) else { return };
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
-    lab.with_speaker(64512, 64500, move |sp| {
+    lab.with_speaker(64512, 64500, None, move |sp| {
         sp.set(&[
             ("203.0.113.10/32", attrs()),
             ("2001:db8:1::10/128", attrs()),
@@ -324,7 +334,7 @@ fn ibgp_carries_local_pref() {
     let Some(lab) = Lab::new(64512) else { return };
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
-    lab.with_speaker(64512, 64512, move |sp| {
+    lab.with_speaker(64512, 64512, None, move |sp| {
         sp.set(&[("203.0.113.20/32", attrs())]);
         sp.wait("Established", |s| {
             s.state == State::Established && s.prefixes_announced == 1
@@ -348,5 +358,25 @@ fn ibgp_carries_local_pref() {
                 || !out.contains("BGP.as_path: 64512"),
             "iBGP adds no AS:\n{out}"
         );
+    });
+}
+
+#[test]
+fn tcp_md5_with_the_right_password_establishes_and_a_wrong_one_does_not() {
+    let Some(lab) = Lab::with_password(64500, Some("lb-secret")) else {
+        return;
+    };
+    lab.with_speaker(64512, 64500, Some("lb-secret".into()), |sp| {
+        sp.set(&[("203.0.113.30/32", attrs())]);
+        sp.wait("Established with MD5", |s| s.state == State::Established);
+    });
+    let Some(lab) = Lab::with_password(64500, Some("lb-secret")) else {
+        return;
+    };
+    lab.with_speaker(64512, 64500, Some("wrong".into()), |sp| {
+        sp.run_for(Duration::from_secs(3));
+        let s = sp.session.as_ref().unwrap().status();
+        assert_ne!(s.state, State::Established, "{s:?}");
+        assert!(s.established_since.is_none());
     });
 }
