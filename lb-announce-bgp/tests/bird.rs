@@ -380,3 +380,100 @@ fn tcp_md5_with_the_right_password_establishes_and_a_wrong_one_does_not() {
         assert!(s.established_since.is_none());
     });
 }
+
+#[test]
+fn bgp_announcer_sends_plan_announcements_from_a_metallb_peer_to_bird() {
+    use lb_announce_bgp::BgpAnnouncer;
+    use lb_announce_bgp::announcer::peer_config;
+    use lb_core::Announcer;
+    use lb_core::config::Community;
+    use lb_core::objects::ServiceKey;
+    use lb_core::plan::{Announcement, BgpRoute, How};
+
+    let Some(lab) = Lab::new(64500) else { return };
+    let ns = std::fs::File::open(format!("/run/netns/{}", lab.ns("node"))).unwrap();
+    let yaml = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1, holdTime: 9s}\n";
+    let cfg = lb_core::load_str(yaml).config;
+    let peer = peer_config(&cfg.peers["router"], Ipv4Addr::new(192, 0, 2, 10), None).unwrap();
+    let sock = lab.dir.join("bird.ctl");
+    let metrics = std::thread::spawn(move || {
+        // SAFETY: as in `with_speaker`: this thread alone enters the node namespace.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = BgpAnnouncer::start([("router".to_string(), peer)]);
+            let ann = Announcement {
+                service: ServiceKey::new("default", "web"),
+                ip: "203.0.113.40".parse().unwrap(),
+                how: How::Bgp {
+                    routes: vec![BgpRoute {
+                        prefix: "203.0.113.40/32".parse().unwrap(),
+                        peers: vec!["router".into()],
+                        local_pref: None,
+                        communities: vec![
+                            Community::Legacy((64512 << 16) | 40),
+                            Community::Large(64512, 4, 0),
+                        ],
+                    }],
+                },
+            };
+            a.announce(std::slice::from_ref(&ann)).await.unwrap();
+            let unknown = Announcement {
+                how: How::Bgp {
+                    routes: vec![BgpRoute {
+                        peers: vec!["ghost".into()],
+                        ..match &ann.how {
+                            How::Bgp { routes } => routes[0].clone(),
+                            _ => unreachable!(),
+                        }
+                    }],
+                },
+                ..ann.clone()
+            };
+            assert!(
+                a.announce(&[unknown]).await.is_err(),
+                "a peer with no session is an error"
+            );
+            a.announce(&[ann]).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let mut seen = String::new();
+            while tokio::time::Instant::now() < deadline {
+                let o = Command::new("birdc")
+                    .args(["-s", sock.to_str().unwrap(), "show", "route", "all"])
+                    .output()
+                    .unwrap();
+                seen = String::from_utf8_lossy(&o.stdout).into_owned();
+                if seen.contains("203.0.113.40/32") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                seen.contains("203.0.113.40/32")
+                    && seen.contains("BGP.community: (64512,40)")
+                    && seen.contains("BGP.large_community: (64512, 4, 0)"),
+                "{seen}"
+            );
+            let m = a.render_metrics();
+            a.stop(Duration::from_secs(2)).await;
+            m
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(
+        metrics.contains("metallb_bgp_session_up{peer=\"router\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("metallb_bgp_announced_prefixes_total{peer=\"router\"} 1"),
+        "{metrics}"
+    );
+    let _ = lab.wait_routes("nothing after Cease", |o| !o.contains("203.0.113.40/32"));
+}

@@ -1,0 +1,338 @@
+//! `BgpAnnouncer`: lb-core's [`Announcer`] for BGP. One [`Session`] per configured peer; each
+//! call to `announce` hands every session its share of the desired routes, and the sessions
+//! send only the difference.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipnetwork::IpNetwork;
+use lb_core::announce::{AnnounceError, Announcer, Protocol};
+use lb_core::config::{BgpPeer, Community, PeerAsn, PeerTarget};
+use lb_core::plan::{Announcement, How};
+
+use crate::fsm::{self, RemoteAs, State};
+use crate::packet::AfiSafi;
+use crate::session::{PeerConfig, RouteAttrs, Session, SessionStatus};
+
+/// MetalLB's native speaker defaults: hold time 90 s, reconnect backoff up to 2 minutes.
+const DEFAULT_HOLD: Duration = Duration::from_secs(90);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const GRACEFUL_RESTART_TIME: u16 = 120;
+
+/// The session configuration for a MetalLB `BGPPeer`.
+pub fn peer_config(
+    peer: &BgpPeer,
+    router_id: Ipv4Addr,
+    password: Option<String>,
+) -> Result<PeerConfig, String> {
+    let ip = match &peer.target {
+        PeerTarget::Address(ip) => *ip,
+        PeerTarget::Interface(i) => {
+            return Err(format!(
+                "BGPPeer {}: unnumbered peering (interface {i}) is not supported yet",
+                peer.name
+            ));
+        }
+    };
+    let hold = peer
+        .hold_time
+        .unwrap_or(DEFAULT_HOLD)
+        .as_secs()
+        .min(u64::from(u16::MAX)) as u16;
+    Ok(PeerConfig {
+        fsm: fsm::Config {
+            local_as: peer.local_asn.unwrap_or(peer.my_asn),
+            router_id: peer.router_id.unwrap_or(router_id),
+            remote_as: match peer.peer_asn {
+                PeerAsn::Fixed(a) => RemoteAs::Fixed(a),
+                PeerAsn::Internal => RemoteAs::Internal,
+                PeerAsn::External => RemoteAs::External,
+            },
+            hold_time: hold,
+            keepalive: peer
+                .keepalive_time
+                .map(|k| k.as_secs().min(u64::from(u16::MAX)) as u16),
+            families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+            graceful_restart: peer
+                .graceful_restart
+                .then_some((GRACEFUL_RESTART_TIME, false)),
+            connect_retry: Duration::from_secs(1),
+            connect_retry_max: Duration::from_secs(120),
+        },
+        address: SocketAddr::new(ip, peer.port),
+        source: peer.source_address,
+        next_hop_v4: None,
+        next_hop_v6: None,
+        connect_timeout: peer.connect_time.unwrap_or(CONNECT_TIMEOUT),
+        md5_password: password,
+    })
+}
+
+/// Per peer, the routes to announce: every BGP announcement's prefixes with their attributes.
+/// A prefix that several announcements give one peer (an aggregate covering several services)
+/// gets the union of their communities and the highest localPref.
+pub fn routes_per_peer(
+    desired: &[Announcement],
+) -> BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> {
+    let mut out: BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> = BTreeMap::new();
+    for a in desired {
+        let How::Bgp { routes } = &a.how else {
+            continue;
+        };
+        for r in routes {
+            let mut attrs = RouteAttrs {
+                local_pref: r.local_pref,
+                ..Default::default()
+            };
+            for c in &r.communities {
+                match *c {
+                    Community::Legacy(v) => attrs.communities.push(v),
+                    Community::Large(g, l1, l2) => attrs.large_communities.push((g, l1, l2)),
+                }
+            }
+            for peer in &r.peers {
+                let e = out
+                    .entry(peer.clone())
+                    .or_default()
+                    .entry(r.prefix)
+                    .or_default();
+                e.communities.extend(&attrs.communities);
+                e.large_communities.extend(&attrs.large_communities);
+                e.local_pref = e.local_pref.max(attrs.local_pref);
+            }
+        }
+    }
+    for routes in out.values_mut() {
+        for a in routes.values_mut() {
+            a.communities.sort_unstable();
+            a.communities.dedup();
+            a.large_communities.sort_unstable();
+            a.large_communities.dedup();
+        }
+    }
+    out
+}
+
+/// The BGP announcer. Must be created within a tokio runtime.
+#[derive(Debug)]
+pub struct BgpAnnouncer {
+    sessions: Mutex<BTreeMap<String, Session>>,
+}
+
+impl BgpAnnouncer {
+    /// Starts one session per (name, configuration).
+    pub fn start(peers: impl IntoIterator<Item = (String, PeerConfig)>) -> Self {
+        BgpAnnouncer {
+            sessions: Mutex::new(
+                peers
+                    .into_iter()
+                    .map(|(n, c)| (n, Session::start(c)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn statuses(&self) -> BTreeMap<String, SessionStatus> {
+        self.lock()
+            .iter()
+            .map(|(n, s)| (n.clone(), s.status()))
+            .collect()
+    }
+
+    /// Prometheus text under MetalLB's native speaker metric names.
+    pub fn render_metrics(&self) -> String {
+        let st = self.statuses();
+        let mut out = String::new();
+        /// (name, type, help, value of a session)
+        type Metric = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&SessionStatus) -> u64,
+        );
+        let metrics: [Metric; 3] = [
+            (
+                "metallb_bgp_session_up",
+                "gauge",
+                "BGP session state (1 is up, 0 is down)",
+                |s| u64::from(s.state == State::Established),
+            ),
+            (
+                "metallb_bgp_updates_total",
+                "counter",
+                "Number of BGP UPDATE messages sent",
+                |s| s.updates_sent,
+            ),
+            (
+                "metallb_bgp_announced_prefixes_total",
+                "gauge",
+                "Number of prefixes currently being advertised on the BGP session",
+                |s| s.prefixes_announced as u64,
+            ),
+        ];
+        for (name, kind, help, get) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (peer, s) in &st {
+                let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", get(s));
+            }
+        }
+        out
+    }
+
+    /// Sends Cease to every peer and closes the sessions.
+    pub async fn stop(self, grace: Duration) {
+        let sessions = std::mem::take(&mut *self.lock());
+        for (_, s) in sessions {
+            s.stop(grace).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Announcer for BgpAnnouncer {
+    fn protocol(&self) -> Protocol {
+        Protocol::Bgp
+    }
+
+    async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
+        if let Some(a) = desired.iter().find(|a| !matches!(a.how, How::Bgp { .. })) {
+            return Err(AnnounceError::Failed {
+                protocol: Protocol::Bgp,
+                message: format!("handed a layer 2 announcement for {}", a.ip),
+            });
+        }
+        let mut per_peer = routes_per_peer(desired);
+        let sessions = self.lock();
+        for (name, s) in sessions.iter() {
+            s.set_routes(per_peer.remove(name).unwrap_or_default());
+        }
+        if !per_peer.is_empty() {
+            let names: Vec<String> = per_peer.into_keys().collect();
+            return Err(AnnounceError::Failed {
+                protocol: Protocol::Bgp,
+                message: format!("no session for peer(s) {}", names.join(", ")),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::objects::ServiceKey;
+    use lb_core::plan::{BgpRoute, Interfaces};
+
+    fn ann(ip: &str, routes: Vec<BgpRoute>) -> Announcement {
+        Announcement {
+            service: ServiceKey::new("a", "s"),
+            ip: ip.parse().unwrap(),
+            how: How::Bgp { routes },
+        }
+    }
+
+    fn route(prefix: &str, peers: &[&str], lp: Option<u32>, c: Vec<Community>) -> BgpRoute {
+        BgpRoute {
+            prefix: prefix.parse().unwrap(),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            local_pref: lp,
+            communities: c,
+        }
+    }
+
+    #[test]
+    fn routes_are_split_per_peer_with_their_attributes() {
+        let d = [ann(
+            "203.0.113.10",
+            vec![
+                route(
+                    "203.0.113.10/32",
+                    &["r1", "r2"],
+                    None,
+                    vec![Community::Legacy(7), Community::Large(1, 2, 3)],
+                ),
+                route("203.0.113.0/24", &["r1"], Some(200), vec![]),
+            ],
+        )];
+        let m = routes_per_peer(&d);
+        assert_eq!(m["r1"].len(), 2);
+        assert_eq!(m["r2"].len(), 1);
+        let a = &m["r2"][&"203.0.113.10/32".parse::<IpNetwork>().unwrap()];
+        assert_eq!(
+            (a.communities.clone(), a.large_communities.clone()),
+            (vec![7], vec![(1, 2, 3)])
+        );
+        assert_eq!(
+            m["r1"][&"203.0.113.0/24".parse::<IpNetwork>().unwrap()].local_pref,
+            Some(200)
+        );
+    }
+
+    #[test]
+    fn one_prefix_from_several_services_merges_communities_and_keeps_the_highest_local_pref() {
+        let d = [
+            ann(
+                "203.0.113.10",
+                vec![route(
+                    "203.0.113.0/24",
+                    &["r1"],
+                    Some(100),
+                    vec![Community::Legacy(1)],
+                )],
+            ),
+            ann(
+                "203.0.113.11",
+                vec![route(
+                    "203.0.113.0/24",
+                    &["r1"],
+                    Some(200),
+                    vec![Community::Legacy(2), Community::Legacy(1)],
+                )],
+            ),
+        ];
+        let a = &routes_per_peer(&d)["r1"][&"203.0.113.0/24".parse::<IpNetwork>().unwrap()];
+        assert_eq!(a.communities, [1, 2]);
+        assert_eq!(a.local_pref, Some(200));
+    }
+
+    #[test]
+    fn layer2_announcements_are_not_bgp_routes() {
+        let d = [Announcement {
+            service: ServiceKey::new("a", "s"),
+            ip: "192.0.2.1".parse().unwrap(),
+            how: How::Layer2 {
+                interfaces: Interfaces::All,
+            },
+        }];
+        assert!(routes_per_peer(&d).is_empty());
+    }
+
+    #[test]
+    fn metallb_peer_maps_to_a_session_config() {
+        let l = lb_core::load_str(
+            "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r1}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1, peerPort: 1790, holdTime: 9s, sourceAddress: 192.0.2.10, enableGracefulRestart: true}\n",
+        );
+        let p = &l.config.peers["r1"];
+        let c = peer_config(p, Ipv4Addr::new(192, 0, 2, 10), None).unwrap();
+        assert_eq!(c.address, "192.0.2.1:1790".parse().unwrap());
+        assert_eq!(
+            (c.fsm.local_as, c.fsm.remote_as, c.fsm.hold_time),
+            (64512, RemoteAs::Fixed(64500), 9)
+        );
+        assert_eq!(c.fsm.keepalive, Some(3));
+        assert_eq!(c.source, Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(c.fsm.graceful_restart, Some((120, false)));
+        let u = lb_core::load_str(
+            "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: u}\nspec: {myASN: 1, peerASN: 2, interface: eth0}\n",
+        );
+        assert!(peer_config(&u.config.peers["u"], Ipv4Addr::new(192, 0, 2, 10), None).is_err());
+    }
+}
