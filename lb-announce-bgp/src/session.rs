@@ -96,7 +96,7 @@ enum Event {
 pub struct Session {
     events: mpsc::UnboundedSender<Event>,
     status: watch::Receiver<SessionStatus>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Session {
@@ -121,7 +121,7 @@ impl Session {
         Session {
             events: tx,
             status,
-            task,
+            task: Some(task),
         }
     }
 
@@ -139,12 +139,23 @@ impl Session {
     }
 
     /// Sends Cease (administrative shutdown) and closes; waits at most `grace`.
-    pub async fn stop(self, grace: Duration) {
+    pub async fn stop(mut self, grace: Duration) {
         let _ = self.events.send(Event::Stop);
-        let Session { task, .. } = self;
-        let abort = task.abort_handle();
-        if tokio::time::timeout(grace, task).await.is_err() {
-            abort.abort();
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    /// The task ends with its owner: its connection closes without a NOTIFICATION, as when a
+    /// process dies (a dropped JoinHandle alone would leave the task running).
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
         }
     }
 }

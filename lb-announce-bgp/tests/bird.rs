@@ -88,11 +88,11 @@ impl Drop for Lab {
 impl Lab {
     /// Both namespaces, and BIRD peering passively with 192.0.2.10 as `bird_as`.
     fn new(bird_as: u32) -> Option<Lab> {
-        Lab::with_password(bird_as, None)
+        Lab::with_bird_lines(bird_as, "")
     }
 
-    /// As `new`, with a TCP-MD5 password on BIRD's side.
-    fn with_password(bird_as: u32, password: Option<&str>) -> Option<Lab> {
+    /// As `new`, with extra lines in BIRD's `protocol bgp` block (a password, graceful restart).
+    fn with_bird_lines(bird_as: u32, lines: &str) -> Option<Lab> {
         if !prerequisites() {
             return None;
         }
@@ -133,9 +133,7 @@ impl Lab {
         }
         let conf = format!(
             "router id 192.0.2.1;\nprotocol device {{}}\nprotocol bgp lb {{\n  local 192.0.2.1 as {bird_as};\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n{}  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
-            password
-                .map(|p| format!("  password \"{p}\";\n"))
-                .unwrap_or_default()
+            lines
         );
         std::fs::write(lab.dir.join("bird.conf"), conf).unwrap();
         let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
@@ -187,8 +185,8 @@ impl Lab {
         &self,
         local_as: u32,
         remote_as: u32,
-        password: Option<String>,
-        f: impl FnOnce(&Speaker) -> T + Send + 'static,
+        tweak: impl FnOnce(&mut PeerConfig) + Send + 'static,
+        f: impl FnOnce(&mut Speaker) -> T + Send + 'static,
     ) -> T {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.ns("node"))).unwrap();
         std::thread::spawn(move || {
@@ -200,33 +198,34 @@ impl Lab {
                 .enable_all()
                 .build()
                 .unwrap();
-            let session = rt.block_on(async {
-                Session::start(PeerConfig {
-                    fsm: Config {
-                        local_as,
-                        router_id: Ipv4Addr::new(192, 0, 2, 10),
-                        remote_as: RemoteAs::Fixed(remote_as),
-                        hold_time: 9,
-                        keepalive: None,
-                        families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
-                        graceful_restart: None,
-                        connect_retry: Duration::from_millis(200),
-                        connect_retry_max: Duration::from_secs(2),
-                    },
-                    address: "192.0.2.1:179".parse().unwrap(),
-                    source: None,
-                    next_hop_v4: None,
-                    next_hop_v6: Some("2001:db8::10".parse().unwrap()),
-                    connect_timeout: Duration::from_secs(3),
-                    md5_password: password,
-                })
-            });
-            let speaker = Speaker {
+            let mut cfg = PeerConfig {
+                fsm: Config {
+                    local_as,
+                    router_id: Ipv4Addr::new(192, 0, 2, 10),
+                    remote_as: RemoteAs::Fixed(remote_as),
+                    hold_time: 9,
+                    keepalive: None,
+                    families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+                    graceful_restart: None,
+                    connect_retry: Duration::from_millis(200),
+                    connect_retry_max: Duration::from_secs(2),
+                },
+                address: "192.0.2.1:179".parse().unwrap(),
+                source: None,
+                next_hop_v4: None,
+                next_hop_v6: Some("2001:db8::10".parse().unwrap()),
+                connect_timeout: Duration::from_secs(3),
+                md5_password: None,
+            };
+            tweak(&mut cfg);
+            let session = rt.block_on(async { Session::start(cfg.clone()) });
+            let mut speaker = Speaker {
                 rt,
                 session: Some(session),
+                cfg,
             };
-            let out = f(&speaker);
-            let Speaker { rt, session } = speaker;
+            let out = f(&mut speaker);
+            let Speaker { rt, session, .. } = speaker;
             if let Some(s) = session {
                 rt.block_on(s.stop(Duration::from_secs(2)));
             }
@@ -240,9 +239,25 @@ impl Lab {
 struct Speaker {
     rt: tokio::runtime::Runtime,
     session: Option<Session>,
+    cfg: PeerConfig,
 }
 
 impl Speaker {
+    /// Dies as a crashed process would: the session is dropped, no Cease, TCP just closes.
+    fn crash(&mut self) {
+        drop(self.session.take());
+        self.run_for(Duration::from_millis(100));
+    }
+
+    /// Starts a new session after a crash, announcing that it restarted (graceful restart R).
+    fn restart(&mut self) {
+        if let Some((t, _)) = self.cfg.fsm.graceful_restart {
+            self.cfg.fsm.graceful_restart = Some((t, true));
+        }
+        let cfg = self.cfg.clone();
+        self.session = Some(self.rt.block_on(async { Session::start(cfg) }));
+    }
+
     fn set(&self, routes: &[(&str, RouteAttrs)]) {
         let map: BTreeMap<IpNetwork, RouteAttrs> = routes
             .iter()
@@ -281,48 +296,54 @@ fn ebgp_ipv4_and_ipv6_prefixes_with_communities_reach_bird_and_withdraw() {
     let Some(lab) = Lab::new(64500) else { return };
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
-    lab.with_speaker(64512, 64500, None, move |sp| {
-        sp.set(&[
-            ("203.0.113.10/32", attrs()),
-            ("2001:db8:1::10/128", attrs()),
-        ]);
-        sp.wait("Established", |s| {
-            s.state == State::Established && s.prefixes_announced == 2
-        });
-        let mut out = String::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            out = l.birdc("show route all");
-            if out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128") {
-                break;
+    lab.with_speaker(
+        64512,
+        64500,
+        |_| {},
+        move |sp| {
+            sp.set(&[
+                ("203.0.113.10/32", attrs()),
+                ("2001:db8:1::10/128", attrs()),
+            ]);
+            sp.wait("Established", |s| {
+                s.state == State::Established && s.prefixes_announced == 2
+            });
+            let mut out = String::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                out = l.birdc("show route all");
+                if out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128") {
+                    break;
+                }
+                sp.run_for(Duration::from_millis(100));
             }
-            sp.run_for(Duration::from_millis(100));
-        }
-        assert!(
-            out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128"),
-            "{out}"
-        );
-        assert!(out.contains("BGP.as_path: 64512"), "{out}");
-        assert!(out.contains("BGP.community: (64512,100)"), "{out}");
-        assert!(out.contains("BGP.large_community: (64512, 1, 1)"), "{out}");
-        assert!(out.contains("BGP.next_hop: 2001:db8::10"), "{out}");
-        assert!(
-            !out.contains("BGP.local_pref: 200"),
-            "localPref is not sent to an eBGP peer:\n{out}"
-        );
-        // Withdraw the IPv6 prefix only.
-        sp.set(&[("203.0.113.10/32", attrs())]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && l.birdc("show route all").contains("2001:db8:1::10/128")
-        {
-            sp.run_for(Duration::from_millis(100));
-        }
-        let out = l.birdc("show route all");
-        assert!(
-            !out.contains("2001:db8:1::10/128") && out.contains("203.0.113.10/32"),
-            "{out}"
-        );
-    });
+            assert!(
+                out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128"),
+                "{out}"
+            );
+            assert!(out.contains("BGP.as_path: 64512"), "{out}");
+            assert!(out.contains("BGP.community: (64512,100)"), "{out}");
+            assert!(out.contains("BGP.large_community: (64512, 1, 1)"), "{out}");
+            assert!(out.contains("BGP.next_hop: 2001:db8::10"), "{out}");
+            assert!(
+                !out.contains("BGP.local_pref: 200"),
+                "localPref is not sent to an eBGP peer:\n{out}"
+            );
+            // Withdraw the IPv6 prefix only.
+            sp.set(&[("203.0.113.10/32", attrs())]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline
+                && l.birdc("show route all").contains("2001:db8:1::10/128")
+            {
+                sp.run_for(Duration::from_millis(100));
+            }
+            let out = l.birdc("show route all");
+            assert!(
+                !out.contains("2001:db8:1::10/128") && out.contains("203.0.113.10/32"),
+                "{out}"
+            );
+        },
+    );
     // The speaker sent Cease on stop: BIRD says so and drops the routes.
     let out = lab.wait_routes("the routes gone", |o| !o.contains("203.0.113.10/32"));
     let proto = lab.birdc("show protocols all lb");
@@ -334,51 +355,66 @@ fn ibgp_carries_local_pref() {
     let Some(lab) = Lab::new(64512) else { return };
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
-    lab.with_speaker(64512, 64512, None, move |sp| {
-        sp.set(&[("203.0.113.20/32", attrs())]);
-        sp.wait("Established", |s| {
-            s.state == State::Established && s.prefixes_announced == 1
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut out = String::new();
-        while Instant::now() < deadline {
-            out = l.birdc("show route all");
-            if out.contains("BGP.local_pref: 200") {
-                break;
+    lab.with_speaker(
+        64512,
+        64512,
+        |_| {},
+        move |sp| {
+            sp.set(&[("203.0.113.20/32", attrs())]);
+            sp.wait("Established", |s| {
+                s.state == State::Established && s.prefixes_announced == 1
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut out = String::new();
+            while Instant::now() < deadline {
+                out = l.birdc("show route all");
+                if out.contains("BGP.local_pref: 200") {
+                    break;
+                }
+                sp.run_for(Duration::from_millis(100));
             }
-            sp.run_for(Duration::from_millis(100));
-        }
-        assert!(
-            out.contains("203.0.113.20/32") && out.contains("BGP.local_pref: 200"),
-            "{out}"
-        );
-        assert!(
-            out.contains("BGP.as_path: \n")
-                || out.contains("BGP.as_path:\n")
-                || !out.contains("BGP.as_path: 64512"),
-            "iBGP adds no AS:\n{out}"
-        );
-    });
+            assert!(
+                out.contains("203.0.113.20/32") && out.contains("BGP.local_pref: 200"),
+                "{out}"
+            );
+            assert!(
+                out.contains("BGP.as_path: \n")
+                    || out.contains("BGP.as_path:\n")
+                    || !out.contains("BGP.as_path: 64512"),
+                "iBGP adds no AS:\n{out}"
+            );
+        },
+    );
 }
 
 #[test]
 fn tcp_md5_with_the_right_password_establishes_and_a_wrong_one_does_not() {
-    let Some(lab) = Lab::with_password(64500, Some("lb-secret")) else {
+    let Some(lab) = Lab::with_bird_lines(64500, "  password \"lb-secret\";\n") else {
         return;
     };
-    lab.with_speaker(64512, 64500, Some("lb-secret".into()), |sp| {
-        sp.set(&[("203.0.113.30/32", attrs())]);
-        sp.wait("Established with MD5", |s| s.state == State::Established);
-    });
-    let Some(lab) = Lab::with_password(64500, Some("lb-secret")) else {
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.md5_password = Some("lb-secret".into()),
+        |sp| {
+            sp.set(&[("203.0.113.30/32", attrs())]);
+            sp.wait("Established with MD5", |s| s.state == State::Established);
+        },
+    );
+    let Some(lab) = Lab::with_bird_lines(64500, "  password \"lb-secret\";\n") else {
         return;
     };
-    lab.with_speaker(64512, 64500, Some("wrong".into()), |sp| {
-        sp.run_for(Duration::from_secs(3));
-        let s = sp.session.as_ref().unwrap().status();
-        assert_ne!(s.state, State::Established, "{s:?}");
-        assert!(s.established_since.is_none());
-    });
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.md5_password = Some("wrong".into()),
+        |sp| {
+            sp.run_for(Duration::from_secs(3));
+            let s = sp.session.as_ref().unwrap().status();
+            assert_ne!(s.state, State::Established, "{s:?}");
+            assert!(s.established_since.is_none());
+        },
+    );
 }
 
 #[test]
@@ -476,4 +512,86 @@ fn bgp_announcer_sends_plan_announcements_from_a_metallb_peer_to_bird() {
         "{metrics}"
     );
     let _ = lab.wait_routes("nothing after Cease", |o| !o.contains("203.0.113.40/32"));
+}
+
+/// Waits (bounded) while the speaker runs until BIRD's routes satisfy `pred`.
+fn until_bird(
+    sp: &Speaker,
+    sock: &std::path::Path,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = Command::new("birdc")
+            .args(["-s", sock.to_str().unwrap(), "show", "route", "all"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if pred(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BIRD never showed {what}:\n{out}"
+        );
+        sp.run_for(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn graceful_restart_keeps_our_routes_at_bird_through_a_crash_and_after() {
+    let Some(lab) = Lab::with_bird_lines(64500, "  graceful restart on;\n") else {
+        return;
+    };
+    let sock = lab.dir.join("bird.ctl");
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.fsm.graceful_restart = Some((120, false)),
+        move |sp| {
+            sp.set(&[("203.0.113.50/32", attrs())]);
+            until_bird(sp, &sock, "the route", |o| o.contains("203.0.113.50/32"));
+            sp.crash();
+            // BIRD holds the routes of a peer that announced graceful restart while it is away.
+            std::thread::sleep(Duration::from_secs(2));
+            let during = until_bird(sp, &sock, "anything", |_| true);
+            assert!(
+                during.contains("203.0.113.50/32"),
+                "routes dropped during the restart:\n{during}"
+            );
+            sp.restart();
+            sp.set(&[("203.0.113.50/32", attrs())]);
+            sp.wait("Established again", |s| {
+                s.state == State::Established && s.prefixes_announced == 1
+            });
+            // After our End-of-RIB, what we re-advertised stays.
+            std::thread::sleep(Duration::from_secs(1));
+            let after = until_bird(sp, &sock, "the route after the restart", |o| {
+                o.contains("203.0.113.50/32")
+            });
+            assert!(!after.contains("stale"), "{after}");
+        },
+    );
+}
+
+#[test]
+fn without_graceful_restart_a_crash_drops_our_routes_at_once() {
+    let Some(lab) = Lab::with_bird_lines(64500, "  graceful restart on;\n") else {
+        return;
+    };
+    let sock = lab.dir.join("bird.ctl");
+    lab.with_speaker(
+        64512,
+        64500,
+        |_| {},
+        move |sp| {
+            sp.set(&[("203.0.113.51/32", attrs())]);
+            until_bird(sp, &sock, "the route", |o| o.contains("203.0.113.51/32"));
+            sp.crash();
+            until_bird(sp, &sock, "the route gone", |o| {
+                !o.contains("203.0.113.51/32")
+            });
+        },
+    );
 }
