@@ -1,4 +1,4 @@
-//! Our session against BIRD 2 in network namespaces this test creates.
+//! Our session against real BGP daemons (BIRD 2, GoBGP) in network namespaces this test creates.
 //!
 //! ```text
 //!  ns node   eth0 192.0.2.10/24  2001:db8::10/64   our speaker, AS 64512 (in-process, via setns)
@@ -69,10 +69,16 @@ fn prerequisites() -> bool {
 struct Lab {
     tag: String,
     dir: PathBuf,
+    /// A router daemon started here that writes no PID file (gobgpd).
+    child: Option<std::process::Child>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("bird.pid")) {
             let _ = Command::new("kill").arg(pid.trim()).status();
         }
@@ -93,6 +99,76 @@ impl Lab {
 
     /// As `new`, with extra lines in BIRD's `protocol bgp` block (a password, graceful restart).
     fn with_bird_lines(bird_as: u32, lines: &str) -> Option<Lab> {
+        let lab = Lab::namespaces()?;
+        let router = lab.ns("router");
+        let conf = format!(
+            "router id 192.0.2.1;\nprotocol device {{}}\nprotocol bgp lb {{\n  local 192.0.2.1 as {bird_as};\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n{}  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
+            lines
+        );
+        std::fs::write(lab.dir.join("bird.conf"), conf).unwrap();
+        let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &router,
+            "bird",
+            "-c",
+            &d("bird.conf"),
+            "-s",
+            &d("bird.ctl"),
+            "-P",
+            &d("bird.pid"),
+        ]);
+        Some(lab)
+    }
+
+    /// Both namespaces, and gobgpd peering passively with 192.0.2.10 as AS 64500.
+    fn with_gobgp() -> Option<Lab> {
+        let mut lab = Lab::namespaces()?;
+        if !Command::new("sh")
+            .args(["-c", "command -v gobgpd && command -v gobgp"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "gobgpd is not installed"
+            );
+            eprintln!("skipped: gobgpd is not installed");
+            return None;
+        }
+        let conf = "[global.config]\n  as = 64500\n  router-id = \"192.0.2.1\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"192.0.2.10\"\n    peer-as = 64512\n  [neighbors.transport.config]\n    passive-mode = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n";
+        std::fs::write(lab.dir.join("gobgp.toml"), conf).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns("router"),
+                "gobgpd",
+                "-f",
+                lab.dir.join("gobgp.toml").to_str().unwrap(),
+                "-l",
+                "warn",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        lab.child = Some(child);
+        Some(lab)
+    }
+
+    /// `gobgp` in the router namespace; output as text.
+    fn gobgp(&self, args: &[&str]) -> String {
+        let ns = self.ns("router");
+        let mut a = vec!["ip", "netns", "exec", &ns, "gobgp"];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&run(&a).stdout).into_owned()
+    }
+
+    /// The two namespaces on a veth pair, addressed.
+    fn namespaces() -> Option<Lab> {
         if !prerequisites() {
             return None;
         }
@@ -103,7 +179,11 @@ impl Lab {
         );
         let dir = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab { tag, dir };
+        let lab = Lab {
+            tag,
+            dir,
+            child: None,
+        };
         let (node, router) = (lab.ns("node"), lab.ns("router"));
         for ns in [&node, &router] {
             ok(&["ip", "netns", "add", ns]);
@@ -131,25 +211,6 @@ impl Lab {
             ok(&["ip", "-n", ns, "addr", "add", v6, "dev", "eth0", "nodad"]);
             ok(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         }
-        let conf = format!(
-            "router id 192.0.2.1;\nprotocol device {{}}\nprotocol bgp lb {{\n  local 192.0.2.1 as {bird_as};\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n{}  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
-            lines
-        );
-        std::fs::write(lab.dir.join("bird.conf"), conf).unwrap();
-        let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
-        ok(&[
-            "ip",
-            "netns",
-            "exec",
-            &router,
-            "bird",
-            "-c",
-            &d("bird.conf"),
-            "-s",
-            &d("bird.ctl"),
-            "-P",
-            &d("bird.pid"),
-        ]);
         Some(lab)
     }
 
@@ -592,6 +653,62 @@ fn without_graceful_restart_a_crash_drops_our_routes_at_once() {
             until_bird(sp, &sock, "the route gone", |o| {
                 !o.contains("203.0.113.51/32")
             });
+        },
+    );
+}
+
+#[test]
+fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities() {
+    let Some(lab) = Lab::with_gobgp() else { return };
+    let lab = std::sync::Arc::new(lab);
+    let l = lab.clone();
+    lab.with_speaker(
+        64512,
+        64500,
+        |_| {},
+        move |sp| {
+            sp.set(&[
+                ("203.0.113.60/32", attrs()),
+                ("2001:db8:1::60/128", attrs()),
+            ]);
+            sp.wait("Established", |s| {
+                s.state == State::Established && s.prefixes_announced == 2
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (mut v4, mut v6) = (String::new(), String::new());
+            while Instant::now() < deadline {
+                v4 = l.gobgp(&["global", "rib", "-a", "ipv4"]);
+                v6 = l.gobgp(&["global", "rib", "-a", "ipv6"]);
+                if v4.contains("203.0.113.60/32") && v6.contains("2001:db8:1::60/128") {
+                    break;
+                }
+                sp.run_for(Duration::from_millis(100));
+            }
+            assert!(
+                v4.contains("203.0.113.60/32") && v4.contains("192.0.2.10") && v4.contains("64512"),
+                "{v4}"
+            );
+            assert!(
+                v4.contains("64512:100") && v4.contains("64512:1:1"),
+                "communities: {v4}"
+            );
+            assert!(
+                v6.contains("2001:db8:1::60/128") && v6.contains("2001:db8::10"),
+                "{v6}"
+            );
+            sp.set(&[("2001:db8:1::60/128", attrs())]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline
+                && l.gobgp(&["global", "rib", "-a", "ipv4"])
+                    .contains("203.0.113.60/32")
+            {
+                sp.run_for(Duration::from_millis(100));
+            }
+            assert!(
+                !l.gobgp(&["global", "rib", "-a", "ipv4"])
+                    .contains("203.0.113.60/32"),
+                "withdrawal not seen"
+            );
         },
     );
 }
