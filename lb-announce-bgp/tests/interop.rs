@@ -712,3 +712,130 @@ fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities() {
         },
     );
 }
+
+/// Reads one whole BGP message from a blocking stream.
+fn read_message(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = [0u8; 19];
+    s.read_exact(&mut head).ok()?;
+    let len = lb_announce_bgp::packet::message_len(&head).ok()??;
+    let mut msg = head.to_vec();
+    msg.resize(len, 0);
+    s.read_exact(&mut msg[19..]).ok()?;
+    Some(msg)
+}
+
+fn accept_within(l: &std::net::TcpListener, d: Duration) -> Option<std::net::TcpStream> {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + d;
+    while Instant::now() < deadline {
+        if let Ok((s, _)) = l.accept() {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_peer_sending_malformed_updates_gets_rfc_7606_handling_and_we_survive() {
+    use lb_announce_bgp::packet::{Capability, Context, Message, Open};
+    use std::io::Write;
+
+    let Some(lab) = Lab::namespaces() else { return };
+    let router = std::fs::File::open(format!("/run/netns/{}", lab.ns("router"))).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let peer = std::thread::spawn(move || {
+        // SAFETY: this thread alone enters the router namespace.
+        assert_eq!(
+            unsafe { libc::setns(router.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let l = std::net::TcpListener::bind("192.0.2.1:179").unwrap();
+        let mut s = accept_within(&l, Duration::from_secs(20)).expect("the speaker connects");
+        let ctx = Context::default();
+        let caps = vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+        ];
+        let open = read_message(&mut s).expect("OPEN");
+        assert_eq!(open[18], 1, "the speaker starts with OPEN");
+        s.write_all(
+            &Message::Open(Open::new(64500, 9, Ipv4Addr::new(192, 0, 2, 1), caps)).to_bytes(&ctx),
+        )
+        .unwrap();
+        s.write_all(&Message::Keepalive.to_bytes(&ctx)).unwrap();
+        // An UPDATE whose ORIGIN is invalid: RFC 7606 treat-as-withdraw, the session stays.
+        let bad_origin: Vec<u8> = [
+            &[0xff; 16][..],
+            &[0, 47, 2, 0, 0, 0, 20],
+            &[
+                0x40, 1, 1, 9, 0x40, 2, 6, 2, 1, 0, 0, 0xfb, 0xf4, 0x40, 3, 4, 192, 0, 2, 1,
+            ],
+            &[24, 198, 51, 100],
+        ]
+        .concat();
+        assert_eq!(bad_origin.len(), 47);
+        s.write_all(&bad_origin).unwrap();
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            match read_message(&mut s) {
+                Some(m) => seen.push(m[18]),
+                None => {
+                    s.write_all(&Message::Keepalive.to_bytes(&ctx)).unwrap();
+                }
+            }
+        }
+        assert!(
+            !seen.contains(&3),
+            "the speaker sent a NOTIFICATION for a treat-as-withdraw UPDATE: {seen:?}"
+        );
+        // MP_REACH_NLRI twice: RFC 7606 §3(g) requires a session reset (3/1).
+        let mp = [0x80u8, 14, 5, 0, 2, 1, 0, 0];
+        let twice: Vec<u8> = [&[0xff; 16][..], &[0, 39, 2, 0, 0, 0, 16], &mp, &mp].concat();
+        s.write_all(&twice).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut notification = None;
+        while let Some(m) = read_message(&mut s) {
+            if m[18] == 3 {
+                notification = Some((m[19], m[20]));
+                break;
+            }
+        }
+        drop(s);
+        // And it comes back.
+        let again = accept_within(&l, Duration::from_secs(10))
+            .map(|mut s| read_message(&mut s).map(|m| m[18]));
+        done_tx.send(()).unwrap();
+        (notification, again)
+    });
+    lab.with_speaker(
+        64512,
+        64500,
+        |_| {},
+        move |sp| {
+            sp.set(&[("203.0.113.70/32", attrs())]);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < deadline && done_rx.try_recv().is_err() {
+                sp.run_for(Duration::from_millis(50));
+            }
+            let st = sp.session.as_ref().unwrap().status();
+            // The bad-ORIGIN UPDATE was read without a reset; the NOTIFICATION for the repeated
+            // MP_REACH_NLRI is checked on the peer's side (our last_down is overwritten when
+            // the scripted peer closes our reconnection).
+            assert!(st.updates_received >= 1, "{st:?}");
+        },
+    );
+    let (notification, again) = peer.join().unwrap();
+    assert_eq!(notification, Some((3, 1)), "Malformed Attribute List");
+    assert_eq!(
+        again,
+        Some(Some(1)),
+        "the speaker reconnects with a new OPEN"
+    );
+}
