@@ -11,11 +11,12 @@
 //! RFC 7606 receive handling; UPDATE packing split at 4096 bytes); `fsm`, the RFC 4271 §8
 //! state machine as a pure function; `session`, the tokio driver (active connect with
 //! backoff, source address, TCP-MD5, Adj-RIB-Out diffing, End-of-RIB, route refresh, Cease on
-//! stop); `announcer`, `BgpAnnouncer` with MetalLB's metric names. Proven against BIRD.
+//! stop, graceful restart as a restarting speaker); `announcer`, `BgpAnnouncer` with MetalLB's
+//! metric names. Proven against BIRD and GoBGP (tests/interop.rs); `examples/converge.rs`
+//! measures 100,000 prefixes to BIRD beside BIRD -> BIRD.
 //!
 //! Still to come (the rest of the BGP issue): passive listening and collision handling,
-//! TTL/GTSM, graceful restart as a restarting speaker, and interop tests with FRR, GoBGP and
-//! ExaBGP.
+//! TTL/GTSM and multihop, and interop tests with FRR and ExaBGP.
 
 pub mod announcer;
 pub mod fsm;
