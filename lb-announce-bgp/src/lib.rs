@@ -12,11 +12,11 @@
 //! state machine as a pure function; `session`, the tokio driver (active connect with
 //! backoff, source address, TCP-MD5, Adj-RIB-Out diffing, End-of-RIB, route refresh, Cease on
 //! stop, graceful restart as a restarting speaker); `announcer`, `BgpAnnouncer` with MetalLB's
-//! metric names. Proven against BIRD and GoBGP (tests/interop.rs); `examples/converge.rs`
+//! metric names. Proven against BIRD, FRR and GoBGP (tests/interop.rs); `examples/converge.rs`
 //! measures 100,000 prefixes to BIRD beside BIRD -> BIRD.
 //!
 //! Still to come (the rest of the BGP issue): passive listening and collision handling,
-//! TTL/GTSM and multihop, and interop tests with FRR and ExaBGP.
+//! TTL/GTSM and multihop, and interop tests with ExaBGP.
 
 pub mod announcer;
 pub mod fsm;

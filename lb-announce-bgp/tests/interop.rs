@@ -75,6 +75,22 @@ struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // FRR daemons started for this lab, by their PID files.
+        let frr = PathBuf::from("/var/run/frr").join(&self.tag);
+        if let Ok(dir) = std::fs::read_dir(&frr) {
+            for e in dir
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+            {
+                if let Ok(pid) = std::fs::read_to_string(e.path())
+                    && !pid.trim().is_empty()
+                {
+                    let _ = Command::new("kill").arg(pid.trim()).status();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = std::fs::remove_dir_all(&frr);
+        }
         if let Some(c) = &mut self.child {
             let _ = c.kill();
             let _ = c.wait();
@@ -157,6 +173,51 @@ impl Lab {
             .unwrap();
         lab.child = Some(child);
         Some(lab)
+    }
+
+    /// Both namespaces, and FRR (zebra + bgpd) peering passively with 192.0.2.10 as AS 64500,
+    /// with a TCP-MD5 password.
+    fn with_frr(password: &str) -> Option<Lab> {
+        let lab = Lab::namespaces()?;
+        if !std::path::Path::new("/usr/lib/frr/bgpd").exists() {
+            assert!(
+                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "FRR is not installed"
+            );
+            eprintln!("skipped: FRR is not installed");
+            return None;
+        }
+        let conf = format!(
+            "frr defaults traditional\nhostname lbr\nrouter bgp 64500\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor 192.0.2.10 remote-as 64512\n neighbor 192.0.2.10 passive\n neighbor 192.0.2.10 password {password}\n address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n address-family ipv6 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n"
+        );
+        // FRR runs as user frr: its files must be readable, its run directory its own.
+        let f = lab.dir.join("frr.conf");
+        std::fs::write(&f, conf).unwrap();
+        ok(&["chmod", "755", lab.dir.to_str().unwrap()]);
+        ok(&["chmod", "644", f.to_str().unwrap()]);
+        let run_dir = format!("/var/run/frr/{}", lab.tag);
+        ok(&["mkdir", "-p", &run_dir]);
+        ok(&["chown", "frr:frr", &run_dir]);
+        for daemon in ["zebra", "bgpd"] {
+            ok(&[
+                "ip",
+                "netns",
+                "exec",
+                &lab.ns("router"),
+                &format!("/usr/lib/frr/{daemon}"),
+                "-d",
+                "-N",
+                &lab.tag,
+                "-f",
+                f.to_str().unwrap(),
+            ]);
+        }
+        Some(lab)
+    }
+
+    /// `vtysh` against this lab's FRR.
+    fn vtysh(&self, cmd: &str) -> String {
+        String::from_utf8_lossy(&run(&["vtysh", "-N", &self.tag, "-c", cmd]).stdout).into_owned()
     }
 
     /// `gobgp` in the router namespace; output as text.
@@ -837,5 +898,55 @@ fn a_peer_sending_malformed_updates_gets_rfc_7606_handling_and_we_survive() {
         again,
         Some(Some(1)),
         "the speaker reconnects with a new OPEN"
+    );
+}
+
+#[test]
+fn frr_receives_prefixes_with_communities_over_an_md5_session() {
+    let Some(lab) = Lab::with_frr("lb-secret") else {
+        return;
+    };
+    let lab = std::sync::Arc::new(lab);
+    let l = lab.clone();
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.md5_password = Some("lb-secret".into()),
+        move |sp| {
+            sp.set(&[
+                ("203.0.113.80/32", attrs()),
+                ("2001:db8:1::80/128", attrs()),
+            ]);
+            sp.wait("Established", |s| {
+                s.state == State::Established && s.prefixes_announced == 2
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let (mut v4, mut v6) = (String::new(), String::new());
+            while Instant::now() < deadline {
+                v4 = l.vtysh("show bgp ipv4 unicast 203.0.113.80/32");
+                v6 = l.vtysh("show bgp ipv6 unicast 2001:db8:1::80/128");
+                if v4.contains("64512:100") && v6.contains("2001:db8::10") {
+                    break;
+                }
+                sp.run_for(Duration::from_millis(100));
+            }
+            assert!(
+                v4.contains("Community: 64512:100") && v4.contains("Large Community: 64512:1:1"),
+                "{v4}"
+            );
+            assert!(v4.contains("192.0.2.10") && v4.contains("64512"), "{v4}");
+            assert!(v6.contains("2001:db8::10"), "{v6}");
+            sp.set(&[("2001:db8:1::80/128", attrs())]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline
+                && !l
+                    .vtysh("show bgp ipv4 unicast 203.0.113.80/32")
+                    .contains("not in table")
+            {
+                sp.run_for(Duration::from_millis(100));
+            }
+            let gone = l.vtysh("show bgp ipv4 unicast 203.0.113.80/32");
+            assert!(gone.contains("not in table"), "withdrawal not seen: {gone}");
+        },
     );
 }
