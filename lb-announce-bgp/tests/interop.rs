@@ -365,6 +365,20 @@ struct Speaker {
 }
 
 impl Speaker {
+    /// Runs the session while polling `probe` until its output satisfies `pred`; fails after
+    /// 20 s naming `what`. Returns the output that satisfied it.
+    fn until(&self, what: &str, probe: impl Fn() -> String, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = probe();
+            if pred(&out) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "never saw {what}:\n{out}");
+            self.run_for(Duration::from_millis(100));
+        }
+    }
+
     /// Dies as a crashed process would: the session is dropped, no Cease, TCP just closes.
     fn crash(&mut self) {
         drop(self.session.take());
@@ -430,18 +444,10 @@ fn ebgp_ipv4_and_ipv6_prefixes_with_communities_reach_bird_and_withdraw() {
             sp.wait("Established", |s| {
                 s.state == State::Established && s.prefixes_announced == 2
             });
-            let mut out = String::new();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                out = l.birdc("show route all");
-                if out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128") {
-                    break;
-                }
-                sp.run_for(Duration::from_millis(100));
-            }
-            assert!(
-                out.contains("203.0.113.10/32") && out.contains("2001:db8:1::10/128"),
-                "{out}"
+            let out = sp.until(
+                "both prefixes at BIRD",
+                || l.birdc("show route all"),
+                |o| o.contains("203.0.113.10/32") && o.contains("2001:db8:1::10/128"),
             );
             assert!(out.contains("BGP.as_path: 64512"), "{out}");
             assert!(out.contains("BGP.community: (64512,100)"), "{out}");
@@ -453,17 +459,12 @@ fn ebgp_ipv4_and_ipv6_prefixes_with_communities_reach_bird_and_withdraw() {
             );
             // Withdraw the IPv6 prefix only.
             sp.set(&[("203.0.113.10/32", attrs())]);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline
-                && l.birdc("show route all").contains("2001:db8:1::10/128")
-            {
-                sp.run_for(Duration::from_millis(100));
-            }
-            let out = l.birdc("show route all");
-            assert!(
-                !out.contains("2001:db8:1::10/128") && out.contains("203.0.113.10/32"),
-                "{out}"
+            let out = sp.until(
+                "the IPv6 withdrawal at BIRD",
+                || l.birdc("show route all"),
+                |o| !o.contains("2001:db8:1::10/128"),
             );
+            assert!(out.contains("203.0.113.10/32"), "{out}");
         },
     );
     // The speaker sent Cease on stop: BIRD says so and drops the routes.
@@ -486,18 +487,10 @@ fn ibgp_carries_local_pref() {
             sp.wait("Established", |s| {
                 s.state == State::Established && s.prefixes_announced == 1
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut out = String::new();
-            while Instant::now() < deadline {
-                out = l.birdc("show route all");
-                if out.contains("BGP.local_pref: 200") {
-                    break;
-                }
-                sp.run_for(Duration::from_millis(100));
-            }
-            assert!(
-                out.contains("203.0.113.20/32") && out.contains("BGP.local_pref: 200"),
-                "{out}"
+            let out = sp.until(
+                "localPref 200 at BIRD",
+                || l.birdc("show route all"),
+                |o| o.contains("203.0.113.20/32") && o.contains("BGP.local_pref: 200"),
             );
             assert!(
                 out.contains("BGP.as_path: \n")
@@ -643,22 +636,14 @@ fn until_bird(
     what: &str,
     pred: impl Fn(&str) -> bool,
 ) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let birdc = || {
         let o = Command::new("birdc")
             .args(["-s", sock.to_str().unwrap(), "show", "route", "all"])
             .output()
             .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        if pred(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "BIRD never showed {what}:\n{out}"
-        );
-        sp.run_for(Duration::from_millis(100));
-    }
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    sp.until(what, birdc, pred)
 }
 
 #[test]
@@ -735,16 +720,13 @@ fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities() {
             sp.wait("Established", |s| {
                 s.state == State::Established && s.prefixes_announced == 2
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let (mut v4, mut v6) = (String::new(), String::new());
-            while Instant::now() < deadline {
-                v4 = l.gobgp(&["global", "rib", "-a", "ipv4"]);
-                v6 = l.gobgp(&["global", "rib", "-a", "ipv6"]);
-                if v4.contains("203.0.113.60/32") && v6.contains("2001:db8:1::60/128") {
-                    break;
-                }
-                sp.run_for(Duration::from_millis(100));
-            }
+            let rib = |fam: &str| l.gobgp(&["global", "rib", "-a", fam]);
+            sp.until(
+                "both prefixes at GoBGP",
+                || rib("ipv4") + &rib("ipv6"),
+                |o| o.contains("203.0.113.60/32") && o.contains("2001:db8:1::60/128"),
+            );
+            let (v4, v6) = (rib("ipv4"), rib("ipv6"));
             assert!(
                 v4.contains("203.0.113.60/32") && v4.contains("192.0.2.10") && v4.contains("64512"),
                 "{v4}"
@@ -758,17 +740,10 @@ fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities() {
                 "{v6}"
             );
             sp.set(&[("2001:db8:1::60/128", attrs())]);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline
-                && l.gobgp(&["global", "rib", "-a", "ipv4"])
-                    .contains("203.0.113.60/32")
-            {
-                sp.run_for(Duration::from_millis(100));
-            }
-            assert!(
-                !l.gobgp(&["global", "rib", "-a", "ipv4"])
-                    .contains("203.0.113.60/32"),
-                "withdrawal not seen"
+            sp.until(
+                "the IPv4 withdrawal at GoBGP",
+                || rib("ipv4"),
+                |o| !o.contains("203.0.113.60/32"),
             );
         },
     );
@@ -920,16 +895,14 @@ fn frr_receives_prefixes_with_communities_over_an_md5_session() {
             sp.wait("Established", |s| {
                 s.state == State::Established && s.prefixes_announced == 2
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let (mut v4, mut v6) = (String::new(), String::new());
-            while Instant::now() < deadline {
-                v4 = l.vtysh("show bgp ipv4 unicast 203.0.113.80/32");
-                v6 = l.vtysh("show bgp ipv6 unicast 2001:db8:1::80/128");
-                if v4.contains("64512:100") && v6.contains("2001:db8::10") {
-                    break;
-                }
-                sp.run_for(Duration::from_millis(100));
-            }
+            let v4q = || l.vtysh("show bgp ipv4 unicast 203.0.113.80/32");
+            let v6q = || l.vtysh("show bgp ipv6 unicast 2001:db8:1::80/128");
+            sp.until(
+                "both prefixes at FRR",
+                || v4q() + &v6q(),
+                |o| o.contains("64512:100") && o.contains("2001:db8::10"),
+            );
+            let (v4, v6) = (v4q(), v6q());
             assert!(
                 v4.contains("Community: 64512:100") && v4.contains("Large Community: 64512:1:1"),
                 "{v4}"
@@ -937,16 +910,9 @@ fn frr_receives_prefixes_with_communities_over_an_md5_session() {
             assert!(v4.contains("192.0.2.10") && v4.contains("64512"), "{v4}");
             assert!(v6.contains("2001:db8::10"), "{v6}");
             sp.set(&[("2001:db8:1::80/128", attrs())]);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline
-                && !l
-                    .vtysh("show bgp ipv4 unicast 203.0.113.80/32")
-                    .contains("not in table")
-            {
-                sp.run_for(Duration::from_millis(100));
-            }
-            let gone = l.vtysh("show bgp ipv4 unicast 203.0.113.80/32");
-            assert!(gone.contains("not in table"), "withdrawal not seen: {gone}");
+            sp.until("the IPv4 withdrawal at FRR", v4q, |o| {
+                o.contains("not in table")
+            });
         },
     );
 }
