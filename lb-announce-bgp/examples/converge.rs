@@ -228,6 +228,7 @@ fn ours(lab: &Lab, n: u32) -> (f64, f64, f64) {
                             graceful_restart: None,
                             connect_retry: Duration::from_millis(100),
                             connect_retry_max: Duration::from_secs(1),
+                            passive: false,
                         },
                         address: "192.0.2.1:179".parse().expect("addr"),
                         source: None,
@@ -235,6 +236,8 @@ fn ours(lab: &Lab, n: u32) -> (f64, f64, f64) {
                         next_hop_v6: None,
                         connect_timeout: Duration::from_secs(3),
                         md5_password: None,
+                        ttl: None,
+                        ttl_security: None,
                     })
                 });
                 s.set_routes(routes);

@@ -62,6 +62,7 @@ pub fn peer_config(
                 .then_some((GRACEFUL_RESTART_TIME, false)),
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(120),
+            passive: false,
         },
         address: SocketAddr::new(ip, peer.port),
         source: peer.source_address,
@@ -69,6 +70,14 @@ pub fn peer_config(
         next_hop_v6: None,
         connect_timeout: peer.connect_time.unwrap_or(CONNECT_TIMEOUT),
         md5_password: password,
+        // eBGP peers are one hop away unless `ebgpMultiHop` says otherwise (as FRR does);
+        // iBGP keeps the kernel's default.
+        ttl: match (peer.is_ibgp(), peer.ebgp_multihop) {
+            (true, _) => None,
+            (false, false) => Some(1),
+            (false, true) => Some(255),
+        },
+        ttl_security: None,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Config {
     /// First connect-retry delay; it doubles on each failure up to `connect_retry_max`.
     pub connect_retry: Duration,
     pub connect_retry_max: Duration,
+    /// Never open the connection; wait for the peer to (RFC 4271 PassiveTcpEstablishment).
+    pub passive: bool,
 }
 
 impl Config {
@@ -110,6 +112,10 @@ pub enum Input {
     Expired(Timer),
     /// We sent an UPDATE: it counts as a keepalive (RFC 4271 §4.4).
     UpdateSent,
+    /// The connection this machine runs lost a collision (RFC 4271 §6.8, see
+    /// [`resolve_collision`]): it is closed with Cease 7 and the machine waits in Active for
+    /// the connection that won.
+    CollisionLost,
 }
 
 /// What the session agreed on.
@@ -166,6 +172,41 @@ pub struct Fsm {
     state: State,
     retry: Duration,
     negotiated: Option<Negotiated>,
+    /// Between Start and Stop: a connection the peer opens is taken even in Idle, while the
+    /// machine waits to retry.
+    started: bool,
+}
+
+/// Which of two connections to the same peer survives (RFC 4271 §6.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    Existing,
+    New,
+}
+
+/// RFC 4271 §6.8 connection collision: with the existing connection in `existing_state`, a new
+/// one whose OPEN names `remote_id` arrives. An Established connection always stays. Otherwise
+/// the connection opened by the speaker with the higher BGP Identifier (compared as unsigned
+/// 32-bit numbers) survives. Two connections opened by the peer mean it gave up the first.
+pub fn resolve_collision(
+    local_id: Ipv4Addr,
+    remote_id: Ipv4Addr,
+    existing_state: State,
+    existing_outbound: bool,
+    new_outbound: bool,
+) -> Keep {
+    if existing_state == State::Established {
+        return Keep::Existing;
+    }
+    if existing_outbound == new_outbound {
+        return Keep::New;
+    }
+    let ours_wins = u32::from(local_id) > u32::from(remote_id);
+    if ours_wins == existing_outbound {
+        Keep::Existing
+    } else {
+        Keep::New
+    }
 }
 
 impl Fsm {
@@ -176,6 +217,7 @@ impl Fsm {
             state: State::Idle,
             retry,
             negotiated: None,
+            started: false,
         }
     }
 
@@ -206,12 +248,16 @@ impl Fsm {
         let mut out = Vec::new();
         match (self.state, input) {
             (State::Idle, Input::Start) => {
-                self.go(State::Connect, &mut out);
-                out.push(Output::Connect);
+                self.started = true;
+                self.connect_or_wait(&mut out);
             }
             (_, Input::Start) => {}
-            (State::Idle, Input::Stop { .. }) => out.push(Output::Cancel(Timer::ConnectRetry)),
+            (State::Idle, Input::Stop { .. }) => {
+                self.started = false;
+                out.push(Output::Cancel(Timer::ConnectRetry));
+            }
             (s, Input::Stop { cease }) => {
+                self.started = false;
                 if s >= State::OpenSent {
                     out.push(Output::Send(Message::Notification(Notification::cease(
                         cease,
@@ -223,10 +269,10 @@ impl Fsm {
             }
             (State::Idle, Input::Expired(Timer::ConnectRetry))
             | (State::Active, Input::Expired(Timer::ConnectRetry)) => {
-                self.go(State::Connect, &mut out);
-                out.push(Output::Connect);
+                self.connect_or_wait(&mut out);
             }
-            (State::Connect | State::Active, Input::TcpConnected) => {
+            (State::Idle, Input::TcpConnected) if !self.started => {}
+            (State::Idle | State::Connect | State::Active, Input::TcpConnected) => {
                 out.push(Output::Cancel(Timer::ConnectRetry));
                 out.push(Output::Send(Message::Open(self.cfg.open())));
                 out.push(Output::Arm(Timer::Hold, OPEN_WAIT));
@@ -262,8 +308,27 @@ impl Fsm {
             (_, Input::Malformed(_)) => {}
             (s, Input::Received(m)) if s >= State::OpenSent => self.on_message(m, &mut out),
             (_, Input::Received(_)) => {}
+            (State::OpenSent | State::OpenConfirm, Input::CollisionLost) => {
+                out.push(Output::Send(Message::Notification(Notification::cease(7))));
+                out.push(Output::Disconnect);
+                out.push(Output::Cancel(Timer::Hold));
+                out.push(Output::Cancel(Timer::Keepalive));
+                self.negotiated = None;
+                self.go(State::Active, &mut out);
+            }
+            (_, Input::CollisionLost) => {}
         }
         out
+    }
+
+    /// Opens the connection, or in passive mode waits in Active for the peer's.
+    fn connect_or_wait(&mut self, out: &mut Vec<Output>) {
+        if self.cfg.passive {
+            self.go(State::Active, out);
+        } else {
+            self.go(State::Connect, out);
+            out.push(Output::Connect);
+        }
     }
 
     fn on_message(&mut self, m: Message, out: &mut Vec<Output>) {

@@ -20,6 +20,7 @@
 
 pub mod announcer;
 pub mod fsm;
+pub mod listen;
 pub mod packet;
 pub mod session;
 mod sys;

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::fsm::{self, Down, Fsm, Input, Negotiated, Output, State, Timer};
 use crate::packet::{
-    AfiSafi, AsPath, Context, DecodeError, Decoded, Message, Origin, PathAttributes, Update,
+    AfiSafi, AsPath, Context, DecodeError, Decoded, Message, Open, Origin, PathAttributes, Update,
     UpdateBuilder, message_len,
 };
 
@@ -54,6 +54,41 @@ pub struct PeerConfig {
     pub connect_timeout: Duration,
     /// TCP-MD5 password (RFC 2385).
     pub md5_password: Option<String>,
+    /// TTL (IPv4) / hop limit (IPv6) of our packets; `None` keeps the kernel's default (64).
+    /// eBGP peers are conventionally one hop away (1) unless configured as multihop (255).
+    pub ttl: Option<u8>,
+    /// GTSM (RFC 5082): send with TTL 255 and drop the peer's packets that crossed more than
+    /// this many hops (1: directly connected). Takes precedence over `ttl`.
+    pub ttl_security: Option<u8>,
+}
+
+impl PeerConfig {
+    /// A session to `address` with the kernel's defaults for everything optional.
+    pub fn new(fsm: fsm::Config, address: SocketAddr) -> Self {
+        PeerConfig {
+            fsm,
+            address,
+            source: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+            connect_timeout: Duration::from_secs(10),
+            md5_password: None,
+            ttl: None,
+            ttl_security: None,
+        }
+    }
+
+    /// Applies the TTL / GTSM settings to a socket of this session.
+    pub(crate) fn apply_ttl(&self, fd: std::os::fd::RawFd, ipv6: bool) -> io::Result<()> {
+        match (self.ttl_security, self.ttl) {
+            (Some(hops), _) => {
+                crate::sys::set_ttl(fd, ipv6, 255)?;
+                crate::sys::set_min_ttl(fd, ipv6, 255u8.saturating_sub(hops.max(1) - 1))
+            }
+            (None, Some(ttl)) => crate::sys::set_ttl(fd, ipv6, ttl),
+            (None, None) => Ok(()),
+        }
+    }
 }
 
 /// What a session looks like from outside.
@@ -83,10 +118,15 @@ impl Default for SessionStatus {
 
 // `Frame` carries a decoded message; boxing it would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
-enum Event {
+pub(crate) enum Event {
     SetRoutes(BTreeMap<IpNetwork, RouteAttrs>),
     Stop,
     Connected(io::Result<TcpStream>),
+    /// The peer connected to a [`Listener`](crate::listen::Listener).
+    Accepted(TcpStream),
+    /// A second connection's first message (its OPEN) and the bytes after it, or nothing if
+    /// it closed or sent something else first.
+    CandidateOpen(Option<Candidate>),
     Frame(u64, Result<Decoded, DecodeError>),
     Closed(u64),
 }
@@ -94,9 +134,11 @@ enum Event {
 /// A running session. Dropping it aborts the task; [`Session::stop`] sends Cease first.
 #[derive(Debug)]
 pub struct Session {
-    events: mpsc::UnboundedSender<Event>,
+    pub(crate) events: mpsc::UnboundedSender<Event>,
     status: watch::Receiver<SessionStatus>,
     task: Option<JoinHandle<()>>,
+    pub(crate) peer: IpAddr,
+    pub(crate) md5_password: Option<String>,
 }
 
 impl Session {
@@ -105,6 +147,7 @@ impl Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(SessionStatus::default());
         let fsm = Fsm::new(cfg.fsm.clone());
+        let (peer, md5_password) = (cfg.address.ip(), cfg.md5_password.clone());
         let driver = Driver {
             cfg,
             fsm,
@@ -116,12 +159,16 @@ impl Session {
             sent: BTreeMap::new(),
             status: status_tx,
             four_octet: Arc::new(AtomicBool::new(true)),
+            candidate: false,
+            link_local: None,
         };
         let task = tokio::spawn(driver.run(rx));
         Session {
             events: tx,
             status,
             task: Some(task),
+            peer,
+            md5_password,
         }
     }
 
@@ -168,10 +215,21 @@ impl Drop for Driver {
     }
 }
 
+/// A second connection whose OPEN has been read.
+pub(crate) struct Candidate {
+    stream: TcpStream,
+    outbound: bool,
+    open: Open,
+    /// Bytes received after the OPEN.
+    rest: Vec<u8>,
+}
+
 struct Conn {
     writer: OwnedWriteHalf,
     reader: JoinHandle<()>,
     local: SocketAddr,
+    /// Opened by us (rather than accepted): decides connection collisions.
+    outbound: bool,
 }
 
 struct Driver {
@@ -187,6 +245,11 @@ struct Driver {
     status: watch::Sender<SessionStatus>,
     /// The AS_PATH width the reader decodes with.
     four_octet: Arc<AtomicBool>,
+    /// A second connection is having its OPEN read (at most one at a time).
+    candidate: bool,
+    /// Our link-local address on the interface shared with an on-link IPv6 peer: the second
+    /// IPv6 next hop (RFC 2545 §3).
+    link_local: Option<Ipv6Addr>,
 }
 
 impl Driver {
@@ -211,11 +274,16 @@ impl Driver {
                             self.feed(Input::TcpClosed).await;
                         }
                     }
-                    Some(Event::Connected(Ok(stream))) => self.connected(stream).await,
-                    Some(Event::Connected(Err(e))) => {
+                    Some(Event::Connected(Ok(stream))) => self.new_connection(stream, true).await,
+                    Some(Event::Accepted(stream)) => self.new_connection(stream, false).await,
+                    Some(Event::CandidateOpen(c)) => self.candidate_open(c).await,
+                    // A failed attempt matters only while it is what the session waits for,
+                    // not once the peer's own connection has been taken.
+                    Some(Event::Connected(Err(e))) if self.conn.is_none() => {
                         self.status.send_modify(|s| s.last_down = Some(format!("connect: {e}")));
                         self.feed(Input::TcpFailed).await;
                     }
+                    Some(Event::Connected(Err(_))) => {}
                     Some(Event::Frame(id, _)) | Some(Event::Closed(id)) if id != self.conn_id => {}
                     Some(Event::Frame(_, Ok(d))) => {
                         if matches!(d.message, Message::Update(_)) {
@@ -355,6 +423,7 @@ impl Driver {
                 if let Some(pw) = &cfg.md5_password {
                     crate::sys::set_tcp_md5(socket.as_raw_fd(), cfg.address.ip(), pw.as_bytes())?;
                 }
+                cfg.apply_ttl(socket.as_raw_fd(), cfg.address.is_ipv6())?;
                 if let Some(src) = cfg.source {
                     socket.bind(SocketAddr::new(src, 0))?;
                 }
@@ -368,11 +437,80 @@ impl Driver {
         });
     }
 
-    async fn connected(&mut self, stream: TcpStream) {
+    /// A connection we opened or the peer opened. The first one is the session's; one that
+    /// arrives while the session's is opening is a collision, resolved once its OPEN is read;
+    /// any other is refused with Cease 7 (Connection Collision Resolution).
+    async fn new_connection(&mut self, stream: TcpStream, outbound: bool) {
+        let state = self.fsm.state();
+        if !outbound
+            && let Err(e) = self
+                .cfg
+                .apply_ttl(stream.as_raw_fd(), self.cfg.address.is_ipv6())
+        {
+            self.status
+                .send_modify(|s| s.last_down = Some(format!("accept: {e}")));
+            return;
+        }
+        if self.conn.is_none() && state <= State::Active {
+            self.adopt(stream, outbound, Vec::new()).await;
+        } else if matches!(state, State::OpenSent | State::OpenConfirm) && !self.candidate {
+            self.candidate = true;
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let c = read_open(stream, outbound).await;
+                let _ = events.send(Event::CandidateOpen(c));
+            });
+        } else {
+            refuse(stream).await;
+        }
+    }
+
+    /// The OPEN on a second connection has been read: keep one of the two (RFC 4271 §6.8).
+    async fn candidate_open(&mut self, c: Option<Candidate>) {
+        self.candidate = false;
+        let Some(Candidate {
+            stream,
+            outbound: new_outbound,
+            open,
+            rest,
+        }) = c
+        else {
+            return;
+        };
+        let state = self.fsm.state();
+        if let Some(existing) = &self.conn {
+            let keep = fsm::resolve_collision(
+                self.cfg.fsm.router_id,
+                open.bgp_id,
+                state,
+                existing.outbound,
+                new_outbound,
+            );
+            if keep == fsm::Keep::Existing {
+                refuse(stream).await;
+                return;
+            }
+            self.feed(Input::CollisionLost).await;
+        }
+        self.adopt(stream, new_outbound, rest).await;
+        self.feed(Input::Received(Message::Open(open))).await;
+    }
+
+    async fn adopt(&mut self, stream: TcpStream, outbound: bool, rest: Vec<u8>) {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
             self.feed(Input::TcpFailed).await;
             return;
+        };
+        // An IPv4 peer accepted on a dual-stack listener shows as ::ffff:a.b.c.d.
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        self.link_local = match (local.ip(), self.cfg.address.ip()) {
+            (IpAddr::V6(l), IpAddr::V6(p)) => {
+                std::fs::read_to_string("/proc/thread-self/net/if_inet6")
+                    .ok()
+                    .and_then(|t| link_local_next_hop(&t, l, p))
+            }
+            _ => None,
         };
         self.conn_id += 1;
         let id = self.conn_id;
@@ -382,6 +520,7 @@ impl Driver {
         let four_octet = self.four_octet.clone();
         let reader = tokio::spawn(async move {
             let mut buf: Vec<u8> = Vec::with_capacity(65536);
+            buf.extend_from_slice(&rest);
             let mut chunk = vec![0u8; 65536];
             loop {
                 match message_len(&buf) {
@@ -413,6 +552,7 @@ impl Driver {
             writer,
             reader,
             local,
+            outbound,
         });
         self.feed(Input::TcpConnected).await;
     }
@@ -472,7 +612,8 @@ impl Driver {
                 large_communities: attrs.large_communities.clone(),
                 ..Default::default()
             };
-            msgs.extend(builder.announce(&pa, prefixes, &nh6.into_iter().collect::<Vec<_>>()));
+            let nh6: Vec<Ipv6Addr> = nh6.into_iter().chain(self.link_local).collect();
+            msgs.extend(builder.announce(&pa, prefixes, &nh6));
         }
         let new_sent: BTreeMap<IpNetwork, RouteAttrs> = self
             .desired
@@ -502,6 +643,80 @@ impl Driver {
     }
 }
 
+/// How long a second connection may take to send its OPEN.
+const CANDIDATE_OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Reads the first message of a second connection; it must be an OPEN.
+async fn read_open(mut stream: TcpStream, outbound: bool) -> Option<Candidate> {
+    let read = async {
+        let mut buf = Vec::with_capacity(4096);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(len) = message_len(&buf).ok()?
+                && buf.len() >= len
+            {
+                let d = Message::decode(&buf[..len], &Context::default()).ok()?;
+                let Message::Open(open) = d.message else {
+                    return None;
+                };
+                return Some((open, buf[len..].to_vec()));
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let (open, rest) = tokio::time::timeout(CANDIDATE_OPEN_WAIT, read)
+        .await
+        .ok()
+        .flatten()?;
+    Some(Candidate {
+        stream,
+        outbound,
+        open,
+        rest,
+    })
+}
+
+/// Closes a connection that lost a collision or came when the session had one already.
+async fn refuse(mut stream: TcpStream) {
+    let bytes =
+        Message::Notification(crate::packet::Notification::cease(7)).to_bytes(&Context::default());
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Our link-local address on the interface that holds `local`, when `peer` is in one of that
+/// interface's prefixes; `if_inet6` is the text of `/proc/net/if_inet6`.
+pub fn link_local_next_hop(if_inet6: &str, local: Ipv6Addr, peer: Ipv6Addr) -> Option<Ipv6Addr> {
+    // "20010db8000000000000000000000010 02 40 00 80 eth0": address, ifindex, prefix length,
+    // scope, flags, name; all hex.
+    let rows: Vec<(Ipv6Addr, u8, u8, &str)> = if_inet6
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let [addr, _, plen, scope, _, name] = f.as_slice() else {
+                return None;
+            };
+            let a = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
+            let plen = u8::from_str_radix(plen, 16).ok()?;
+            let scope = u8::from_str_radix(scope, 16).ok()?;
+            Some((a, plen, scope, *name))
+        })
+        .collect();
+    let (_, plen, _, name) = rows.iter().find(|r| r.0 == local)?;
+    let on_link = ipnetwork::Ipv6Network::new(local, *plen)
+        .ok()
+        .is_some_and(|n| n.contains(peer) && *plen < 128);
+    if !on_link {
+        return None;
+    }
+    rows.iter()
+        .find(|r| r.3 == *name && r.2 == 0x20 && r.0.is_unicast_link_local())
+        .map(|r| r.0)
+}
+
 fn family_of(p: &IpNetwork) -> AfiSafi {
     match p {
         IpNetwork::V4(_) => AfiSafi::IPV4_UNICAST,
@@ -513,5 +728,75 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IF_INET6: &str = "\
+00000000000000000000000000000001 01 80 10 80       lo
+20010db8000000000000000000000010 02 40 00 80     eth0
+fe800000000000000c9a3ffffe0b1a2b 02 40 20 80     eth0
+20010db8000100000000000000000005 03 40 00 80     eth1
+fe800000000000000000000000000099 03 40 20 80     eth1
+";
+
+    #[test]
+    fn link_local_next_hop_is_the_interface_of_an_on_link_peer() {
+        let ll = |l: &str, p: &str| {
+            link_local_next_hop(IF_INET6, l.parse().unwrap(), p.parse().unwrap())
+        };
+        assert_eq!(
+            ll("2001:db8::10", "2001:db8::1"),
+            Some("fe80::c9a:3fff:fe0b:1a2b".parse().unwrap())
+        );
+        assert_eq!(
+            ll("2001:db8:1::5", "2001:db8:1::1"),
+            Some("fe80::99".parse().unwrap())
+        );
+        // Not on-link (multihop), an address that is not ours, a /128 on loopback.
+        assert_eq!(ll("2001:db8::10", "2001:db8:2::1"), None);
+        assert_eq!(ll("2001:db8::11", "2001:db8::1"), None);
+        assert_eq!(ll("::1", "::1"), None);
+        assert_eq!(
+            link_local_next_hop("garbage\n", "::1".parse().unwrap(), "::1".parse().unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn gtsm_sets_ttl_255_and_the_minimum_from_the_hop_count() {
+        let mut c = PeerConfig::new(
+            fsm::Config {
+                local_as: 1,
+                router_id: Ipv4Addr::new(192, 0, 2, 1),
+                remote_as: fsm::RemoteAs::Fixed(2),
+                hold_time: 90,
+                keepalive: None,
+                families: vec![AfiSafi::IPV4_UNICAST],
+                graceful_restart: None,
+                connect_retry: Duration::from_secs(1),
+                connect_retry_max: Duration::from_secs(1),
+                passive: false,
+            },
+            "192.0.2.2:179".parse().unwrap(),
+        );
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.ttl = Some(1);
+        c.apply_ttl(s.as_raw_fd(), false).unwrap();
+        assert_eq!(s.ttl().unwrap(), 1);
+        c.ttl_security = Some(2);
+        c.apply_ttl(s.as_raw_fd(), false).unwrap();
+        assert_eq!(s.ttl().unwrap(), 255);
+        assert_eq!(min_ttl(&s), 254);
+        c.ttl_security = Some(1);
+        c.apply_ttl(s.as_raw_fd(), false).unwrap();
+        assert_eq!(min_ttl(&s), 255);
+    }
+
+    fn min_ttl(s: &std::net::UdpSocket) -> i32 {
+        crate::sys::get_min_ttl(s.as_raw_fd()).unwrap()
     }
 }

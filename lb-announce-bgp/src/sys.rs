@@ -1,5 +1,6 @@
-//! Socket options libc does not wrap: TCP-MD5 signatures (RFC 2385). The only module of this
-//! crate with `unsafe`.
+//! Socket options std and tokio do not wrap: TCP-MD5 signatures (RFC 2385), the outgoing TTL /
+//! hop limit of both families and the minimum TTL accepted (GTSM, RFC 5082). The only module of
+//! this crate with `unsafe`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -68,6 +69,64 @@ pub fn set_tcp_md5(fd: RawFd, peer: IpAddr, key: &[u8]) -> io::Result<()> {
     }
 }
 
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the option value is a c_int that lives across the call, with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) of the packets this socket sends.
+pub fn set_ttl(fd: RawFd, ipv6: bool, ttl: u8) -> io::Result<()> {
+    if ipv6 {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, ttl.into())
+    } else {
+        set_int(fd, libc::IPPROTO_IP, libc::IP_TTL, ttl.into())
+    }
+}
+
+/// Drops received packets whose TTL / hop limit is below `min` (GTSM, RFC 5082 §3).
+pub fn set_min_ttl(fd: RawFd, ipv6: bool, min: u8) -> io::Result<()> {
+    if ipv6 {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, min.into())
+    } else {
+        set_int(fd, libc::IPPROTO_IP, libc::IP_MINTTL, min.into())
+    }
+}
+
+/// The IPv4 minimum TTL set on a socket.
+#[cfg(test)]
+pub fn get_min_ttl(fd: RawFd) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MINTTL,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +134,24 @@ mod tests {
     #[test]
     fn the_struct_has_the_kernels_size() {
         assert_eq!(size_of::<TcpMd5Sig>(), 216);
+    }
+
+    #[test]
+    fn ttl_and_minimum_ttl_are_set_on_both_families() {
+        for v6 in [false, true] {
+            let s = if v6 {
+                std::net::UdpSocket::bind("[::1]:0")
+            } else {
+                std::net::UdpSocket::bind("127.0.0.1:0")
+            };
+            let Ok(s) = s else { continue };
+            use std::os::fd::AsRawFd;
+            set_ttl(s.as_raw_fd(), v6, 255).unwrap();
+            set_min_ttl(s.as_raw_fd(), v6, 254).unwrap();
+            if !v6 {
+                assert_eq!(s.ttl().unwrap(), 255);
+            }
+        }
     }
 
     #[test]

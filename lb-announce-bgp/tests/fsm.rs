@@ -19,6 +19,7 @@ fn cfg() -> Config {
         graceful_restart: Some((120, false)),
         connect_retry: Duration::from_secs(1),
         connect_retry_max: Duration::from_secs(8),
+        passive: false,
     }
 }
 
@@ -373,4 +374,106 @@ fn restarting_flag_is_announced_after_a_restart() {
         })
         .unwrap();
     assert!(open.has(|c| matches!(c, Capability::GracefulRestart(g) if g.restarted)));
+}
+
+#[test]
+fn passive_start_waits_in_active_without_connecting_and_takes_the_peers_connection() {
+    let mut c = cfg();
+    c.passive = true;
+    let mut f = Fsm::new(c);
+    assert_eq!(
+        f.handle(Input::Start),
+        [Output::StateChanged(State::Active)]
+    );
+    let out = f.handle(Input::TcpConnected);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Send(Message::Open(_))))
+    );
+    assert_eq!(f.state(), State::OpenSent);
+    // After the session drops, retrying means waiting again, never connecting.
+    let out = f.handle(Input::TcpClosed);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Arm(Timer::ConnectRetry, _)))
+    );
+    let out = f.handle(Input::Expired(Timer::ConnectRetry));
+    assert!(!out.contains(&Output::Connect), "{out:?}");
+    assert_eq!(f.state(), State::Active);
+}
+
+#[test]
+fn a_connection_from_the_peer_is_taken_while_idle_between_retries_but_not_after_stop() {
+    let mut f = established(cfg(), 90);
+    f.handle(Input::TcpClosed);
+    assert_eq!(f.state(), State::Idle);
+    f.handle(Input::TcpConnected);
+    assert_eq!(f.state(), State::OpenSent);
+    f.handle(Input::Stop { cease: 2 });
+    assert!(f.handle(Input::TcpConnected).is_empty());
+    assert_eq!(f.state(), State::Idle);
+}
+
+#[test]
+fn losing_a_collision_sends_cease_7_and_waits_for_the_winning_connection() {
+    let mut f = open_sent(cfg());
+    f.handle(Input::Received(peer_open(64500, 90, mp_both())));
+    assert_eq!(f.state(), State::OpenConfirm);
+    let out = f.handle(Input::CollisionLost);
+    assert_eq!(sent_notification(&out), Some((6, 7)));
+    assert!(out.contains(&Output::Disconnect));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Arm(Timer::ConnectRetry, _))),
+        "the other connection carries on: no retry"
+    );
+    assert_eq!(f.state(), State::Active);
+    assert!(f.negotiated().is_none());
+    f.handle(Input::TcpConnected);
+    f.handle(Input::Received(peer_open(64500, 90, mp_both())));
+    f.handle(Input::Received(Message::Keepalive));
+    assert_eq!(f.state(), State::Established);
+    // An Established session never loses a collision.
+    assert!(f.handle(Input::CollisionLost).is_empty());
+}
+
+#[test]
+fn collision_keeps_the_connection_opened_by_the_higher_bgp_identifier() {
+    let low = Ipv4Addr::new(192, 0, 2, 1);
+    let high = Ipv4Addr::new(198, 51, 100, 1);
+    for existing in [State::OpenSent, State::OpenConfirm] {
+        // We (high) opened the existing connection; the peer's (low) arrives: ours stays.
+        assert_eq!(
+            resolve_collision(high, low, existing, true, false),
+            Keep::Existing
+        );
+        // We are lower: the peer's connection wins, whichever came first.
+        assert_eq!(
+            resolve_collision(low, high, existing, true, false),
+            Keep::New
+        );
+        assert_eq!(
+            resolve_collision(low, high, existing, false, true),
+            Keep::Existing
+        );
+        assert_eq!(
+            resolve_collision(high, low, existing, false, true),
+            Keep::New
+        );
+        // Identifiers compare as unsigned numbers, not as signed ones.
+        let top = Ipv4Addr::new(203, 0, 113, 1);
+        assert_eq!(
+            resolve_collision(top, Ipv4Addr::new(127, 0, 0, 1), existing, true, false),
+            Keep::Existing
+        );
+    }
+    // A second connection from the peer replaces its first; Established always stays.
+    assert_eq!(
+        resolve_collision(high, low, State::OpenSent, false, false),
+        Keep::New
+    );
+    assert_eq!(
+        resolve_collision(low, high, State::Established, true, false),
+        Keep::Existing
+    );
 }
