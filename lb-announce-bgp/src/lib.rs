@@ -6,17 +6,18 @@
 //!        │ Adj-RIB-Out diff ─► packet::UpdateBuilder ─► UPDATE bytes
 //! ```
 //!
-//! Built so far: `packet`, the IO-free codec (OPEN with capabilities, UPDATE with MP-BGP,
-//! communities and large communities, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH, End-of-RIB;
-//! RFC 7606 receive handling; UPDATE packing split at 4096 bytes); `fsm`, the RFC 4271 §8
-//! state machine as a pure function; `session`, the tokio driver (active connect with
-//! backoff, source address, TCP-MD5, Adj-RIB-Out diffing, End-of-RIB, route refresh, Cease on
-//! stop, graceful restart as a restarting speaker); `announcer`, `BgpAnnouncer` with MetalLB's
-//! metric names. Proven against BIRD, FRR and GoBGP (tests/interop.rs); `examples/converge.rs`
-//! measures 100,000 prefixes to BIRD beside BIRD -> BIRD.
-//!
-//! Still to come (the rest of the BGP issue): passive listening and collision handling,
-//! TTL/GTSM and multihop, and interop tests with ExaBGP.
+//! `packet` is the IO-free codec (OPEN with capabilities, UPDATE with MP-BGP, communities and
+//! large communities, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH, End-of-RIB; RFC 7606 receive
+//! handling; UPDATE packing split at 4096 bytes); `fsm` the RFC 4271 §8 state machine as a pure
+//! function, with passive mode and the §6.8 collision rule; `session` the tokio driver (active
+//! connect with backoff, source address, TCP-MD5, TTL for eBGP single-hop / multihop, GTSM,
+//! collision resolution, Adj-RIB-Out diffing, End-of-RIB, route refresh, Cease on stop,
+//! graceful restart as a restarting speaker, the link-local IPv6 next hop of an on-link
+//! session); `listen` the passive side shared by all sessions; `announcer` `BgpAnnouncer` with
+//! MetalLB's metric names. Proven against BIRD, FRR, GoBGP and ExaBGP (tests/interop.rs,
+//! tests/transport.rs); `examples/converge.rs` measures 100,000 prefixes to BIRD beside
+//! BIRD -> BIRD. BFD is still to come: a session takes its "peer is down" from outside through
+//! the same path as a closed connection.
 
 pub mod announcer;
 pub mod fsm;

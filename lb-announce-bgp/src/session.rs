@@ -121,6 +121,7 @@ impl Default for SessionStatus {
 pub(crate) enum Event {
     SetRoutes(BTreeMap<IpNetwork, RouteAttrs>),
     Stop,
+    PeerDown,
     Connected(io::Result<TcpStream>),
     /// The peer connected to a [`Listener`](crate::listen::Listener).
     Accepted(TcpStream),
@@ -175,6 +176,12 @@ impl Session {
     /// Replaces the routes to announce; the peer gets only the difference.
     pub fn set_routes(&self, routes: BTreeMap<IpNetwork, RouteAttrs>) {
         let _ = self.events.send(Event::SetRoutes(routes));
+    }
+
+    /// The path to the peer failed, as BFD reports it (RFC 5882 §4.2): the session goes down
+    /// at once rather than when the hold timer expires, and reconnects as usual.
+    pub fn peer_down(&self) {
+        let _ = self.events.send(Event::PeerDown);
     }
 
     pub fn status(&self) -> SessionStatus {
@@ -268,6 +275,7 @@ impl Driver {
                         self.feed(Input::Stop { cease: 2 }).await;
                         return;
                     }
+                    Some(Event::PeerDown) => self.feed(Input::TcpClosed).await,
                     Some(Event::SetRoutes(r)) => {
                         self.desired = r;
                         if self.fsm.state() == State::Established && self.sync().await.is_err() {

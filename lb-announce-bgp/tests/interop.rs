@@ -1,4 +1,5 @@
-//! Our session against real BGP daemons (BIRD 2, GoBGP) in network namespaces this test creates.
+//! Our session against real BGP daemons (BIRD 2, FRR, GoBGP, ExaBGP) in network namespaces this
+//! test creates; the namespace lab is in `lab/`, session transport cases in `transport.rs`.
 //!
 //! ```text
 //!  ns node   eth0 192.0.2.10/24  2001:db8::10/64   our speaker, AS 64512 (in-process, via setns)
@@ -303,7 +304,7 @@ fn without_graceful_restart_a_crash_drops_our_routes_at_once() {
 }
 
 #[test]
-fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities() {
+fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities_and_again_after_it_restarts() {
     let Some(lab) = Lab::with_gobgp() else { return };
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
@@ -344,6 +345,7 @@ fn gobgp_receives_ipv4_and_ipv6_prefixes_with_communities() {
                 || rib("ipv4"),
                 |o| !o.contains("203.0.113.60/32"),
             );
+            restart_peer(sp, &l, || rib("ipv6"), |o| o.contains("2001:db8:1::60/128"));
         },
     );
 }
@@ -450,7 +452,7 @@ fn a_peer_sending_malformed_updates_gets_rfc_7606_handling_and_we_survive() {
 }
 
 #[test]
-fn frr_receives_prefixes_with_communities_over_an_md5_session() {
+fn frr_receives_prefixes_with_communities_over_an_md5_session_and_again_after_it_restarts() {
     let Some(lab) = Lab::with_frr("lb-secret") else {
         return;
     };
@@ -484,6 +486,196 @@ fn frr_receives_prefixes_with_communities_over_an_md5_session() {
             assert!(v6.contains("2001:db8::10"), "{v6}");
             sp.set(&[("2001:db8:1::80/128", attrs())]);
             sp.until("the IPv4 withdrawal at FRR", v4q, |o| {
+                o.contains("not in table")
+            });
+            restart_peer(sp, &l, v6q, |o| o.contains("2001:db8::10"));
+        },
+    );
+}
+
+/// Restarts the lab's peer daemon; the session must come back (a new Established) and `probe`
+/// at the restarted peer must satisfy `pred`: it has our routes again.
+fn restart_peer(sp: &Speaker, lab: &Lab, probe: impl Fn() -> String, pred: impl Fn(&str) -> bool) {
+    let before = sp.session.as_ref().unwrap().status().established_since;
+    lab.restart_router();
+    sp.wait("Established after the peer restarted", |s| {
+        s.state == State::Established && s.established_since != before
+    });
+    sp.until("our routes at the restarted peer", probe, pred);
+}
+
+/// Every UPDATE ExaBGP logged, as parsed JSON `message.update` objects.
+fn exabgp_updates(lab: &Lab) -> Vec<serde_json::Value> {
+    lab.exabgp_updates()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "update")
+        .map(|v| v["neighbor"]["message"]["update"].clone())
+        .collect()
+}
+
+/// The attributes ExaBGP last received with `prefix` (None if its last word was a withdrawal).
+fn exabgp_route(lab: &Lab, family: &str, prefix: &str) -> Option<serde_json::Value> {
+    let mut last = None;
+    for u in exabgp_updates(lab) {
+        if let Some(hops) = u["announce"][family].as_object() {
+            for (next_hop, nlris) in hops {
+                if nlris
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["nlri"] == prefix)
+                {
+                    let mut a = u["attribute"].clone();
+                    a["next-hop"] = next_hop.as_str().into();
+                    last = Some(a);
+                }
+            }
+        }
+        if u["withdraw"][family]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["nlri"] == prefix)
+        {
+            last = None;
+        }
+    }
+    last
+}
+
+#[test]
+fn exabgp_receives_ebgp_and_ibgp_prefixes_with_communities_local_pref_withdrawals_and_restarts() {
+    for (exa_as, ibgp) in [(64500, false), (64512, true)] {
+        let Some(lab) = Lab::with_exabgp(exa_as) else {
+            return;
+        };
+        let lab = std::sync::Arc::new(lab);
+        let l = lab.clone();
+        lab.with_speaker(
+            64512,
+            exa_as,
+            |_| {},
+            move |sp| {
+                sp.set(&[
+                    ("203.0.113.65/32", attrs()),
+                    ("2001:db8:1::65/128", attrs()),
+                ]);
+                let both = || {
+                    let v4 = exabgp_route(&l, "ipv4 unicast", "203.0.113.65/32");
+                    let v6 = exabgp_route(&l, "ipv6 unicast", "2001:db8:1::65/128");
+                    format!("{v4:?}\n{v6:?}")
+                };
+                sp.until("both prefixes at ExaBGP", both, |o| !o.contains("None"));
+                let v4 = exabgp_route(&l, "ipv4 unicast", "203.0.113.65/32").unwrap();
+                let v6 = exabgp_route(&l, "ipv6 unicast", "2001:db8:1::65/128").unwrap();
+                assert_eq!(v4["next-hop"], "192.0.2.10", "{v4}");
+                assert_eq!(v6["next-hop"], "2001:db8::10", "{v6}");
+                assert_eq!(v4["origin"], "igp");
+                assert_eq!(v4["community"], serde_json::json!([[64512, 100]]), "{v4}");
+                assert_eq!(
+                    v4["large-community"],
+                    serde_json::json!([[64512, 1, 1]]),
+                    "{v4}"
+                );
+                if ibgp {
+                    assert_eq!(
+                        v4["as-path"],
+                        serde_json::Value::Null,
+                        "empty AS path on iBGP: {v4}"
+                    );
+                    assert_eq!(v4["local-preference"], 200, "{v4}");
+                } else {
+                    assert_eq!(v4["as-path"], serde_json::json!([64512]), "{v4}");
+                    assert_eq!(
+                        v4["local-preference"],
+                        serde_json::Value::Null,
+                        "no localPref on eBGP: {v4}"
+                    );
+                }
+                assert_eq!(v6["community"], v4["community"], "{v6}");
+                sp.set(&[("2001:db8:1::65/128", attrs())]);
+                sp.until(
+                    "the IPv4 withdrawal at ExaBGP",
+                    || format!("{:?}", exabgp_route(&l, "ipv4 unicast", "203.0.113.65/32")),
+                    |o| o == "None",
+                );
+                std::fs::write(l.dir.join("exabgp.json"), "").unwrap();
+                restart_peer(
+                    sp,
+                    &l,
+                    || {
+                        format!(
+                            "{:?}",
+                            exabgp_route(&l, "ipv6 unicast", "2001:db8:1::65/128")
+                        )
+                    },
+                    |o| o != "None",
+                );
+            },
+        );
+    }
+}
+
+#[test]
+fn frr_receives_ibgp_routes_with_local_pref_over_an_ipv6_session_with_link_local_next_hop() {
+    let Some(lab) = Lab::with_frr_neighbor(64512, "2001:db8::10", 64512, "timers 3 9") else {
+        return;
+    };
+    let ll = run(&[
+        "ip",
+        "-n",
+        &lab.ns("node"),
+        "-6",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    let ll = String::from_utf8_lossy(&ll.stdout).into_owned();
+    let ll = ll
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let lab = std::sync::Arc::new(lab);
+    let l = lab.clone();
+    lab.with_speaker(
+        64512,
+        64512,
+        |c| {
+            c.address = "[2001:db8::1]:179".parse().unwrap();
+            c.next_hop_v4 = Some(Ipv4Addr::new(192, 0, 2, 10));
+            c.next_hop_v6 = None;
+        },
+        move |sp| {
+            sp.set(&[
+                ("203.0.113.85/32", attrs()),
+                ("2001:db8:1::85/128", attrs()),
+            ]);
+            sp.wait("Established", |s| {
+                s.state == State::Established && s.prefixes_announced == 2
+            });
+            let v4q = || l.vtysh("show bgp ipv4 unicast 203.0.113.85/32");
+            let v6q = || l.vtysh("show bgp ipv6 unicast 2001:db8:1::85/128");
+            sp.until(
+                "both prefixes at FRR",
+                || v4q() + &v6q(),
+                |o| o.matches("localpref 200").count() == 2,
+            );
+            let (v4, v6) = (v4q(), v6q());
+            assert!(v4.contains("192.0.2.10 from 2001:db8::10"), "{v4}");
+            assert!(v4.contains("Community: 64512:100"), "{v4}");
+            assert!(v6.contains("2001:db8::10 from 2001:db8::10"), "{v6}");
+            assert!(v6.contains(&ll), "link-local next hop {ll}: {v6}");
+            sp.set(&[("203.0.113.85/32", attrs())]);
+            sp.until("the IPv6 withdrawal at FRR", v6q, |o| {
                 o.contains("not in table")
             });
         },

@@ -519,6 +519,14 @@ fn when_bird_restarts_the_session_comes_back_with_our_routes() {
                 || l.birdc("show route all"),
                 |o| o.contains("203.0.113.95/32") && o.contains("2001:db8:ff::95/128"),
             );
+            // A path failure reported from outside (BFD) drops the session at once; it comes
+            // back by itself.
+            let second = sp.session.as_ref().unwrap().status().established_since;
+            sp.session.as_ref().unwrap().peer_down();
+            sp.wait("down after peer_down", |s| s.state != State::Established);
+            sp.wait("Established after peer_down", |s| {
+                s.state == State::Established && s.established_since != second
+            });
         },
     );
 }

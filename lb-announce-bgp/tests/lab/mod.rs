@@ -56,11 +56,16 @@ pub fn prerequisites() -> bool {
     false
 }
 
+/// A daemon's command line and environment.
+pub type Respawn = (Vec<String>, Vec<(String, String)>);
+
 pub struct Lab {
     pub tag: String,
     pub dir: PathBuf,
     /// A router daemon started here that writes no PID file (gobgpd).
-    pub child: Option<std::process::Child>,
+    pub child: std::sync::Mutex<Option<std::process::Child>>,
+    /// How that daemon was started (arguments, environment), to start it again.
+    pub respawn: Option<Respawn>,
 }
 
 impl Drop for Lab {
@@ -81,7 +86,7 @@ impl Drop for Lab {
             std::thread::sleep(Duration::from_millis(200));
             let _ = std::fs::remove_dir_all(&frr);
         }
-        if let Some(c) = &mut self.child {
+        if let Some(c) = self.child.get_mut().unwrap().as_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -94,9 +99,10 @@ impl Drop for Lab {
             }
         }
         for ns in ["node", "router", "far"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &format!("{}{ns}", self.tag)])
-                .status();
+            let name = format!("{}{ns}", self.tag);
+            if std::path::Path::new("/run/netns").join(&name).exists() {
+                let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -259,28 +265,26 @@ impl Lab {
         }
         let conf = "[global.config]\n  as = 64500\n  router-id = \"192.0.2.1\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"192.0.2.10\"\n    peer-as = 64512\n  [neighbors.transport.config]\n    passive-mode = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n";
         std::fs::write(lab.dir.join("gobgp.toml"), conf).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.ns("router"),
-                "gobgpd",
-                "-f",
-                lab.dir.join("gobgp.toml").to_str().unwrap(),
-                "-l",
-                "warn",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        lab.child = Some(child);
+        let conf = lab.dir.join("gobgp.toml").to_string_lossy().into_owned();
+        lab.spawn_router(&["gobgpd", "-f", &conf, "-l", "warn"], &[]);
         Some(lab)
     }
 
     /// Both namespaces, and FRR (zebra + bgpd) peering passively with 192.0.2.10 as AS 64500,
     /// with a TCP-MD5 password.
     pub fn with_frr(password: &str) -> Option<Lab> {
+        Lab::with_frr_neighbor(64500, "192.0.2.10", 64512, &format!("password {password}"))
+    }
+
+    /// Both namespaces, and FRR (zebra + bgpd) as AS `frr_as` peering passively with
+    /// `neighbor` (AS `remote_as`; `extra` is one more `neighbor X ...` setting), both unicast
+    /// families activated.
+    pub fn with_frr_neighbor(
+        frr_as: u32,
+        neighbor: &str,
+        remote_as: u32,
+        extra: &str,
+    ) -> Option<Lab> {
         let lab = Lab::namespaces()?;
         if !std::path::Path::new("/usr/lib/frr/bgpd").exists() {
             assert!(
@@ -290,8 +294,9 @@ impl Lab {
             eprintln!("skipped: FRR is not installed");
             return None;
         }
+        let n = neighbor;
         let conf = format!(
-            "frr defaults traditional\nhostname lbr\nrouter bgp 64500\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor 192.0.2.10 remote-as 64512\n neighbor 192.0.2.10 passive\n neighbor 192.0.2.10 password {password}\n address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n address-family ipv6 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n"
+            "frr defaults traditional\nhostname lbr\nrouter bgp {frr_as}\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor {n} remote-as {remote_as}\n neighbor {n} passive\n neighbor {n} {extra}\n address-family ipv4 unicast\n  neighbor {n} activate\n exit-address-family\n address-family ipv6 unicast\n  neighbor {n} activate\n exit-address-family\n"
         );
         // FRR runs as user frr: its files must be readable, its run directory its own.
         let f = lab.dir.join("frr.conf");
@@ -302,20 +307,131 @@ impl Lab {
         ok(&["mkdir", "-p", &run_dir]);
         ok(&["chown", "frr:frr", &run_dir]);
         for daemon in ["zebra", "bgpd"] {
-            ok(&[
-                "ip",
-                "netns",
-                "exec",
-                &lab.ns("router"),
-                &format!("/usr/lib/frr/{daemon}"),
-                "-d",
-                "-N",
-                &lab.tag,
-                "-f",
-                f.to_str().unwrap(),
-            ]);
+            lab.start_frr_daemon(daemon);
         }
         Some(lab)
+    }
+
+    /// Both namespaces, and ExaBGP peering passively with 192.0.2.10 as AS 64500 (or 64512
+    /// for iBGP); every UPDATE it receives is written as a JSON line to `exabgp.json`.
+    pub fn with_exabgp(exabgp_as: u32) -> Option<Lab> {
+        let mut lab = Lab::namespaces()?;
+        if !Command::new("sh")
+            .args(["-c", "command -v exabgp"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "exabgp is not installed"
+            );
+            eprintln!("skipped: exabgp is not installed");
+            return None;
+        }
+        let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
+        // ExaBGP counts a helper whose stdout closes as dead: the shell keeps it open.
+        std::fs::write(
+            d("receive.sh"),
+            format!("#!/bin/sh\ncat >> {}\n", d("exabgp.json")),
+        )
+        .unwrap();
+        ok(&["chmod", "755", &d("receive.sh")]);
+        let conf = format!(
+            "process receive {{\n  run {};\n  encoder json;\n}}\nneighbor 192.0.2.10 {{\n  router-id 192.0.2.1;\n  local-address 192.0.2.1;\n  local-as {exabgp_as};\n  peer-as 64512;\n  passive;\n  hold-time 9;\n  family {{ ipv4 unicast; ipv6 unicast; }}\n  api {{ processes [ receive ]; receive {{ parsed; update; }} }}\n}}\n",
+            d("receive.sh")
+        );
+        std::fs::write(d("exabgp.conf"), conf).unwrap();
+        let log = d("exabgp.log");
+        lab.spawn_router(
+            &["exabgp", &d("exabgp.conf")],
+            &[
+                ("exabgp.daemon.user", "root"),
+                ("exabgp.daemon.drop", "false"),
+                ("exabgp.api.cli", "false"),
+                ("exabgp.tcp.bind", "192.0.2.1"),
+                ("exabgp.log.destination", &log),
+            ],
+        );
+        Some(lab)
+    }
+
+    /// Starts a router daemon that stays in the foreground, in the router namespace.
+    fn spawn_router(&mut self, args: &[&str], envs: &[(&str, &str)]) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("router")])
+            .args(&args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        *self.child.lock().unwrap() = Some(child);
+        self.respawn = Some((args, envs));
+    }
+
+    /// Stops the lab's router daemon (gobgpd, ExaBGP, FRR's bgpd or BIRD) and starts it again
+    /// with the same configuration: the peer restarts.
+    pub fn restart_router(&self) {
+        if let Some((args, envs)) = &self.respawn {
+            let mut child = self.child.lock().unwrap();
+            if let Some(c) = child.as_mut() {
+                ok(&["kill", &c.id().to_string()]);
+                c.wait().unwrap();
+            }
+            let c = Command::new("ip")
+                .args(["netns", "exec", &self.ns("router")])
+                .args(args)
+                .envs(envs.iter().map(|(k, v)| (k, v)))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            *child = Some(c);
+        } else if self.dir.join("frr.conf").exists() {
+            let pidfile = PathBuf::from("/var/run/frr")
+                .join(&self.tag)
+                .join("bgpd.pid");
+            let pid = std::fs::read_to_string(&pidfile)
+                .unwrap()
+                .trim()
+                .to_string();
+            ok(&["kill", &pid]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                assert!(Instant::now() < deadline, "bgpd {pid} did not exit");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.start_frr_daemon("bgpd");
+        } else {
+            let conf = std::fs::read_to_string(self.dir.join("bird.conf")).unwrap();
+            self.stop_bird("bird");
+            self.start_bird("router", "bird", &conf);
+        }
+    }
+
+    fn start_frr_daemon(&self, daemon: &str) {
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns("router"),
+            &format!("/usr/lib/frr/{daemon}"),
+            "-d",
+            "-N",
+            &self.tag,
+            "-f",
+            self.dir.join("frr.conf").to_str().unwrap(),
+        ]);
+    }
+
+    /// The UPDATE messages ExaBGP has received so far, one JSON document per line.
+    pub fn exabgp_updates(&self) -> String {
+        std::fs::read_to_string(self.dir.join("exabgp.json")).unwrap_or_default()
     }
 
     /// `vtysh` against this lab's FRR.
@@ -346,7 +462,8 @@ impl Lab {
         let lab = Lab {
             tag,
             dir,
-            child: None,
+            child: Default::default(),
+            respawn: None,
         };
         let (node, router) = (lab.ns("node"), lab.ns("router"));
         for ns in [&node, &router] {
