@@ -15,6 +15,7 @@ use lb_core::config::{BgpPeer, Community, PeerAsn, PeerTarget};
 use lb_core::plan::{Announcement, How};
 
 use crate::fsm::{self, RemoteAs, State};
+use crate::listen::Listener;
 use crate::packet::AfiSafi;
 use crate::session::{PeerConfig, RouteAttrs, Session, SessionStatus};
 
@@ -167,7 +168,7 @@ impl BgpAnnouncer {
             &'static str,
             fn(&SessionStatus) -> u64,
         );
-        let metrics: [Metric; 3] = [
+        let metrics: [Metric; 4] = [
             (
                 "metallb_bgp_session_up",
                 "gauge",
@@ -179,6 +180,12 @@ impl BgpAnnouncer {
                 "counter",
                 "Number of BGP UPDATE messages sent",
                 |s| s.updates_sent,
+            ),
+            (
+                "lb_bgp_updates_received_total",
+                "counter",
+                "Number of BGP UPDATE messages received",
+                |s| s.updates_received,
             ),
             (
                 "metallb_bgp_announced_prefixes_total",
@@ -194,6 +201,16 @@ impl BgpAnnouncer {
             }
         }
         out
+    }
+
+    /// Also takes connections that the peers open, on `addr` (`[::]:179` for every address);
+    /// MetalLB's speaker only connects out. Keep the listener as long as the announcer.
+    pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<Listener> {
+        let l = Listener::bind(addr).await?;
+        for s in self.lock().values() {
+            l.register(s)?;
+        }
+        Ok(l)
     }
 
     /// Sends Cease to every peer and closes the sessions.

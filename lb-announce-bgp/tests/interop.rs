@@ -226,6 +226,10 @@ fn bgp_announcer_sends_plan_announcements_from_a_metallb_peer_to_bird() {
         metrics.contains("metallb_bgp_announced_prefixes_total{peer=\"router\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("lb_bgp_updates_received_total{peer=\"router\"}"),
+        "{metrics}"
+    );
     let _ = lab.wait_routes("nothing after Cease", |o| !o.contains("203.0.113.40/32"));
 }
 

@@ -29,15 +29,15 @@ use lb_announce_bgp::packet::{AfiSafi, Capability, Context, Message, Open};
 const NEGATIVE_WAIT: Duration = Duration::from_secs(4);
 
 #[test]
-fn a_passive_session_takes_the_connection_bird_opens_and_strangers_are_refused() {
+fn a_passive_md5_session_takes_the_connection_bird_opens_and_strangers_are_refused() {
     let Some(lab) = Lab::namespaces() else { return };
-    // BIRD connects (no `passive on`) and retries every second until we listen.
+    // BIRD connects (no `passive on`), signed, and retries every second until we listen.
     lab.start_bird(
         "router",
         "bird",
         &bird_conf(
             "192.0.2.1",
-            "local 192.0.2.1 as 64500;\n  neighbor 192.0.2.10 as 64512;\n  connect delay time 1;\n  connect retry time 1;",
+            "local 192.0.2.1 as 64500;\n  neighbor 192.0.2.10 as 64512;\n  connect delay time 1;\n  connect retry time 1;\n  password \"lb-secret\";",
         ),
     );
     let lab = std::sync::Arc::new(lab);
@@ -45,7 +45,10 @@ fn a_passive_session_takes_the_connection_bird_opens_and_strangers_are_refused()
     lab.with_speaker(
         64512,
         64500,
-        |c| c.fsm.passive = true,
+        |c| {
+            c.fsm.passive = true;
+            c.md5_password = Some("lb-secret".into());
+        },
         move |sp| {
             sp.set(&[("203.0.113.90/32", attrs())]);
             sp.run_for(NEGATIVE_WAIT / 2);
