@@ -66,6 +66,18 @@ pub trait LeaderElector: Send + Sync + Debug {
     async fn resign(&self) -> Result<(), ElectError>;
 }
 
+/// The views of a watch channel as a stream: the current one at once, then each change. For
+/// electors that keep their view in a `watch` channel.
+pub fn watch_stream(mut rx: watch::Receiver<Membership>) -> BoxStream<'static, Membership> {
+    let first = rx.borrow_and_update().clone();
+    let rest = stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let v = rx.borrow_and_update().clone();
+        Some((v, rx))
+    });
+    stream::once(async move { first }).chain(rest).boxed()
+}
+
 /// A fixed member set that tests (and single-node setups) change by hand.
 #[derive(Debug)]
 pub struct StaticElector {
@@ -113,14 +125,7 @@ impl LeaderElector for StaticElector {
     }
 
     fn watch(&self) -> BoxStream<'static, Membership> {
-        let mut rx = self.tx.subscribe();
-        let first = rx.borrow_and_update().clone();
-        let rest = stream::unfold(rx, |mut rx| async move {
-            rx.changed().await.ok()?;
-            let v = rx.borrow_and_update().clone();
-            Some((v, rx))
-        });
-        stream::once(async move { first }).chain(rest).boxed()
+        watch_stream(self.tx.subscribe())
     }
 
     async fn resign(&self) -> Result<(), ElectError> {
