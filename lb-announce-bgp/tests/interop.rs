@@ -626,28 +626,7 @@ fn frr_receives_ibgp_routes_with_local_pref_over_an_ipv6_session_with_link_local
     let Some(lab) = Lab::with_frr_neighbor(64512, "2001:db8::10", 64512, "timers 3 9") else {
         return;
     };
-    let ll = run(&[
-        "ip",
-        "-n",
-        &lab.ns("node"),
-        "-6",
-        "-o",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    let ll = String::from_utf8_lossy(&ll.stdout).into_owned();
-    let ll = ll
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ll = lab.node_link_local();
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
     lab.with_speaker(

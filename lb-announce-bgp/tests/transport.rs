@@ -443,29 +443,7 @@ fn an_on_link_ipv6_session_sends_the_link_local_next_hop_too() {
             "local 2001:db8::1 as 64500;\n  neighbor 2001:db8::10 as 64512;\n  passive on;",
         ),
     );
-    let ll = run(&[
-        "ip",
-        "-n",
-        &lab.ns("node"),
-        "-6",
-        "-o",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    let ll = String::from_utf8_lossy(&ll.stdout).into_owned();
-    let ll = ll
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(ll.starts_with("fe80:"), "{ll}");
+    let ll = lab.node_link_local();
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
     lab.with_speaker(

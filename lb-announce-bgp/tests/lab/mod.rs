@@ -59,6 +59,24 @@ pub fn prerequisites() -> bool {
 /// A daemon's command line and environment.
 pub type Respawn = (Vec<String>, Vec<(String, String)>);
 
+/// Whether the shell `check` succeeds; if not, the test is skipped, or fails when
+/// `LB_REQUIRE_NETNS=1`, saying `what` is not installed.
+fn installed(check: &str, what: &str) -> bool {
+    if Command::new("sh")
+        .args(["-c", check])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+        "{what} is not installed"
+    );
+    eprintln!("skipped: {what} is not installed");
+    false
+}
+
 pub struct Lab {
     pub tag: String,
     pub dir: PathBuf,
@@ -240,6 +258,35 @@ impl Lab {
         ]);
     }
 
+    /// The node's IPv6 link-local address on eth0.
+    pub fn node_link_local(&self) -> String {
+        let o = run(&[
+            "ip",
+            "-n",
+            &self.ns("node"),
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let ll = text
+            .split_whitespace()
+            .nth(3)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            ll.starts_with("fe80:"),
+            "no link-local address on the node: {text}"
+        );
+        ll
+    }
+
     /// `birdc` against instance `name`, command words split on spaces.
     pub fn birdc_at(&self, name: &str, cmd: &str) -> String {
         let sock = self.dir.join(format!("{name}.ctl"));
@@ -251,16 +298,7 @@ impl Lab {
     /// Both namespaces, and gobgpd peering passively with 192.0.2.10 as AS 64500.
     pub fn with_gobgp() -> Option<Lab> {
         let mut lab = Lab::namespaces()?;
-        if !Command::new("sh")
-            .args(["-c", "command -v gobgpd && command -v gobgp"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(
-                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-                "gobgpd is not installed"
-            );
-            eprintln!("skipped: gobgpd is not installed");
+        if !installed("command -v gobgpd && command -v gobgp", "gobgpd") {
             return None;
         }
         let conf = "[global.config]\n  as = 64500\n  router-id = \"192.0.2.1\"\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"192.0.2.10\"\n    peer-as = 64512\n  [neighbors.transport.config]\n    passive-mode = true\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n";
@@ -286,12 +324,7 @@ impl Lab {
         extra: &str,
     ) -> Option<Lab> {
         let lab = Lab::namespaces()?;
-        if !std::path::Path::new("/usr/lib/frr/bgpd").exists() {
-            assert!(
-                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-                "FRR is not installed"
-            );
-            eprintln!("skipped: FRR is not installed");
+        if !installed("test -x /usr/lib/frr/bgpd", "FRR") {
             return None;
         }
         let n = neighbor;
@@ -316,16 +349,7 @@ impl Lab {
     /// for iBGP); every UPDATE it receives is written as a JSON line to `exabgp.json`.
     pub fn with_exabgp(exabgp_as: u32) -> Option<Lab> {
         let mut lab = Lab::namespaces()?;
-        if !Command::new("sh")
-            .args(["-c", "command -v exabgp"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(
-                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-                "exabgp is not installed"
-            );
-            eprintln!("skipped: exabgp is not installed");
+        if !installed("command -v exabgp", "exabgp") {
             return None;
         }
         let d = |f: &str| lab.dir.join(f).to_string_lossy().into_owned();
