@@ -38,8 +38,47 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Run a node without Kubernetes: allocate, elect L2 owners with the other nodes, announce.
+    Standalone {
+        /// The same multi-document YAML as `check` and `plan`; reloaded on SIGHUP and when it
+        /// changes (a file with errors is refused and the running configuration stays).
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's name, as Node objects and advertisements' node selectors name it.
+        #[arg(long)]
+        node_name: String,
+        /// Another node's membership address; repeat for several.
+        #[arg(long = "join", value_name = "HOST:PORT")]
+        join: Vec<String>,
+        /// Membership address (UDP). With 0.0.0.0, the address towards the first --join is
+        /// the one other nodes are told.
+        #[arg(long, default_value = "0.0.0.0:7946")]
+        bind: std::net::SocketAddr,
+        /// Keep allocations here, so that a restart changes no address.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Serve /metrics, /healthz, /readyz and /status here.
+        #[arg(long, value_name = "ADDR:PORT")]
+        http: Option<std::net::SocketAddr>,
+        /// Put announced addresses on a dummy interface so that local sockets get their traffic
+        /// (needs net.ipv4.conf.all.arp_ignore=1 and arp_announce=2).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        local_delivery: bool,
+        /// The dummy interface for local delivery.
+        #[arg(long, default_value = "lb0")]
+        dummy_interface: String,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Print the version and the compiled announcement modes.
     Version,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -90,6 +129,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => print!("{}", r.render_table()),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Standalone {
+            config,
+            node_name,
+            join,
+            bind,
+            state_dir,
+            http,
+            local_delivery,
+            dummy_interface,
+            log_format,
+        } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let fmt = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            match log_format {
+                LogFormat::Text => fmt.init(),
+                LogFormat::Json => fmt.json().init(),
+            }
+            let opts = lb_bin::standalone::Options {
+                config,
+                node_name,
+                join,
+                bind,
+                state_dir,
+                http,
+                local_delivery: local_delivery.then_some(dummy_interface),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let status = lb_bin::standalone::SharedStatus::default();
+                let metrics = lb_bin::standalone::SharedMetrics::default();
+                if let Some(addr) = opts.http {
+                    let (s, m) = (status.clone(), metrics.clone());
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("--http {addr}"))?;
+                    tokio::spawn(async move {
+                        if let Err(e) = lb_bin::http::serve(l, s, m).await {
+                            tracing::error!("{e:#}");
+                        }
+                    });
+                }
+                lb_bin::standalone::run(opts, status, metrics).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {

@@ -205,6 +205,15 @@ fn node_usable(input: &PlanInput<'_>, node: &Node) -> Result<(), &'static str> {
 }
 
 /// Computes the plan of `input.node`.
+/// The BGP peers whose node selectors take `node`: the sessions that node runs.
+pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::BgpPeer> {
+    config
+        .peers
+        .values()
+        .filter(|p| any_matches(&p.node_selectors, &node.labels))
+        .collect()
+}
+
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     // Every live member and the planning node itself, with their labels, once.
@@ -383,12 +392,7 @@ fn plan_bgp(
         };
         return skip(out, k, "bgp", why);
     }
-    let peers: Vec<_> = input
-        .config
-        .peers
-        .values()
-        .filter(|p| any_matches(&p.node_selectors, &me.labels))
-        .collect();
+    let peers = peers_of(input.config, &me);
     for ip in &alloc.ips {
         let family = Family::of(*ip);
         // (prefix, peer) -> (localPref, communities), merged across ads.

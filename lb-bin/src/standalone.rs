@@ -1,0 +1,501 @@
+//! Standalone mode: a load balancer without Kubernetes. The configuration file holds the same
+//! `metallb.io` kinds and `v1` Services as `check` / `plan` read.
+//!
+//! ```text
+//!  FILE (load, reload on SIGHUP or change) ─► allocate (claims from --state-dir first) ─► state
+//!  SwimElector (membership) ─ live members ─┐            │ allocations
+//!                                           ▼            ▼
+//!                                   plan for this node ─► L2 announcer, BGP announcer,
+//!                                                          dummy interface (local delivery)
+//!  SIGTERM: leave the cluster, withdraw, BGP Cease, clear the dummy interface.
+//! ```
+//! Every pass is level-triggered: it recomputes the whole plan from the current config,
+//! allocations and members, and the announcers make the difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use lb_core::alloc::converge::inputs_from;
+use lb_core::alloc::{Outcome, PoolAllocator, converge};
+use lb_core::config::{Config, load_str};
+use lb_core::elect::LeaderElector;
+use lb_core::objects::ServiceKey;
+use lb_core::plan::{Announcement, How, MissingEndpoints, PlanInput, plan};
+use lb_core::{Announcer, Protocol};
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::local::LocalDelivery;
+use crate::members::SwimElector;
+
+/// Everything `lb-bin standalone` is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    pub node_name: String,
+    pub join: Vec<String>,
+    pub bind: SocketAddr,
+    pub state_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    /// The dummy interface for local delivery; `None` turns it off.
+    pub local_delivery: Option<String>,
+}
+
+/// What `/status` shows and `/readyz` reads.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub ready: bool,
+    pub members: Vec<String>,
+    pub announcements: Vec<StatusAnnouncement>,
+    /// The last configuration that was refused, with its errors.
+    pub config_errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StatusAnnouncement {
+    pub service: String,
+    pub ip: IpAddr,
+    pub protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
+    /// Seconds since the Unix epoch when this node started announcing it.
+    pub since: u64,
+}
+
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+/// The announcers' metrics text for `/metrics`, refreshed after every pass and every second.
+pub type SharedMetrics = Arc<Mutex<String>>;
+
+/// Reads and validates the file; a file with errors is refused with all of them.
+pub fn load(path: &Path) -> Result<Config> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let l = load_str(&text);
+    if !l.is_valid() {
+        let errs: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
+        bail!("{} has errors:\n  {}", path.display(), errs.join("\n  "));
+    }
+    for w in &l.errors {
+        warn!("config: {w}");
+    }
+    Ok(l.config)
+}
+
+/// The allocations kept in `--state-dir`: service -> addresses.
+#[derive(Debug)]
+struct State {
+    path: Option<PathBuf>,
+    saved: BTreeMap<String, Vec<IpAddr>>,
+}
+
+impl State {
+    fn open(dir: Option<&Path>) -> Result<State> {
+        let Some(dir) = dir else {
+            return Ok(State {
+                path: None,
+                saved: BTreeMap::new(),
+            });
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("allocations.json");
+        let saved = match std::fs::read_to_string(&path) {
+            Ok(t) => serde_json::from_str(&t)
+                .with_context(|| format!("{} is not an allocation file", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(State {
+            path: Some(path),
+            saved,
+        })
+    }
+
+    /// Writes the allocations if they changed (a new file, renamed over the old one).
+    fn save(&mut self, outcome: &Outcome) -> Result<()> {
+        let now: BTreeMap<String, Vec<IpAddr>> = outcome
+            .allocated
+            .iter()
+            .map(|(k, a)| (k.to_string(), a.ips.clone()))
+            .collect();
+        if now == self.saved {
+            return Ok(());
+        }
+        if let Some(path) = &self.path {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&now)?)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        self.saved = now;
+        Ok(())
+    }
+}
+
+/// Allocates for `config`: addresses held before (this run, or `--state-dir`) are claimed
+/// first, as a restarted controller claims its services' status addresses.
+fn allocate(config: &Config, state: &State) -> Outcome {
+    let pools: Vec<_> = config.pools.values().cloned().collect();
+    let mut alloc = PoolAllocator::new(&pools);
+    let mut inputs = inputs_from(config, None);
+    for i in &mut inputs {
+        if let Some(ips) = state.saved.get(&i.key.to_string()) {
+            i.status_ips = ips.clone();
+        }
+    }
+    converge(&mut alloc, inputs)
+}
+
+/// The address others reach this node's membership at: the bind address, or the source
+/// address towards the first seed.
+fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> {
+    if !bind.ip().is_unspecified() {
+        return Ok(bind);
+    }
+    let Some(seed) = seeds.first() else {
+        bail!(
+            "--bind {bind} does not say which address other nodes reach this one at; bind a concrete address or give --join"
+        );
+    };
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
+    probe.connect(seed)?;
+    Ok(SocketAddr::new(probe.local_addr()?.ip(), bind.port()))
+}
+
+/// The announcers this build has.
+struct Announcers {
+    #[cfg(feature = "l2")]
+    l2: Option<lb_announce_l2::L2Announcer>,
+    #[cfg(feature = "bgp")]
+    bgp: Option<(lb_announce_bgp::BgpAnnouncer, Vec<String>)>,
+}
+
+impl Announcers {
+    fn start(config: &Config, node: &str, router_id: Ipv4Addr) -> Result<Announcers> {
+        let wants_l2 = !config.l2_advertisements.is_empty();
+        let wants_bgp = !config.bgp_advertisements.is_empty() || !config.peers.is_empty();
+        #[cfg(not(feature = "l2"))]
+        if wants_l2 {
+            bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
+        }
+        #[cfg(not(feature = "bgp"))]
+        if wants_bgp {
+            bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
+        }
+        let _ = (node, router_id, wants_bgp, wants_l2);
+        Ok(Announcers {
+            #[cfg(feature = "l2")]
+            l2: if wants_l2 {
+                Some(
+                    lb_announce_l2::L2Announcer::start(lb_announce_l2::announcer::Config::default())
+                        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))?,
+                )
+            } else {
+                None
+            },
+            #[cfg(feature = "bgp")]
+            bgp: if wants_bgp {
+                Some(start_bgp(config, node, router_id)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Hands each announcer its share; returns the errors.
+    async fn announce(&self, anns: &[Announcement], fresh: &BTreeSet<IpAddr>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let (l2, bgp): (Vec<Announcement>, Vec<Announcement>) = anns
+            .iter()
+            .cloned()
+            .partition(|a| Protocol::of(a) == Protocol::Layer2);
+        #[cfg(feature = "l2")]
+        if let Some(a) = &self.l2 {
+            a.note_new_addresses(fresh.iter().copied());
+            if let Err(e) = a.announce(&l2).await {
+                errors.push(e.to_string());
+            }
+        }
+        #[cfg(feature = "bgp")]
+        if let Some((a, _)) = &self.bgp
+            && let Err(e) = a.announce(&bgp).await
+        {
+            errors.push(e.to_string());
+        }
+        let _ = (l2, bgp, fresh);
+        errors
+    }
+
+    fn metrics(&self) -> String {
+        #[allow(unused_mut)]
+        let mut out = String::new();
+        #[cfg(feature = "l2")]
+        if let Some(a) = &self.l2 {
+            out.push_str(&a.counters().render());
+        }
+        #[cfg(feature = "bgp")]
+        if let Some((a, _)) = &self.bgp {
+            out.push_str(&a.render_metrics());
+        }
+        out
+    }
+
+    async fn stop(self) {
+        #[cfg(feature = "bgp")]
+        if let Some((a, _)) = self.bgp {
+            a.stop(Duration::from_secs(2)).await;
+        }
+        #[cfg(feature = "l2")]
+        if let Some(a) = self.l2 {
+            a.shutdown().await;
+        }
+    }
+}
+
+#[cfg(feature = "bgp")]
+fn start_bgp(
+    config: &Config,
+    node: &str,
+    router_id: Ipv4Addr,
+) -> Result<(lb_announce_bgp::BgpAnnouncer, Vec<String>)> {
+    let me = config.node(node);
+    let mut sessions = Vec::new();
+    let mut names = Vec::new();
+    for p in lb_core::plan::peers_of(config, &me) {
+        let c = lb_announce_bgp::announcer::peer_config(p, router_id, config.password_for(p))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        names.push(p.name.clone());
+        sessions.push((p.name.clone(), c));
+    }
+    Ok((lb_announce_bgp::BgpAnnouncer::start(sessions), names))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) -> Result<()> {
+    let mut config = load(&opts.config)?;
+    let mut state = State::open(opts.state_dir.as_deref())?;
+    let mut seeds = Vec::new();
+    for j in &opts.join {
+        let found = tokio::net::lookup_host(j)
+            .await
+            .with_context(|| format!("--join {j}"))?;
+        seeds.extend(found);
+    }
+    let advertise = advertise_addr(opts.bind, &seeds)?;
+    let router_id = match advertise.ip() {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::from(u32::from_be_bytes(
+            lb_core::plan::election_hash(&opts.node_name, "router-id")[..4]
+                .try_into()
+                .unwrap_or([192, 0, 2, 1]),
+        )),
+    };
+    let elector = SwimElector::start(&opts.node_name, opts.bind, advertise, seeds)
+        .await
+        .with_context(|| format!("membership on {}", opts.bind))?;
+    info!(node = %opts.node_name, %advertise, "joined membership");
+    let mut local = match &opts.local_delivery {
+        Some(dev) => Some(LocalDelivery::setup(dev)?),
+        None => None,
+    };
+    let mut announcers = Announcers::start(&config, &opts.node_name, router_id)?;
+    let set_metrics = |a: &Announcers| {
+        *metrics.lock().unwrap_or_else(|e| e.into_inner()) = a.metrics();
+    };
+
+    let mut members_stream = elector.watch();
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    let mut mtime = modified(&opts.config);
+    let mut since: BTreeMap<(ServiceKey, IpAddr), u64> = BTreeMap::new();
+    let mut members: BTreeSet<String> = elector.current().members;
+    let mut dirty = true;
+    loop {
+        if dirty {
+            dirty = false;
+            let outcome = allocate(&config, &state);
+            for (k, why) in &outcome.pending {
+                warn!(service = %k, "pending: {why}");
+            }
+            let fresh: BTreeSet<IpAddr> = outcome
+                .allocated
+                .iter()
+                .filter(|(k, _)| !state.saved.contains_key(&k.to_string()))
+                .flat_map(|(_, a)| a.ips.iter().copied())
+                .collect();
+            if let Err(e) = state.save(&outcome) {
+                error!("saving allocations: {e:#}");
+            }
+            let p = plan(&PlanInput {
+                config: &config,
+                allocations: &outcome.allocated,
+                members: &members,
+                node: &opts.node_name,
+                missing_endpoints: MissingEndpoints::ServeEverywhere,
+                ignore_exclude_label: false,
+            });
+            for e in announcers.announce(&p.announcements, &fresh).await {
+                error!("announcing: {e}");
+            }
+            if let Some(l) = &mut local {
+                let want: BTreeSet<IpAddr> = p.announcements.iter().map(|a| a.ip).collect();
+                for e in l.sync(&want) {
+                    error!("local delivery: {e}");
+                }
+            }
+            let now = now_secs();
+            let keys: BTreeSet<(ServiceKey, IpAddr)> = p
+                .announcements
+                .iter()
+                .map(|a| (a.service.clone(), a.ip))
+                .collect();
+            since.retain(|k, _| keys.contains(k));
+            for k in keys {
+                since.entry(k).or_insert(now);
+            }
+            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            st.node = opts.node_name.clone();
+            st.ready = true;
+            st.members = members.iter().cloned().collect();
+            st.announcements = p
+                .announcements
+                .iter()
+                .map(|a| status_of(a, &since))
+                .collect();
+            drop(st);
+            set_metrics(&announcers);
+            info!(
+                members = members.len(),
+                announcements = p.announcements.len(),
+                "plan applied"
+            );
+        }
+        tokio::select! {
+            m = members_stream.next() => {
+                if let Some(m) = m && m.members != members {
+                    info!(members = ?m.members, "membership changed");
+                    members = m.members;
+                    dirty = true;
+                }
+            }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", opts.config.display());
+                dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
+            }
+            _ = poll.tick() => {
+                set_metrics(&announcers);
+                let m = modified(&opts.config);
+                if m != mtime {
+                    mtime = m;
+                    info!("{} changed: reloading", opts.config.display());
+                    dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("stopping: leaving the cluster so that others take over");
+    if let Err(e) = elector.resign().await {
+        warn!("leaving: {e}");
+    }
+    status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
+    announcers.stop().await;
+    if let Some(l) = &mut local {
+        for e in l.clear() {
+            error!("local delivery: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Loads the file again; a bad one is refused and the running configuration stays. Returns
+/// whether the configuration changed.
+async fn reload(
+    opts: &Options,
+    config: &mut Config,
+    announcers: &mut Announcers,
+    router_id: Ipv4Addr,
+    status: &SharedStatus,
+) -> bool {
+    let new = match load(&opts.config) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("refused the new configuration, the old one keeps running: {e:#}");
+            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            st.config_errors = format!("{e:#}").lines().map(str::to_string).collect();
+            return false;
+        }
+    };
+    status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .config_errors
+        .clear();
+    let peers_changed = new.peers != config.peers
+        || new.bgp_advertisements.is_empty() != config.bgp_advertisements.is_empty()
+        || new.l2_advertisements.is_empty() != config.l2_advertisements.is_empty();
+    if peers_changed {
+        match Announcers::start(&new, &opts.node_name, router_id) {
+            Ok(a) => std::mem::replace(announcers, a).stop().await,
+            Err(e) => {
+                error!("refused the new configuration, the old one keeps running: {e:#}");
+                return false;
+            }
+        }
+    }
+    *config = new;
+    true
+}
+
+fn status_of(a: &Announcement, since: &BTreeMap<(ServiceKey, IpAddr), u64>) -> StatusAnnouncement {
+    let (protocol, interfaces, peers) = match &a.how {
+        How::Layer2 { interfaces } => (
+            "layer2",
+            Some(match interfaces {
+                lb_core::plan::Interfaces::All => vec!["*".to_string()],
+                lb_core::plan::Interfaces::Only(set) => set.iter().cloned().collect(),
+            }),
+            None,
+        ),
+        How::Bgp { routes } => {
+            let peers: BTreeSet<String> = routes
+                .iter()
+                .flat_map(|r| r.peers.iter().cloned())
+                .collect();
+            ("bgp", None, Some(peers.into_iter().collect()))
+        }
+    };
+    StatusAnnouncement {
+        service: a.service.to_string(),
+        ip: a.ip,
+        protocol,
+        interfaces,
+        peers,
+        since: since
+            .get(&(a.service.clone(), a.ip))
+            .copied()
+            .unwrap_or_default(),
+    }
+}
