@@ -279,6 +279,9 @@ fn start_bgp(
     Ok((lb_announce_bgp::BgpAnnouncer::start(sessions), names))
 }
 
+/// How long a node started with `--join` waits for the cluster before its first plan.
+const JOIN_GRACE: Duration = Duration::from_secs(2);
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -325,8 +328,24 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let mut mtime = modified(&opts.config);
     let mut since: BTreeMap<(ServiceKey, IpAddr), u64> = BTreeMap::new();
+    // With seeds, give the membership a moment to find the cluster first, so that a node
+    // starting alongside others does not announce everything for an instant.
+    if !opts.join.is_empty() {
+        let joined = async {
+            while let Some(m) = members_stream.next().await {
+                if m.members.len() > 1 {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(JOIN_GRACE, joined).await;
+    }
     let mut members: BTreeSet<String> = elector.current().members;
     let mut dirty = true;
+    // Addresses allocated in the previous pass. Only an address that appears after that is
+    // new to the whole cluster (every node reads the same file); at start-up this node cannot
+    // tell, and probing an address another node announces would read as a conflict.
+    let mut previous: Option<BTreeSet<IpAddr>> = None;
     loop {
         if dirty {
             dirty = false;
@@ -334,12 +353,16 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             for (k, why) in &outcome.pending {
                 warn!(service = %k, "pending: {why}");
             }
-            let fresh: BTreeSet<IpAddr> = outcome
+            let allocated: BTreeSet<IpAddr> = outcome
                 .allocated
-                .iter()
-                .filter(|(k, _)| !state.saved.contains_key(&k.to_string()))
-                .flat_map(|(_, a)| a.ips.iter().copied())
+                .values()
+                .flat_map(|a| a.ips.iter().copied())
                 .collect();
+            let fresh: BTreeSet<IpAddr> = match &previous {
+                Some(p) => allocated.difference(p).copied().collect(),
+                None => BTreeSet::new(),
+            };
+            previous = Some(allocated);
             if let Err(e) = state.save(&outcome) {
                 error!("saving allocations: {e:#}");
             }

@@ -1,0 +1,444 @@
+//! Three `lb-bin standalone` nodes and a client on one bridge, each in a network namespace this
+//! test creates:
+//!
+//! ```text
+//!  ns <tag>n1 eth0 192.0.2.11 ─┐
+//!  ns <tag>n2 eth0 192.0.2.12 ─┤
+//!  ns <tag>n3 eth0 192.0.2.13 ─┼─ br0 in ns <tag>br
+//!  ns <tag>cl eth0 192.0.2.100 ┘  the client (the kernel's ARP, ping)
+//! ```
+//! 30 LoadBalancer services in 192.0.2.128/26. Needs root, iproute2 and ping; without them the
+//! test says so and passes, unless `LB_REQUIRE_NETNS=1` (set by `.ci/run`). Processes are
+//! stopped by PID and the namespaces removed on drop, also when the test fails.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    unsafe_code
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+fn ok(args: &[&str]) {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+struct Lab {
+    tag: String,
+    dir: PathBuf,
+    nodes: BTreeMap<u8, Child>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.nodes.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in ["n1", "n2", "n3", "cl", "br"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}{ns}", self.tag)])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const SERVICES: usize = 30;
+
+fn config() -> String {
+    let mut c = String::from(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [192.0.2.128/26]}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\nspec: {ipAddressPools: [lan]}\n",
+    );
+    for i in 0..SERVICES {
+        c.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc{i:02}, namespace: default}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n"
+        ));
+    }
+    c
+}
+
+impl Lab {
+    fn new() -> Option<Lab> {
+        let root = run(&["id", "-u"]).stdout == b"0\n";
+        let tools = ["ip", "ping"].iter().all(|t| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if !(root && tools) {
+            assert!(
+                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+                "standalone tests need root, iproute2 and ping"
+            );
+            eprintln!("skipped: standalone tests need root, iproute2 and ping");
+            return None;
+        }
+        let tag = format!("lbs{}", std::process::id());
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lab = Lab {
+            tag,
+            dir,
+            nodes: BTreeMap::new(),
+        };
+        let br = lab.ns("br");
+        ok(&["ip", "netns", "add", &br]);
+        ok(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
+        ok(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        for (short, addr) in [
+            ("n1", "192.0.2.11/24"),
+            ("n2", "192.0.2.12/24"),
+            ("n3", "192.0.2.13/24"),
+            ("cl", "192.0.2.100/24"),
+        ] {
+            let ns = lab.ns(short);
+            ok(&["ip", "netns", "add", &ns]);
+            ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            ok(&[
+                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", short,
+                "netns", &br,
+            ]);
+            ok(&["ip", "-n", &br, "link", "set", short, "master", "br0", "up"]);
+            ok(&["ip", "-n", &ns, "addr", "add", addr, "dev", "eth0"]);
+            ok(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            // Local delivery needs these; the client is a plain host.
+            ok(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ]);
+        }
+        for i in 1..=3 {
+            std::fs::write(lab.dir.join(format!("n{i}.yaml")), config()).unwrap();
+        }
+        Some(lab)
+    }
+
+    fn ns(&self, short: &str) -> String {
+        format!("{}{short}", self.tag)
+    }
+
+    fn start(&mut self, i: u8) {
+        let d = |f: String| self.dir.join(f).to_string_lossy().into_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(&format!("n{i}"))])
+            .arg(env!("CARGO_BIN_EXE_lb-bin"))
+            .args(["standalone", "--config", &d(format!("n{i}.yaml"))])
+            .args(["--node-name", &format!("node{i}")])
+            .args(["--bind", &format!("192.0.2.1{i}:7946")])
+            .args(["--join", "192.0.2.11:7946", "--join", "192.0.2.12:7946"])
+            .args(["--state-dir", &d(format!("state{i}"))])
+            .args(["--http", "127.0.0.1:9100"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d(format!("n{i}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        self.nodes.insert(i, child);
+    }
+
+    /// Stops node `i` with a signal, by PID, and waits for it.
+    fn signal(&mut self, i: u8, sig: &str) {
+        let mut c = self.nodes.remove(&i).unwrap();
+        ok(&["kill", sig, &c.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "node{i} did not exit on {sig}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// GET `path` from node `i`'s HTTP endpoint, from a thread inside its namespace.
+    fn get(&self, i: u8, path: &str) -> Option<String> {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.ns(&format!("n{i}")))).unwrap();
+        let path = path.to_string();
+        std::thread::spawn(move || {
+            // SAFETY: this thread alone enters the namespace.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9100").ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut r = String::new();
+            s.read_to_string(&mut r).ok()?;
+            r.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn status(&self, i: u8) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.get(i, "/status")?).ok()
+    }
+
+    /// Polls (bounded) until `pred` holds for the running nodes' statuses.
+    fn until(
+        &self,
+        what: &str,
+        pred: impl Fn(&BTreeMap<u8, serde_json::Value>) -> bool,
+    ) -> BTreeMap<u8, serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st: BTreeMap<u8, serde_json::Value> = self
+                .nodes
+                .keys()
+                .filter_map(|i| Some((*i, self.status(*i)?)))
+                .collect();
+            if st.len() == self.nodes.len() && pred(&st) {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .keys()
+                    .map(|i| {
+                        std::fs::read_to_string(self.dir.join(format!("n{i}.log")))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                panic!("never saw {what}: {st:#?}\nlogs:\n{}", logs.join("\n---\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn client_mac_of(&self, ip: &str) -> Option<String> {
+        let o = run(&["ip", "-n", &self.ns("cl"), "neigh", "show", ip]);
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        let w: Vec<&str> = t.split_whitespace().collect();
+        w.iter()
+            .position(|x| *x == "lladdr")
+            .map(|p| w[p + 1].to_string())
+    }
+
+    fn node_mac(&self, i: u8) -> String {
+        let o = run(&[
+            "ip",
+            "-n",
+            &self.ns(&format!("n{i}")),
+            "-o",
+            "link",
+            "show",
+            "eth0",
+        ]);
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        let w: Vec<&str> = t.split_whitespace().collect();
+        let p = w.iter().position(|x| *x == "link/ether").unwrap();
+        w[p + 1].to_string()
+    }
+
+    /// Pings `ip` from the client every 10 ms for `secs`, in the background.
+    fn ping(&self, ip: &str, secs: u32) -> Child {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns("cl"),
+                "ping",
+                "-D",
+                "-n",
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+            ])
+            .args(["-w", &secs.to_string(), ip])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Service -> IP from a status, and the L2 announcements' owners.
+fn owners(st: &BTreeMap<u8, serde_json::Value>) -> BTreeMap<String, Vec<(u8, String)>> {
+    let mut out: BTreeMap<String, Vec<(u8, String)>> = BTreeMap::new();
+    for (i, s) in st {
+        for a in s["announcements"].as_array().unwrap() {
+            out.entry(a["service"].as_str().unwrap().to_string())
+                .or_default()
+                .push((*i, a["ip"].as_str().unwrap().to_string()));
+        }
+    }
+    out
+}
+
+fn members(s: &serde_json::Value) -> BTreeSet<String> {
+    s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The longest gap between consecutive echo replies of `ping -D` output, and the reply count.
+fn outage(ping: Child) -> (Duration, usize) {
+    let o = ping.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let times: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0_f64, f64::max);
+    (Duration::from_secs_f64(gap), times.len())
+}
+
+#[test]
+fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_reload() {
+    let Some(mut lab) = Lab::new() else { return };
+    for i in 1..=3 {
+        lab.start(i);
+    }
+    let all: BTreeSet<String> = (1..=3).map(|i| format!("node{i}")).collect();
+    let st = lab.until("three members and every service announced once", |st| {
+        st.values().all(|s| members(s) == all)
+            && owners(st).len() == SERVICES
+            && owners(st).values().all(|o| o.len() == 1)
+    });
+    let before = owners(&st);
+    // Every node allocated alike: one owner per service, distinct addresses.
+    let ips: BTreeSet<&String> = before.values().map(|o| &o[0].1).collect();
+    assert_eq!(ips.len(), SERVICES);
+    for i in 1..=3u8 {
+        let n = before.values().filter(|o| o[0].0 == i).count();
+        assert!(n <= SERVICES / 2, "node{i} owns {n} of {SERVICES}");
+    }
+    // Each VIP answers from exactly the node that says it owns it.
+    let macs: BTreeMap<u8, String> = (1..=3).map(|i| (i, lab.node_mac(i))).collect();
+    for (svc, o) in &before {
+        let (owner, ip) = &o[0];
+        let p = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.ns("cl"),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            ip,
+        ]);
+        assert!(p.status.success(), "{svc} at {ip} does not answer");
+        assert_eq!(
+            lab.client_mac_of(ip).as_ref(),
+            Some(&macs[owner]),
+            "{svc} at {ip}"
+        );
+    }
+
+    // The owner of one address crashes while the client pings it: SIGKILL and its link down
+    // (a killed process alone leaves a kernel that still answers for the address).
+    let (victim, vip) = before["default/svc00"][0].clone();
+    let ping = lab.ping(&vip, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.signal(victim, "-KILL");
+    ok(&[
+        "ip",
+        "-n",
+        &lab.ns(&format!("n{victim}")),
+        "link",
+        "set",
+        "eth0",
+        "down",
+    ]);
+    let (gap, replies) = outage(ping);
+    eprintln!("SIGKILL of node{victim}: outage {gap:?} ({replies} replies)");
+    assert!(
+        gap < Duration::from_secs(2),
+        "traffic resumed late: {gap:?}"
+    );
+    let survivors: BTreeSet<String> = all
+        .iter()
+        .filter(|n| **n != format!("node{victim}"))
+        .cloned()
+        .collect();
+    let st = lab.until("the survivors own everything", |st| {
+        st.values().all(|s| members(s) == survivors) && owners(st).len() == SERVICES
+    });
+    let new_owner = owners(&st)["default/svc00"][0].0;
+    assert_eq!(lab.client_mac_of(&vip), Some(macs[&new_owner].clone()));
+
+    // It restarts: every address stays what it was.
+    ok(&[
+        "ip",
+        "-n",
+        &lab.ns(&format!("n{victim}")),
+        "link",
+        "set",
+        "eth0",
+        "up",
+    ]);
+    lab.start(victim);
+    let st = lab.until("three members again", |st| {
+        st.values().all(|s| members(s) == all) && owners(st).len() == SERVICES
+    });
+    let after: BTreeMap<String, String> = owners(&st)
+        .into_iter()
+        .map(|(k, v)| (k, v[0].1.clone()))
+        .collect();
+    let was: BTreeMap<String, String> = before
+        .iter()
+        .map(|(k, v)| (k.clone(), v[0].1.clone()))
+        .collect();
+    assert_eq!(after, was, "a restart changed addresses");
+
+    // A broken file on node 1 is refused and node 1 keeps announcing what it did.
+    let owned1 = owners(&st).values().filter(|o| o[0].0 == 1).count();
+    std::fs::write(lab.dir.join("n1.yaml"), "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [not-an-ip]}\n").unwrap();
+    ok(&["kill", "-HUP", &lab.nodes[&1].id().to_string()]);
+    let st = lab.until("node1 reporting the refused file", |st| {
+        st[&1]["config_errors"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    });
+    assert_eq!(owners(&st).values().filter(|o| o[0].0 == 1).count(), owned1);
+    assert_eq!(owners(&st).len(), SERVICES);
+
+    // SIGTERM: the node leaves at once and another takes over with almost no loss.
+    let st_now = owners(&st);
+    let (leaver, vip) = st_now
+        .values()
+        .map(|o| o[0].clone())
+        .find(|(i, _)| *i != 1)
+        .unwrap();
+    let ping = lab.ping(&vip, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    lab.signal(leaver, "-TERM");
+    let (gap, replies) = outage(ping);
+    eprintln!("SIGTERM of node{leaver}: outage {gap:?} ({replies} replies)");
+    // Well under what failure detection alone would take (~0.3 s): the node left.
+    assert!(gap < Duration::from_millis(150), "SIGTERM lost {gap:?}");
+}
