@@ -442,3 +442,105 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     // Well under what failure detection alone would take (~0.3 s): the node left.
     assert!(gap < Duration::from_millis(150), "SIGTERM lost {gap:?}");
 }
+
+#[test]
+fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
+    let Some(mut lab) = Lab::new() else { return };
+    if !Command::new("sh")
+        .args(["-c", "command -v bird && command -v birdc"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "bird2 is not installed"
+        );
+        eprintln!("skipped: bird2 is not installed");
+        return;
+    }
+    // The client namespace plays the router.
+    let dir = lab.dir.clone();
+    let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    std::fs::write(
+        d("bird.conf"),
+        "router id 192.0.2.100;\nprotocol device {}\nprotocol bgp lb {\n  local 192.0.2.100 as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
+    )
+    .unwrap();
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.ns("cl"),
+        "bird",
+        "-c",
+        &d("bird.conf"),
+        "-s",
+        &d("bird.ctl"),
+        "-P",
+        &d("bird.pid"),
+    ]);
+    let _bird = KillOnDrop(d("bird.pid"));
+    std::fs::write(
+        d("n1.yaml"),
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed], communities: [\"64512:7\"]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n",
+    )
+    .unwrap();
+    lab.start(1);
+    let birdc = || {
+        String::from_utf8_lossy(
+            &run(&["birdc", "-s", &d("bird.ctl"), "show", "route", "all"]).stdout,
+        )
+        .into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let routes = loop {
+        let r = birdc();
+        if r.matches("/32").count() == 2 {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "BIRD never got both prefixes:\n{r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        routes.contains("203.0.113.0/32") && routes.contains("203.0.113.1/32"),
+        "{routes}"
+    );
+    assert!(routes.contains("BGP.community: (64512,7)"), "{routes}");
+    assert!(routes.contains("BGP.next_hop: 192.0.2.11"), "{routes}");
+    lab.signal(1, "-TERM");
+    // The Cease arrived before the process exited: the routes are gone at once.
+    let r = birdc();
+    assert_eq!(
+        r.matches("/32").count(),
+        0,
+        "routes left after SIGTERM:\n{r}"
+    );
+    let proto = String::from_utf8_lossy(
+        &run(&[
+            "birdc",
+            "-s",
+            &d("bird.ctl"),
+            "show",
+            "protocols",
+            "all",
+            "lb",
+        ])
+        .stdout,
+    )
+    .into_owned();
+    assert!(proto.contains("Administrative shutdown"), "{proto}");
+}
+
+/// Stops a daemon by its PID file when dropped.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
