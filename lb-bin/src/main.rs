@@ -70,6 +70,9 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Decide everything and print what would be announced; announce nothing (no root).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the version and the compiled announcement modes.
     Version,
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             local_delivery,
             dummy_interface,
             log_format,
+            dry_run,
         } => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir,
                 http,
                 local_delivery: local_delivery.then_some(dummy_interface),
+                dry_run,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

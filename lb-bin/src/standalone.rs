@@ -45,6 +45,8 @@ pub struct Options {
     pub http: Option<SocketAddr>,
     /// The dummy interface for local delivery; `None` turns it off.
     pub local_delivery: Option<String>,
+    /// Decide everything, announce nothing: print each new plan instead (needs no root).
+    pub dry_run: bool,
 }
 
 /// What `/status` shows and `/readyz` reads.
@@ -162,9 +164,10 @@ fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> 
         return Ok(bind);
     }
     let Some(seed) = seeds.first() else {
-        bail!(
-            "--bind {bind} does not say which address other nodes reach this one at; bind a concrete address or give --join"
+        warn!(
+            "--bind {bind} with no --join: this node runs alone; bind its own address for others to join it"
         );
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port()));
     };
     let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
     probe.connect(seed)?;
@@ -180,9 +183,15 @@ struct Announcers {
 }
 
 impl Announcers {
-    fn start(config: &Config, node: &str, router_id: Ipv4Addr) -> Result<Announcers> {
-        let wants_l2 = !config.l2_advertisements.is_empty();
-        let wants_bgp = !config.bgp_advertisements.is_empty() || !config.peers.is_empty();
+    fn start(
+        config: &Config,
+        node: &str,
+        router_id: Ipv4Addr,
+        dry_run: bool,
+    ) -> Result<Announcers> {
+        let wants_l2 = !dry_run && !config.l2_advertisements.is_empty();
+        let wants_bgp =
+            !dry_run && (!config.bgp_advertisements.is_empty() || !config.peers.is_empty());
         #[cfg(not(feature = "l2"))]
         if wants_l2 {
             bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
@@ -313,10 +322,11 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         .with_context(|| format!("membership on {}", opts.bind))?;
     info!(node = %opts.node_name, %advertise, "joined membership");
     let mut local = match &opts.local_delivery {
-        Some(dev) => Some(LocalDelivery::setup(dev)?),
-        None => None,
+        Some(dev) if !opts.dry_run => Some(LocalDelivery::setup(dev)?),
+        _ => None,
     };
-    let mut announcers = Announcers::start(&config, &opts.node_name, router_id)?;
+    let mut announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
+    let mut printed: Option<Vec<StatusAnnouncement>> = None;
     let set_metrics = |a: &Announcers| {
         *metrics.lock().unwrap_or_else(|e| e.into_inner()) = a.metrics();
     };
@@ -402,6 +412,10 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 .iter()
                 .map(|a| status_of(a, &since))
                 .collect();
+            if opts.dry_run && printed.as_ref() != Some(&st.announcements) {
+                print_plan(&st);
+                printed = Some(st.announcements.clone());
+            }
             drop(st);
             set_metrics(&announcers);
             info!(
@@ -449,6 +463,25 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     Ok(())
 }
 
+/// Dry run: what this node would announce now.
+#[allow(clippy::print_stdout)]
+fn print_plan(st: &Status) {
+    println!(
+        "{} would announce ({} live: {}):",
+        st.node,
+        st.members.len(),
+        st.members.join(", ")
+    );
+    for a in &st.announcements {
+        let how = match (&a.interfaces, &a.peers) {
+            (Some(i), _) => format!("on {}", i.join(",")),
+            (_, Some(p)) => format!("to {}", p.join(",")),
+            _ => String::new(),
+        };
+        println!("  {:<24} {:<18} {:<7} {how}", a.service, a.ip, a.protocol);
+    }
+}
+
 fn modified(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -480,7 +513,7 @@ async fn reload(
         || new.bgp_advertisements.is_empty() != config.bgp_advertisements.is_empty()
         || new.l2_advertisements.is_empty() != config.l2_advertisements.is_empty();
     if peers_changed {
-        match Announcers::start(&new, &opts.node_name, router_id) {
+        match Announcers::start(&new, &opts.node_name, router_id, opts.dry_run) {
             Ok(a) => std::mem::replace(announcers, a).stop().await,
             Err(e) => {
                 error!("refused the new configuration, the old one keeps running: {e:#}");
