@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
-use lb_core::alloc::{Allocator, PoolAllocator, Request};
+use lb_core::alloc::{Allocator, Placement, PoolAllocator, Request};
 use lb_core::config::{Pool, PoolAllocation};
 use lb_core::ip::{Family, IpRange};
 use lb_core::objects::{FamilyPolicy, Port, ServiceKey};
@@ -98,9 +98,11 @@ fn request(s: &Svc) -> Request {
     r
 }
 
-fuzz_target!(|ops: Vec<Op>| {
+fuzz_target!(|input: (bool, Vec<Op>)| {
+    let (hashed, ops) = input;
+    let placement = if hashed { Placement::Hashed } else { Placement::Lowest };
     let mut current = pools(&[]);
-    let mut a = PoolAllocator::new(&current);
+    let mut a = PoolAllocator::with_placement(&current, placement);
     let mut params: std::collections::BTreeMap<ServiceKey, Request> = Default::default();
     for op in ops.iter().take(64) {
         match op {

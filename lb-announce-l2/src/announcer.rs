@@ -225,6 +225,7 @@ impl Shared {
 enum Command {
     Set(BTreeMap<IpAddr, Interfaces>, oneshot::Sender<()>),
     NoteFresh(Vec<IpAddr>),
+    Reannounce,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -282,6 +283,13 @@ impl L2Announcer {
         let _ = self
             .commands
             .send(Command::NoteFresh(ips.into_iter().collect()));
+    }
+
+    /// Sends the gratuitous frames again, in full rounds, for every address answered now, as on
+    /// a takeover. For after a partition heals: clients that were on the other side may have
+    /// learned another node's MAC for addresses this one kept announcing.
+    pub fn reannounce(&self) {
+        let _ = self.commands.send(Command::Reannounce);
     }
 
     /// Makes the answered set equal to `desired`. Returns once withdrawn addresses are no longer
@@ -424,6 +432,20 @@ impl Supervisor {
                         let _ = done.send(());
                     }
                     Some(Command::NoteFresh(ips)) => self.fresh.extend(ips),
+                    Some(Command::Reannounce) => {
+                        let active: Vec<IpAddr> = self
+                            .states
+                            .iter()
+                            .filter(|(_, s)| matches!(s, AddrState::Active { .. }))
+                            .map(|(ip, _)| *ip)
+                            .collect();
+                        for ip in active {
+                            self.run_job(Job::Gratuitous {
+                                ip,
+                                remaining: self.cfg.gratuitous_repeats,
+                            });
+                        }
+                    }
                     Some(Command::Shutdown(done)) => {
                         self.set(BTreeMap::new());
                         self.ifaces.clear();

@@ -64,10 +64,10 @@ impl Identity for Member {
 /// (both cores busy) refutes suspicion as soon as it hears of it, well within that time.
 pub fn lan_config() -> Config {
     let mut c = Config::simple();
-    c.probe_period = Duration::from_millis(100);
-    c.probe_rtt = Duration::from_millis(40);
+    c.probe_period = Duration::from_millis(80);
+    c.probe_rtt = Duration::from_millis(30);
     c.num_indirect_probes = NonZeroUsize::MIN.saturating_add(1);
-    c.suspect_to_down_after = Duration::from_millis(150);
+    c.suspect_to_down_after = Duration::from_millis(120);
     c.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
     c.remove_down_after = Duration::from_secs(15);
     c.notify_down_members = true;
@@ -81,7 +81,7 @@ pub fn lan_config() -> Config {
         num_members: NonZeroUsize::MIN.saturating_add(1),
     });
     c.periodic_gossip = Some(foca::PeriodicParams {
-        frequency: Duration::from_millis(100),
+        frequency: Duration::from_millis(50),
         num_members: NonZeroUsize::MIN.saturating_add(2),
     });
     c

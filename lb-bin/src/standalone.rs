@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use lb_core::alloc::converge::inputs_from;
-use lb_core::alloc::{Outcome, PoolAllocator, converge};
+use lb_core::alloc::{Outcome, Placement, PoolAllocator, converge};
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
 use lb_core::objects::ServiceKey;
@@ -144,10 +144,13 @@ impl State {
 }
 
 /// Allocates for `config`: addresses held before (this run, or `--state-dir`) are claimed
-/// first, as a restarted controller claims its services' status addresses.
+/// first, as a restarted controller claims its services' status addresses, so adding a
+/// service moves no other. Fresh addresses are placed by a hash of the service's key: nodes
+/// that saw services appear in different orders still agree, unless two services' places
+/// collide.
 fn allocate(config: &Config, state: &State) -> Outcome {
     let pools: Vec<_> = config.pools.values().cloned().collect();
-    let mut alloc = PoolAllocator::new(&pools);
+    let mut alloc = PoolAllocator::with_placement(&pools, Placement::Hashed);
     let mut inputs = inputs_from(config, None);
     for i in &mut inputs {
         if let Some(ips) = state.saved.get(&i.key.to_string()) {
@@ -242,6 +245,15 @@ impl Announcers {
         }
         let _ = (l2, bgp, fresh);
         errors
+    }
+
+    /// After members appeared (a partition healed, a node joined): this node's clients may
+    /// have learned another node's MAC meanwhile, so say again what it answers for.
+    fn reannounce(&self) {
+        #[cfg(feature = "l2")]
+        if let Some(a) = &self.l2 {
+            a.reannounce();
+        }
     }
 
     fn metrics(&self) -> String {
@@ -352,6 +364,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     }
     let mut members: BTreeSet<String> = elector.current().members;
     let mut dirty = true;
+    // Set when members appeared since the last pass.
+    let mut grew = false;
     // Addresses allocated in the previous pass. Only an address that appears after that is
     // new to the whole cluster (every node reads the same file); at start-up this node cannot
     // tell, and probing an address another node announces would read as a conflict.
@@ -386,6 +400,9 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             });
             for e in announcers.announce(&p.announcements, &fresh).await {
                 error!("announcing: {e}");
+            }
+            if std::mem::take(&mut grew) {
+                announcers.reannounce();
             }
             if let Some(l) = &mut local {
                 let want: BTreeSet<IpAddr> = p.announcements.iter().map(|a| a.ip).collect();
@@ -428,6 +445,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             m = members_stream.next() => {
                 if let Some(m) = m && m.members != members {
                     info!(members = ?m.members, "membership changed");
+                    grew = !m.members.is_subset(&members);
                     members = m.members;
                     dirty = true;
                 }

@@ -573,3 +573,106 @@ fn pool_change_releases_addresses_whose_new_pool_does_not_admit_the_service() {
     assert_eq!(released.len(), 1);
     assert!(a.services().is_empty());
 }
+
+/// Allocates `names` one at a time in that order, each pass claiming what the previous passes
+/// gave (as a node that saw the services appear over time and kept its state); returns the
+/// final addresses.
+fn incremental(
+    placement: lb_core::alloc::Placement,
+    pools: &str,
+    names: &[String],
+) -> std::collections::BTreeMap<ServiceKey, Vec<std::net::IpAddr>> {
+    let mut held: std::collections::BTreeMap<ServiceKey, Vec<std::net::IpAddr>> =
+        Default::default();
+    for n in 1..=names.len() {
+        let yaml: String = pools.to_string()
+            + &names[..n]
+                .iter()
+                .map(|s| svc("a", s, "", ""))
+                .collect::<String>();
+        let c = config(&yaml);
+        let mut inputs = inputs_from(&c, None);
+        for i in &mut inputs {
+            i.status_ips = held.get(&i.key).cloned().unwrap_or_default();
+        }
+        let p: Vec<_> = c.pools.values().cloned().collect();
+        let mut a = PoolAllocator::with_placement(&p, placement);
+        let o = converge(&mut a, inputs);
+        held = o.allocated.into_iter().map(|(k, v)| (k, v.ips)).collect();
+    }
+    held
+}
+
+#[test]
+fn hashed_placement_gives_nodes_with_different_histories_nearly_the_same_addresses() {
+    use lb_core::alloc::Placement;
+    let pools = pool("p", "", "198.51.100.0/24");
+    let names: Vec<String> = (0..64).map(|i| format!("svc{i:02}")).collect();
+    let mut shuffled = names.clone();
+    // A fixed permutation: every 7th, then the rest.
+    shuffled.sort_by_key(|s| {
+        let i: usize = s[3..].parse().unwrap();
+        (i * 37) % 64
+    });
+    let differ = |p: Placement| {
+        let a = incremental(p, &pools, &names);
+        let b = incremental(p, &pools, &shuffled);
+        assert_eq!(a.len(), 64);
+        a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).count()
+    };
+    let (lowest, hashed) = (differ(Placement::Lowest), differ(Placement::Hashed));
+    // A quarter full: with the lowest free address almost every service depends on the order
+    // it arrived in; with hashed placement only the few whose positions collide do.
+    assert!(lowest > 50, "lowest free: {lowest} of 64 differ");
+    assert!(hashed <= 6, "hashed: {hashed} of 64 differ");
+}
+
+#[test]
+fn with_claims_adding_a_service_moves_no_other_under_either_placement() {
+    use lb_core::alloc::Placement;
+    let pools = pool("p", "", "198.51.100.0/24");
+    let names: Vec<String> = (0..100).map(|i| format!("svc{i:02}")).collect();
+    for p in [Placement::Lowest, Placement::Hashed] {
+        let before = incremental(p, &pools, &names[..99]);
+        let after = incremental(p, &pools, &names);
+        for (k, v) in &before {
+            assert_eq!(after.get(k), Some(v), "{k} moved ({p:?})");
+        }
+    }
+}
+
+#[test]
+fn hashed_placement_wraps_around_and_keeps_sharing_groups_together() {
+    use lb_core::alloc::Placement;
+    let yaml = pool("p", "", "192.0.2.0/30")
+        + &(0..4)
+            .map(|i| svc("a", &format!("z{i}"), "", ""))
+            .collect::<String>()
+        + &svc(
+            "a",
+            "x",
+            "metallb.io/allow-shared-ip: k",
+            "  ports: [{port: 80}]\n",
+        )
+        + &svc(
+            "a",
+            "y",
+            "metallb.io/allow-shared-ip: k",
+            "  ports: [{port: 81}]\n",
+        );
+    let c = config(&yaml);
+    let p: Vec<_> = c.pools.values().cloned().collect();
+    let mut a = PoolAllocator::with_placement(&p, Placement::Hashed);
+    let o = converge(&mut a, inputs_from(&c, None));
+    // Four addresses, five groups (x and y share, and go first in key order): every address
+    // is used, and one of the others waits.
+    assert_eq!(o.pending.len(), 1, "{:?}", o.pending);
+    let used: std::collections::BTreeSet<_> =
+        o.allocated.values().flat_map(|v| v.ips.clone()).collect();
+    assert_eq!(used.len(), 4);
+    let (x, y) = (
+        o.allocated.get(&ServiceKey::new("a", "x")),
+        o.allocated.get(&ServiceKey::new("a", "y")),
+    );
+    assert_eq!(x.unwrap().ips, y.unwrap().ips, "a sharing group shares");
+}

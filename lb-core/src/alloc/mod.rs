@@ -27,7 +27,7 @@ use crate::ip::Family;
 use crate::objects::{Port, ServiceKey};
 
 pub use converge::{Outcome, converge};
-pub use pools::PoolAllocator;
+pub use pools::{Placement, PoolAllocator};
 pub use request::{Request, RequestError, annotation};
 
 /// The addresses a service holds and the pool they come from.

@@ -71,6 +71,39 @@ impl PoolState {
             .map(|i| from_u128(f, fs.space.value_of(i)))
     }
 
+    /// The first free address of family `f` at or after the position `seed` picks (modulo
+    /// the family's size), wrapping around once.
+    fn hashed_free(&self, f: Family, seed: u128) -> Option<IpAddr> {
+        let fs = &self.families[slot(f)];
+        let total = fs.ranges.iter().fold(0u128, |n, &(lo, hi)| {
+            n.saturating_add(hi - lo).saturating_add(1)
+        });
+        if total == 0 {
+            return None;
+        }
+        let mut off = seed % total;
+        let mut start = 0;
+        for (r, &(lo, hi)) in fs.ranges.iter().enumerate() {
+            let n = (hi - lo).saturating_add(1);
+            if off < n {
+                start = r;
+                break;
+            }
+            off -= n;
+        }
+        let (lo0, hi0) = fs.ranges[start];
+        let pos = lo0 + off;
+        let after = std::iter::once((pos, hi0)).chain(fs.ranges[start + 1..].iter().copied());
+        let before = fs.ranges[..start]
+            .iter()
+            .copied()
+            .chain((pos > lo0).then(|| (lo0, pos - 1)));
+        after
+            .chain(before)
+            .find_map(|(lo, hi)| fs.used.first_free(lo, hi))
+            .map(|i| from_u128(f, fs.space.value_of(i)))
+    }
+
     fn set_used(&mut self, ip: IpAddr, used: bool) {
         let fs = &mut self.families[slot(Family::of(ip))];
         if let Some(i) = fs.space.index_of(to_u128(ip)) {
@@ -148,9 +181,23 @@ impl Holder {
     }
 }
 
+/// How a fresh address is picked in a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The lowest free address, as MetalLB does.
+    #[default]
+    Lowest,
+    /// The first free address at or after a position given by a hash of the service's key (of
+    /// its sharing key, if it has one). Independent nodes that allocate from the same file
+    /// then agree unless two services' positions collide, and a new service takes an address
+    /// no other service was going to take unless it collides.
+    Hashed,
+}
+
 /// The allocator. See the module docs of [`crate::alloc`].
 #[derive(Clone, Debug, Default)]
 pub struct PoolAllocator {
+    placement: Placement,
     pools: BTreeMap<Arc<str>, PoolState>,
     /// Per family: range start -> (range end, pool name), to find an address's pool.
     ranges: [BTreeMap<u128, (u128, Arc<str>)>; 2],
@@ -167,7 +214,14 @@ pub struct PoolAllocator {
 
 impl PoolAllocator {
     pub fn new(pools: &[Pool]) -> Self {
-        let mut a = PoolAllocator::default();
+        PoolAllocator::with_placement(pools, Placement::Lowest)
+    }
+
+    pub fn with_placement(pools: &[Pool], placement: Placement) -> Self {
+        let mut a = PoolAllocator {
+            placement,
+            ..PoolAllocator::default()
+        };
         a.set_pools(pools);
         a
     }
@@ -233,7 +287,10 @@ impl PoolAllocator {
     /// The lowest address of family `f` in the pool that the service may take: free, or already
     /// used by services it may share with.
     fn find_ip(&self, ps: &PoolState, f: Family, req: &Request) -> Option<IpAddr> {
-        let free = ps.lowest_free(f);
+        let free = match self.placement {
+            Placement::Lowest => ps.lowest_free(f),
+            Placement::Hashed => ps.hashed_free(f, placement_seed(req)),
+        };
         let shareable = req
             .sharing_key
             .as_deref()
@@ -246,9 +303,11 @@ impl PoolAllocator {
                         && self.sharing_ok(ip, req).is_ok()
                 })
             });
-        match (free, shareable) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        match (free, shareable, self.placement) {
+            (Some(a), Some(b), Placement::Lowest) => Some(a.min(b)),
+            // Services that share go where their group already is.
+            (a, Some(b), Placement::Hashed) => Some(b).or(a),
+            (a, b, _) => a.or(b),
         }
     }
 
@@ -594,6 +653,19 @@ impl Allocator for PoolAllocator {
             ipv6_total: ps.pool.size(Family::V6),
         })
     }
+}
+
+/// The position a service's fresh address is looked for from (see [`Placement::Hashed`]).
+fn placement_seed(req: &Request) -> u128 {
+    use sha2::{Digest, Sha256};
+    let name = match &req.sharing_key {
+        Some(k) => format!("sharing-key/{k}"),
+        None => req.key.to_string(),
+    };
+    let d = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    u128::from_be_bytes(b)
 }
 
 fn same_set(a: &[IpAddr], b: &[IpAddr]) -> bool {
