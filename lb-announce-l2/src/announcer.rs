@@ -433,13 +433,7 @@ impl Supervisor {
                     }
                     Some(Command::NoteFresh(ips)) => self.fresh.extend(ips),
                     Some(Command::Reannounce) => {
-                        let active: Vec<IpAddr> = self
-                            .states
-                            .iter()
-                            .filter(|(_, s)| matches!(s, AddrState::Active { .. }))
-                            .map(|(ip, _)| *ip)
-                            .collect();
-                        for ip in active {
+                        for ip in self.active() {
                             self.run_job(Job::Gratuitous {
                                 ip,
                                 remaining: self.cfg.gratuitous_repeats,
@@ -528,13 +522,7 @@ impl Supervisor {
                 }
             }
             Job::Refresh => {
-                let active: Vec<IpAddr> = self
-                    .states
-                    .iter()
-                    .filter(|(_, s)| matches!(s, AddrState::Active { .. }))
-                    .map(|(ip, _)| *ip)
-                    .collect();
-                for ip in active {
+                for ip in self.active() {
                     self.gratuitous(ip);
                 }
                 if let Some(every) = self.cfg.refresh {
@@ -643,6 +631,15 @@ impl Supervisor {
             _ => {}
         }
         self.write_status();
+    }
+
+    /// The addresses answered for now.
+    fn active(&self) -> Vec<IpAddr> {
+        self.states
+            .iter()
+            .filter(|(_, s)| matches!(s, AddrState::Active { .. }))
+            .map(|(ip, _)| *ip)
+            .collect()
     }
 
     /// Sends the announcement frames for `ip` on every interface it is answered on.

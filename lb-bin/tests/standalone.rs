@@ -231,6 +231,24 @@ impl Lab {
         }
     }
 
+    /// One echo request from the client; whether it was answered within a second.
+    fn ping_once(&self, ip: &str) -> bool {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns("cl"),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            ip,
+        ])
+        .status
+        .success()
+    }
+
     fn client_mac_of(&self, ip: &str) -> Option<String> {
         let o = run(&["ip", "-n", &self.ns("cl"), "neigh", "show", ip]);
         let t = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -474,18 +492,7 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     });
     let deadline = Instant::now() + Duration::from_secs(5);
     while lab.client_mac_of(&vip1) == Some(macs[&1].clone()) || lab.client_mac_of(&vip1).is_none() {
-        let _ = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &lab.ns("cl"),
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            &vip1,
-        ]);
+        lab.ping_once(&vip1);
         assert!(
             Instant::now() < deadline,
             "the client never moved {vip1} off node1"
@@ -507,19 +514,7 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     );
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let p = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &lab.ns("cl"),
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            &vip1,
-        ]);
-        if p.status.success() && lab.client_mac_of(&vip1) == Some(macs[&1].clone()) {
+        if lab.ping_once(&vip1) && lab.client_mac_of(&vip1) == Some(macs[&1].clone()) {
             break;
         }
         assert!(
@@ -540,6 +535,36 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     });
     assert_eq!(owners(&st).values().filter(|o| o[0].0 == 1).count(), owned1);
     assert_eq!(owners(&st).len(), SERVICES);
+
+    // Every file gains a service; the nodes notice the change without a signal. The new
+    // service is announced once and no other moves.
+    let mut more = config();
+    more.push_str("---\napiVersion: v1\nkind: Service\nmetadata: {name: svc99, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    for i in 1..=3 {
+        std::fs::write(lab.dir.join(format!("n{i}.yaml")), &more).unwrap();
+    }
+    let st = lab.until("the added service announced by one node", |st| {
+        owners(st).len() == SERVICES + 1
+            && owners(st).values().all(|o| o.len() == 1)
+            && st[&1]["config_errors"]
+                .as_array()
+                .is_some_and(|e| e.is_empty())
+    });
+    let now: BTreeMap<String, String> = owners(&st)
+        .into_iter()
+        .filter(|(k, _)| k != "default/svc99")
+        .map(|(k, v)| (k, v[0].1.clone()))
+        .collect();
+    assert_eq!(now, was, "adding a service moved another");
+
+    // The HTTP endpoints of a running node.
+    assert_eq!(lab.get(2, "/healthz").as_deref(), Some("ok\n"));
+    assert_eq!(lab.get(2, "/readyz").as_deref(), Some("ready\n"));
+    let metrics = lab.get(2, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("metallb_layer2_requests_received{ip=\""),
+        "{metrics}"
+    );
 
     // SIGTERM: the node leaves at once and another takes over with almost no loss.
     let st_now = owners(&st);
