@@ -37,6 +37,10 @@ enum Command {
         node: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// How fresh addresses are picked: lowest free (MetalLB's controller) or hashed
+        /// (standalone mode; use it to preview a standalone cluster from an empty state).
+        #[arg(long, value_enum, default_value_t = PlacementArg::Lowest)]
+        placement: PlacementArg,
     },
     /// Run a node without Kubernetes: allocate, elect L2 owners with the other nodes, announce.
     Standalone {
@@ -76,6 +80,12 @@ enum Command {
     },
     /// Print the version and the compiled announcement modes.
     Version,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlacementArg {
+    Lowest,
+    Hashed,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,8 +132,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             node,
             output,
+            placement,
         } => {
-            let r = report::plan_file(&read(&config)?, node.as_deref());
+            let placement = match placement {
+                PlacementArg::Lowest => lb_core::alloc::Placement::Lowest,
+                PlacementArg::Hashed => lb_core::alloc::Placement::Hashed,
+            };
+            let r = report::plan_file(&read(&config)?, node.as_deref(), placement);
             for f in &r.findings {
                 eprintln!("config: {f}");
             }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use lb_core::alloc::converge::inputs_from;
-use lb_core::alloc::{Outcome, PoolAllocator, converge};
+use lb_core::alloc::{Outcome, Placement, PoolAllocator, converge};
 use lb_core::config::{Config, ConfigError, Severity, load_str};
 use lb_core::plan::{How, Interfaces, MissingEndpoints, Plan, PlanInput, Skip, plan};
 use serde::Serialize;
@@ -89,10 +89,10 @@ pub struct PlanReport {
 
 /// Allocates every service of the file from scratch (status addresses are re-claimed first) and,
 /// with `node`, plans that node taking every Node in the file and `node` itself as live members.
-pub fn plan_file(text: &str, node: Option<&str>) -> PlanReport {
+pub fn plan_file(text: &str, node: Option<&str>, placement: Placement) -> PlanReport {
     let loaded = load_str(text);
     let config = loaded.config;
-    let outcome = allocate(&config);
+    let outcome = allocate(&config, placement);
     let (announcements, skipped) = match node {
         Some(n) => {
             let p = plan_node(&config, &outcome, n);
@@ -127,9 +127,9 @@ pub fn plan_file(text: &str, node: Option<&str>) -> PlanReport {
     }
 }
 
-pub fn allocate(config: &Config) -> Outcome {
+pub fn allocate(config: &Config, placement: Placement) -> Outcome {
     let pools: Vec<_> = config.pools.values().cloned().collect();
-    let mut alloc = PoolAllocator::new(&pools);
+    let mut alloc = PoolAllocator::with_placement(&pools, placement);
     converge(&mut alloc, inputs_from(config, None))
 }
 

@@ -170,3 +170,38 @@ fn version_names_the_compiled_features() {
     let o = lb(&["version"]);
     assert!(stdout(&o).contains("features:"));
 }
+
+#[test]
+fn plan_with_hashed_placement_previews_standalone_addresses() {
+    let plan = |placement: &str| {
+        let o = lb(&[
+            "plan",
+            "--config",
+            example().to_str().unwrap(),
+            "--output",
+            "json",
+            "--placement",
+            placement,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ips = |name: &str| {
+            v["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .unwrap()["ips"]
+                .clone()
+        };
+        (ips("api"), ips("web"), ips("dns"), ips("legacy"))
+    };
+    let (lowest, hashed) = (plan("lowest"), plan("hashed"));
+    assert_eq!(hashed, plan("hashed"), "deterministic");
+    assert_ne!(hashed.0, lowest.0, "a fresh address is placed differently");
+    assert_eq!(hashed.1, hashed.2, "sharing still shares");
+    assert_eq!(
+        hashed.3, lowest.3,
+        "an address held in status is kept either way"
+    );
+}
