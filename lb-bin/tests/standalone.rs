@@ -618,7 +618,8 @@ fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
         "-P",
         &d("bird.pid"),
     ]);
-    let _bird = KillOnDrop(d("bird.pid"));
+    let _bird = KillOnDrop::new(d("bird.pid"));
+    assert!(_bird.0.is_some(), "BIRD wrote no PID file");
     std::fs::write(
         d("n1.yaml"),
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed], communities: [\"64512:7\"]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n",
@@ -671,13 +672,24 @@ fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
     assert!(proto.contains("Administrative shutdown"), "{proto}");
 }
 
-/// Stops a daemon by its PID file when dropped.
-struct KillOnDrop(String);
+/// Stops a daemon when dropped, by the PID its PID file held when this was made (the file
+/// may be gone by then, with the lab's directory).
+struct KillOnDrop(Option<String>);
+
+impl KillOnDrop {
+    fn new(pid_file: String) -> KillOnDrop {
+        KillOnDrop(
+            std::fs::read_to_string(pid_file)
+                .ok()
+                .map(|p| p.trim().to_string()),
+        )
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
+        if let Some(pid) = &self.0 {
+            let _ = Command::new("kill").arg(pid).status();
         }
     }
 }
