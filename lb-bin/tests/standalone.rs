@@ -384,14 +384,17 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     }
 
     // Both cores busy for 4 s: nobody is suspected, nothing moves.
-    let burners: Vec<Child> = (0..2)
-        .map(|_| {
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    // Killed on drop, so that a failed assertion below leaves no spinning shell behind.
+    let burners = Burners(
+        (0..2)
+            .map(|_| {
+                Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
     let busy_until = Instant::now() + Duration::from_secs(4);
     let mut polls = 0;
     while Instant::now() < busy_until {
@@ -407,10 +410,7 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
         polls += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    for mut b in burners {
-        let _ = b.kill();
-        let _ = b.wait();
-    }
+    drop(burners);
     assert!(polls > 10, "{polls} polls");
 
     // The owner of one address crashes while the client pings it: SIGKILL and its link down
@@ -670,6 +670,18 @@ fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
     )
     .into_owned();
     assert!(proto.contains("Administrative shutdown"), "{proto}");
+}
+
+/// Processes this test started to keep the cores busy; killed by PID on drop.
+struct Burners(Vec<Child>);
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for b in &mut self.0 {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+    }
 }
 
 /// Stops a daemon when dropped, by the PID its PID file held when this was made (the file
