@@ -78,6 +78,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print every metallb.io CustomResourceDefinition as YAML (what deploy/crds.yaml holds).
+    Crds,
     /// Print the version and the compiled announcement modes.
     Version,
 }
@@ -201,6 +203,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 lb_bin::standalone::run(opts, status, metrics).await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds => {
+            print!(
+                "{}",
+                lb_k8s::crds::yaml().map_err(|e| anyhow::anyhow!("rendering the CRDs: {e}"))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {

@@ -112,6 +112,22 @@ impl Report<'_> {
 pub fn load_str(text: &str) -> Loaded {
     let mut errors = Vec::new();
     let objects = documents(text, &mut errors);
+    load_objects(objects, errors)
+}
+
+/// Loads objects as the Kubernetes API serves them (JSON, with `apiVersion` and `kind`), with
+/// the same validation as [`load_str`]. `lb-k8s` feeds its watch caches through this, so a
+/// cluster and a standalone file mean exactly the same.
+pub fn load_values(values: impl IntoIterator<Item = Value>) -> Loaded {
+    let mut errors = Vec::new();
+    let mut objects = Vec::new();
+    for (i, v) in values.into_iter().enumerate() {
+        objects_of(v, &format!("object {}", i + 1), &mut objects, &mut errors);
+    }
+    load_objects(objects, errors)
+}
+
+fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
     let mut by_kind: BTreeMap<&'static str, Vec<Object>> = BTreeMap::new();
     for obj in objects {
         let kind = match (obj.api_version.as_str(), obj.kind.as_str()) {
