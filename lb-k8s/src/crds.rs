@@ -125,9 +125,7 @@ fn default_aggregation_v6() -> Option<i32> {
 }
 
 /// BGPAdvertisement: announce pools' addresses to BGP peers.
-#[derive(
-    CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq,
-)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[kube(
     group = "metallb.io",
     version = "v1beta1",
@@ -226,7 +224,11 @@ pub mod v1beta2 {
         pub my_asn: u32,
         #[serde(rename = "peerASN", default, skip_serializing_if = "Option::is_none")]
         pub peer_asn: Option<u32>,
-        #[serde(rename = "dynamicASN", default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            rename = "dynamicASN",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
         pub dynamic_asn: Option<DynamicAsnMode>,
         #[serde(rename = "localASN", default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1, max = 4294967295u32))]
@@ -298,7 +300,9 @@ pub mod v1beta1 {
     }
 
     /// BGPPeer: a BGP session from the selected nodes.
-    #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+    #[derive(
+        CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq,
+    )]
     #[kube(
         group = "metallb.io",
         version = "v1beta1",
@@ -483,7 +487,10 @@ pub fn all() -> Result<Vec<CustomResourceDefinition>, kube::core::crd::MergeErro
     Ok(vec![
         BFDProfile::crd(),
         BGPAdvertisement::crd(),
-        merge_crds(vec![v1beta1::BGPPeer::crd(), v1beta2::BGPPeer::crd()], "v1beta2")?,
+        merge_crds(
+            vec![v1beta1::BGPPeer::crd(), v1beta2::BGPPeer::crd()],
+            "v1beta2",
+        )?,
         Community::crd(),
         IPAddressPool::crd(),
         L2Advertisement::crd(),

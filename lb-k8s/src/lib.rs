@@ -11,7 +11,11 @@
 //!
 //! lb-core stays free of kube; this crate is the only one that links it.
 
+pub mod controller;
 pub mod crds;
+pub mod lease;
+pub mod metrics;
+pub mod store;
 
 /// The API group whose kinds this crate serves.
 pub const GROUP: &str = "metallb.io";

@@ -1,0 +1,418 @@
+//! The controller: allocates addresses to LoadBalancer Services and writes them to the
+//! Services' status, MetalLB's way.
+//!
+//! ```text
+//!  watch Services, IPAddressPools, Namespaces ─► Store ─► Core::pass (pure) ─► Pass
+//!                                                                  │
+//!    Lease held? (checked before every write) ─► PATCH Service /status, pool /status, Events
+//! ```
+//!
+//! [`Core`] holds the allocator between passes, so an address written a moment ago is kept even
+//! before the watch shows it; a replica that gains leadership starts a fresh Core, which
+//! re-claims every address from the Services' status first (so a restart changes no address).
+//! Events are remembered per service and sent only when they change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use lb_core::alloc::converge::inputs_from;
+use lb_core::alloc::{Allocator, PoolAllocator, annotation, converge};
+use lb_core::config::{Severity, load_values};
+use lb_core::objects::ServiceKey;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::crds::{IPAddressPool, IPAddressPoolStatus};
+use crate::lease::Leadership;
+use crate::metrics::{Metrics, PoolCounts};
+use crate::store::{Kind, Store};
+
+/// The annotation naming the pool an address came from.
+pub fn pool_annotation() -> String {
+    format!(
+        "{}{}",
+        annotation::PREFIX,
+        annotation::IP_ALLOCATED_FROM_POOL
+    )
+}
+
+/// What a Service's status should become. Empty `ips` clears it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceWrite {
+    pub key: ServiceKey,
+    pub ips: Vec<IpAddr>,
+    pub pool: Option<String>,
+}
+
+impl ServiceWrite {
+    /// The merge patch for the `/status` subresource: ingress and the pool annotation together.
+    pub fn patch(&self) -> Value {
+        let ingress: Vec<Value> = self
+            .ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string()}))
+            .collect();
+        json!({
+            "metadata": {"annotations": {pool_annotation(): self.pool}},
+            "status": {"loadBalancer": {"ingress": if ingress.is_empty() { Value::Null } else { Value::Array(ingress) }}},
+        })
+    }
+}
+
+/// An event about a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEvent {
+    pub key: ServiceKey,
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What one pass decided.
+#[derive(Clone, Debug, Default)]
+pub struct Pass {
+    pub writes: Vec<ServiceWrite>,
+    pub events: Vec<ServiceEvent>,
+    pub pools: BTreeMap<String, IPAddressPoolStatus>,
+    pub counts: BTreeMap<String, PoolCounts>,
+    /// Configuration errors (of every kind read), as text.
+    pub config_errors: Vec<String>,
+    /// The pools in use are the previous ones, because the newest have errors.
+    pub stale: bool,
+}
+
+/// The controller's memory between passes. No IO.
+#[derive(Debug, Default)]
+pub struct Core {
+    alloc: Option<PoolAllocator>,
+    pools: Vec<lb_core::config::Pool>,
+    last_event: BTreeMap<ServiceKey, (&'static str, String)>,
+}
+
+fn i64_of(v: u128) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn ip_set(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
+    ips.iter().copied().collect()
+}
+
+impl Core {
+    /// One level-triggered pass over every object the controller watches.
+    pub fn pass(&mut self, objects: Vec<Value>, lb_class: Option<&str>) -> Pass {
+        let loaded = load_values(objects);
+        let mut pass = Pass {
+            config_errors: loaded
+                .errors
+                .iter()
+                .filter(|e| e.severity == Severity::Error)
+                .map(|e| e.to_string())
+                .collect(),
+            ..Pass::default()
+        };
+        let pool_errors = loaded
+            .errors
+            .iter()
+            .any(|e| e.severity == Severity::Error && e.object.starts_with("IPAddressPool "));
+        let new_pools: Vec<_> = loaded.config.pools.values().cloned().collect();
+        // A broken pool keeps the previous pools in force (MetalLB's stale config), so a typo
+        // never takes addresses away from running services.
+        if pool_errors && self.alloc.is_some() {
+            pass.stale = true;
+        } else if self.alloc.is_none() {
+            self.alloc = Some(PoolAllocator::new(&new_pools));
+            self.pools = new_pools;
+        } else if new_pools != self.pools {
+            if let Some(a) = &mut self.alloc {
+                a.set_pools(&new_pools);
+            }
+            self.pools = new_pools;
+        }
+        let Some(alloc) = self.alloc.as_mut() else {
+            return pass;
+        };
+        let outcome = converge(alloc, inputs_from(&loaded.config, lb_class));
+        let anno = pool_annotation();
+
+        let mut events = Vec::new();
+        for svc in loaded.config.services.values() {
+            let key = &svc.key;
+            let observed_pool = svc.annotations.get(&anno).cloned();
+            let observed = ip_set(&svc.status_ips);
+            let ours = svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class;
+            if !ours {
+                if observed_pool.is_some() {
+                    pass.writes.push(ServiceWrite {
+                        key: key.clone(),
+                        ips: Vec::new(),
+                        pool: None,
+                    });
+                    let why = if svc.load_balancer {
+                        "the service's loadBalancerClass is not ours anymore"
+                    } else {
+                        "the service is not of type LoadBalancer anymore"
+                    };
+                    events.push((key.clone(), false, "ClearAssignment", why.to_string()));
+                }
+                continue;
+            }
+            if let Some(why) = outcome.cleared.get(key) {
+                events.push((
+                    key.clone(),
+                    true,
+                    "ClearAssignment",
+                    format!("current IP not allowed by config, clearing: {why}"),
+                ));
+            }
+            if let Some(a) = outcome.allocated.get(key) {
+                if observed != ip_set(&a.ips) || observed_pool.as_deref() != Some(&a.pool) {
+                    pass.writes.push(ServiceWrite {
+                        key: key.clone(),
+                        ips: a.ips.clone(),
+                        pool: Some(a.pool.clone()),
+                    });
+                }
+                // Re-claiming what the status already shows (a restart, a new leader) is no
+                // news; only new addresses are.
+                if observed != ip_set(&a.ips) {
+                    let ips: Vec<String> = a.ips.iter().map(IpAddr::to_string).collect();
+                    events.push((
+                        key.clone(),
+                        false,
+                        "IPAllocated",
+                        format!("Assigned IP {ips:?}"),
+                    ));
+                }
+            } else if let Some(why) = outcome.pending.get(key) {
+                if !observed.is_empty() || observed_pool.is_some() {
+                    pass.writes.push(ServiceWrite {
+                        key: key.clone(),
+                        ips: Vec::new(),
+                        pool: None,
+                    });
+                }
+                events.push((
+                    key.clone(),
+                    true,
+                    "AllocationFailed",
+                    format!("Failed to allocate IP for \"{key}\": {why}"),
+                ));
+            }
+        }
+        // Only a change of what is said about a service is an event.
+        let present: BTreeSet<&ServiceKey> = loaded.config.services.keys().collect();
+        self.last_event.retain(|k, _| present.contains(k));
+        for (key, warning, reason, message) in events {
+            let said = (reason, message.clone());
+            if self.last_event.get(&key) == Some(&said) {
+                continue;
+            }
+            // ClearAssignment is followed, in the same pass, by what happened next.
+            if reason != "ClearAssignment" {
+                self.last_event.insert(key.clone(), said);
+            }
+            pass.events.push(ServiceEvent {
+                key,
+                warning,
+                reason,
+                message,
+            });
+        }
+        for pool in &self.pools {
+            let u = alloc.usage(&pool.name).unwrap_or_default();
+            let counts = PoolCounts {
+                ipv4_total: u.ipv4_total,
+                ipv6_total: u.ipv6_total,
+                ipv4_in_use: u.ipv4_in_use,
+                ipv6_in_use: u.ipv6_in_use,
+            };
+            pass.counts.insert(pool.name.clone(), counts);
+            pass.pools.insert(
+                pool.name.clone(),
+                IPAddressPoolStatus {
+                    assigned_ipv4: i64_of(u.ipv4_in_use),
+                    assigned_ipv6: i64_of(u.ipv6_in_use),
+                    available_ipv4: i64_of(u.ipv4_total.saturating_sub(u.ipv4_in_use)),
+                    available_ipv6: i64_of(u.ipv6_total.saturating_sub(u.ipv6_in_use)),
+                },
+            );
+        }
+        pass
+    }
+}
+
+/// `lb-bin controller`'s settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--lb-class`: serve only services of this class (None: only services with no class).
+    pub lb_class: Option<String>,
+    /// Where the metallb.io objects live.
+    pub namespace: String,
+    /// The reporting controller's name in events, and this replica's identity.
+    pub reporter: String,
+    pub instance: String,
+    /// A full pass at least this often (retries failed writes).
+    pub resync: Duration,
+}
+
+/// Runs the controller until the future is dropped.
+pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metrics: Metrics) {
+    let store = Store::default();
+    let mut watches = vec![
+        store.spawn_watch(client.clone(), Kind::of::<Service>()),
+        store.spawn_watch(client.clone(), Kind::of::<Namespace>()),
+        store.spawn_watch(
+            client.clone(),
+            Kind::custom::<IPAddressPool>().in_namespace(&opts.namespace),
+        ),
+    ];
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: opts.reporter.clone(),
+            instance: Some(opts.instance.clone()),
+        },
+    );
+    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), &opts.namespace);
+    let mut changes = store.changes();
+    let mut core: Option<Core> = None;
+    // Writes sent, by the resourceVersion of the object they were computed from: while the
+    // store still shows that version, the write is in flight and is not repeated.
+    let mut sent: BTreeMap<ServiceKey, String> = BTreeMap::new();
+    let mut sent_pools: BTreeMap<String, IPAddressPoolStatus> = BTreeMap::new();
+    let mut tick = tokio::time::interval(opts.resync);
+    loop {
+        let leader = leadership.is_leader();
+        metrics.leader(leader);
+        if !leader {
+            // A replica that gains leadership must start from the status it then observes.
+            core = None;
+            sent.clear();
+            sent_pools.clear();
+        } else if store.synced() {
+            let started = Instant::now();
+            let c = core.get_or_insert_with(Core::default);
+            let pass = c.pass(store.values(), opts.lb_class.as_deref());
+            metrics.config(true, pass.stale);
+            metrics.set_pools(pass.counts.clone());
+            if !pass.config_errors.is_empty() {
+                debug!(errors = ?pass.config_errors, "configuration errors");
+            }
+            let mut ok = true;
+            for w in &pass.writes {
+                let rv = store
+                    .get("services", &w.key.namespace, &w.key.name)
+                    .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if sent.get(&w.key) == Some(&rv) {
+                    continue;
+                }
+                // Leadership is checked just before each write: a term can end mid-pass.
+                if !leadership.is_leader() {
+                    ok = false;
+                    break;
+                }
+                let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
+                let r = api
+                    .patch_status(
+                        &w.key.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(w.patch()),
+                    )
+                    .await;
+                metrics.update(r.is_ok());
+                match r {
+                    Ok(_) => {
+                        info!(service = %w.key, ips = ?w.ips, pool = ?w.pool, "status written");
+                        sent.insert(w.key.clone(), rv);
+                    }
+                    Err(e) => {
+                        ok = false;
+                        warn!(service = %w.key, "writing status: {e}");
+                    }
+                }
+            }
+            for e in &pass.events {
+                if !leadership.is_leader() {
+                    break;
+                }
+                let Some(svc) = store.get("services", &e.key.namespace, &e.key.name) else {
+                    continue;
+                };
+                let reference = ObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Service".into()),
+                    name: Some(e.key.name.clone()),
+                    namespace: Some(e.key.namespace.clone()),
+                    uid: svc
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    ..ObjectReference::default()
+                };
+                let ev = Event {
+                    type_: if e.warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: e.reason.to_string(),
+                    note: Some(e.message.clone()),
+                    action: e.reason.to_string(),
+                    secondary: None,
+                };
+                let r = recorder.publish(&ev, &reference).await;
+                metrics.update(r.is_ok());
+                if let Err(err) = r {
+                    warn!(service = %e.key, reason = e.reason, "publishing event: {err}");
+                }
+            }
+            for (name, status) in &pass.pools {
+                let observed = store
+                    .get("ipaddresspools", &opts.namespace, name)
+                    .and_then(|o| o.get("status").cloned())
+                    .and_then(|s| serde_json::from_value::<IPAddressPoolStatus>(s).ok());
+                if observed.as_ref() == Some(status) || sent_pools.get(name) == Some(status) {
+                    continue;
+                }
+                if !leadership.is_leader() {
+                    break;
+                }
+                let r = pools
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": status})),
+                    )
+                    .await;
+                metrics.update(r.is_ok());
+                match r {
+                    Ok(_) => {
+                        sent_pools.insert(name.clone(), status.clone());
+                    }
+                    Err(e) => warn!(pool = %name, "writing pool status: {e}"),
+                }
+            }
+            sent.retain(|k, _| pass.writes.iter().any(|w| &w.key == k));
+            metrics.reconciled(started.elapsed(), ok);
+        }
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() { break; }
+                // Let a burst of watch events settle into one pass.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = leadership.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
+    for w in watches.drain(..) {
+        w.abort();
+    }
+}

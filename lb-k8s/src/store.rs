@@ -1,0 +1,227 @@
+//! The watch cache: every watched object as the API serves it (JSON), per kind, fed by kube
+//! watchers and read as one snapshot by [`lb_core::config::load_values`]. Level-triggered: a
+//! change bumps a generation number; readers recompute from the whole snapshot.
+//!
+//! A watcher that loses the API server retries with backoff and keeps the objects it had, so a
+//! reader sees the last known state until the server is back (then a relist replaces it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::Value;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// One kind to watch: its API resource, and an optional namespace and label selector.
+#[derive(Clone, Debug)]
+pub struct Kind {
+    pub resource: ApiResource,
+    pub namespace: Option<String>,
+    pub labels: Option<String>,
+}
+
+impl Kind {
+    /// A built-in kind (from k8s-openapi), in every namespace.
+    pub fn of<K: kube::Resource<DynamicType = ()>>() -> Kind {
+        Kind {
+            resource: ApiResource::erase::<K>(&()),
+            namespace: None,
+            labels: None,
+        }
+    }
+
+    /// A custom kind, in every namespace.
+    pub fn custom<K: kube::Resource<DynamicType = ()>>() -> Kind {
+        Self::of::<K>()
+    }
+
+    pub fn in_namespace(mut self, ns: &str) -> Kind {
+        self.namespace = Some(ns.to_string());
+        self
+    }
+
+    pub fn with_labels(mut self, selector: &str) -> Kind {
+        self.labels = Some(selector.to_string());
+        self
+    }
+
+    fn api(&self, client: Client) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &self.resource),
+            None => Api::all_with(client, &self.resource),
+        }
+    }
+}
+
+type Objects = BTreeMap<(String, String), Value>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// plural -> (namespace, name) -> object.
+    kinds: BTreeMap<String, Objects>,
+    /// Kinds whose first list has completed.
+    synced: BTreeSet<String>,
+    /// Objects of a relist in progress.
+    relisting: BTreeMap<String, Objects>,
+}
+
+/// The shared cache. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Mutex<Inner>>,
+    generation: watch::Sender<u64>,
+    kinds: Arc<Mutex<Vec<String>>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            inner: Arc::default(),
+            generation: watch::channel(0).0,
+            kinds: Arc::default(),
+        }
+    }
+}
+
+fn key_of(obj: &Value) -> (String, String) {
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (s("/metadata/namespace"), s("/metadata/name"))
+}
+
+impl Store {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Watches `kind` into this store until the task is dropped.
+    pub fn spawn_watch(&self, client: Client, kind: Kind) -> tokio::task::JoinHandle<()> {
+        let plural = kind.resource.plural.clone();
+        self.kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(plural.clone());
+        let store = self.clone();
+        let mut config = watcher::Config::default();
+        if let Some(l) = &kind.labels {
+            config = config.labels(l);
+        }
+        let api = kind.api(client);
+        let resource = kind.resource.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(ev) => store.apply(&resource, ev),
+                    Err(e) => warn!(kind = %resource.kind, "watch: {e}"),
+                }
+            }
+        })
+    }
+
+    fn value_of(resource: &ApiResource, obj: DynamicObject) -> Option<Value> {
+        let mut v = serde_json::to_value(obj).ok()?;
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "apiVersion".into(),
+                Value::String(resource.api_version.clone()),
+            );
+            m.insert("kind".into(), Value::String(resource.kind.clone()));
+            if let Some(Value::Object(meta)) = m.get_mut("metadata") {
+                meta.remove("managedFields");
+            }
+        }
+        Some(v)
+    }
+
+    fn apply(&self, resource: &ApiResource, ev: Event<DynamicObject>) {
+        let plural = resource.plural.clone();
+        let mut inner = self.lock();
+        match ev {
+            Event::Init => {
+                inner.relisting.insert(plural, Objects::new());
+                return;
+            }
+            Event::InitApply(obj) => {
+                if let Some(v) = Self::value_of(resource, obj) {
+                    inner
+                        .relisting
+                        .entry(plural)
+                        .or_default()
+                        .insert(key_of(&v), v);
+                }
+                return;
+            }
+            Event::InitDone => {
+                let fresh = inner.relisting.remove(&plural).unwrap_or_default();
+                debug!(kind = %resource.kind, objects = fresh.len(), "listed");
+                inner.kinds.insert(plural.clone(), fresh);
+                inner.synced.insert(plural);
+            }
+            Event::Apply(obj) => {
+                if let Some(v) = Self::value_of(resource, obj) {
+                    inner.kinds.entry(plural).or_default().insert(key_of(&v), v);
+                }
+            }
+            Event::Delete(obj) => {
+                if let Some(v) = Self::value_of(resource, obj) {
+                    inner.kinds.entry(plural).or_default().remove(&key_of(&v));
+                }
+            }
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    /// True once every watched kind has been listed at least once.
+    pub fn synced(&self) -> bool {
+        let kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let inner = self.lock();
+        kinds.iter().all(|k| inner.synced.contains(k))
+    }
+
+    /// Every object of every kind.
+    pub fn values(&self) -> Vec<Value> {
+        self.lock()
+            .kinds
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    /// The objects of one kind (by plural).
+    pub fn of_kind(&self, plural: &str) -> Vec<Value> {
+        self.lock()
+            .kinds
+            .get(plural)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// One object, by kind, namespace and name.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.lock()
+            .kinds
+            .get(plural)?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// A receiver that changes whenever the store does.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}

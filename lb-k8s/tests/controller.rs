@@ -1,0 +1,400 @@
+//! The controller against a scripted API server (no cluster): status writes, pending services,
+//! sharing, dual-stack, pool removal, restarts, Lease-elected replicas and events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+
+use std::time::Duration;
+
+use api::{FakeApi, eventually, ingress_ips, lb_service, pool};
+use lb_k8s::controller::{Options, run};
+use lb_k8s::lease::{self, Leadership, LeaseConfig};
+use lb_k8s::metrics::Metrics;
+use serde_json::{Value, json};
+
+const ANNO: &str = "metallb.io/ip-allocated-from-pool";
+
+fn options() -> Options {
+    Options {
+        lb_class: None,
+        namespace: "metallb-system".into(),
+        reporter: "metallb-controller".into(),
+        instance: "test".into(),
+        resync: Duration::from_millis(200),
+    }
+}
+
+fn start(api_client: kube::Client) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(
+        api_client,
+        options(),
+        Leadership::always(),
+        Metrics::default(),
+    ))
+}
+
+fn svc(api: &FakeApi, ns: &str, name: &str) -> Value {
+    api.get("services", ns, name).expect("service exists")
+}
+
+fn status_writes(api: &FakeApi) -> Vec<api::Write> {
+    api.writes()
+        .into_iter()
+        .filter(|w| w.path.starts_with("/api/v1/namespaces/") && w.path.ends_with("/status"))
+        .collect()
+}
+
+fn events_for(api: &FakeApi, name: &str, reason: &str) -> usize {
+    api.writes()
+        .iter()
+        .filter(|w| {
+            w.path.contains("/events")
+                && w.method == "POST"
+                && w.body.pointer("/regarding/name").and_then(Value::as_str) == Some(name)
+                && w.body.get("reason").and_then(Value::as_str) == Some(reason)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_service_gets_exactly_the_expected_status_write() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.10-192.0.2.20"]));
+    api.put("services", lb_service("default", "web", &[80]));
+    let task = start(client);
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            == ["192.0.2.10"])
+        .await
+    );
+    // Let several resyncs pass: nothing more may be written to the service.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let writes = status_writes(&api);
+    assert_eq!(writes.len(), 1, "{writes:#?}");
+    let w = &writes[0];
+    assert_eq!(w.method, "PATCH");
+    assert_eq!(w.path, "/api/v1/namespaces/default/services/web/status");
+    assert_eq!(
+        w.body,
+        json!({"metadata": {"annotations": {ANNO: "main"}},
+               "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}})
+    );
+    assert_eq!(events_for(&api, "web", "IPAllocated"), 1);
+    // The pool's status counts the address.
+    assert!(
+        eventually(5, || {
+            api.get("ipaddresspools", "metallb-system", "main")
+                .and_then(|p| p.pointer("/status/assignedIPv4").cloned())
+                == Some(json!(1))
+        })
+        .await
+    );
+    let p = api.get("ipaddresspools", "metallb-system", "main").unwrap();
+    assert_eq!(p.pointer("/status/availableIPv4"), Some(&json!(10)));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_stays_pending_until_a_pool_appears_with_one_event() {
+    let (api, client) = FakeApi::start();
+    api.put("services", lb_service("default", "web", &[80]));
+    let task = start(client);
+    assert!(eventually(5, || events_for(&api, "web", "AllocationFailed") == 1).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(ingress_ips(&svc(&api, "default", "web")).is_empty());
+    assert_eq!(
+        events_for(&api, "web", "AllocationFailed"),
+        1,
+        "one event per change, not per pass"
+    );
+    api.put("ipaddresspools", pool("main", &["198.51.100.0/30"]));
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            == ["198.51.100.0"])
+        .await
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_share_an_address_by_key_and_dual_stack_gets_both_families() {
+    let (api, client) = FakeApi::start();
+    api.put(
+        "ipaddresspools",
+        pool("dual", &["192.0.2.0/29", "2001:db8::/125"]),
+    );
+    for (name, port) in [("a", 80), ("b", 443)] {
+        let mut s = lb_service("default", name, &[port]);
+        s["metadata"]["annotations"] = json!({"metallb.io/allow-shared-ip": "k"});
+        api.put("services", s);
+    }
+    let mut ds = lb_service("default", "ds", &[80]);
+    ds["spec"]["ipFamilies"] = json!(["IPv4", "IPv6"]);
+    ds["spec"]["ipFamilyPolicy"] = json!("RequireDualStack");
+    api.put("services", ds);
+    let task = start(client);
+    assert!(
+        eventually(5, || {
+            let a = ingress_ips(&svc(&api, "default", "a"));
+            let ds = ingress_ips(&svc(&api, "default", "ds"));
+            !a.is_empty() && ds.len() == 2
+        })
+        .await
+    );
+    let a = ingress_ips(&svc(&api, "default", "a"));
+    assert_eq!(a, ingress_ips(&svc(&api, "default", "b")));
+    let ds = ingress_ips(&svc(&api, "default", "ds"));
+    assert!(ds.iter().any(|ip| ip.contains(':')) && ds.iter().any(|ip| ip.contains('.')));
+    assert!(!ds.contains(&a[0]));
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pool_moves_its_services_to_another() {
+    let (api, client) = FakeApi::start();
+    let mut first = pool("first", &["192.0.2.0/30"]);
+    first["spec"]["serviceAllocation"] = json!({"priority": 1, "namespaces": ["default"]});
+    api.put("ipaddresspools", first);
+    api.put("ipaddresspools", pool("second", &["203.0.113.0/30"]));
+    api.put("services", lb_service("default", "web", &[80]));
+    let task = start(client);
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            == ["192.0.2.0"])
+        .await
+    );
+    api.remove("ipaddresspools", "metallb-system", "first");
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            == ["203.0.113.0"])
+        .await
+    );
+    let s = svc(&api, "default", "web");
+    assert_eq!(
+        s.pointer("/metadata/annotations/metallb.io~1ip-allocated-from-pool"),
+        Some(&json!("second"))
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_stops_being_a_load_balancer_or_changes_class_is_released() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/30"]));
+    api.put("services", lb_service("default", "a", &[80]));
+    api.put("services", lb_service("default", "b", &[80]));
+    let task = start(client);
+    assert!(
+        eventually(5, || {
+            !ingress_ips(&svc(&api, "default", "a")).is_empty()
+                && !ingress_ips(&svc(&api, "default", "b")).is_empty()
+        })
+        .await
+    );
+    let mut a = svc(&api, "default", "a");
+    a["spec"]["type"] = json!("ClusterIP");
+    api.put("services", a);
+    let mut b = svc(&api, "default", "b");
+    b["spec"]["loadBalancerClass"] = json!("other.example/lb");
+    api.put("services", b);
+    assert!(
+        eventually(5, || {
+            ["a", "b"].iter().all(|n| {
+                let s = svc(&api, "default", n);
+                ingress_ips(&s).is_empty()
+                    && s.pointer("/metadata/annotations/metallb.io~1ip-allocated-from-pool")
+                        .is_none()
+            })
+        })
+        .await
+    );
+    assert_eq!(events_for(&api, "a", "ClearAssignment"), 1);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_against_a_thousand_allocated_services_changes_no_address() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("big", &["2001:db8:1::/118"]));
+    // Addresses handed out in a scattered order, as years of churn leave them (7919 is prime,
+    // so i * 7919 mod 1024 never repeats), and pending services whose names sort first: they
+    // would take the lowest addresses if they were served before the held ones are claimed.
+    let v6 = |mut s: Value| {
+        s["spec"]["ipFamilies"] = json!(["IPv6"]);
+        s
+    };
+    for i in 0..1000u32 {
+        let ip = format!("2001:db8:1::{:x}", (i * 7919) % 1024);
+        let mut s = v6(lb_service("default", &format!("svc-{i:04}"), &[80]));
+        s["metadata"]["annotations"] = json!({ANNO: "big"});
+        s["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        api.put("services", s);
+    }
+    for i in 0..5 {
+        api.put(
+            "services",
+            v6(lb_service("default", &format!("aaa-{i}"), &[80])),
+        );
+    }
+    let held = |api: &FakeApi| -> Vec<(String, Vec<String>)> {
+        api.list("services")
+            .iter()
+            .filter(|s| {
+                s.pointer("/metadata/name")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .starts_with("svc-")
+            })
+            .map(|s| {
+                (
+                    s.pointer("/metadata/name")
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    ingress_ips(s),
+                )
+            })
+            .collect()
+    };
+    let before = held(&api);
+    let task = start(client);
+    assert!(
+        eventually(10, || (0..5).all(|i| {
+            !ingress_ips(&svc(&api, "default", &format!("aaa-{i}"))).is_empty()
+        }))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let held_writes: Vec<_> = status_writes(&api)
+        .into_iter()
+        .filter(|w| w.path.contains("/svc-"))
+        .collect();
+    assert!(held_writes.is_empty(), "a restart wrote {held_writes:#?}");
+    assert_eq!(before, held(&api));
+    let taken: std::collections::BTreeSet<String> =
+        before.into_iter().flat_map(|(_, ips)| ips).collect();
+    for i in 0..5 {
+        let ips = ingress_ips(&svc(&api, "default", &format!("aaa-{i}")));
+        assert!(!taken.contains(&ips[0]), "aaa-{i} took a held address");
+    }
+    assert!(
+        eventually(5, || {
+            api.get("ipaddresspools", "metallb-system", "big")
+                .and_then(|p| p.pointer("/status/assignedIPv6").cloned())
+                == Some(json!(1005))
+        })
+        .await
+    );
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/28"]));
+    api.put("services", lb_service("default", "one", &[80]));
+    let lease_cfg = |id: &str| LeaseConfig {
+        duration: Duration::from_secs(2),
+        valid_for: Duration::from_millis(1200),
+        retry: Duration::from_millis(100),
+        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
+    };
+    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
+    let (leader_a, lease_a) = lease::spawn(client.clone(), lease_cfg("replica-a"), stop_a_rx);
+    assert!(eventually(5, || leader_a.is_leader()).await);
+    let ctrl_a = tokio::spawn(run(
+        client.clone(),
+        Options {
+            instance: "replica-a".into(),
+            ..options()
+        },
+        leader_a.clone(),
+        Metrics::default(),
+    ));
+    let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
+    let (leader_b, lease_b) = lease::spawn(client.clone(), lease_cfg("replica-b"), stop_b_rx);
+    let ctrl_b = tokio::spawn(run(
+        client.clone(),
+        Options {
+            instance: "replica-b".into(),
+            ..options()
+        },
+        leader_b.clone(),
+        Metrics::default(),
+    ));
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "one"))
+            == ["192.0.2.0"])
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!leader_b.is_leader());
+    let by_instance = |api: &FakeApi, who: &str| {
+        api.writes()
+            .iter()
+            .filter(|w| {
+                w.path.contains("/events")
+                    && w.body.get("reportingInstance").and_then(Value::as_str) == Some(who)
+            })
+            .count()
+    };
+    assert_eq!(by_instance(&api, "replica-b"), 0);
+    assert_eq!(by_instance(&api, "replica-a"), 1);
+
+    // Replica A dies without releasing the Lease: its renewals stop.
+    lease_a.abort();
+    ctrl_a.abort();
+    drop(stop_a);
+    let started = tokio::time::Instant::now();
+    assert!(eventually(10, || leader_b.is_leader()).await);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "B took over after {took:?}, before A's lease could have expired"
+    );
+    api.put("services", lb_service("default", "two", &[80]));
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "two"))
+            == ["192.0.2.1"])
+        .await
+    );
+    assert_eq!(by_instance(&api, "replica-b"), 1);
+    assert_eq!(
+        ingress_ips(&svc(&api, "default", "one")),
+        ["192.0.2.0"],
+        "the new leader keeps what the old one wrote"
+    );
+    let lease = api
+        .get("leases", "metallb-system", "metallb-controller")
+        .unwrap();
+    assert_eq!(
+        lease.pointer("/spec/holderIdentity"),
+        Some(&json!("replica-b"))
+    );
+    ctrl_b.abort();
+    lease_b.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_sent_once_per_change_across_many_passes() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/30"]));
+    api.put("services", lb_service("default", "web", &[80]));
+    let task = start(client);
+    assert!(eventually(5, || events_for(&api, "web", "IPAllocated") == 1).await);
+    // Unrelated changes and resyncs drive many passes.
+    for i in 0..10 {
+        api.put("services", lb_service("other", &format!("x{i}"), &[80]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(events_for(&api, "web", "IPAllocated"), 1);
+    // Four addresses, eleven services: seven are pending, each told once.
+    let failed: usize = (0..10)
+        .map(|i| events_for(&api, &format!("x{i}"), "AllocationFailed"))
+        .sum();
+    assert_eq!(failed, 7);
+    task.abort();
+}
