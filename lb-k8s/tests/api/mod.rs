@@ -69,9 +69,9 @@ struct Target {
 
 fn parse_path(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let rest = match segs.first()? {
-        &"api" => &segs[2..],
-        &"apis" => &segs[3..],
+    let rest = match *segs.first()? {
+        "api" => segs.get(2..)?,
+        "apis" => segs.get(3..)?,
         _ => return None,
     };
     let (namespace, rest) = if rest.len() >= 3 && rest[0] == "namespaces" {
