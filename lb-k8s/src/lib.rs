@@ -15,6 +15,7 @@ pub mod controller;
 pub mod crds;
 pub mod lease;
 pub mod metrics;
+pub mod speaker;
 pub mod store;
 
 /// The API group whose kinds this crate serves.

@@ -1,0 +1,441 @@
+//! The speaker's view of the cluster: what this node must announce, decided from watched
+//! objects, and the status kinds (ServiceL2Status, ServiceBGPStatus) that say so.
+//!
+//! ```text
+//!  watch Services, EndpointSlices, Nodes, metallb.io kinds, Secrets ─► Store
+//!        Store + live members ─► Core::decide (pure) ─► Plan ─► announcers (lb-bin)
+//!                                                        └────► sync_statuses ─► API
+//! ```
+//!
+//! Addresses come from the Services' status (the controller's writes), never allocated here.
+//! When the API server is unreachable the store keeps the last objects it saw, so the plan
+//! stays what it was and only membership changes move announcements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use lb_core::alloc::Allocation;
+use lb_core::config::{Config, Severity, load_values};
+use lb_core::objects::ServiceKey;
+use lb_core::plan::{How, Interfaces, MissingEndpoints, Plan, PlanInput, plan};
+use serde_json::{Value, json};
+
+use crate::controller::pool_annotation;
+use crate::crds::{
+    BFDProfile, BGPAdvertisement, Community, IPAddressPool, L2Advertisement,
+    MetalLBServiceBGPStatus, MetalLBServiceL2Status, ServiceBGPStatus, ServiceL2Status, v1beta2,
+};
+use crate::store::{Kind, Store};
+
+/// Labels MetalLB puts on the status kinds.
+pub const NODE_LABEL: &str = "metallb.io/node";
+pub const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
+pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
+
+/// `lb-bin speaker`'s settings that decide what is announced.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub node_name: String,
+    /// Where the metallb.io objects and BGP password Secrets live.
+    pub namespace: String,
+    pub lb_class: Option<String>,
+    /// `--ignore-exclude-lb`: announce from nodes labelled exclude-from-external-load-balancers.
+    pub ignore_exclude_label: bool,
+}
+
+/// The kinds the speaker watches.
+pub fn kinds(opts: &Options) -> Vec<Kind> {
+    let ns = opts.namespace.as_str();
+    vec![
+        Kind::of::<Service>(),
+        Kind::of::<EndpointSlice>(),
+        Kind::of::<Node>(),
+        Kind::of::<Namespace>(),
+        Kind::of::<Secret>().in_namespace(ns),
+        Kind::custom::<IPAddressPool>().in_namespace(ns),
+        Kind::custom::<L2Advertisement>().in_namespace(ns),
+        Kind::custom::<BGPAdvertisement>().in_namespace(ns),
+        Kind::custom::<v1beta2::BGPPeer>().in_namespace(ns),
+        Kind::custom::<BFDProfile>().in_namespace(ns),
+        Kind::custom::<Community>().in_namespace(ns),
+        Kind::custom::<ServiceL2Status>()
+            .in_namespace(ns)
+            .with_labels(&format!("{NODE_LABEL}={}", opts.node_name)),
+        Kind::custom::<ServiceBGPStatus>()
+            .in_namespace(ns)
+            .with_labels(&format!("{NODE_LABEL}={}", opts.node_name)),
+    ]
+}
+
+/// What one decision gives.
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    pub plan: Plan,
+    /// The configuration the plan was made from (the metallb.io part may be the previous one).
+    pub config: Config,
+    /// Error findings of the newest objects, as text.
+    pub config_errors: Vec<String>,
+    /// The metallb.io objects have errors: the previous good ones are in force.
+    pub stale: bool,
+}
+
+/// The speaker's memory between decisions: the last configuration without errors.
+#[derive(Debug, Default)]
+pub struct Core {
+    last_good: Option<Config>,
+}
+
+/// True for findings about `metallb.io` objects (as opposed to Services and other v1 kinds).
+fn is_metallb(object: &str) -> bool {
+    [
+        "IPAddressPool ",
+        "L2Advertisement ",
+        "BGPAdvertisement ",
+        "BGPPeer ",
+        "BFDProfile ",
+        "Community ",
+    ]
+    .iter()
+    .any(|k| object.starts_with(k))
+}
+
+/// The addresses the controller gave each service, read from their status.
+pub fn allocations_from_status(
+    config: &Config,
+    lb_class: Option<&str>,
+) -> BTreeMap<ServiceKey, Allocation> {
+    let anno = pool_annotation();
+    let mut out = BTreeMap::new();
+    for s in config.services.values() {
+        if !s.load_balancer || s.load_balancer_class.as_deref() != lb_class {
+            continue;
+        }
+        let ips: Vec<IpAddr> = s
+            .status_ips
+            .iter()
+            .copied()
+            .filter(|ip| config.pools.values().any(|p| p.contains(*ip)))
+            .collect();
+        let Some(first) = ips.first() else {
+            continue;
+        };
+        let pool = s
+            .annotations
+            .get(&anno)
+            .filter(|p| config.pools.get(*p).is_some_and(|p| p.contains(*first)))
+            .cloned()
+            .or_else(|| {
+                config
+                    .pools
+                    .values()
+                    .find(|p| p.contains(*first))
+                    .map(|p| p.name.clone())
+            });
+        if let Some(pool) = pool {
+            out.insert(s.key.clone(), Allocation { pool, ips });
+        }
+    }
+    out
+}
+
+impl Core {
+    /// What `node` announces, given every watched object and the live members.
+    pub fn decide(
+        &mut self,
+        objects: Vec<Value>,
+        members: &BTreeSet<String>,
+        opts: &Options,
+    ) -> Decision {
+        let loaded = load_values(objects);
+        let config_errors: Vec<String> = loaded
+            .errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error)
+            .map(|e| e.to_string())
+            .collect();
+        let broken = loaded
+            .errors
+            .iter()
+            .any(|e| e.severity == Severity::Error && is_metallb(&e.object));
+        let mut config = loaded.config;
+        let stale = broken && self.last_good.is_some();
+        match (&self.last_good, stale) {
+            (Some(good), true) => {
+                config.pools = good.pools.clone();
+                config.l2_advertisements = good.l2_advertisements.clone();
+                config.bgp_advertisements = good.bgp_advertisements.clone();
+                config.peers = good.peers.clone();
+                config.bfd_profiles = good.bfd_profiles.clone();
+                config.communities = good.communities.clone();
+            }
+            _ => self.last_good = Some(config.clone()),
+        }
+        let allocations = allocations_from_status(&config, opts.lb_class.as_deref());
+        let plan = plan(&PlanInput {
+            config: &config,
+            allocations: &allocations,
+            members,
+            node: &opts.node_name,
+            missing_endpoints: MissingEndpoints::NoEndpoints,
+            ignore_exclude_label: opts.ignore_exclude_label,
+        });
+        Decision {
+            plan,
+            config,
+            config_errors,
+            stale,
+        }
+    }
+}
+
+/// The status objects this node should have, by service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WantedStatuses {
+    pub l2: BTreeMap<ServiceKey, MetalLBServiceL2Status>,
+    pub bgp: BTreeMap<ServiceKey, MetalLBServiceBGPStatus>,
+}
+
+/// The status objects a plan implies (one per service and protocol on this node).
+pub fn wanted_statuses(node: &str, plan: &Plan) -> WantedStatuses {
+    let mut l2: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    let mut bgp: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    for a in &plan.announcements {
+        match &a.how {
+            How::Layer2 { interfaces } => {
+                let set = l2.entry(a.service.clone()).or_default();
+                if let Interfaces::Only(names) = interfaces {
+                    set.extend(names.iter().cloned());
+                }
+            }
+            How::Bgp { routes } => {
+                bgp.entry(a.service.clone())
+                    .or_default()
+                    .extend(routes.iter().flat_map(|r| r.peers.iter().cloned()));
+            }
+        }
+    }
+    let base = |k: &ServiceKey| {
+        (
+            Some(node.to_string()),
+            Some(k.name.clone()),
+            Some(k.namespace.clone()),
+        )
+    };
+    WantedStatuses {
+        l2: l2
+            .into_iter()
+            .map(|(k, ifaces)| {
+                let (node, service_name, service_namespace) = base(&k);
+                let s = MetalLBServiceL2Status {
+                    node,
+                    service_name,
+                    service_namespace,
+                    interfaces: ifaces
+                        .into_iter()
+                        .map(|name| crate::crds::InterfaceInfo { name })
+                        .collect(),
+                };
+                (k, s)
+            })
+            .collect(),
+        bgp: bgp
+            .into_iter()
+            .map(|(k, peers)| {
+                let (node, service_name, service_namespace) = base(&k);
+                let s = MetalLBServiceBGPStatus {
+                    node,
+                    service_name,
+                    service_namespace,
+                    peers: peers.into_iter().collect(),
+                };
+                (k, s)
+            })
+            .collect(),
+    }
+}
+
+/// One existing status object of this node.
+struct Existing {
+    name: String,
+    service: Option<ServiceKey>,
+    status: Value,
+}
+
+fn existing(store: &Store, plural: &str) -> Vec<Existing> {
+    store
+        .of_kind(plural)
+        .into_iter()
+        .map(|o| {
+            let label = |k: &str| {
+                o.pointer("/metadata/labels")
+                    .and_then(|l| l.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            Existing {
+                name: o
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                service: label(SERVICE_NAMESPACE_LABEL)
+                    .zip(label(SERVICE_NAME_LABEL))
+                    .map(|(ns, n)| ServiceKey::new(ns, n)),
+                status: o.get("status").cloned().unwrap_or(Value::Null),
+            }
+        })
+        .collect()
+}
+
+/// Makes this node's status objects of one kind match `wanted`: creates the missing ones,
+/// updates the changed ones and deletes the rest (and duplicates). Returns the writes made and
+/// the first error; a failed write is retried by the next call.
+async fn sync_kind<K, S>(
+    client: &Client,
+    store: &Store,
+    created: &mut BTreeMap<(String, ServiceKey), Instant>,
+    opts: &Options,
+    prefix: &str,
+    wanted: &BTreeMap<ServiceKey, S>,
+) -> (usize, Option<kube::Error>)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let (namespace, node) = (opts.namespace.as_str(), opts.node_name.as_str());
+    let plural = K::plural(&()).to_string();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut writes = 0;
+    let mut first_error = None;
+    let mut note = |r: Result<(), kube::Error>, writes: &mut usize| {
+        *writes += 1;
+        if let Err(e) = r
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+        }
+    };
+    let mut seen: BTreeSet<ServiceKey> = BTreeSet::new();
+    for e in existing(store, &plural) {
+        if let Some(k) = &e.service {
+            created.remove(&(plural.clone(), k.clone()));
+        }
+        let want = e.service.as_ref().and_then(|k| wanted.get(k));
+        match (want, &e.service) {
+            (Some(w), Some(k)) if seen.insert(k.clone()) => {
+                let w = serde_json::to_value(w).unwrap_or(Value::Null);
+                if w != e.status {
+                    let r = api
+                        .patch_status(
+                            &e.name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({ "status": w })),
+                        )
+                        .await
+                        .map(|_| ());
+                    note(r, &mut writes);
+                }
+            }
+            _ => {
+                let r = api
+                    .delete(&e.name, &DeleteParams::default())
+                    .await
+                    .map(|_| ());
+                note(r, &mut writes);
+            }
+        }
+    }
+    for (k, w) in wanted {
+        // An object created a moment ago may not be in the store yet: do not create twice.
+        let recent = created
+            .get(&(plural.clone(), k.clone()))
+            .is_some_and(|t| t.elapsed() < CREATE_GRACE);
+        if seen.contains(k) || recent {
+            continue;
+        }
+        let obj = json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {
+                "generateName": prefix,
+                "namespace": namespace,
+                "labels": {
+                    NODE_LABEL: node,
+                    SERVICE_NAME_LABEL: k.name,
+                    SERVICE_NAMESPACE_LABEL: k.namespace,
+                },
+            },
+            "spec": {},
+        });
+        let r = match serde_json::from_value::<K>(obj) {
+            Ok(obj) => match api.create(&PostParams::default(), &obj).await {
+                // The status subresource ignores status on create: set it after.
+                Ok(obj) => {
+                    created.insert((plural.clone(), k.clone()), Instant::now());
+                    let name = obj.meta().name.clone().unwrap_or_default();
+                    api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "status": w })),
+                    )
+                    .await
+                    .map(|_| ())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(kube::Error::SerdeError(e)),
+        };
+        note(r, &mut writes);
+    }
+    (writes, first_error)
+}
+
+/// How long an object this node created may take to show in the store.
+const CREATE_GRACE: Duration = Duration::from_secs(10);
+
+/// Writes this node's ServiceL2Status and ServiceBGPStatus objects.
+#[derive(Debug, Default)]
+pub struct StatusWriter {
+    created: BTreeMap<(String, ServiceKey), Instant>,
+}
+
+impl StatusWriter {
+    /// Makes this node's status objects match `wanted`. Returns the writes made and the first
+    /// error; what failed is done by the next call.
+    pub async fn sync(
+        &mut self,
+        client: &Client,
+        store: &Store,
+        opts: &Options,
+        wanted: &WantedStatuses,
+    ) -> (usize, Option<kube::Error>) {
+        let (n1, e1) = sync_kind::<ServiceL2Status, _>(
+            client,
+            store,
+            &mut self.created,
+            opts,
+            "l2-",
+            &wanted.l2,
+        )
+        .await;
+        let (n2, e2) = sync_kind::<ServiceBGPStatus, _>(
+            client,
+            store,
+            &mut self.created,
+            opts,
+            "bgp-",
+            &wanted.bgp,
+        )
+        .await;
+        (n1 + n2, e1.or(e2))
+    }
+}
