@@ -78,6 +78,49 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// In a cluster: allocate addresses to LoadBalancer Services (Lease-elected; run several).
+    Controller {
+        /// Serve only Services of this loadBalancerClass (default: only Services with none).
+        #[arg(long, env = "LB_CLASS")]
+        lb_class: Option<String>,
+        /// Where the metallb.io objects live.
+        #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
+        namespace: String,
+        /// This replica's identity in the Lease and in events.
+        #[arg(long, env = "POD_NAME", default_value = "lb-controller")]
+        identity: String,
+        /// The Lease (coordination.k8s.io/v1) the replicas elect a leader with.
+        #[arg(long, default_value = "lb-controller")]
+        lease_name: String,
+        /// Serve /metrics, /healthz, /readyz and /status here.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
+        http: std::net::SocketAddr,
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
+    /// In a cluster, on every node: announce the addresses this node is elected for.
+    Speaker {
+        /// This node's name (the Node object's name).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: String,
+        #[arg(long, env = "LB_CLASS")]
+        lb_class: Option<String>,
+        #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
+        namespace: String,
+        /// Announce from nodes labelled node.kubernetes.io/exclude-from-external-load-balancers.
+        #[arg(long)]
+        ignore_exclude_lb: bool,
+        /// Membership address (UDP), shared with the other speakers.
+        #[arg(long, default_value = "0.0.0.0:7946")]
+        bind: std::net::SocketAddr,
+        /// The address other speakers reach this one at (default: the Node's InternalIP).
+        #[arg(long, env = "POD_IP")]
+        advertise_address: Option<std::net::IpAddr>,
+        #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
+        http: std::net::SocketAddr,
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
     /// Print every metallb.io CustomResourceDefinition as YAML (what deploy/crds.yaml holds).
     Crds,
     /// Print the version and the compiled announcement modes.
@@ -163,16 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             log_format,
             dry_run,
         } => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            let fmt = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-            match log_format {
-                LogFormat::Text => fmt.init(),
-                LogFormat::Json => fmt.json().init(),
-            }
+            init_logs(log_format);
             let opts = lb_bin::standalone::Options {
                 config,
                 node_name,
@@ -183,11 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 local_delivery: local_delivery.then_some(dummy_interface),
                 dry_run,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
+            runtime()?.block_on(async {
                 let status = lb_bin::standalone::SharedStatus::default();
                 let metrics = lb_bin::standalone::SharedMetrics::default();
                 if let Some(addr) = opts.http {
@@ -205,6 +235,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Controller {
+            lb_class,
+            namespace,
+            identity,
+            lease_name,
+            http,
+            log_format,
+        } => {
+            init_logs(log_format);
+            let opts = lb_bin::controller::Options {
+                lb_class,
+                namespace,
+                identity,
+                lease_name,
+                http: Some(http),
+            };
+            runtime()?.block_on(async {
+                let client = lb_k8s::kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                lb_bin::controller::run(client, opts).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Speaker {
+            node_name,
+            lb_class,
+            namespace,
+            ignore_exclude_lb,
+            bind,
+            advertise_address,
+            http,
+            log_format,
+        } => {
+            init_logs(log_format);
+            let opts = lb_bin::speaker::Options {
+                k8s: lb_k8s::speaker::Options {
+                    node_name,
+                    namespace,
+                    lb_class,
+                    ignore_exclude_label: ignore_exclude_lb,
+                },
+                bind,
+                advertise: advertise_address,
+                http: Some(http),
+            };
+            runtime()?.block_on(async {
+                let client = lb_k8s::kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                lb_bin::speaker::run(client, opts).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             print!(
                 "{}",
@@ -218,6 +302,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 /// A plan may hold announcements this build could not make; say so.

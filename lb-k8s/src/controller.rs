@@ -289,6 +289,9 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
     loop {
         let leader = leadership.is_leader();
         metrics.leader(leader);
+        if store.synced() {
+            metrics.set_ready(true);
+        }
         if !leader {
             // A replica that gains leadership must start from the status it then observes.
             core = None;

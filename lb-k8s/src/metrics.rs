@@ -30,6 +30,7 @@ struct Inner {
     config_loaded: bool,
     config_stale: bool,
     leader: bool,
+    ready: bool,
     reconciles: u64,
     reconcile_errors: u64,
     duration_buckets: [u64; BUCKETS.len()],
@@ -70,6 +71,15 @@ impl Metrics {
         let mut m = self.lock();
         m.config_loaded = loaded;
         m.config_stale = stale;
+    }
+
+    /// Caches are listed (controller) or a plan is applied (speaker).
+    pub fn set_ready(&self, ready: bool) {
+        self.lock().ready = ready;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().ready
     }
 
     pub fn leader(&self, leader: bool) {

@@ -439,3 +439,86 @@ impl StatusWriter {
         (n1 + n2, e1.or(e2))
     }
 }
+
+/// Speaker events: `nodeAssigned` when this node starts announcing a service by a protocol,
+/// once per change (MetalLB sends one per reconcile, its issue #2387).
+pub struct AssignedEvents {
+    recorder: kube::runtime::events::Recorder,
+    said: BTreeSet<(ServiceKey, &'static str)>,
+}
+
+impl std::fmt::Debug for AssignedEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssignedEvents")
+            .field("said", &self.said)
+            .finish_non_exhaustive()
+    }
+}
+
+fn protocol_name(how: &How) -> &'static str {
+    match how {
+        How::Layer2 { .. } => "layer2",
+        How::Bgp { .. } => "bgp",
+    }
+}
+
+impl AssignedEvents {
+    pub fn new(client: Client, node: &str) -> Self {
+        AssignedEvents {
+            recorder: kube::runtime::events::Recorder::new(
+                client,
+                kube::runtime::events::Reporter {
+                    controller: "metallb-speaker".into(),
+                    instance: Some(node.to_string()),
+                },
+            ),
+            said: BTreeSet::new(),
+        }
+    }
+
+    /// Sends an event for each (service, protocol) new in `plan`; forgets those gone, so a
+    /// service that comes back is told again. Returns the number of failed sends (retried by
+    /// the next call).
+    pub async fn update(&mut self, store: &Store, node: &str, plan: &Plan) -> usize {
+        let now: BTreeSet<(ServiceKey, &'static str)> = plan
+            .announcements
+            .iter()
+            .map(|a| (a.service.clone(), protocol_name(&a.how)))
+            .collect();
+        self.said.retain(|k| now.contains(k));
+        let mut failed = 0;
+        for (key, protocol) in now {
+            if self.said.contains(&(key.clone(), protocol)) {
+                continue;
+            }
+            let uid = store
+                .get("services", &key.namespace, &key.name)
+                .and_then(|o| o.pointer("/metadata/uid").cloned())
+                .and_then(|v| v.as_str().map(str::to_string));
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                name: Some(key.name.clone()),
+                namespace: Some(key.namespace.clone()),
+                uid,
+                ..Default::default()
+            };
+            let ev = kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Normal,
+                reason: "nodeAssigned".into(),
+                note: Some(format!(
+                    "announcing from node \"{node}\" with protocol \"{protocol}\""
+                )),
+                action: "Announce".into(),
+                secondary: None,
+            };
+            match self.recorder.publish(&ev, &reference).await {
+                Ok(()) => {
+                    self.said.insert((key, protocol));
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        failed
+    }
+}

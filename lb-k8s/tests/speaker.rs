@@ -340,3 +340,52 @@ async fn the_plan_stays_while_the_api_server_is_down_and_a_broken_object_changes
         t.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_assigned_is_sent_once_per_change_not_per_pass() {
+    let (api, client) = FakeApi::start();
+    cluster(&api);
+    let o = opts("node2");
+    let (store, tasks) = watching(client.clone(), &o).await;
+    let mut core = Core::default();
+    let mut events = lb_k8s::speaker::AssignedEvents::new(client.clone(), "node2");
+    let count = |api: &FakeApi, name: &str| {
+        api.writes()
+            .iter()
+            .filter(|w| {
+                // A repeat within minutes is a PATCH of the event's series (kube's recorder).
+                (w.method == "POST" || w.method == "PATCH")
+                    && w.path.contains("/events")
+                    && w.body.get("reason") == Some(&json!("nodeAssigned"))
+                    && w.body.pointer("/regarding/name") == Some(&json!(name))
+            })
+            .count()
+    };
+    for _ in 0..5 {
+        let d = core.decide(store.values(), &members(), &o);
+        assert_eq!(events.update(&store, "node2", &d.plan).await, 0);
+    }
+    assert_eq!(count(&api, "local"), 1);
+    assert_eq!(count(&api, "bgp-cluster"), 1);
+    let note = api
+        .writes()
+        .iter()
+        .find(|w| w.body.pointer("/regarding/name") == Some(&json!("local")))
+        .and_then(|w| w.body.get("note").cloned());
+    assert_eq!(
+        note,
+        Some(json!(
+            "announcing from node \"node2\" with protocol \"layer2\""
+        ))
+    );
+    // The service leaves this node and comes back: that is a change, told again.
+    let gone: BTreeSet<String> = ["node1".to_string()].into();
+    let d = core.decide(store.values(), &gone, &o);
+    events.update(&store, "node2", &d.plan).await;
+    let d = core.decide(store.values(), &members(), &o);
+    events.update(&store, "node2", &d.plan).await;
+    assert_eq!(count(&api, "local"), 2);
+    for t in tasks {
+        t.abort();
+    }
+}

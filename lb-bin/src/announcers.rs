@@ -1,0 +1,138 @@
+//! The announcers this build has (by cargo feature), driven as one: standalone mode and the
+//! Kubernetes speaker hand them a plan's announcements.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+#[cfg(feature = "bgp")]
+use std::time::Duration;
+
+use anyhow::Result;
+#[cfg(not(all(feature = "l2", feature = "bgp")))]
+use anyhow::bail;
+use lb_core::config::Config;
+use lb_core::plan::Announcement;
+use lb_core::{Announcer, Protocol};
+
+/// The announcers this build has.
+#[derive(Debug)]
+pub struct Announcers {
+    #[cfg(feature = "l2")]
+    l2: Option<lb_announce_l2::L2Announcer>,
+    #[cfg(feature = "bgp")]
+    bgp: Option<(lb_announce_bgp::BgpAnnouncer, Vec<String>)>,
+}
+
+impl Announcers {
+    pub fn start(
+        config: &Config,
+        node: &str,
+        router_id: Ipv4Addr,
+        dry_run: bool,
+    ) -> Result<Announcers> {
+        let wants_l2 = !dry_run && !config.l2_advertisements.is_empty();
+        let wants_bgp =
+            !dry_run && (!config.bgp_advertisements.is_empty() || !config.peers.is_empty());
+        #[cfg(not(feature = "l2"))]
+        if wants_l2 {
+            bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
+        }
+        #[cfg(not(feature = "bgp"))]
+        if wants_bgp {
+            bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
+        }
+        let _ = (node, router_id, wants_bgp, wants_l2);
+        Ok(Announcers {
+            #[cfg(feature = "l2")]
+            l2: if wants_l2 {
+                Some(
+                    lb_announce_l2::L2Announcer::start(lb_announce_l2::announcer::Config::default())
+                        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))?,
+                )
+            } else {
+                None
+            },
+            #[cfg(feature = "bgp")]
+            bgp: if wants_bgp {
+                Some(start_bgp(config, node, router_id)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Hands each announcer its share; returns the errors.
+    pub async fn announce(&self, anns: &[Announcement], fresh: &BTreeSet<IpAddr>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let (l2, bgp): (Vec<Announcement>, Vec<Announcement>) = anns
+            .iter()
+            .cloned()
+            .partition(|a| Protocol::of(a) == Protocol::Layer2);
+        #[cfg(feature = "l2")]
+        if let Some(a) = &self.l2 {
+            a.note_new_addresses(fresh.iter().copied());
+            if let Err(e) = a.announce(&l2).await {
+                errors.push(e.to_string());
+            }
+        }
+        #[cfg(feature = "bgp")]
+        if let Some((a, _)) = &self.bgp
+            && let Err(e) = a.announce(&bgp).await
+        {
+            errors.push(e.to_string());
+        }
+        let _ = (l2, bgp, fresh);
+        errors
+    }
+
+    /// After members appeared (a partition healed, a node joined): this node's clients may
+    /// have learned another node's MAC meanwhile, so say again what it answers for.
+    pub fn reannounce(&self) {
+        #[cfg(feature = "l2")]
+        if let Some(a) = &self.l2 {
+            a.reannounce();
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        #[allow(unused_mut)]
+        let mut out = String::new();
+        #[cfg(feature = "l2")]
+        if let Some(a) = &self.l2 {
+            out.push_str(&a.counters().render());
+        }
+        #[cfg(feature = "bgp")]
+        if let Some((a, _)) = &self.bgp {
+            out.push_str(&a.render_metrics());
+        }
+        out
+    }
+
+    pub async fn stop(self) {
+        #[cfg(feature = "bgp")]
+        if let Some((a, _)) = self.bgp {
+            a.stop(Duration::from_secs(2)).await;
+        }
+        #[cfg(feature = "l2")]
+        if let Some(a) = self.l2 {
+            a.shutdown().await;
+        }
+    }
+}
+
+#[cfg(feature = "bgp")]
+fn start_bgp(
+    config: &Config,
+    node: &str,
+    router_id: Ipv4Addr,
+) -> Result<(lb_announce_bgp::BgpAnnouncer, Vec<String>)> {
+    let me = config.node(node);
+    let mut sessions = Vec::new();
+    let mut names = Vec::new();
+    for p in lb_core::plan::peers_of(config, &me) {
+        let c = lb_announce_bgp::announcer::peer_config(p, router_id, config.password_for(p))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        names.push(p.name.clone());
+        sessions.push((p.name.clone(), c));
+    }
+    Ok((lb_announce_bgp::BgpAnnouncer::start(sessions), names))
+}

@@ -1,0 +1,82 @@
+//! `lb-bin controller`: lb-k8s's controller under a Lease, with the HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lb_k8s::kube::Client;
+use lb_k8s::lease::{self, LeaseConfig};
+use lb_k8s::metrics::Metrics;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+use crate::standalone::{SharedMetrics, SharedStatus};
+
+/// Everything `lb-bin controller` is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub lb_class: Option<String>,
+    pub namespace: String,
+    /// This replica's identity in the Lease and in events (the pod name).
+    pub identity: String,
+    pub lease_name: String,
+    pub http: Option<SocketAddr>,
+}
+
+/// Runs until SIGTERM or SIGINT; then hands the Lease back so another replica takes over at
+/// once.
+pub async fn run(client: Client, opts: Options) -> Result<()> {
+    let metrics = Metrics::default();
+    let status = SharedStatus::default();
+    let text = SharedMetrics::default();
+    if let Some(addr) = opts.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--http {addr}"))?;
+        let (s, m) = (status.clone(), text.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(l, s, m).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (leadership, lease_task) = lease::spawn(
+        client.clone(),
+        LeaseConfig::new(&opts.lease_name, &opts.namespace, &opts.identity),
+        stop_rx,
+    );
+    let controller = tokio::spawn(lb_k8s::controller::run(
+        client,
+        lb_k8s::controller::Options {
+            lb_class: opts.lb_class.clone(),
+            namespace: opts.namespace.clone(),
+            reporter: "metallb-controller".into(),
+            instance: opts.identity.clone(),
+            resync: Duration::from_secs(30),
+        },
+        leadership,
+        metrics.clone(),
+    ));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                *text.lock().unwrap_or_else(|e| e.into_inner()) = metrics.render("controller");
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                st.node = opts.identity.clone();
+                // Ready once the caches are listed: a follower is ready to take over.
+                st.ready = metrics.is_ready();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("stopping: releasing the Lease");
+    controller.abort();
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), lease_task).await;
+    Ok(())
+}

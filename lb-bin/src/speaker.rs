@@ -1,0 +1,257 @@
+//! `lb-bin speaker`: one per node (a DaemonSet). Watches the cluster through lb-k8s, elects L2
+//! owners with the same SWIM membership as standalone mode (members found from the Nodes),
+//! and drives the announcers.
+//!
+//! ```text
+//!  API watches ─► lb_k8s Store ─┐
+//!  SwimElector (seeds: Nodes' InternalIPs) ─ live members ─► speaker::Core::decide ─► Plan
+//!        Plan ─► Announcers (L2, BGP)   Plan ─► ServiceL2Status / ServiceBGPStatus, events
+//! ```
+//! While the API server is unreachable the store keeps what it last saw, so announcements
+//! continue and only membership moves them.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use lb_core::elect::LeaderElector;
+use lb_core::plan::How;
+use lb_k8s::kube::Client;
+use lb_k8s::metrics::Metrics;
+use lb_k8s::speaker::{AssignedEvents, Core, StatusWriter, kinds, wanted_statuses};
+use lb_k8s::store::Store;
+use serde_json::Value;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::announcers::Announcers;
+use crate::members::SwimElector;
+use crate::standalone::{SharedMetrics, SharedStatus, StatusAnnouncement};
+
+/// Everything `lb-bin speaker` is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub k8s: lb_k8s::speaker::Options,
+    /// Membership (UDP).
+    pub bind: SocketAddr,
+    /// The address other speakers reach this one at; default: this Node's InternalIP.
+    pub advertise: Option<IpAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+/// The InternalIP (else first address) of every Node, by name.
+fn node_addresses(store: &Store) -> Vec<(String, IpAddr)> {
+    let mut out = Vec::new();
+    for n in store.of_kind("nodes") {
+        let name = n
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let addrs = n
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let pick = |t: Option<&str>| {
+            addrs.iter().find_map(|a| {
+                let ty = a.get("type").and_then(Value::as_str);
+                if t.is_some() && ty != t {
+                    return None;
+                }
+                a.get("address")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+            })
+        };
+        if let Some(ip) = pick(Some("InternalIP")).or_else(|| pick(None)) {
+            out.push((name, ip));
+        }
+    }
+    out
+}
+
+fn router_id(node: &str, ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::from(u32::from_be_bytes(
+            lb_core::plan::election_hash(node, "router-id")[..4]
+                .try_into()
+                .unwrap_or([192, 0, 2, 1]),
+        )),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(client: Client, opts: Options) -> Result<()> {
+    let node = opts.k8s.node_name.clone();
+    let metrics = Metrics::default();
+    let status = SharedStatus::default();
+    let text = SharedMetrics::default();
+    if let Some(addr) = opts.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--http {addr}"))?;
+        let (s, m) = (status.clone(), text.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(l, s, m).await {
+                error!("{e:#}");
+            }
+        });
+    }
+    let store = Store::default();
+    let watches: Vec<_> = kinds(&opts.k8s)
+        .into_iter()
+        .map(|k| store.spawn_watch(client.clone(), k))
+        .collect();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    info!(node = %node, "waiting for the first list of every watched kind");
+    let mut changes = store.changes();
+    while !store.synced() {
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => warn!("still waiting for the API server"),
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+    let addrs = node_addresses(&store);
+    let own = match opts.advertise {
+        Some(ip) => ip,
+        None => match addrs.iter().find(|(n, _)| *n == node) {
+            Some((_, ip)) => *ip,
+            None => bail!("Node {node} has no address; pass --advertise-address"),
+        },
+    };
+    let advertise = SocketAddr::new(own, opts.bind.port());
+    let seeds: Vec<SocketAddr> = addrs
+        .iter()
+        .filter(|(n, _)| *n != node)
+        .map(|(_, ip)| SocketAddr::new(*ip, opts.bind.port()))
+        .collect();
+    let elector = SwimElector::start(&node, opts.bind, advertise, seeds)
+        .await
+        .with_context(|| format!("membership on {}", opts.bind))?;
+    info!(node = %node, %advertise, "joined membership");
+    let rid = router_id(&node, own);
+
+    let mut core = Core::default();
+    let mut writer = StatusWriter::default();
+    let mut events = AssignedEvents::new(client.clone(), &node);
+    let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
+    let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
+    let mut peers = first.config.peers.clone();
+    let mut members_stream = elector.watch();
+    let mut members: BTreeSet<String> = elector.current().members;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut dirty = true;
+    let mut retry_api = false;
+    loop {
+        if dirty || retry_api {
+            let started = std::time::Instant::now();
+            let d = core.decide(store.values(), &members, &opts.k8s);
+            metrics.config(true, d.stale);
+            if d.config.peers != peers {
+                match Announcers::start(&d.config, &node, rid, false) {
+                    Ok(a) => {
+                        std::mem::replace(&mut announcers, a).stop().await;
+                        peers = d.config.peers.clone();
+                    }
+                    Err(e) => error!("new BGP peers refused, the old sessions stay: {e:#}"),
+                }
+            }
+            if dirty {
+                for e in announcers
+                    .announce(&d.plan.announcements, &BTreeSet::new())
+                    .await
+                {
+                    error!("announcing: {e}");
+                }
+            }
+            // The API writes: a failure (the API server away) is retried every second.
+            let wanted = wanted_statuses(&node, &d.plan);
+            let (writes, err) = writer.sync(&client, &store, &opts.k8s, &wanted).await;
+            let failed_events = events.update(&store, &node, &d.plan).await;
+            if writes > 0 {
+                metrics.update(err.is_none());
+            }
+            if let Some(e) = &err {
+                warn!("writing status objects: {e}");
+            }
+            retry_api = err.is_some() || failed_events > 0;
+            metrics.set_announced(
+                d.plan
+                    .announcements
+                    .iter()
+                    .map(|a| {
+                        let proto = match a.how {
+                            How::Layer2 { .. } => "layer2",
+                            How::Bgp { .. } => "bgp",
+                        };
+                        [
+                            a.service.to_string(),
+                            proto.to_string(),
+                            node.clone(),
+                            a.ip.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+            metrics.reconciled(started.elapsed(), !retry_api);
+            metrics.set_ready(true);
+            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            st.node = node.clone();
+            st.ready = true;
+            st.members = members.iter().cloned().collect();
+            st.announcements = d
+                .plan
+                .announcements
+                .iter()
+                .map(|a| StatusAnnouncement::of(a, 0))
+                .collect();
+            st.config_errors = d.config_errors.clone();
+            dirty = false;
+        }
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() { break; }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                dirty = true;
+            }
+            m = members_stream.next() => {
+                if let Some(m) = m && m.members != members {
+                    info!(members = ?m.members, "membership changed");
+                    let grew = !m.members.is_subset(&members);
+                    members = m.members;
+                    dirty = true;
+                    if grew {
+                        announcers.reannounce();
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                metrics.set_extra(announcers.metrics());
+                *text.lock().unwrap_or_else(|e| e.into_inner()) = metrics.render("speaker");
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("stopping: leaving the cluster so that others take over");
+    if let Err(e) = elector.resign().await {
+        warn!("leaving: {e}");
+    }
+    status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
+    announcers.stop().await;
+    // Others announce what this node did: its status objects go.
+    let none = lb_k8s::speaker::WantedStatuses::default();
+    let cleared = writer.sync(&client, &store, &opts.k8s, &none);
+    let _ = tokio::time::timeout(Duration::from_secs(2), cleared).await;
+    for w in watches {
+        w.abort();
+    }
+    Ok(())
+}
