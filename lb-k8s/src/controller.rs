@@ -260,17 +260,22 @@ pub struct Options {
     pub resync: Duration,
 }
 
+/// The kinds the controller watches.
+pub fn kinds(namespace: &str) -> Vec<Kind> {
+    vec![
+        Kind::of::<Service>(),
+        Kind::of::<Namespace>(),
+        Kind::custom::<IPAddressPool>().in_namespace(namespace),
+    ]
+}
+
 /// Runs the controller until the future is dropped.
 pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metrics: Metrics) {
     let store = Store::default();
-    let mut watches = vec![
-        store.spawn_watch(client.clone(), Kind::of::<Service>()),
-        store.spawn_watch(client.clone(), Kind::of::<Namespace>()),
-        store.spawn_watch(
-            client.clone(),
-            Kind::custom::<IPAddressPool>().in_namespace(&opts.namespace),
-        ),
-    ];
+    let mut watches: Vec<_> = kinds(&opts.namespace)
+        .into_iter()
+        .map(|k| store.spawn_watch(client.clone(), k))
+        .collect();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
