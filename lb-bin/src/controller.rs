@@ -20,6 +20,8 @@ pub struct Options {
     /// This replica's identity in the Lease and in events (the pod name).
     pub identity: String,
     pub lease_name: String,
+    /// The Lease's duration (15 s as client-go's default).
+    pub lease: Duration,
     pub http: Option<SocketAddr>,
 }
 
@@ -43,7 +45,12 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (leadership, lease_task) = lease::spawn(
         client.clone(),
-        LeaseConfig::new(&opts.lease_name, &opts.namespace, &opts.identity),
+        LeaseConfig {
+            duration: opts.lease,
+            valid_for: opts.lease * 2 / 3,
+            retry: opts.lease * 2 / 15,
+            ..LeaseConfig::new(&opts.lease_name, &opts.namespace, &opts.identity)
+        },
         stop_rx,
     );
     let controller = tokio::spawn(lb_k8s::controller::run(

@@ -92,6 +92,10 @@ enum Command {
         /// The Lease (coordination.k8s.io/v1) the replicas elect a leader with.
         #[arg(long, default_value = "lb-controller")]
         lease_name: String,
+        /// The Lease's duration: how long the others wait before taking over from a silent
+        /// leader. The leader renews every duration/7.5 and stops writing after 2/3 of it.
+        #[arg(long, default_value_t = 15)]
+        lease_seconds: u64,
         /// Serve /metrics, /healthz, /readyz and /status here.
         #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
         http: std::net::SocketAddr,
@@ -240,6 +244,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             namespace,
             identity,
             lease_name,
+            lease_seconds,
             http,
             log_format,
         } => {
@@ -249,6 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 namespace,
                 identity,
                 lease_name,
+                lease: std::time::Duration::from_secs(lease_seconds.max(1)),
                 http: Some(http),
             };
             runtime()?.block_on(async {

@@ -4,7 +4,8 @@
 //! PUT (optimistic concurrency on resourceVersion), PATCH (merge; server-side apply is read as a
 //! merge), DELETE, the `/status` subresource, and label selectors of the `k=v` form. Every
 //! write is recorded for the test to inspect, and the whole server can be taken "down" (every
-//! request answers 503 and open watches end) to test behaviour during an outage.
+//! request fails as if the server were unreachable, and open watches end) to test behaviour
+//! during an outage.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -22,6 +23,18 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
 pub type Body = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+/// The error of every request while the server is down.
+#[derive(Debug)]
+pub struct Down;
+
+impl std::fmt::Display for Down {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection refused (the scripted API server is down)")
+    }
+}
+
+impl std::error::Error for Down {}
 
 /// One write the server took.
 #[derive(Clone, Debug)]
@@ -169,21 +182,29 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
 }
 
 impl FakeApi {
+    /// A server with an empty store.
+    pub fn new() -> FakeApi {
+        FakeApi {
+            store: Arc::default(),
+            events: broadcast::channel(65536).0,
+            down: watch::channel(false).0,
+        }
+    }
+
     /// A server and a client talking to it. Keep the server alive as long as the client.
     pub fn start() -> (FakeApi, Client) {
         let (svc, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
-        let api = FakeApi {
-            store: Arc::default(),
-            events: broadcast::channel(65536).0,
-            down: watch::channel(false).0,
-        };
+        let api = FakeApi::new();
         let server = api.clone();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    send.send_response(server.serve(req).await);
+                    match server.serve(req).await {
+                        Ok(resp) => send.send_response(resp),
+                        Err(e) => send.send_error(e),
+                    }
                 });
             }
         });
@@ -194,7 +215,8 @@ impl FakeApi {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the server down (503 for everything, watches end) or brings it back.
+    /// Takes the server down (every request fails as if refused, watches end) or brings it
+    /// back.
     pub fn set_down(&self, down: bool) {
         self.down.send_replace(down);
     }
@@ -305,13 +327,11 @@ impl FakeApi {
         let _ = self.events.send(ev);
     }
 
-    async fn serve(&self, req: Request<kube::client::Body>) -> Response<Body> {
+    /// Answers one request; while the server is down, fails it as an unreachable server
+    /// would (a 503 would be retried inside kube's client for minutes instead).
+    pub async fn serve(&self, req: Request<kube::client::Body>) -> Result<Response<Body>, Down> {
         if *self.down.borrow() {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "down",
-            );
+            return Err(Down);
         }
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
@@ -323,7 +343,7 @@ impl FakeApi {
             .unwrap_or("")
             .to_string();
         let Some(t) = parse_path(&path) else {
-            return status(StatusCode::NOT_FOUND, "NotFound", "no such path");
+            return Ok(status(StatusCode::NOT_FOUND, "NotFound", "no such path"));
         };
         let body: Value = match req.into_body().collect_bytes().await {
             Ok(b) if !b.is_empty() => serde_json::from_slice(&b).unwrap_or(Value::Null),
@@ -333,7 +353,7 @@ impl FakeApi {
             "GET"
                 if t.name.is_none() && q.get("watch").is_some_and(|w| w == "true" || w == "1") =>
             {
-                return self.watch(t, q);
+                return Ok(self.watch(t, q));
             }
             "GET" if t.name.is_none() => self.list_response(&t, &q),
             "GET" => match self.get(&t.plural, &t.namespace, t.name.as_deref().unwrap_or("")) {
@@ -361,7 +381,7 @@ impl FakeApi {
             body,
             code: resp.status().as_u16(),
         });
-        resp
+        Ok(resp)
     }
 
     fn list_response(&self, t: &Target, q: &BTreeMap<String, String>) -> Response<Body> {

@@ -1,0 +1,306 @@
+//! `lb-bin controller` and two `lb-bin speaker`s, the real binaries, against the scripted API
+//! server served over HTTP inside a network namespace, and a client host on the same bridge:
+//!
+//! ```text
+//!  ns <tag>api eth0 192.0.2.250  the scripted API server (this test) and the controller
+//!  ns <tag>n1  eth0 192.0.2.11   speaker node1
+//!  ns <tag>n2  eth0 192.0.2.12   speaker node2
+//!  ns <tag>cl  eth0 192.0.2.100  the client (the kernel's ARP)
+//! ```
+//! The controller allocates from the pool and writes the Services' status; the speakers read
+//! it, elect an owner per address and answer ARP for it; the client's neighbour table shows
+//! which node answers. Then the API server goes away: the speakers keep answering, and when an
+//! owner crashes the other takes its address over without the API. Needs root, iproute2 and
+//! ping (see `lab`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    unsafe_code
+)]
+
+#[path = "../../lb-k8s/tests/api/mod.rs"]
+mod api;
+mod lab;
+
+use std::time::Duration;
+
+use api::{FakeApi, ingress_ips, lb_service, pool};
+use http_body_util::BodyExt;
+use lab::{Net, until};
+use serde_json::{Value, json};
+
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster: {server: 'http://192.0.2.250:6443'}
+users:
+- name: lab
+  user: {}
+contexts:
+- name: lab
+  context: {cluster: lab, user: lab, namespace: default}
+current-context: lab
+";
+
+/// Serves `api` over HTTP/1.1 on 192.0.2.250:6443 inside the `api` host.
+fn serve(net: &Net, rt: &tokio::runtime::Runtime, api: FakeApi) {
+    let listener = net.inside("api", || {
+        std::net::TcpListener::bind("192.0.2.250:6443").unwrap()
+    });
+    listener.set_nonblocking(true).unwrap();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let api = api.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let api = api.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let bytes = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let req = http::Request::from_parts(
+                                parts,
+                                kube::client::Body::from(bytes.to_vec()),
+                            );
+                            // Down: the error closes the connection, as a dead server would.
+                            api.serve(req).await
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+fn node(name: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+           "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                      "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+fn slice(service: &str, nodes: &[&str]) -> Value {
+    let endpoints: Vec<Value> = nodes
+        .iter()
+        .map(|n| json!({"addresses": ["198.51.100.7"], "nodeName": n, "conditions": {"ready": true}}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{service}-x"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4", "endpoints": endpoints})
+}
+
+/// The node a ServiceL2Status names for `service`, if exactly one does.
+fn l2_owner(api: &FakeApi, service: &str) -> Option<String> {
+    let owners: Vec<String> = api
+        .list("servicel2statuses")
+        .iter()
+        .filter(|s| s.pointer("/status/serviceName") == Some(&json!(service)))
+        .filter_map(|s| {
+            s.pointer("/status/node")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    (owners.len() == 1).then(|| owners[0].clone())
+}
+
+/// The MAC the client learns for `ip` after asking once.
+fn answered_by(net: &Net, ip: &str) -> Option<String> {
+    net.flush_neighbours("cl");
+    // No kernel on the speakers owns the address (kube-proxy would deliver it), so the echo
+    // goes unanswered; the ARP reply is what the test reads.
+    let _ = net.ping_once("cl", ip);
+    net.neighbour("cl", ip)
+}
+
+#[test]
+fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api() {
+    if !lab::available("Kubernetes component tests") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut net = Net::new(
+        "lbk",
+        &[
+            ("api", "192.0.2.250/24"),
+            ("n1", "192.0.2.11/24"),
+            ("n2", "192.0.2.12/24"),
+            ("cl", "192.0.2.100/24"),
+        ],
+    );
+    let api = FakeApi::new();
+    api.put("nodes", node("node1", "192.0.2.11"));
+    api.put("nodes", node("node2", "192.0.2.12"));
+    api.put("ipaddresspools", pool("lan", &["192.0.2.200-192.0.2.210"]));
+    api.put(
+        "l2advertisements",
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+               "metadata": {"name": "lan", "namespace": "metallb-system"}, "spec": {}}),
+    );
+    api.put("services", lb_service("default", "web", &[80]));
+    api.put("endpointslices", slice("web", &["node1", "node2"]));
+    let mut local = lb_service("default", "local", &[443]);
+    local["spec"]["externalTrafficPolicy"] = json!("Local");
+    api.put("services", local);
+    api.put("endpointslices", slice("local", &["node2"]));
+    serve(&net, &rt, api.clone());
+    std::fs::write(net.path("kubeconfig"), KUBECONFIG).unwrap();
+    let kubeconfig = net.path("kubeconfig");
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
+    let bin = env!("CARGO_BIN_EXE_lb-bin");
+
+    net.spawn(
+        "controller",
+        "api",
+        bin,
+        &[
+            "controller",
+            "--http",
+            "127.0.0.1:7472",
+            "--identity",
+            "ctrl-0",
+            "--log-format",
+            "text",
+        ],
+        &env,
+    );
+    let svc = |name: &str| api.get("services", "default", name).unwrap();
+    assert!(
+        until(20, || !ingress_ips(&svc("web")).is_empty()
+            && !ingress_ips(&svc("local")).is_empty()),
+        "controller log:\n{}",
+        net.log("controller")
+    );
+    let web_ip = ingress_ips(&svc("web"))[0].clone();
+    let local_ip = ingress_ips(&svc("local"))[0].clone();
+    assert_ne!(web_ip, local_ip);
+
+    for i in 1..=2 {
+        net.spawn(
+            &format!("speaker{i}"),
+            &format!("n{i}"),
+            bin,
+            &[
+                "speaker",
+                "--node-name",
+                &format!("node{i}"),
+                "--bind",
+                &format!("192.0.2.1{i}:7946"),
+                "--http",
+                "127.0.0.1:7472",
+                "--log-format",
+                "text",
+            ],
+            &env,
+        );
+    }
+    let logs = |net: &Net| {
+        format!(
+            "speaker1:\n{}\nspeaker2:\n{}",
+            net.log("speaker1"),
+            net.log("speaker2")
+        )
+    };
+    assert!(
+        until(20, || l2_owner(&api, "web").is_some()
+            && l2_owner(&api, "local").is_some()),
+        "{}",
+        logs(&net)
+    );
+    // ETP Local: node2 has the only endpoint.
+    assert_eq!(l2_owner(&api, "local").as_deref(), Some("node2"));
+    let web_owner = l2_owner(&api, "web").unwrap();
+    let host_of = |node: &str| if node == "node1" { "n1" } else { "n2" };
+    assert!(
+        until(10, || answered_by(&net, &local_ip) == Some(net.mac("n2"))),
+        "{}",
+        logs(&net)
+    );
+    assert!(
+        until(10, || answered_by(&net, &web_ip)
+            == Some(net.mac(host_of(&web_owner)))),
+        "{}",
+        logs(&net)
+    );
+    // The speaker's metrics say what it announces, with MetalLB's name.
+    let metrics = net
+        .get(host_of(&web_owner), "127.0.0.1:7472", "/metrics")
+        .unwrap_or_default();
+    assert!(
+        metrics.contains(&format!(
+            "metallb_speaker_announced{{service=\"default/web\",protocol=\"layer2\",node=\"{web_owner}\",ip=\"{web_ip}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert_eq!(
+        net.get(host_of(&web_owner), "127.0.0.1:7472", "/readyz")
+            .as_deref(),
+        Some("ready\n")
+    );
+
+    // The API server goes away. Announcements stay.
+    api.set_down(true);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        answered_by(&net, &web_ip),
+        Some(net.mac(host_of(&web_owner)))
+    );
+    assert_eq!(answered_by(&net, &local_ip), Some(net.mac("n2")));
+
+    // The web owner crashes while the API is away: the other speaker takes the address over
+    // by membership alone.
+    let (dead, survivor) = if web_owner == "node1" {
+        ("1", "n2")
+    } else {
+        ("2", "n1")
+    };
+    net.signal(&format!("speaker{dead}"), "-KILL");
+    net.link_down(&format!("n{dead}"));
+    assert!(
+        until(10, || answered_by(&net, &web_ip) == Some(net.mac(survivor))),
+        "{}",
+        logs(&net)
+    );
+
+    // The API is back: the survivor records what it announces.
+    api.set_down(false);
+    let survivor_node = if survivor == "n1" { "node1" } else { "node2" };
+    assert!(
+        until(20, || {
+            api.list("servicel2statuses").iter().any(|s| {
+                s.pointer("/status/serviceName") == Some(&json!("web"))
+                    && s.pointer("/status/node") == Some(&json!(survivor_node))
+            })
+        }),
+        "{}",
+        logs(&net)
+    );
+
+    // SIGTERM: the controller exits cleanly and hands its Lease back.
+    let st = net.signal("controller", "-TERM");
+    assert!(st.success(), "controller log:\n{}", net.log("controller"));
+    let lease = api
+        .get("leases", "metallb-system", "lb-controller")
+        .unwrap();
+    assert_eq!(lease.pointer("/spec/holderIdentity"), None, "{lease}");
+    let speaker = format!("speaker{}", if survivor == "n1" { 1 } else { 2 });
+    assert!(net.signal(&speaker, "-TERM").success(), "{}", logs(&net));
+}
