@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use lb_k8s::kube::Client;
+use kube::Client;
 use lb_k8s::lease::{self, LeaseConfig};
 use lb_k8s::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};

@@ -258,7 +258,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 http: Some(http),
             };
             runtime()?.block_on(async {
-                let client = lb_k8s::kube::Client::try_default()
+                let client = kube::Client::try_default()
                     .await
                     .context("connecting to the Kubernetes API")?;
                 lb_bin::controller::run(client, opts).await
@@ -288,7 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 http: Some(http),
             };
             runtime()?.block_on(async {
-                let client = lb_k8s::kube::Client::try_default()
+                let client = kube::Client::try_default()
                     .await
                     .context("connecting to the Kubernetes API")?;
                 lb_bin::speaker::run(client, opts).await

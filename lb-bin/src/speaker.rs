@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use lb_core::elect::LeaderElector;
 use lb_core::plan::How;
-use lb_k8s::kube::Client;
+use kube::Client;
 use lb_k8s::metrics::Metrics;
 use lb_k8s::speaker::{AssignedEvents, Core, StatusWriter, kinds, wanted_statuses};
 use lb_k8s::store::Store;

@@ -18,7 +18,5 @@ pub mod metrics;
 pub mod speaker;
 pub mod store;
 
-pub use kube;
-
 /// The API group whose kinds this crate serves.
 pub const GROUP: &str = "metallb.io";
