@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Result;
 #[cfg(not(all(feature = "l2", feature = "bgp")))]
 use anyhow::bail;
+#[cfg(any(feature = "l2", feature = "bgp"))]
+use lb_core::Announcer;
+use lb_core::Protocol;
 use lb_core::config::Config;
 use lb_core::plan::Announcement;
-use lb_core::{Announcer, Protocol};
 
 /// The announcers this build has.
 #[derive(Debug)]
@@ -62,6 +64,7 @@ impl Announcers {
 
     /// Hands each announcer its share; returns the errors.
     pub async fn announce(&self, anns: &[Announcement], fresh: &BTreeSet<IpAddr>) -> Vec<String> {
+        #[allow(unused_mut)]
         let mut errors = Vec::new();
         let (l2, bgp): (Vec<Announcement>, Vec<Announcement>) = anns
             .iter()

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
+use kube::Client;
 use lb_core::elect::LeaderElector;
 use lb_core::plan::How;
-use kube::Client;
 use lb_k8s::metrics::Metrics;
 use lb_k8s::speaker::{AssignedEvents, Core, StatusWriter, kinds, wanted_statuses};
 use lb_k8s::store::Store;
