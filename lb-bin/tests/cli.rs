@@ -205,3 +205,36 @@ fn plan_with_hashed_placement_previews_standalone_addresses() {
         "an address held in status is kept either way"
     );
 }
+
+#[test]
+fn crds_prints_what_deploy_holds() {
+    let o = lb(&["crds"]);
+    assert!(o.status.success());
+    let deploy = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/01-crds.yaml"),
+    )
+    .unwrap();
+    assert!(
+        stdout(&o) == deploy,
+        "deploy/01-crds.yaml differs from `lb-bin crds`: regenerate it"
+    );
+    assert_eq!(
+        stdout(&o).matches("kind: CustomResourceDefinition").count(),
+        8
+    );
+}
+
+#[test]
+fn cluster_commands_without_a_cluster_say_so() {
+    for cmd in [&["controller"][..], &["speaker", "--node-name", "n1"][..]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_lb-bin"))
+            .args(cmd)
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("connecting to the Kubernetes API"), "{err}");
+    }
+}

@@ -256,6 +256,23 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
         Some("ready\n")
     );
 
+    // The controller's metrics: the pool's use, with MetalLB's names, and its leadership.
+    let metrics = net
+        .get("api", "127.0.0.1:7472", "/metrics")
+        .unwrap_or_default();
+    for line in [
+        "metallb_allocator_addresses_in_use_total{pool=\"lan\"} 2",
+        "metallb_allocator_addresses_total{pool=\"lan\"} 11",
+        "metallb_k8s_client_config_loaded_bool 1",
+        "lb_controller_leader 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    assert_eq!(
+        net.get("api", "127.0.0.1:7472", "/readyz").as_deref(),
+        Some("ready\n")
+    );
+
     // The API server goes away. Announcements stay.
     api.set_down(true);
     std::thread::sleep(Duration::from_secs(2));

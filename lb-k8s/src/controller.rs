@@ -25,7 +25,7 @@ use lb_core::alloc::{Allocator, PoolAllocator, annotation, converge};
 use lb_core::config::{Severity, load_values};
 use lb_core::objects::ServiceKey;
 use serde_json::{Value, json};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::crds::{IPAddressPool, IPAddressPoolStatus};
 use crate::lease::Leadership;
@@ -92,6 +92,8 @@ pub struct Core {
     alloc: Option<PoolAllocator>,
     pools: Vec<lb_core::config::Pool>,
     last_event: BTreeMap<ServiceKey, (&'static str, String)>,
+    /// Legacy-prefixed annotations each service has been told about.
+    told_deprecated: BTreeMap<ServiceKey, Vec<String>>,
 }
 
 fn i64_of(v: u128) -> i64 {
@@ -136,7 +138,16 @@ impl Core {
         let Some(alloc) = self.alloc.as_mut() else {
             return pass;
         };
-        let outcome = converge(alloc, inputs_from(&loaded.config, lb_class));
+        let inputs = inputs_from(&loaded.config, lb_class);
+        let deprecated: BTreeMap<ServiceKey, Vec<String>> = inputs
+            .iter()
+            .filter_map(|i| {
+                let r = i.request.as_ref().ok()?;
+                (!r.deprecated_annotations.is_empty())
+                    .then(|| (i.key.clone(), r.deprecated_annotations.clone()))
+            })
+            .collect();
+        let outcome = converge(alloc, inputs);
         let anno = pool_annotation();
 
         let mut events = Vec::new();
@@ -204,6 +215,20 @@ impl Core {
                 ));
             }
         }
+        for (key, names) in &deprecated {
+            if self.told_deprecated.get(key) != Some(names) {
+                events.push((
+                    key.clone(),
+                    true,
+                    "deprecatedAnnotation",
+                    format!(
+                        "{} is deprecated, use the metallb.io/ prefix",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        self.told_deprecated = deprecated;
         // Only a change of what is said about a service is an event.
         let present: BTreeSet<&ServiceKey> = loaded.config.services.keys().collect();
         self.last_event.retain(|k, _| present.contains(k));
@@ -212,8 +237,9 @@ impl Core {
             if self.last_event.get(&key) == Some(&said) {
                 continue;
             }
-            // ClearAssignment is followed, in the same pass, by what happened next.
-            if reason != "ClearAssignment" {
+            // ClearAssignment is followed, in the same pass, by what happened next; the
+            // deprecation notice has its own memory.
+            if reason != "ClearAssignment" && reason != "deprecatedAnnotation" {
                 self.last_event.insert(key.clone(), said);
             }
             pass.events.push(ServiceEvent {
@@ -291,6 +317,9 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
     let mut sent: BTreeMap<ServiceKey, String> = BTreeMap::new();
     let mut sent_pools: BTreeMap<String, IPAddressPoolStatus> = BTreeMap::new();
     let mut tick = tokio::time::interval(opts.resync);
+    let mut told_errors: Vec<String> = Vec::new();
+    // After a failed write, the next pass comes sooner than the resync.
+    let mut retry_in: Option<Duration> = None;
     loop {
         let leader = leadership.is_leader();
         metrics.leader(leader);
@@ -308,8 +337,14 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
             let pass = c.pass(store.values(), opts.lb_class.as_deref());
             metrics.config(true, pass.stale);
             metrics.set_pools(pass.counts.clone());
-            if !pass.config_errors.is_empty() {
-                debug!(errors = ?pass.config_errors, "configuration errors");
+            if pass.config_errors != told_errors {
+                for e in &pass.config_errors {
+                    warn!("configuration: {e}");
+                }
+                if pass.stale {
+                    warn!("the pools have errors: the previous pools stay in force");
+                }
+                told_errors = pass.config_errors.clone();
             }
             let mut ok = true;
             for w in &pass.writes {
@@ -409,6 +444,7 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
             }
             sent.retain(|k, _| pass.writes.iter().any(|w| &w.key == k));
             metrics.reconciled(started.elapsed(), ok);
+            retry_in = (!ok).then_some(Duration::from_secs(1));
         }
         tokio::select! {
             r = changes.changed() => {
@@ -418,6 +454,7 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
             }
             _ = leadership.changed() => {}
             _ = tick.tick() => {}
+            _ = tokio::time::sleep(retry_in.unwrap_or(opts.resync)), if retry_in.is_some() => {}
         }
     }
     for w in watches.drain(..) {

@@ -231,3 +231,65 @@ fn escape(s: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_a_gone_service_or_pool_disappear() {
+        let m = Metrics::default();
+        m.set_pools(
+            [
+                (
+                    "a".to_string(),
+                    PoolCounts {
+                        ipv4_total: 4,
+                        ipv4_in_use: 1,
+                        ..Default::default()
+                    },
+                ),
+                ("b".to_string(), PoolCounts::default()),
+            ]
+            .into(),
+        );
+        let row = |s: &str| {
+            [
+                s.to_string(),
+                "layer2".into(),
+                "n1".into(),
+                "192.0.2.1".into(),
+            ]
+        };
+        m.set_announced(vec![row("default/x"), row("default/y")]);
+        let text = m.render("speaker");
+        assert!(text.contains("metallb_allocator_addresses_in_use_total{pool=\"a\"} 1"));
+        assert!(text.contains("metallb_allocator_addresses_total{pool=\"a\"} 4"));
+        assert!(text.contains("metallb_speaker_announced{service=\"default/y\",protocol=\"layer2\",node=\"n1\",ip=\"192.0.2.1\"} 1"));
+        m.set_pools([("a".to_string(), PoolCounts::default())].into());
+        m.set_announced(vec![row("default/x")]);
+        let text = m.render("speaker");
+        assert!(!text.contains("pool=\"b\""));
+        assert!(!text.contains("default/y"));
+        assert!(text.contains("default/x"));
+    }
+
+    #[test]
+    fn reconcile_durations_fill_the_histogram() {
+        let m = Metrics::default();
+        m.reconciled(Duration::from_millis(3), true);
+        m.reconciled(Duration::from_millis(300), false);
+        let text = m.render("controller");
+        assert!(text.contains("lb_reconcile_total{component=\"controller\"} 2"));
+        assert!(text.contains("lb_reconcile_errors_total{component=\"controller\"} 1"));
+        assert!(text.contains(
+            "lb_reconcile_duration_seconds_bucket{component=\"controller\",le=\"0.005\"} 1"
+        ));
+        assert!(
+            text.contains(
+                "lb_reconcile_duration_seconds_bucket{component=\"controller\",le=\"1\"} 2"
+            )
+        );
+        assert!(text.contains("lb_reconcile_duration_seconds_count{component=\"controller\"} 2"));
+    }
+}

@@ -399,3 +399,96 @@ async fn events_are_sent_once_per_change_across_many_passes() {
     assert_eq!(failed, 7);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_services_of_the_configured_class_are_served() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/30"]));
+    api.put("services", lb_service("default", "plain", &[80]));
+    let mut mine = lb_service("default", "mine", &[80]);
+    mine["spec"]["loadBalancerClass"] = json!("example.com/lb");
+    api.put("services", mine);
+    let task = tokio::spawn(run(
+        client,
+        Options {
+            lb_class: Some("example.com/lb".into()),
+            ..options()
+        },
+        Leadership::always(),
+        Metrics::default(),
+    ));
+    assert!(eventually(5, || !ingress_ips(&svc(&api, "default", "mine")).is_empty()).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(ingress_ips(&svc(&api, "default", "plain")).is_empty());
+    assert_eq!(events_for(&api, "plain", "AllocationFailed"), 0);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_pool_keeps_the_previous_pools_and_every_address() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/29"]));
+    api.put("services", lb_service("default", "web", &[80]));
+    let metrics = Metrics::default();
+    let task = tokio::spawn(run(
+        client,
+        options(),
+        Leadership::always(),
+        metrics.clone(),
+    ));
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            == ["192.0.2.0"])
+        .await
+    );
+    // "a-clash" overlaps "main" and sorts first, so "main" is the one reported: without the
+    // stale rule, main would vanish and web would lose its address.
+    api.put("ipaddresspools", pool("a-clash", &["192.0.2.0/24"]));
+    api.put("services", lb_service("default", "new", &[80]));
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "new"))
+            == ["192.0.2.1"])
+        .await
+    );
+    assert!(
+        metrics
+            .render("controller")
+            .contains("metallb_k8s_client_config_stale_bool 1")
+    );
+    assert_eq!(ingress_ips(&svc(&api, "default", "web")), ["192.0.2.0"]);
+    assert_eq!(
+        status_writes(&api)
+            .iter()
+            .filter(|w| w.path.ends_with("/web/status"))
+            .count(),
+        1
+    );
+    // Fixed: no longer stale, nothing moves.
+    api.remove("ipaddresspools", "metallb-system", "a-clash");
+    assert!(
+        eventually(5, || metrics
+            .render("controller")
+            .contains("metallb_k8s_client_config_stale_bool 0"))
+        .await
+    );
+    assert_eq!(ingress_ips(&svc(&api, "default", "web")), ["192.0.2.0"]);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_annotation_is_honoured_and_warned_about_once() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/29"]));
+    let mut s = lb_service("default", "old", &[80]);
+    s["metadata"]["annotations"] = json!({"metallb.universe.tf/loadBalancerIPs": "192.0.2.5"});
+    api.put("services", s);
+    let task = start(client);
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "old"))
+            == ["192.0.2.5"])
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(events_for(&api, "old", "deprecatedAnnotation"), 1);
+    task.abort();
+}
