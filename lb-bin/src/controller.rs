@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kube::Client;
 use lb_k8s::lease::{self, LeaseConfig};
 use lb_k8s::metrics::Metrics;
@@ -32,15 +32,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let status = SharedStatus::default();
     let text = SharedMetrics::default();
     if let Some(addr) = opts.http {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("--http {addr}"))?;
-        let (s, m) = (status.clone(), text.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(l, s, m).await {
-                tracing::error!("{e:#}");
-            }
-        });
+        crate::http::spawn(addr, status.clone(), text.clone()).await?;
     }
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (leadership, lease_task) = lease::spawn(

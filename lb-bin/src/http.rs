@@ -33,6 +33,23 @@ pub async fn serve(
     axum::serve(listener, app).await.context("HTTP server")
 }
 
+/// Binds `addr` (a busy port fails here, at start-up) and serves on it in the background.
+pub async fn spawn(
+    addr: std::net::SocketAddr,
+    status: SharedStatus,
+    metrics: SharedMetrics,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--http {addr}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, status, metrics).await {
+            tracing::error!("{e:#}");
+        }
+    });
+    Ok(())
+}
+
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     let ready = s.status.lock().unwrap_or_else(|e| e.into_inner()).ready;
     if ready {

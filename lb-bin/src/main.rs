@@ -225,15 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let status = lb_bin::standalone::SharedStatus::default();
                 let metrics = lb_bin::standalone::SharedMetrics::default();
                 if let Some(addr) = opts.http {
-                    let (s, m) = (status.clone(), metrics.clone());
-                    let l = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("--http {addr}"))?;
-                    tokio::spawn(async move {
-                        if let Err(e) = lb_bin::http::serve(l, s, m).await {
-                            tracing::error!("{e:#}");
-                        }
-                    });
+                    lb_bin::http::spawn(addr, status.clone(), metrics.clone()).await?;
                 }
                 lb_bin::standalone::run(opts, status, metrics).await
             })?;
@@ -257,12 +249,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 lease: std::time::Duration::from_secs(lease_seconds.max(1)),
                 http: Some(http),
             };
-            runtime()?.block_on(async {
-                let client = kube::Client::try_default()
-                    .await
-                    .context("connecting to the Kubernetes API")?;
-                lb_bin::controller::run(client, opts).await
-            })?;
+            runtime()?.block_on(async { lb_bin::controller::run(client().await?, opts).await })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Speaker {
@@ -287,12 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 advertise: advertise_address,
                 http: Some(http),
             };
-            runtime()?.block_on(async {
-                let client = kube::Client::try_default()
-                    .await
-                    .context("connecting to the Kubernetes API")?;
-                lb_bin::speaker::run(client, opts).await
-            })?;
+            runtime()?.block_on(async { lb_bin::speaker::run(client().await?, opts).await })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {
@@ -321,6 +303,13 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => fmt.init(),
         LogFormat::Json => fmt.json().init(),
     }
+}
+
+/// The in-cluster service account, or the kubeconfig (KUBECONFIG, ~/.kube/config).
+async fn client() -> Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

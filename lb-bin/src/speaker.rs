@@ -91,15 +91,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let status = SharedStatus::default();
     let text = SharedMetrics::default();
     if let Some(addr) = opts.http {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("--http {addr}"))?;
-        let (s, m) = (status.clone(), text.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(l, s, m).await {
-                error!("{e:#}");
-            }
-        });
+        crate::http::spawn(addr, status.clone(), text.clone()).await?;
     }
     let store = Store::default();
     let watches: Vec<_> = kinds(&opts.k8s)

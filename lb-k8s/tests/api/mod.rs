@@ -80,6 +80,16 @@ struct Target {
     status: bool,
 }
 
+impl Target {
+    fn key(&self) -> (String, String, String) {
+        (
+            self.plural.clone(),
+            self.namespace.clone(),
+            self.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
 fn parse_path(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let rest = match *segs.first()? {
@@ -486,11 +496,7 @@ impl FakeApi {
 
     fn replace(&self, t: &Target, mut obj: Value) -> Response<Body> {
         let mut st = self.lock();
-        let key = (
-            t.plural.clone(),
-            t.namespace.clone(),
-            t.name.clone().unwrap_or_default(),
-        );
+        let key = t.key();
         let Some(current) = st.objects.get(&key) else {
             return status(StatusCode::NOT_FOUND, "NotFound", "not found");
         };
@@ -516,11 +522,7 @@ impl FakeApi {
             );
         }
         let mut st = self.lock();
-        let key = (
-            t.plural.clone(),
-            t.namespace.clone(),
-            t.name.clone().unwrap_or_default(),
-        );
+        let key = t.key();
         let Some(current) = st.objects.get(&key) else {
             return status(StatusCode::NOT_FOUND, "NotFound", "not found");
         };
