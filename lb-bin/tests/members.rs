@@ -6,8 +6,9 @@
 //!  ns <tag>n2 eth0 192.0.2.12/24 ─┼─ br0 in ns <tag>br
 //!  ns <tag>n3 eth0 192.0.2.13/24 ─┘
 //! ```
-//! Each elector runs on a thread that entered its node's namespace. Needs root and iproute2;
-//! without them the test says so and passes, unless `LB_REQUIRE_NETNS=1` (set by `.ci/run`).
+//! Each elector runs on a thread that entered its node's namespace. Needs root, iproute2 and
+//! ping; without them the test says so and passes, unless `LB_REQUIRE_NETNS=1` (set by
+//! `.ci/run`).
 
 #![allow(
     clippy::unwrap_used,
@@ -16,84 +17,36 @@
     unsafe_code
 )]
 
+mod lab;
+
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use lab::Net;
 use lb_bin::members::SwimElector;
 use lb_core::elect::LeaderElector;
 
-fn ok(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// The namespaces; removed on drop, also when the test fails.
 struct Lab {
-    tag: String,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in ["n1", "n2", "n3", "br"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &format!("{}{ns}", self.tag)])
-                .status();
-        }
-    }
+    net: Net,
 }
 
 impl Lab {
     fn new() -> Option<Lab> {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout == b"0\n");
-        let ip = Command::new("ip").arg("-V").output().is_ok();
-        if !(root && ip) {
-            assert!(
-                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-                "membership tests need root and iproute2"
-            );
-            eprintln!("skipped: membership tests need root and iproute2");
+        if !lab::available("membership tests") {
             return None;
         }
-        let lab = Lab {
-            tag: format!("lbm{}", std::process::id()),
-        };
-        let br = format!("{}br", lab.tag);
-        ok(&["ip", "netns", "add", &br]);
-        ok(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
-        ok(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-        for i in 1..=3 {
-            let ns = format!("{}n{i}", lab.tag);
-            ok(&["ip", "netns", "add", &ns]);
-            ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            let port = format!("p{i}");
-            ok(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                "netns", &br,
-            ]);
-            ok(&["ip", "-n", &br, "link", "set", &port, "master", "br0", "up"]);
-            ok(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("192.0.2.1{i}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ok(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-        }
-        Some(lab)
+        let net = Net::new(
+            "lbm",
+            &[
+                ("n1", "192.0.2.11/24"),
+                ("n2", "192.0.2.12/24"),
+                ("n3", "192.0.2.13/24"),
+            ],
+        );
+        Some(Lab { net })
     }
 }
 
@@ -107,7 +60,7 @@ enum Cmd {
 
 /// Starts node `i`'s elector (joining through node 1) on a thread inside its namespace.
 fn node(lab: &Lab, i: u8) -> mpsc::Sender<Cmd> {
-    let ns = std::fs::File::open(format!("/run/netns/{}n{i}", lab.tag)).unwrap();
+    let ns = std::fs::File::open(format!("/run/netns/{}", lab.net.ns(&format!("n{i}")))).unwrap();
     let (tx, rx) = mpsc::channel::<Cmd>();
     std::thread::spawn(move || {
         // SAFETY: setns on a descriptor we own, for this thread only; the runtime below is

@@ -18,45 +18,20 @@
     unsafe_code
 )]
 
+mod lab;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
+use lab::{Net, ok, run};
 
-fn ok(args: &[&str]) {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
+/// Three standalone nodes and a client (see the module doc).
 struct Lab {
-    tag: String,
+    net: Net,
     dir: PathBuf,
-    nodes: BTreeMap<u8, Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in self.nodes.values_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in ["n1", "n2", "n3", "cl", "br"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &format!("{}{ns}", self.tag)])
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    nodes: BTreeSet<u8>,
 }
 
 const SERVICES: usize = 30;
@@ -75,57 +50,25 @@ fn config() -> String {
 
 impl Lab {
     fn new() -> Option<Lab> {
-        let root = run(&["id", "-u"]).stdout == b"0\n";
-        let tools = ["ip", "ping"].iter().all(|t| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        if !(root && tools) {
-            assert!(
-                std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-                "standalone tests need root, iproute2 and ping"
-            );
-            eprintln!("skipped: standalone tests need root, iproute2 and ping");
+        if !lab::available("standalone tests") {
             return None;
         }
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tag = format!("lbs{}x{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&tag);
-        std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab {
-            tag,
-            dir,
-            nodes: BTreeMap::new(),
-        };
-        let br = lab.ns("br");
-        ok(&["ip", "netns", "add", &br]);
-        ok(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
-        ok(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-        for (short, addr) in [
-            ("n1", "192.0.2.11/24"),
-            ("n2", "192.0.2.12/24"),
-            ("n3", "192.0.2.13/24"),
-            ("cl", "192.0.2.100/24"),
-        ] {
-            let ns = lab.ns(short);
-            ok(&["ip", "netns", "add", &ns]);
-            ok(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            ok(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", short,
-                "netns", &br,
-            ]);
-            ok(&["ip", "-n", &br, "link", "set", short, "master", "br0", "up"]);
-            ok(&["ip", "-n", &ns, "addr", "add", addr, "dev", "eth0"]);
-            ok(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        let net = Net::new(
+            "lbs",
+            &[
+                ("n1", "192.0.2.11/24"),
+                ("n2", "192.0.2.12/24"),
+                ("n3", "192.0.2.13/24"),
+                ("cl", "192.0.2.100/24"),
+            ],
+        );
+        for short in ["n1", "n2", "n3", "cl"] {
             // Local delivery needs these; the client is a plain host.
             ok(&[
                 "ip",
                 "netns",
                 "exec",
-                &ns,
+                &net.ns(short),
                 "sysctl",
                 "-qw",
                 "net.ipv4.conf.all.arp_ignore=1",
@@ -133,67 +76,62 @@ impl Lab {
             ]);
         }
         for i in 1..=3 {
-            std::fs::write(lab.dir.join(format!("n{i}.yaml")), config()).unwrap();
+            std::fs::write(net.dir.join(format!("n{i}.yaml")), config()).unwrap();
         }
-        Some(lab)
+        Some(Lab {
+            dir: net.dir.clone(),
+            net,
+            nodes: BTreeSet::new(),
+        })
     }
 
     fn ns(&self, short: &str) -> String {
-        format!("{}{short}", self.tag)
+        self.net.ns(short)
     }
 
     fn start(&mut self, i: u8) {
-        let d = |f: String| self.dir.join(f).to_string_lossy().into_owned();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(&format!("n{i}"))])
-            .arg(env!("CARGO_BIN_EXE_lb-bin"))
-            .args(["standalone", "--config", &d(format!("n{i}.yaml"))])
-            .args(["--node-name", &format!("node{i}")])
-            .args(["--bind", &format!("192.0.2.1{i}:7946")])
-            .args(["--join", "192.0.2.11:7946", "--join", "192.0.2.12:7946"])
-            .args(["--state-dir", &d(format!("state{i}"))])
-            .args(["--http", "127.0.0.1:9100"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d(format!("n{i}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        self.nodes.insert(i, child);
+        let d = |f: String| self.net.path(&f);
+        let args: Vec<String> = vec![
+            "standalone".into(),
+            "--config".into(),
+            d(format!("n{i}.yaml")),
+            "--node-name".into(),
+            format!("node{i}"),
+            "--bind".into(),
+            format!("192.0.2.1{i}:7946"),
+            "--join".into(),
+            "192.0.2.11:7946".into(),
+            "--join".into(),
+            "192.0.2.12:7946".into(),
+            "--state-dir".into(),
+            d(format!("state{i}")),
+            "--http".into(),
+            "127.0.0.1:9100".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.net.spawn(
+            &format!("node{i}"),
+            &format!("n{i}"),
+            env!("CARGO_BIN_EXE_lb-bin"),
+            &args,
+            &[],
+        );
+        self.nodes.insert(i);
     }
 
     /// Stops node `i` with a signal, by PID, and waits for it.
     fn signal(&mut self, i: u8, sig: &str) {
-        let mut c = self.nodes.remove(&i).unwrap();
-        ok(&["kill", sig, &c.id().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "node{i} did not exit on {sig}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.net.signal(&format!("node{i}"), sig);
+        self.nodes.remove(&i);
     }
 
-    /// GET `path` from node `i`'s HTTP endpoint, from a thread inside its namespace.
+    fn pid(&self, i: u8) -> u32 {
+        self.net.pid(&format!("node{i}"))
+    }
+
+    /// GET `path` from node `i`'s HTTP endpoint, inside its namespace.
     fn get(&self, i: u8, path: &str) -> Option<String> {
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.ns(&format!("n{i}")))).unwrap();
-        let path = path.to_string();
-        std::thread::spawn(move || {
-            // SAFETY: this thread alone enters the namespace.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9100").ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut r = String::new();
-            s.read_to_string(&mut r).ok()?;
-            r.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-        })
-        .join()
-        .unwrap()
+        self.net.get(&format!("n{i}"), "127.0.0.1:9100", path)
     }
 
     fn status(&self, i: u8) -> Option<serde_json::Value> {
@@ -210,7 +148,7 @@ impl Lab {
         loop {
             let st: BTreeMap<u8, serde_json::Value> = self
                 .nodes
-                .keys()
+                .iter()
                 .filter_map(|i| Some((*i, self.status(*i)?)))
                 .collect();
             if st.len() == self.nodes.len() && pred(&st) {
@@ -219,11 +157,8 @@ impl Lab {
             if Instant::now() > deadline {
                 let logs: Vec<String> = self
                     .nodes
-                    .keys()
-                    .map(|i| {
-                        std::fs::read_to_string(self.dir.join(format!("n{i}.log")))
-                            .unwrap_or_default()
-                    })
+                    .iter()
+                    .map(|i| self.net.log(&format!("node{i}")))
                     .collect();
                 panic!("never saw {what}: {st:#?}\nlogs:\n{}", logs.join("\n---\n"));
             }
@@ -233,45 +168,15 @@ impl Lab {
 
     /// One echo request from the client; whether it was answered within a second.
     fn ping_once(&self, ip: &str) -> bool {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns("cl"),
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            ip,
-        ])
-        .status
-        .success()
+        self.net.ping_once("cl", ip)
     }
 
     fn client_mac_of(&self, ip: &str) -> Option<String> {
-        let o = run(&["ip", "-n", &self.ns("cl"), "neigh", "show", ip]);
-        let t = String::from_utf8_lossy(&o.stdout).into_owned();
-        let w: Vec<&str> = t.split_whitespace().collect();
-        w.iter()
-            .position(|x| *x == "lladdr")
-            .map(|p| w[p + 1].to_string())
+        self.net.neighbour("cl", ip)
     }
 
     fn node_mac(&self, i: u8) -> String {
-        let o = run(&[
-            "ip",
-            "-n",
-            &self.ns(&format!("n{i}")),
-            "-o",
-            "link",
-            "show",
-            "eth0",
-        ]);
-        let t = String::from_utf8_lossy(&o.stdout).into_owned();
-        let w: Vec<&str> = t.split_whitespace().collect();
-        let p = w.iter().position(|x| *x == "link/ether").unwrap();
-        w[p + 1].to_string()
+        self.net.mac(&format!("n{i}"))
     }
 
     /// Pings `ip` from the client every 10 ms for `secs`, in the background.
@@ -527,7 +432,7 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     // A broken file on node 1 is refused and node 1 keeps announcing what it did.
     let owned1 = owners(&st).values().filter(|o| o[0].0 == 1).count();
     std::fs::write(lab.dir.join("n1.yaml"), "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [not-an-ip]}\n").unwrap();
-    ok(&["kill", "-HUP", &lab.nodes[&1].id().to_string()]);
+    ok(&["kill", "-HUP", &lab.pid(1).to_string()]);
     let st = lab.until("node1 reporting the refused file", |st| {
         st[&1]["config_errors"]
             .as_array()

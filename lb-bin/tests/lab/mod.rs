@@ -144,6 +144,11 @@ impl Net {
         }
     }
 
+    /// The PID of process `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.procs[name].id()
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
     }
