@@ -404,9 +404,20 @@ pub struct CommunityAlias {
     pub value: String,
 }
 
-/// The (empty) spec of the status-only kinds.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-pub struct StatusOnlySpec {}
+/// Which service on which node a status object speaks of; fixed once written.
+#[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceOnNode {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
+    pub service_namespace: Option<String>,
+}
 
 /// ServiceL2Status: which node announces a service by layer 2, and on which interfaces.
 #[derive(
@@ -429,15 +440,8 @@ pub struct ServiceL2StatusSpec {}
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MetalLBServiceL2Status {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
-    pub node: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
-    pub service_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
-    pub service_namespace: Option<String>,
+    #[serde(flatten)]
+    pub service: ServiceOnNode,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceInfo>,
 }
@@ -468,15 +472,8 @@ pub struct ServiceBGPStatusSpec {}
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MetalLBServiceBGPStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
-    pub node: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
-    pub service_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
-    pub service_namespace: Option<String>,
+    #[serde(flatten)]
+    pub service: ServiceOnNode,
     /// The configured peers the service is advertised to (not their session state).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,

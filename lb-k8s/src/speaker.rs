@@ -28,7 +28,8 @@ use serde_json::{Value, json};
 use crate::controller::pool_annotation;
 use crate::crds::{
     BFDProfile, BGPAdvertisement, Community, IPAddressPool, L2Advertisement,
-    MetalLBServiceBGPStatus, MetalLBServiceL2Status, ServiceBGPStatus, ServiceL2Status, v1beta2,
+    MetalLBServiceBGPStatus, MetalLBServiceL2Status, ServiceBGPStatus, ServiceL2Status,
+    ServiceOnNode, v1beta2,
 };
 use crate::store::{Kind, Store};
 
@@ -219,22 +220,17 @@ pub fn wanted_statuses(node: &str, plan: &Plan) -> WantedStatuses {
             }
         }
     }
-    let base = |k: &ServiceKey| {
-        (
-            Some(node.to_string()),
-            Some(k.name.clone()),
-            Some(k.namespace.clone()),
-        )
+    let service = |k: &ServiceKey| ServiceOnNode {
+        node: Some(node.to_string()),
+        service_name: Some(k.name.clone()),
+        service_namespace: Some(k.namespace.clone()),
     };
     WantedStatuses {
         l2: l2
             .into_iter()
             .map(|(k, ifaces)| {
-                let (node, service_name, service_namespace) = base(&k);
                 let s = MetalLBServiceL2Status {
-                    node,
-                    service_name,
-                    service_namespace,
+                    service: service(&k),
                     interfaces: ifaces
                         .into_iter()
                         .map(|name| crate::crds::InterfaceInfo { name })
@@ -246,11 +242,8 @@ pub fn wanted_statuses(node: &str, plan: &Plan) -> WantedStatuses {
         bgp: bgp
             .into_iter()
             .map(|(k, peers)| {
-                let (node, service_name, service_namespace) = base(&k);
                 let s = MetalLBServiceBGPStatus {
-                    node,
-                    service_name,
-                    service_namespace,
+                    service: service(&k),
                     peers: peers.into_iter().collect(),
                 };
                 (k, s)
