@@ -62,6 +62,14 @@ impl Announcers {
         })
     }
 
+    /// Whether going from `old` to `new` needs new announcers: the BGP peers changed, or a
+    /// mode was turned on or off (announcers start only for the modes a config uses).
+    pub fn must_restart(old: &Config, new: &Config) -> bool {
+        new.peers != old.peers
+            || new.bgp_advertisements.is_empty() != old.bgp_advertisements.is_empty()
+            || new.l2_advertisements.is_empty() != old.l2_advertisements.is_empty()
+    }
+
     /// Hands each announcer its share; returns the errors.
     pub async fn announce(&self, anns: &[Announcement], fresh: &BTreeSet<IpAddr>) -> Vec<String> {
         #[allow(unused_mut)]

@@ -135,7 +135,8 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut events = AssignedEvents::new(client.clone(), &node);
     let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
     let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
-    let mut peers = first.config.peers.clone();
+    // The configuration the announcers were started for.
+    let mut started_for = first.config.clone();
     let mut members_stream = elector.watch();
     let mut members: BTreeSet<String> = elector.current().members;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -146,13 +147,15 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             let started = std::time::Instant::now();
             let d = core.decide(store.values(), &members, &opts.k8s);
             metrics.config(true, d.stale);
-            if d.config.peers != peers {
+            if Announcers::must_restart(&started_for, &d.config) {
                 match Announcers::start(&d.config, &node, rid, false) {
                     Ok(a) => {
                         std::mem::replace(&mut announcers, a).stop().await;
-                        peers = d.config.peers.clone();
+                        started_for = d.config.clone();
+                        // The new announcers start empty.
+                        dirty = true;
                     }
-                    Err(e) => error!("new BGP peers refused, the old sessions stay: {e:#}"),
+                    Err(e) => error!("new announcers refused, the old ones stay: {e:#}"),
                 }
             }
             if dirty {

@@ -435,10 +435,7 @@ async fn reload(
         .unwrap_or_else(|e| e.into_inner())
         .config_errors
         .clear();
-    let peers_changed = new.peers != config.peers
-        || new.bgp_advertisements.is_empty() != config.bgp_advertisements.is_empty()
-        || new.l2_advertisements.is_empty() != config.l2_advertisements.is_empty();
-    if peers_changed {
+    if Announcers::must_restart(config, &new) {
         match Announcers::start(&new, &opts.node_name, router_id, opts.dry_run) {
             Ok(a) => std::mem::replace(announcers, a).stop().await,
             Err(e) => {

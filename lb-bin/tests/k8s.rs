@@ -150,11 +150,6 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     api.put("nodes", node("node1", "192.0.2.11"));
     api.put("nodes", node("node2", "192.0.2.12"));
     api.put("ipaddresspools", pool("lan", &["192.0.2.200-192.0.2.210"]));
-    api.put(
-        "l2advertisements",
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-               "metadata": {"name": "lan", "namespace": "metallb-system"}, "spec": {}}),
-    );
     api.put("services", lb_service("default", "web", &[80]));
     api.put("endpointslices", slice("web", &["node1", "node2"]));
     let mut local = lb_service("default", "local", &[443]);
@@ -212,6 +207,18 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
             &env,
         );
     }
+    // The L2Advertisement arrives after the speakers started with none (ready: a plan is
+    // applied): they must start their layer 2 announcers then.
+    assert!(until(20, || (1..=2).all(|i| {
+        net.get(&format!("n{i}"), "127.0.0.1:7472", "/readyz")
+            .as_deref()
+            == Some("ready\n")
+    })));
+    api.put(
+        "l2advertisements",
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+               "metadata": {"name": "lan", "namespace": "metallb-system"}, "spec": {}}),
+    );
     let logs = |net: &Net| {
         format!(
             "speaker1:\n{}\nspeaker2:\n{}",
