@@ -311,7 +311,7 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
         return;
     }
     let meta: objects::RawMeta = match map.get("metadata") {
-        Some(m) => match serde_path_to_error::deserialize(m.clone()) {
+        Some(m) => match serde_path_to_error::deserialize(m) {
             Ok(meta) => meta,
             Err(e) => return fail(&format!("metadata.{}", e.path()), &e.inner().to_string()),
         },
@@ -339,11 +339,10 @@ fn first_line(s: &str) -> &str {
 
 /// Deserializes `body[key]` (absent: `null`) as `T`, reporting the path of a type error.
 fn section<T: DeserializeOwned>(obj: &Object, key: &str, r: &mut Report<'_>) -> Option<T> {
-    let v = obj.body.get(key).cloned().unwrap_or(Value::Null);
-    let v = if v.is_null() {
-        Value::Object(Default::default())
-    } else {
-        v
+    let empty = Value::Object(Default::default());
+    let v = match obj.body.get(key) {
+        None | Some(Value::Null) => &empty,
+        Some(v) => v,
     };
     match serde_path_to_error::deserialize::<_, T>(v) {
         Ok(t) => Some(t),
@@ -1149,7 +1148,7 @@ fn load_node(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Node> {
 
 /// Deserializes the whole object body as `T`.
 fn whole<T: DeserializeOwned>(obj: &Object, r: &mut Report<'_>) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(obj.body.clone()) {
+    match serde_path_to_error::deserialize::<_, T>(&obj.body) {
         Ok(t) => Some(t),
         Err(e) => {
             r.error(&e.path().to_string(), None, e.into_inner().to_string());
