@@ -10,8 +10,9 @@
 //! The controller allocates from the pool and writes the Services' status; the speakers read
 //! it, elect an owner per address and answer ARP for it; the client's neighbour table shows
 //! which node answers. Then the API server goes away: the speakers keep answering, and when an
-//! owner crashes the other takes its address over without the API. Needs root, iproute2 and
-//! ping (see `lab`).
+//! owner crashes the other takes its address over without the API. A second test runs one
+//! speaker against BIRD (in the client host) with the BGP password only in a Secret. Needs
+//! root, iproute2 and ping (see `lab`), and bird2 for the second.
 
 #![allow(
     clippy::unwrap_used,
@@ -327,4 +328,179 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     assert_eq!(lease.pointer("/spec/holderIdentity"), None, "{lease}");
     let speaker = format!("speaker{}", if survivor == "n1" { 1 } else { 2 });
     assert!(net.signal(&speaker, "-TERM").success(), "{}", logs(&net));
+}
+
+/// Stops a daemon when dropped, by the PID its PID file held when this was made.
+struct KillOnDrop(Option<String>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = &self.0 {
+            let _ = std::process::Command::new("kill").arg(pid).status();
+        }
+    }
+}
+
+#[test]
+fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
+    if !lab::available("Kubernetes component tests") {
+        return;
+    }
+    if !std::process::Command::new("sh")
+        .args(["-c", "command -v bird && command -v birdc"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "bird2 is not installed"
+        );
+        eprintln!("skipped: bird2 is not installed");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut net = Net::new(
+        "lbb",
+        &[
+            ("api", "192.0.2.250/24"),
+            ("n1", "192.0.2.11/24"),
+            ("cl", "192.0.2.100/24"),
+        ],
+    );
+    // The client host is the router: BIRD, passive, with a TCP-MD5 password.
+    std::fs::write(
+        net.path("bird.conf"),
+        "router id 192.0.2.100;\nprotocol device {}\nprotocol bgp lb {\n  local 192.0.2.100 as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  password \"s3cret\";\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
+    )
+    .unwrap();
+    lab::ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns("cl"),
+        "bird",
+        "-c",
+        &net.path("bird.conf"),
+        "-s",
+        &net.path("bird.ctl"),
+        "-P",
+        &net.path("bird.pid"),
+    ]);
+    let _bird = KillOnDrop(
+        std::fs::read_to_string(net.path("bird.pid"))
+            .ok()
+            .map(|p| p.trim().to_string()),
+    );
+    assert!(_bird.0.is_some(), "BIRD wrote no PID file");
+
+    let api = FakeApi::new();
+    api.put("nodes", node("node1", "192.0.2.11"));
+    api.put("ipaddresspools", pool("routed", &["203.0.113.0/28"]));
+    api.put(
+        "bgpadvertisements",
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+               "metadata": {"name": "routed", "namespace": "metallb-system"},
+               "spec": {"ipAddressPools": ["routed"], "communities": ["64512:7"]}}),
+    );
+    // The password only in a Secret: no session unless the speaker reads it.
+    api.put(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+               "metadata": {"name": "router-password", "namespace": "metallb-system"},
+               "data": {"password": "czNjcmV0"}}),
+    );
+    api.put(
+        "bgppeers",
+        json!({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
+               "metadata": {"name": "router", "namespace": "metallb-system"},
+               "spec": {"myASN": 64512, "peerASN": 64500, "peerAddress": "192.0.2.100",
+                        "holdTime": "9s",
+                        "passwordSecret": {"name": "router-password", "namespace": "metallb-system"}}}),
+    );
+    api.put("services", lb_service("default", "web", &[80]));
+    api.put("endpointslices", slice("web", &["node1"]));
+    serve(&net, &rt, api.clone());
+    std::fs::write(net.path("kubeconfig"), KUBECONFIG).unwrap();
+    let kubeconfig = net.path("kubeconfig");
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
+    let bin = env!("CARGO_BIN_EXE_lb-bin");
+    net.spawn(
+        "controller",
+        "api",
+        bin,
+        &[
+            "controller",
+            "--http",
+            "127.0.0.1:7472",
+            "--log-format",
+            "text",
+        ],
+        &env,
+    );
+    net.spawn(
+        "speaker1",
+        "n1",
+        bin,
+        &[
+            "speaker",
+            "--node-name",
+            "node1",
+            "--bind",
+            "192.0.2.11:7946",
+            "--http",
+            "127.0.0.1:7472",
+            "--log-format",
+            "text",
+        ],
+        &env,
+    );
+    let birdc = |net: &Net, what: &[&str]| {
+        let mut args = vec!["birdc", "-s"];
+        let ctl = net.path("bird.ctl");
+        args.push(&ctl);
+        args.extend_from_slice(what);
+        String::from_utf8_lossy(&lab::run(&args).stdout).into_owned()
+    };
+    let routes = |net: &Net| birdc(net, &["show", "route", "all"]);
+    assert!(
+        until(30, || routes(&net).contains("203.0.113.0/32")),
+        "BIRD has no route:\n{}\ncontroller:\n{}\nspeaker:\n{}",
+        routes(&net),
+        net.log("controller"),
+        net.log("speaker1")
+    );
+    let r = routes(&net);
+    assert!(r.contains("BGP.community: (64512,7)"), "{r}");
+    assert!(r.contains("BGP.next_hop: 192.0.2.11"), "{r}");
+    assert!(
+        until(10, || api.list("servicebgpstatuses").iter().any(|s| {
+            s.pointer("/status/node") == Some(&json!("node1"))
+                && s.pointer("/status/peers") == Some(&json!(["router"]))
+        })),
+        "{}",
+        net.log("speaker1")
+    );
+    // The metrics text is refreshed every second.
+    let metrics = || {
+        net.get("n1", "127.0.0.1:7472", "/metrics")
+            .unwrap_or_default()
+    };
+    assert!(
+        until(5, || metrics()
+            .contains("metallb_bgp_session_up{peer=\"router\"} 1")),
+        "{}",
+        metrics()
+    );
+    // SIGTERM: a Cease, and BIRD drops the route at once.
+    assert!(net.signal("speaker1", "-TERM").success());
+    let r = routes(&net);
+    assert!(
+        !r.contains("203.0.113.0/32"),
+        "routes left after SIGTERM:\n{r}"
+    );
+    assert!(net.signal("controller", "-TERM").success());
 }
