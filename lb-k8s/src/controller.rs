@@ -291,7 +291,7 @@ pub fn kinds(namespace: &str) -> Vec<Kind> {
     vec![
         Kind::of::<Service>(),
         Kind::of::<Namespace>(),
-        Kind::custom::<IPAddressPool>().in_namespace(namespace),
+        Kind::of::<IPAddressPool>().in_namespace(namespace),
     ]
 }
 

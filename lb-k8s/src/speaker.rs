@@ -4,7 +4,7 @@
 //! ```text
 //!  watch Services, EndpointSlices, Nodes, metallb.io kinds, Secrets ─► Store
 //!        Store + live members ─► Core::decide (pure) ─► Plan ─► announcers (lb-bin)
-//!                                                        └────► sync_statuses ─► API
+//!                                                        └────► StatusWriter ─► API
 //! ```
 //!
 //! Addresses come from the Services' status (the controller's writes), never allocated here.
@@ -58,16 +58,16 @@ pub fn kinds(opts: &Options) -> Vec<Kind> {
         Kind::of::<Node>(),
         Kind::of::<Namespace>(),
         Kind::of::<Secret>().in_namespace(ns),
-        Kind::custom::<IPAddressPool>().in_namespace(ns),
-        Kind::custom::<L2Advertisement>().in_namespace(ns),
-        Kind::custom::<BGPAdvertisement>().in_namespace(ns),
-        Kind::custom::<v1beta2::BGPPeer>().in_namespace(ns),
-        Kind::custom::<BFDProfile>().in_namespace(ns),
-        Kind::custom::<Community>().in_namespace(ns),
-        Kind::custom::<ServiceL2Status>()
+        Kind::of::<IPAddressPool>().in_namespace(ns),
+        Kind::of::<L2Advertisement>().in_namespace(ns),
+        Kind::of::<BGPAdvertisement>().in_namespace(ns),
+        Kind::of::<v1beta2::BGPPeer>().in_namespace(ns),
+        Kind::of::<BFDProfile>().in_namespace(ns),
+        Kind::of::<Community>().in_namespace(ns),
+        Kind::of::<ServiceL2Status>()
             .in_namespace(ns)
             .with_labels(&format!("{NODE_LABEL}={}", opts.node_name)),
-        Kind::custom::<ServiceBGPStatus>()
+        Kind::of::<ServiceBGPStatus>()
             .in_namespace(ns)
             .with_labels(&format!("{NODE_LABEL}={}", opts.node_name)),
     ]

@@ -26,18 +26,13 @@ pub struct Kind {
 }
 
 impl Kind {
-    /// A built-in kind (from k8s-openapi), in every namespace.
+    /// A kind with a static type (k8s-openapi's or one of our CRDs), in every namespace.
     pub fn of<K: kube::Resource<DynamicType = ()>>() -> Kind {
         Kind {
             resource: ApiResource::erase::<K>(&()),
             namespace: None,
             labels: None,
         }
-    }
-
-    /// A custom kind, in every namespace.
-    pub fn custom<K: kube::Resource<DynamicType = ()>>() -> Kind {
-        Self::of::<K>()
     }
 
     pub fn in_namespace(mut self, ns: &str) -> Kind {
