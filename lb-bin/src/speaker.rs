@@ -84,6 +84,9 @@ fn router_id(node: &str, ip: IpAddr) -> Ipv4Addr {
     }
 }
 
+/// How long a starting speaker waits for the other speakers before its first plan.
+const JOIN_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     let node = opts.k8s.node_name.clone();
@@ -124,11 +127,27 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         .filter(|(n, _)| *n != node)
         .map(|(_, ip)| SocketAddr::new(*ip, opts.bind.port()))
         .collect();
+    let has_seeds = !seeds.is_empty();
     let elector = SwimElector::start(&node, opts.bind, advertise, seeds)
         .await
         .with_context(|| format!("membership on {}", opts.bind))?;
     info!(node = %node, %advertise, "joined membership");
     let rid = router_id(&node, own);
+    let mut members_stream = elector.watch();
+    // A speaker that (re)starts alone would elect itself owner of every address for a moment
+    // and claim them all by gratuitous ARP: give the membership a moment to find the others.
+    if has_seeds {
+        let joined = async {
+            while let Some(m) = members_stream.next().await {
+                if m.members.len() > 1 {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(JOIN_GRACE, joined).await.is_err() {
+            warn!("no other speaker answered within {JOIN_GRACE:?}; going on alone");
+        }
+    }
 
     let mut core = Core::default();
     let mut writer = StatusWriter::default();
@@ -137,7 +156,6 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
     // The configuration the announcers were started for.
     let mut started_for = first.config.clone();
-    let mut members_stream = elector.watch();
     let mut members: BTreeSet<String> = elector.current().members;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;

@@ -189,7 +189,7 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     let local_ip = ingress_ips(&svc("local"))[0].clone();
     assert_ne!(web_ip, local_ip);
 
-    for i in 1..=2 {
+    let start_speaker = |net: &mut Net, i: u8| {
         net.spawn(
             &format!("speaker{i}"),
             &format!("n{i}"),
@@ -207,6 +207,9 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
             ],
             &env,
         );
+    };
+    for i in 1..=2 {
+        start_speaker(&mut net, i);
     }
     // The L2Advertisement arrives after the speakers started with none (ready: a plan is
     // applied): they must start their layer 2 announcers then.
@@ -279,6 +282,42 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     assert_eq!(
         net.get("api", "127.0.0.1:7472", "/readyz").as_deref(),
         Some("ready\n")
+    );
+
+    // The other speaker restarts (a rolling update): it must not claim the owner's address,
+    // even for a moment, while it finds the membership again. The client's entry is watched
+    // without flushing it, so a stray gratuitous ARP would show.
+    let (other, other_host) = if web_owner == "node1" {
+        (2, "n2")
+    } else {
+        (1, "n1")
+    };
+    assert!(net.signal(&format!("speaker{other}"), "-TERM").success());
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = net.ping_once("cl", &web_ip);
+    let owner_mac = net.mac(host_of(&web_owner));
+    assert_eq!(net.neighbour("cl", &web_ip), Some(owner_mac.clone()));
+    start_speaker(&mut net, other);
+    let mut seen = std::collections::BTreeSet::new();
+    let watch_until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < watch_until {
+        if let Some(mac) = net.neighbour("cl", &web_ip) {
+            seen.insert(mac);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        !seen.contains(&net.mac(other_host)),
+        "the restarted speaker claimed {web_ip}: {seen:?}\n{}",
+        logs(&net)
+    );
+    assert!(
+        until(20, || net
+            .get(other_host, "127.0.0.1:7472", "/readyz")
+            .as_deref()
+            == Some("ready\n")),
+        "{}",
+        logs(&net)
     );
 
     // The API server goes away. Announcements stay.
