@@ -369,32 +369,12 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     assert!(net.signal(&speaker, "-TERM").success(), "{}", logs(&net));
 }
 
-/// Stops a daemon when dropped, by the PID its PID file held when this was made.
-struct KillOnDrop(Option<String>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = &self.0 {
-            let _ = std::process::Command::new("kill").arg(pid).status();
-        }
-    }
-}
-
 #[test]
 fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
     if !lab::available("Kubernetes component tests") {
         return;
     }
-    if !std::process::Command::new("sh")
-        .args(["-c", "command -v bird && command -v birdc"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(
-            std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-            "bird2 is not installed"
-        );
-        eprintln!("skipped: bird2 is not installed");
+    if !lab::bird_available() {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -429,11 +409,7 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
         "-P",
         &net.path("bird.pid"),
     ]);
-    let _bird = KillOnDrop(
-        std::fs::read_to_string(net.path("bird.pid"))
-            .ok()
-            .map(|p| p.trim().to_string()),
-    );
+    let _bird = lab::KillOnDrop::new(&net.path("bird.pid"));
     assert!(_bird.0.is_some(), "BIRD wrote no PID file");
 
     let api = FakeApi::new();

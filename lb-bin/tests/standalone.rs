@@ -490,16 +490,7 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
 #[test]
 fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
     let Some(mut lab) = Lab::new() else { return };
-    if !Command::new("sh")
-        .args(["-c", "command -v bird && command -v birdc"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(
-            std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
-            "bird2 is not installed"
-        );
-        eprintln!("skipped: bird2 is not installed");
+    if !lab::bird_available() {
         return;
     }
     // The client namespace plays the router.
@@ -523,7 +514,7 @@ fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
         "-P",
         &d("bird.pid"),
     ]);
-    let _bird = KillOnDrop::new(d("bird.pid"));
+    let _bird = lab::KillOnDrop::new(&d("bird.pid"));
     assert!(_bird.0.is_some(), "BIRD wrote no PID file");
     std::fs::write(
         d("n1.yaml"),
@@ -585,28 +576,6 @@ impl Drop for Burners {
         for b in &mut self.0 {
             let _ = b.kill();
             let _ = b.wait();
-        }
-    }
-}
-
-/// Stops a daemon when dropped, by the PID its PID file held when this was made (the file
-/// may be gone by then, with the lab's directory).
-struct KillOnDrop(Option<String>);
-
-impl KillOnDrop {
-    fn new(pid_file: String) -> KillOnDrop {
-        KillOnDrop(
-            std::fs::read_to_string(pid_file)
-                .ok()
-                .map(|p| p.trim().to_string()),
-        )
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = &self.0 {
-            let _ = Command::new("kill").arg(pid).status();
         }
     }
 }

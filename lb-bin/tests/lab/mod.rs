@@ -45,6 +45,59 @@ pub fn available(what: &str) -> bool {
     true
 }
 
+/// True when BIRD is installed; otherwise says so and returns false, unless
+/// `LB_REQUIRE_NETNS=1`, which makes it fail.
+pub fn bird_available() -> bool {
+    if Command::new("sh")
+        .args(["-c", "command -v bird && command -v birdc"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var("LB_REQUIRE_NETNS").as_deref() != Ok("1"),
+        "bird2 is not installed"
+    );
+    eprintln!("skipped: bird2 is not installed");
+    false
+}
+
+/// Stops a daemon when dropped, by the PID its PID file held when this was made (the file
+/// may be gone by then, with the lab's directory).
+pub struct KillOnDrop(pub Option<String>);
+
+impl KillOnDrop {
+    pub fn new(pid_file: &str) -> KillOnDrop {
+        KillOnDrop(
+            std::fs::read_to_string(pid_file)
+                .ok()
+                .map(|p| p.trim().to_string()),
+        )
+    }
+}
+
+impl Drop for KillOnDrop {
+    /// SIGTERM, then SIGKILL after a second: a daemon shutting down gracefully in a namespace
+    /// that is being torn down can wait forever (BIRD did, once).
+    fn drop(&mut self) {
+        if let Some(pid) = &self.0 {
+            let _ = Command::new("kill").arg(pid).status();
+            // Exited: no /proc entry, or a zombie (state Z) nobody has reaped yet.
+            let gone = until(1, || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+                    st.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                })
+            });
+            if !gone {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+}
+
 pub struct Net {
     pub tag: String,
     pub dir: PathBuf,
