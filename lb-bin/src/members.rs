@@ -345,6 +345,23 @@ impl LeaderElector for SwimElector {
     }
 }
 
+/// How long a node that has seeds waits for the others before its first plan.
+pub const JOIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits (up to [`JOIN_GRACE`]) until `members` shows another node. A node that starts, or
+/// restarts, alone would otherwise elect itself owner of every address for a moment and claim
+/// them all. Returns false if nobody answered in time.
+pub async fn wait_for_others(members: &mut BoxStream<'static, Membership>) -> bool {
+    let joined = async {
+        while let Some(m) = futures::StreamExt::next(members).await {
+            if m.members.len() > 1 {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(JOIN_GRACE, joined).await.is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

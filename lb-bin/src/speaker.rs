@@ -27,7 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::announcers::Announcers;
-use crate::members::SwimElector;
+use crate::members::{JOIN_GRACE, SwimElector, wait_for_others};
 use crate::standalone::{SharedMetrics, SharedStatus, StatusAnnouncement};
 
 /// Everything `lb-bin speaker` is told.
@@ -84,9 +84,6 @@ fn router_id(node: &str, ip: IpAddr) -> Ipv4Addr {
     }
 }
 
-/// How long a starting speaker waits for the other speakers before its first plan.
-const JOIN_GRACE: Duration = Duration::from_secs(2);
-
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     let node = opts.k8s.node_name.clone();
@@ -136,17 +133,8 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut members_stream = elector.watch();
     // A speaker that (re)starts alone would elect itself owner of every address for a moment
     // and claim them all by gratuitous ARP: give the membership a moment to find the others.
-    if has_seeds {
-        let joined = async {
-            while let Some(m) = members_stream.next().await {
-                if m.members.len() > 1 {
-                    return;
-                }
-            }
-        };
-        if tokio::time::timeout(JOIN_GRACE, joined).await.is_err() {
-            warn!("no other speaker answered within {JOIN_GRACE:?}; going on alone");
-        }
+    if has_seeds && !wait_for_others(&mut members_stream).await {
+        warn!("no other speaker answered within {JOIN_GRACE:?}; going on alone");
     }
 
     let mut core = Core::default();

@@ -208,9 +208,6 @@ fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> 
     Ok(SocketAddr::new(probe.local_addr()?.ip(), bind.port()))
 }
 
-/// How long a node started with `--join` waits for the cluster before its first plan.
-const JOIN_GRACE: Duration = Duration::from_secs(2);
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -261,14 +258,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     // With seeds, give the membership a moment to find the cluster first, so that a node
     // starting alongside others does not announce everything for an instant.
     if !opts.join.is_empty() {
-        let joined = async {
-            while let Some(m) = members_stream.next().await {
-                if m.members.len() > 1 {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(JOIN_GRACE, joined).await;
+        crate::members::wait_for_others(&mut members_stream).await;
     }
     let mut members: BTreeSet<String> = elector.current().members;
     let mut dirty = true;

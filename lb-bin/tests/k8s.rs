@@ -46,8 +46,9 @@ contexts:
 current-context: lab
 ";
 
-/// Serves `api` over HTTP/1.1 on 192.0.2.250:6443 inside the `api` host.
-fn serve(net: &Net, rt: &tokio::runtime::Runtime, api: FakeApi) {
+/// Serves `api` over HTTP/1.1 on 192.0.2.250:6443 inside the `api` host; returns the path of
+/// a kubeconfig that points there.
+fn serve(net: &Net, rt: &tokio::runtime::Runtime, api: FakeApi) -> String {
     let listener = net.inside("api", || {
         std::net::TcpListener::bind("192.0.2.250:6443").unwrap()
     });
@@ -84,6 +85,8 @@ fn serve(net: &Net, rt: &tokio::runtime::Runtime, api: FakeApi) {
             });
         }
     });
+    std::fs::write(net.path("kubeconfig"), KUBECONFIG).unwrap();
+    net.path("kubeconfig")
 }
 
 fn node(name: &str, ip: &str) -> Value {
@@ -157,9 +160,7 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     local["spec"]["externalTrafficPolicy"] = json!("Local");
     api.put("services", local);
     api.put("endpointslices", slice("local", &["node2"]));
-    serve(&net, &rt, api.clone());
-    std::fs::write(net.path("kubeconfig"), KUBECONFIG).unwrap();
-    let kubeconfig = net.path("kubeconfig");
+    let kubeconfig = serve(&net, &rt, api.clone());
     let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
     let bin = env!("CARGO_BIN_EXE_lb-bin");
 
@@ -438,9 +439,7 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
     );
     api.put("services", lb_service("default", "web", &[80]));
     api.put("endpointslices", slice("web", &["node1"]));
-    serve(&net, &rt, api.clone());
-    std::fs::write(net.path("kubeconfig"), KUBECONFIG).unwrap();
-    let kubeconfig = net.path("kubeconfig");
+    let kubeconfig = serve(&net, &rt, api.clone());
     let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
     let bin = env!("CARGO_BIN_EXE_lb-bin");
     net.spawn(
