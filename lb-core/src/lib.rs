@@ -21,6 +21,8 @@ pub mod announce;
 pub mod config;
 pub mod elect;
 pub mod ip;
+#[cfg(feature = "membership")]
+pub mod members;
 pub mod objects;
 pub mod plan;
 pub mod selector;
