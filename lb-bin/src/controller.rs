@@ -8,7 +8,7 @@ use kube::Client;
 use lb_k8s::lease::{self, LeaseConfig};
 use lb_k8s::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::standalone::{SharedMetrics, SharedStatus};
 
@@ -23,6 +23,24 @@ pub struct Options {
     /// The Lease's duration (15 s as client-go's default).
     pub lease: Duration,
     pub http: Option<SocketAddr>,
+    /// The membership key Secret to create when it is missing (MetalLB's `--ml-secret-name`);
+    /// `None` leaves it to the operator.
+    pub ml_secret_name: Option<String>,
+}
+
+/// Creates the membership Secret if it is missing, retrying while the API server is away.
+async fn ensure_memberlist(client: Client, namespace: String, name: String) {
+    loop {
+        match lb_k8s::memberlist::ensure_secret(client.clone(), &namespace, &name).await {
+            Ok(true) => {
+                info!("created Secret {namespace}/{name} with a random membership key");
+                return;
+            }
+            Ok(false) => return,
+            Err(e) => warn!("creating Secret {namespace}/{name}: {e}; retrying in 10 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// Runs until SIGTERM or SIGINT; then hands the Lease back so another replica takes over at
@@ -34,6 +52,13 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     if let Some(addr) = opts.http {
         crate::http::spawn(addr, status.clone(), text.clone()).await?;
     }
+    let memberlist = opts.ml_secret_name.clone().map(|name| {
+        tokio::spawn(ensure_memberlist(
+            client.clone(),
+            opts.namespace.clone(),
+            name,
+        ))
+    });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (leadership, lease_task) = lease::spawn(
         client.clone(),
@@ -75,6 +100,9 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     }
     info!("stopping: releasing the Lease");
     controller.abort();
+    if let Some(m) = memberlist {
+        m.abort();
+    }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), lease_task).await;
     Ok(())

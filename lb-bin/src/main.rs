@@ -77,6 +77,15 @@ enum Command {
         /// Decide everything and print what would be announced; announce nothing (no root).
         #[arg(long)]
         dry_run: bool,
+        /// Seal membership datagrams with this key (as MetalLB's memberlist Secret's
+        /// `secretkey`; several keys apart by an empty line, the first sends). Reloaded when it
+        /// changes. Needed with --join unless --insecure-membership.
+        #[arg(long, value_name = "FILE")]
+        secret_key_file: Option<PathBuf>,
+        /// Let nodes talk with plain datagrams: anyone who reaches the membership port can join
+        /// and steer which node owns each address.
+        #[arg(long)]
+        insecure_membership: bool,
     },
     /// In a cluster: allocate addresses to LoadBalancer Services (Lease-elected; run several).
     Controller {
@@ -96,6 +105,10 @@ enum Command {
         /// leader. The leader renews every duration/7.5 and stops writing after 2/3 of it.
         #[arg(long, default_value_t = 15)]
         lease_seconds: u64,
+        /// Create this Secret in --namespace with a random membership key when it is missing
+        /// (MetalLB's memberlist Secret, read by the speakers); "" turns it off.
+        #[arg(long, env = "METALLB_ML_SECRET_NAME", default_value = "memberlist")]
+        ml_secret_name: String,
         /// Serve /metrics, /healthz, /readyz and /status here.
         #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
         http: std::net::SocketAddr,
@@ -120,6 +133,14 @@ enum Command {
         /// The address other speakers reach this one at (default: the Node's InternalIP).
         #[arg(long, env = "POD_IP")]
         advertise_address: Option<std::net::IpAddr>,
+        /// The Secret in --namespace whose `secretkey` seals the membership (MetalLB's
+        /// memberlist Secret; the controller creates it). Reloaded when it changes.
+        #[arg(long, env = "METALLB_ML_SECRET_NAME", default_value = "memberlist")]
+        ml_secret_name: String,
+        /// Let speakers talk with plain datagrams: anyone who reaches the membership port can
+        /// join and steer which node owns each address.
+        #[arg(long)]
+        insecure_membership: bool,
         #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:7472")]
         http: std::net::SocketAddr,
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
@@ -209,6 +230,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dummy_interface,
             log_format,
             dry_run,
+            secret_key_file,
+            insecure_membership,
         } => {
             init_logs(log_format);
             let opts = lb_bin::standalone::Options {
@@ -220,6 +243,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 http,
                 local_delivery: local_delivery.then_some(dummy_interface),
                 dry_run,
+                secret_key_file,
+                insecure_membership,
             };
             runtime()?.block_on(async {
                 let status = lb_bin::standalone::SharedStatus::default();
@@ -237,6 +262,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             identity,
             lease_name,
             lease_seconds,
+            ml_secret_name,
             http,
             log_format,
         } => {
@@ -248,6 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 lease_name,
                 lease: std::time::Duration::from_secs(lease_seconds.max(1)),
                 http: Some(http),
+                ml_secret_name: (!ml_secret_name.is_empty()).then_some(ml_secret_name),
             };
             runtime()?.block_on(async { lb_bin::controller::run(client().await?, opts).await })?;
             Ok(ExitCode::SUCCESS)
@@ -261,6 +288,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             advertise_address,
             http,
             log_format,
+            ml_secret_name,
+            insecure_membership,
         } => {
             init_logs(log_format);
             let opts = lb_bin::speaker::Options {
@@ -273,6 +302,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bind,
                 advertise: advertise_address,
                 http: Some(http),
+                secret_name: ml_secret_name,
+                insecure_membership,
             };
             runtime()?.block_on(async { lb_bin::speaker::run(client().await?, opts).await })?;
             Ok(ExitCode::SUCCESS)

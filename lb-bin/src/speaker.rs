@@ -27,8 +27,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::announcers::Announcers;
-use crate::members::{JOIN_GRACE, SwimElector, wait_for_others};
+use crate::members::{JOIN_GRACE, Keyring, Roster, Security, SwimElector, wait_for_others};
 use crate::standalone::{SharedMetrics, SharedStatus, StatusAnnouncement};
+use lb_core::config::Config;
 
 /// Everything `lb-bin speaker` is told.
 #[derive(Clone, Debug)]
@@ -39,6 +40,35 @@ pub struct Options {
     /// The address other speakers reach this one at; default: this Node's InternalIP.
     pub advertise: Option<IpAddr>,
     pub http: Option<SocketAddr>,
+    /// The Secret (in the speaker's namespace) whose `secretkey` seals the membership, as
+    /// MetalLB's `memberlist`; reloaded when it changes.
+    pub secret_name: String,
+    /// Talk to other speakers with plain datagrams (no Secret needed).
+    pub insecure_membership: bool,
+}
+
+/// The membership keys from the Secret, if it exists.
+fn secret_keys(config: &Config, opts: &Options) -> Option<Result<Keyring, String>> {
+    let ns = &opts.k8s.namespace;
+    let name = &opts.secret_name;
+    let data = config.secrets.get(&(ns.clone(), name.clone()))?;
+    Some(match data.get("secretkey") {
+        Some(text) => {
+            Keyring::parse(text).map_err(|e| format!("Secret {ns}/{name}: secretkey: {e}"))
+        }
+        None => Err(format!("Secret {ns}/{name} has no secretkey")),
+    })
+}
+
+/// The known nodes: every Node, bound to its InternalIPs.
+fn roster(config: &Config, me: &str) -> Roster {
+    let mut r: Roster = config
+        .nodes
+        .values()
+        .map(|n| (n.name.clone(), n.addresses.iter().copied().collect()))
+        .collect();
+    r.entry(me.to_string()).or_default();
+    r
 }
 
 /// The InternalIP (else first address) of every Node, by name.
@@ -125,9 +155,55 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         .map(|(_, ip)| SocketAddr::new(*ip, opts.bind.port()))
         .collect();
     let has_seeds = !seeds.is_empty();
-    let elector = SwimElector::start(&node, opts.bind, advertise, seeds)
-        .await
-        .with_context(|| format!("membership on {}", opts.bind))?;
+    let mut core = Core::default();
+    let only_me = BTreeSet::from([node.clone()]);
+    let security = if opts.insecure_membership {
+        warn!(
+            "--insecure-membership: anyone who reaches UDP port {} can join and steer which node owns each address",
+            opts.bind.port()
+        );
+        Security::Insecure
+    } else {
+        // The controller creates the Secret when it is missing; without it a speaker cannot
+        // tell the others from strangers, so it waits (announcing nothing yet).
+        let mut waited = 0u32;
+        loop {
+            let d = core.decide(store.values(), &only_me, &opts.k8s);
+            match secret_keys(&d.config, &opts) {
+                Some(Ok(keys)) => break Security::Sealed(keys),
+                Some(Err(e)) if waited % 50 == 0 => {
+                    error!("membership key: {e}; waiting for a good one")
+                }
+                None if waited % 50 == 0 => warn!(
+                    "waiting for Secret {}/{} (key secretkey) to seal the membership; the controller creates it",
+                    opts.k8s.namespace, opts.secret_name
+                ),
+                _ => {}
+            }
+            waited += 1;
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = term.recv() => return Ok(()),
+                _ = int.recv() => return Ok(()),
+            }
+        }
+    };
+    let mut roster_now = roster(
+        &core.decide(store.values(), &only_me, &opts.k8s).config,
+        &node,
+    );
+    let elector = SwimElector::start(crate::members::Options {
+        name: node.clone(),
+        bind: opts.bind,
+        advertise,
+        seeds,
+        security,
+        roster: Some(roster_now.clone()),
+    })
+    .await
+    .with_context(|| format!("membership on {}", opts.bind))?;
+    let mut key_ids = elector.status().key_ids;
     info!(node = %node, %advertise, "joined membership");
     let rid = router_id(&node, own);
     let mut members_stream = elector.watch();
@@ -137,7 +213,6 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         warn!("no other speaker answered within {JOIN_GRACE:?}; going on alone");
     }
 
-    let mut core = Core::default();
     let mut writer = StatusWriter::default();
     let mut events = AssignedEvents::new(client.clone(), &node);
     let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
@@ -153,6 +228,25 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             let started = std::time::Instant::now();
             let d = core.decide(store.values(), &members, &opts.k8s);
             metrics.config(true, d.stale);
+            let r = roster(&d.config, &node);
+            if r != roster_now {
+                elector.set_roster(Some(r.clone()));
+                roster_now = r;
+            }
+            if !opts.insecure_membership {
+                match secret_keys(&d.config, &opts) {
+                    Some(Ok(keys)) => {
+                        let ids: Vec<String> = keys.ids().iter().map(ToString::to_string).collect();
+                        if ids != key_ids {
+                            info!(keys = ?ids, "membership keys reloaded from the Secret");
+                            elector.set_keys(keys);
+                            key_ids = ids;
+                        }
+                    }
+                    Some(Err(e)) => error!("membership key refused, the running keys stay: {e}"),
+                    None => warn!("the membership Secret is gone; the running keys stay"),
+                }
+            }
             if Announcers::must_restart(&started_for, &d.config) {
                 match Announcers::start(&d.config, &node, rid, false) {
                     Ok(a) => {
@@ -223,7 +317,10 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 dirty = true;
             }
             m = members_stream.next() => {
-                if let Some(m) = m && m.members != members {
+                let Some(m) = m else {
+                    bail!("the membership task has stopped");
+                };
+                if m.members != members {
                     info!(members = ?m.members, "membership changed");
                     let grew = !m.members.is_subset(&members);
                     members = m.members;
@@ -234,7 +331,9 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 }
             }
             _ = tick.tick() => {
-                metrics.set_extra(announcers.metrics());
+                let m = elector.status();
+                metrics.set_extra(announcers.metrics() + &m.metrics());
+                status.lock().unwrap_or_else(|e| e.into_inner()).membership = m;
                 *text.lock().unwrap_or_else(|e| e.into_inner()) = metrics.render("speaker");
             }
             _ = term.recv() => break,

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::announcers::Announcers;
 use crate::local::LocalDelivery;
-use crate::members::SwimElector;
+use crate::members::{MembershipStatus, Roster, Security, SwimElector, read_key_file};
 
 /// Everything `lb-bin standalone` is told.
 #[derive(Clone, Debug)]
@@ -47,6 +47,11 @@ pub struct Options {
     pub local_delivery: Option<String>,
     /// Decide everything, announce nothing: print each new plan instead (needs no root).
     pub dry_run: bool,
+    /// The membership keys (MetalLB's `memberlist` `secretkey` format; several apart by an
+    /// empty line, the sending key first); reloaded when the file changes.
+    pub secret_key_file: Option<PathBuf>,
+    /// Talk to other nodes with plain datagrams: anyone who reaches the port can join.
+    pub insecure_membership: bool,
 }
 
 /// What `/status` shows and `/readyz` reads.
@@ -58,6 +63,11 @@ pub struct Status {
     pub announcements: Vec<StatusAnnouncement>,
     /// The last configuration that was refused, with its errors.
     pub config_errors: Vec<String>,
+    /// Keys, counters of refused datagrams, key trouble.
+    pub membership: MembershipStatus,
+    /// Why the key file was last refused (the previous keys keep running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -234,10 +244,26 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 .unwrap_or([192, 0, 2, 1]),
         )),
     };
-    let elector = SwimElector::start(&opts.node_name, opts.bind, advertise, seeds)
-        .await
-        .with_context(|| format!("membership on {}", opts.bind))?;
-    info!(node = %opts.node_name, %advertise, "joined membership");
+    let security = security(&opts)?;
+    let alone =
+        opts.join.is_empty() && matches!(security, Security::Insecure) && !opts.insecure_membership;
+    if !alone && config.nodes.is_empty() {
+        warn!(
+            "the configuration names no Node: any holder of the membership key may join and own addresses; list the nodes as v1 Node objects (with their InternalIP) to bind names to addresses"
+        );
+    }
+    let elector = SwimElector::start(crate::members::Options {
+        name: opts.node_name.clone(),
+        bind: opts.bind,
+        advertise,
+        seeds,
+        security,
+        roster: roster(&config, &opts.node_name, alone),
+    })
+    .await
+    .with_context(|| format!("membership on {}", opts.bind))?;
+    info!(node = %opts.node_name, %advertise, sealed = elector.status().sealed, "joined membership");
+    let mut key_mtime = opts.secret_key_file.as_deref().and_then(modified);
     let mut local = match &opts.local_delivery {
         Some(dev) if !opts.dry_run => Some(LocalDelivery::setup(dev)?),
         _ => None,
@@ -245,7 +271,9 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     let mut announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
     let mut printed: Option<Vec<StatusAnnouncement>> = None;
     let set_metrics = |a: &Announcers| {
-        *metrics.lock().unwrap_or_else(|e| e.into_inner()) = a.metrics();
+        let m = elector.status();
+        *metrics.lock().unwrap_or_else(|e| e.into_inner()) = a.metrics() + &m.metrics();
+        status.lock().unwrap_or_else(|e| e.into_inner()).membership = m;
     };
 
     let mut members_stream = elector.watch();
@@ -341,7 +369,10 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         }
         tokio::select! {
             m = members_stream.next() => {
-                if let Some(m) = m && m.members != members {
+                let Some(m) = m else {
+                    bail!("the membership task has stopped");
+                };
+                if m.members != members {
                     info!(members = ?m.members, "membership changed");
                     grew = !m.members.is_subset(&members);
                     members = m.members;
@@ -351,14 +382,23 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", opts.config.display());
                 dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
+                elector.set_roster(roster(&config, &opts.node_name, alone));
             }
             _ = poll.tick() => {
                 set_metrics(&announcers);
+                if let Some(path) = &opts.secret_key_file {
+                    let m = modified(path);
+                    if m != key_mtime {
+                        key_mtime = m;
+                        reload_keys(path, &elector, &status);
+                    }
+                }
                 let m = modified(&opts.config);
                 if m != mtime {
                     mtime = m;
                     info!("{} changed: reloading", opts.config.display());
                     dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
+                    elector.set_roster(roster(&config, &opts.node_name, alone));
                 }
             }
             _ = term.recv() => break,
@@ -377,6 +417,65 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         }
     }
     Ok(())
+}
+
+/// How the membership is secured: a key file seals it; without one a node that talks to others
+/// needs `--insecure-membership`, and a node with no `--join` runs alone.
+fn security(opts: &Options) -> Result<Security> {
+    match &opts.secret_key_file {
+        Some(path) => {
+            if opts.insecure_membership {
+                warn!("--insecure-membership is ignored: --secret-key-file seals the membership");
+            }
+            let keys = read_key_file(path).map_err(|e| anyhow::anyhow!("--secret-key-file {e}"))?;
+            Ok(Security::Sealed(keys))
+        }
+        None if opts.insecure_membership => {
+            warn!(
+                "--insecure-membership: anyone who reaches UDP port {} can join and steer which node owns each address",
+                opts.bind.port()
+            );
+            Ok(Security::Insecure)
+        }
+        None if opts.join.is_empty() => Ok(Security::Insecure),
+        None => bail!(
+            "--join needs a membership key, or anyone who reaches UDP port {} could join and steer which node owns each address: pass --secret-key-file FILE (the same on every node; make one with `openssl rand -base64 128 > FILE`; MetalLB's memberlist secretkey works as is), or --insecure-membership to accept that risk",
+            opts.bind.port()
+        ),
+    }
+}
+
+/// The nodes that may be members: alone, only this one; else the file's Nodes (bound to their
+/// addresses) and this one; a file with no Node accepts any holder of the key.
+fn roster(config: &Config, me: &str, alone: bool) -> Option<Roster> {
+    if !alone && config.nodes.is_empty() {
+        return None;
+    }
+    let mut r: Roster = BTreeMap::new();
+    if !alone {
+        for n in config.nodes.values() {
+            r.insert(n.name.clone(), n.addresses.iter().copied().collect());
+        }
+    }
+    r.entry(me.to_string()).or_default();
+    Some(r)
+}
+
+/// Reads the key file again; a bad one is refused and the running keys stay.
+fn reload_keys(path: &Path, elector: &SwimElector, status: &SharedStatus) {
+    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+    match read_key_file(path) {
+        Ok(keys) => {
+            let ids: Vec<String> = keys.ids().iter().map(ToString::to_string).collect();
+            info!(keys = ?ids, "membership keys reloaded from {}", path.display());
+            elector.set_keys(keys);
+            st.key_file_error = None;
+        }
+        Err(e) => {
+            error!("refused the new key file, the running keys stay: {e}");
+            st.key_file_error = Some(e);
+        }
+    }
 }
 
 /// Dry run: what this node would announce now.

@@ -422,6 +422,13 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
                "metadata": {"name": "routed", "namespace": "metallb-system"},
                "spec": {"ipAddressPools": ["routed"], "communities": ["64512:7"]}}),
     );
+    // No controller here to create the membership key: the operator's Secret.
+    api.put(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "memberlist", "namespace": "metallb-system"},
+               "data": {"secretkey": "YSBtZW1iZXJzaGlwIGtleSBvZiBhdCBsZWFzdCBzaXh0ZWVuIGJ5dGVz"}}),
+    );
     // The password only in a Secret: no session unless the speaker reads it.
     api.put(
         "secrets",

@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lab::Net;
-use lb_bin::members::SwimElector;
+use lb_bin::members::{Keyring, Options, Security, SwimElector};
 use lb_core::elect::LeaderElector;
 
 /// The namespaces; removed on drop, also when the test fails.
@@ -75,12 +75,14 @@ fn node(lab: &Lab, i: u8) -> mpsc::Sender<Cmd> {
             .unwrap();
         let me: std::net::SocketAddr = format!("192.0.2.1{i}:7946").parse().unwrap();
         let e = rt
-            .block_on(SwimElector::start(
-                &format!("node{i}"),
-                me,
-                me,
-                vec!["192.0.2.11:7946".parse().unwrap()],
-            ))
+            .block_on(SwimElector::start(Options {
+                name: format!("node{i}"),
+                bind: me,
+                advertise: me,
+                seeds: vec!["192.0.2.11:7946".parse().unwrap()],
+                security: Security::Sealed(Keyring::parse(lab::KEY).unwrap()),
+                roster: None,
+            }))
             .unwrap();
         loop {
             // Let the elector run between commands.

@@ -78,6 +78,7 @@ impl Lab {
         for i in 1..=3 {
             std::fs::write(net.dir.join(format!("n{i}.yaml")), config()).unwrap();
         }
+        std::fs::write(net.dir.join("key"), lab::KEY).unwrap();
         Some(Lab {
             dir: net.dir.clone(),
             net,
@@ -107,6 +108,8 @@ impl Lab {
             d(format!("state{i}")),
             "--http".into(),
             "127.0.0.1:9100".into(),
+            "--secret-key-file".into(),
+            d("key".into()),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.net.spawn(

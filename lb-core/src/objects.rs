@@ -90,6 +90,9 @@ pub struct Node {
     pub labels: Labels,
     /// The `NetworkUnavailable` condition is True.
     pub network_unavailable: bool,
+    /// Its `InternalIP` addresses (all its addresses when none is typed `InternalIP`): the
+    /// only addresses its membership datagrams may come from.
+    pub addresses: Vec<IpAddr>,
 }
 
 impl Node {
@@ -100,6 +103,7 @@ impl Node {
             name: name.to_string(),
             labels: [(HOSTNAME_LABEL.to_string(), name.to_string())].into(),
             network_unavailable: false,
+            addresses: Vec::new(),
         }
     }
 
@@ -222,6 +226,35 @@ pub struct RawNode {
 pub struct RawNodeStatus {
     #[serde(default)]
     pub conditions: Vec<RawCondition>,
+    #[serde(default)]
+    pub addresses: Vec<RawNodeAddress>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawNodeAddress {
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    #[serde(default)]
+    pub address: String,
+}
+
+impl RawNodeStatus {
+    /// The `InternalIP` addresses, or every address when none is typed `InternalIP`.
+    pub fn internal_ips(&self) -> Vec<IpAddr> {
+        let parse = |typed: bool| -> Vec<IpAddr> {
+            self.addresses
+                .iter()
+                .filter(|a| !typed || a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect()
+        };
+        let internal = parse(true);
+        if internal.is_empty() {
+            parse(false)
+        } else {
+            internal
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -14,6 +14,7 @@
 pub mod controller;
 pub mod crds;
 pub mod lease;
+pub mod memberlist;
 pub mod metrics;
 pub mod speaker;
 pub mod store;

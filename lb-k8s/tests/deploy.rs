@@ -255,6 +255,13 @@ fn rbac_grants_each_component_what_it_uses_and_no_wildcards() {
     );
     assert!(grants(&ns, "metallb.io", "ipaddresspools/status", "patch"));
     assert!(grants(&ns, "coordination.k8s.io", "leases", "update"));
+    // The membership key Secret: created when missing, read by name.
+    assert!(grants(&ns, "", "secrets", "create"));
+    assert!(grants(&ns, "", "secrets", "get"));
+    assert!(
+        !grants(&ns, "", "secrets", "list"),
+        "the controller reads no other Secret"
+    );
     let (_, ns) = role_rules(&m, "speaker");
     for verb in ["create", "delete"] {
         assert!(grants(&ns, "metallb.io", "servicel2statuses", verb));

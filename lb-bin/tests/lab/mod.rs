@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The membership key the tests' nodes share (as MetalLB's memberlist `secretkey`).
+pub const KEY: &str = "dGVzdCBrZXkgZm9yIHRoZSBtZW1iZXJzaGlwIG9mIHRoZSBsYWIgbm9kZXMK\n";
+
 pub fn run(args: &[&str]) -> std::process::Output {
     Command::new(args[0]).args(&args[1..]).output().unwrap()
 }

@@ -1143,6 +1143,7 @@ fn load_node(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Node> {
             .conditions
             .iter()
             .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True"),
+        addresses: raw.status.internal_ips(),
     })
 }
 

@@ -602,7 +602,10 @@ mod tests {
                 payload: b"hello".to_vec()
             }
         );
-        assert!(!d.windows(5).any(|w| w == b"hello"), "the payload is encrypted");
+        assert!(
+            !d.windows(5).any(|w| w == b"hello"),
+            "the payload is encrypted"
+        );
     }
 
     #[test]
@@ -671,7 +674,10 @@ mod tests {
         let new = Sealer::new("node1", 8).seal(&keys, b"new run");
         let mut o = Opener::new();
         open(&mut o, &keys, &new).expect("new run");
-        assert!(matches!(open(&mut o, &keys, &old), Err(Reject::Replay { .. })));
+        assert!(matches!(
+            open(&mut o, &keys, &old),
+            Err(Reject::Replay { .. })
+        ));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use super::seal::{Key, Keyring, Reject};
+use super::seal::{Key, Keyring};
 use super::*;
 use rand::Rng;
 
@@ -393,7 +393,11 @@ fn a_member_that_speaks_from_another_address_or_is_not_a_known_node_is_refused()
     ]
     .into();
     net.nodes[0].set_roster(Some(roster));
-    assert_eq!(net.nodes[0].members(), names(&[0, 1]), "node2 is no candidate");
+    assert_eq!(
+        net.nodes[0].members(),
+        names(&[0, 1]),
+        "node2 is no candidate"
+    );
     net.run(net.now + Duration::from_secs(1), |_| {});
     assert!(net.rejected(0, "identity") > 0);
     let mut roster: Roster = [("node0".to_string(), BTreeSet::new())].into();
@@ -413,8 +417,13 @@ fn a_key_holder_claiming_another_nodes_name_is_refused() {
         addr: addr(3),
         generation: u64::MAX / 2,
     };
-    net.nodes
-        .push(Swim::new(me, lan_config(), vec![addr(0)], 99, Some(keys(KEY))));
+    net.nodes.push(Swim::new(
+        me,
+        lan_config(),
+        vec![addr(0)],
+        99,
+        Some(keys(KEY)),
+    ));
     net.run(net.now + Duration::from_secs(2), |_| {});
     // node1's own run is not displaced: it stays a member, at its own address.
     let ids: Vec<Member> = net.nodes[0]
