@@ -9,8 +9,12 @@
 #   ns <tag>cl  client 192.0.2.100/24
 #   ns <tag>n1..n3  192.0.2.11-13/24, VIP 192.0.2.200
 #
-# Needs root, iproute2, iputils-ping and keepalived. Every process it starts is stopped by PID
-# and every namespace removed on exit. Usage: benches/failover.sh [RUNS] (default 5)
+# lb-bin-loss5 is lb-bin with 5 % of the membership datagrams each node receives dropped at
+# random (nftables numgen), the false-positive load its failure detector must ride out.
+#
+# Needs root, iproute2, iputils-ping, nftables and keepalived. Every process it starts is stopped
+# by PID and every namespace removed on exit. Usage: benches/failover.sh [RUNS] (default 5);
+# ONLY="lb-bin keepalived-0.1s" limits the systems measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
@@ -20,6 +24,7 @@ WORK=$(mktemp -d)
 PIDS=()
 
 command -v keepalived >/dev/null || { echo "keepalived is needed (apt-get install keepalived)" >&2; exit 1; }
+command -v nft >/dev/null || { echo "nftables is needed (apt-get install nftables)" >&2; exit 1; }
 cargo build --release -q -p lb-bin
 LB=./target/release/lb-bin
 
@@ -113,12 +118,21 @@ metadata: {name: web, namespace: default}
 spec: {type: LoadBalancer, ports: [{port: 80}]}
 EOF
 
+head -c 96 /dev/urandom | base64 > "$WORK/key"
+
 lb_start() {
     local i=${1#n}
     ip netns exec "$TAG$1" "$LB" standalone --config "$WORK/lb.yaml" --node-name "node$i" \
         --bind "192.0.2.1$i:7946" --join 192.0.2.11:7946 --join 192.0.2.12:7946 \
-        2>"$WORK/lb.$1.log" &
+        --secret-key-file "$WORK/key" 2>"$WORK/lb.$1.log" &
     NODEPID[$1]=$!; PIDS+=("$!"); disown "$!"
+}
+
+# lb-bin with 5 % of the membership datagrams it receives dropped.
+lb_start_loss() {
+    echo 'table inet lbloss { chain in { type filter hook input priority 0; udp dport 7946 numgen random mod 100 < 5 drop; }; }' |
+        ip netns exec "$TAG$1" nft -f -
+    lb_start "$1"
 }
 
 ka_start() {
@@ -152,19 +166,31 @@ node_stop() {
         # both, or the next measurement has a second kernel answering for the VIP.
         kill-all) [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
                   ip -n "$TAG$n" addr del "$VIP/32" dev eth0 2>/dev/null || true
-                  ip -n "$TAG$n" link del lb0 2>/dev/null || true ;;
+                  ip -n "$TAG$n" link del lb0 2>/dev/null || true
+                  ip netns exec "$TAG$n" nft delete table inet lbloss 2>/dev/null || true ;;
     esac
 }
 
 : > "$WORK/results"
+ONLY=${ONLY:-lb-bin lb-bin-loss5 keepalived-1s keepalived-0.1s}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 for r in $(seq "$RUNS"); do
     echo "-- run $r of $RUNS" >&2
-    measure lb-bin crash lb_start node_stop
-    measure lb-bin term lb_start node_stop
-    KA_GLOBAL="" KA_ADVERT=1 measure keepalived-1s crash ka_start node_stop
-    KA_GLOBAL="" KA_ADVERT=1 measure keepalived-1s term ka_start node_stop
-    KA_GLOBAL="vrrp_version 3" KA_ADVERT=0.1 measure keepalived-0.1s crash ka_start node_stop
-    KA_GLOBAL="vrrp_version 3" KA_ADVERT=0.1 measure keepalived-0.1s term ka_start node_stop
+    if want lb-bin; then
+        measure lb-bin crash lb_start node_stop
+        measure lb-bin term lb_start node_stop
+    fi
+    if want lb-bin-loss5; then
+        measure lb-bin-loss5 crash lb_start_loss node_stop
+    fi
+    if want keepalived-1s; then
+        KA_GLOBAL="" KA_ADVERT=1 measure keepalived-1s crash ka_start node_stop
+        KA_GLOBAL="" KA_ADVERT=1 measure keepalived-1s term ka_start node_stop
+    fi
+    if want keepalived-0.1s; then
+        KA_GLOBAL="vrrp_version 3" KA_ADVERT=0.1 measure keepalived-0.1s crash ka_start node_stop
+        KA_GLOBAL="vrrp_version 3" KA_ADVERT=0.1 measure keepalived-0.1s term ka_start node_stop
+    fi
 done
 
 echo

@@ -398,6 +398,17 @@ impl LeaderElector for SwimElector {
     }
 }
 
+/// An empty member set means the others refuse this node's key (see `Swim::members`): it must
+/// not answer for any L2 address, or it would answer for all of them beside their owners.
+pub fn without_l2_if_refused(
+    members: &std::collections::BTreeSet<String>,
+    announcements: &mut Vec<lb_core::plan::Announcement>,
+) {
+    if members.is_empty() {
+        announcements.retain(|a| !matches!(a.how, lb_core::plan::How::Layer2 { .. }));
+    }
+}
+
 /// How long a node that has seeds waits for the others before its first plan.
 pub const JOIN_GRACE: Duration = Duration::from_secs(2);
 

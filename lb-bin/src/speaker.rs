@@ -171,10 +171,10 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             let d = core.decide(store.values(), &only_me, &opts.k8s);
             match secret_keys(&d.config, &opts) {
                 Some(Ok(keys)) => break Security::Sealed(keys),
-                Some(Err(e)) if waited % 50 == 0 => {
+                Some(Err(e)) if waited.is_multiple_of(50) => {
                     error!("membership key: {e}; waiting for a good one")
                 }
-                None if waited % 50 == 0 => warn!(
+                None if waited.is_multiple_of(50) => warn!(
                     "waiting for Secret {}/{} (key secretkey) to seal the membership; the controller creates it",
                     opts.k8s.namespace, opts.secret_name
                 ),
@@ -226,7 +226,8 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     loop {
         if dirty || retry_api {
             let started = std::time::Instant::now();
-            let d = core.decide(store.values(), &members, &opts.k8s);
+            let mut d = core.decide(store.values(), &members, &opts.k8s);
+            crate::members::without_l2_if_refused(&members, &mut d.plan.announcements);
             metrics.config(true, d.stale);
             let r = roster(&d.config, &node);
             if r != roster_now {

@@ -316,7 +316,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             if let Err(e) = state.save(&outcome) {
                 error!("saving allocations: {e:#}");
             }
-            let p = plan(&PlanInput {
+            let mut p = plan(&PlanInput {
                 config: &config,
                 allocations: &outcome.allocated,
                 members: &members,
@@ -324,6 +324,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 missing_endpoints: MissingEndpoints::ServeEverywhere,
                 ignore_exclude_label: false,
             });
+            crate::members::without_l2_if_refused(&members, &mut p.announcements);
             for e in announcers.announce(&p.announcements, &fresh).await {
                 error!("announcing: {e}");
             }

@@ -630,3 +630,217 @@ fn lab_generations_before(wire: &[(SocketAddr, SocketAddr, Vec<u8>)]) -> BTreeSe
         .map(|(_, _, d)| u64::from_be_bytes(d[8..16].try_into().unwrap()))
         .collect()
 }
+
+const NEW_KEY: &str = "the new cluster key, rotated in this week\n";
+const WRONG_KEY: &str = "a key that is not the cluster's, long enough\n";
+
+#[test]
+fn keys_rotate_without_moving_an_owner_and_a_node_with_a_wrong_key_is_kept_out_and_says_why() {
+    let Some(mut lab) = Lab::new("lbk") else {
+        return;
+    };
+    let old = lab::KEY;
+    let key = |lab: &Lab, i: u8, text: &str| {
+        // Written aside and renamed, as config management does: never half a file.
+        let tmp = lab.net.path(&format!("key{i}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, lab.net.path(&format!("key{i}"))).unwrap();
+    };
+    key(&lab, 1, &format!("{NEW_KEY}\n{old}"));
+    key(&lab, 2, old);
+    lab.start(1);
+    lab.start(2);
+    let owners = lab.settled();
+    let ids = |lab: &Lab, i: u8| -> Vec<String> {
+        lab.status(i).unwrap()["membership"]["key_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let (new_id, old_id) = (ids(&lab, 1)[0].clone(), ids(&lab, 2)[0].clone());
+    assert_eq!(ids(&lab, 1), vec![new_id.clone(), old_id.clone()]);
+    lab.unmoved_by("a key rotation", &owners, |lab| {
+        key(lab, 2, NEW_KEY);
+        assert!(
+            until(5, || ids(lab, 2) == vec![new_id.clone()]),
+            "node2 took the new key"
+        );
+        key(lab, 1, NEW_KEY);
+        assert!(
+            until(5, || ids(lab, 1) == vec![new_id.clone()]),
+            "node1 dropped the old key"
+        );
+    });
+    // A bad key file on reload is refused and the running keys stay.
+    key(&lab, 1, "short\n");
+    assert!(
+        until(5, || lab.status(1).unwrap()["key_file_error"]
+            .as_str()
+            .is_some_and(
+                |e| e.contains("key1") && e.contains("at least 16")
+            )),
+        "{:?}",
+        lab.status(1)
+    );
+    assert_eq!(ids(&lab, 1), vec![new_id.clone()]);
+    key(&lab, 1, NEW_KEY);
+
+    // node3 holds only a wrong key: kept out, and it says why.
+    key(&lab, 3, WRONG_KEY);
+    lab.start(3);
+    lab.running.remove(&3);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        lab.members(1),
+        BTreeSet::from(["node1".into(), "node2".into()])
+    );
+    let st3 = lab.status(3).unwrap();
+    assert_eq!(
+        st3["members"],
+        serde_json::json!([]),
+        "refused, node3 owns nothing"
+    );
+    assert_eq!(
+        st3["announcements"],
+        serde_json::json!([]),
+        "node3 announces nothing"
+    );
+    let problem = st3["membership"]["key_problem"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        problem.contains("cannot open") && problem.contains(&new_id),
+        "node3 says why: {st3:#}"
+    );
+    assert!(lab.net.log("node3").contains("the keys differ"));
+    assert!(lab.rejected("unknown_key") > 0);
+    assert_eq!(lab.settled(), owners);
+}
+
+#[test]
+fn no_live_member_is_declared_down_with_five_percent_loss_and_both_cores_busy() {
+    let Some(mut lab) = Lab::new("lbl") else {
+        return;
+    };
+    for i in 1..=3u8 {
+        let rule = "table inet lbloss { chain in { type filter hook input priority 0; udp dport 7946 numgen random mod 100 < 5 drop; }; }";
+        let mut nft = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.net.ns(&format!("n{i}")),
+                "nft",
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rule.as_bytes()).unwrap();
+        drop(nft.stdin.take());
+        assert!(nft.wait().unwrap().success(), "nftables rule");
+        lab.start(i);
+    }
+    lab.settled();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut busy: Vec<Child> = (0..cores)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    struct Kill<'a>(&'a mut Vec<Child>);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            for c in self.0.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let _busy = Kill(&mut busy);
+    let all: BTreeSet<String> = (1..=3).map(|i| format!("node{i}")).collect();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        for i in 1..=3 {
+            assert_eq!(
+                lab.members(i),
+                all,
+                "node{i} after {:?}\n{}",
+                t0.elapsed(),
+                lab.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let downs: Vec<u64> = (1..=3)
+        .map(|i| lab.metric(i, "lb_members_down_total"))
+        .collect();
+    let dropped: u64 = (1..=3)
+        .map(|i| lab.metric(i, "lb_members_accepted_total"))
+        .sum();
+    eprintln!(
+        "60 s with 5 % loss and {cores} busy cores: downs {downs:?}, {dropped} datagrams accepted"
+    );
+    assert_eq!(downs, vec![0, 0, 0], "{}", lab.logs());
+}
+
+/// Bad keys at start: refused with the path and the reason, before anything runs.
+#[test]
+fn a_missing_or_malformed_key_file_or_a_join_without_a_key_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("lbkeys{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("lb.yaml");
+    std::fs::write(&cfg, config()).unwrap();
+    let short = dir.join("short");
+    std::fs::write(&short, "tiny\n").unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let missing = dir.join("missing");
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lb-bin"))
+            .args([
+                "standalone",
+                "--dry-run",
+                "--node-name",
+                "node1",
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--join", "127.0.0.1:17999"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let flag = std::ffi::OsStr::new("--secret-key-file");
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--secret-key-file") && err.contains("--insecure-membership"),
+        "{err}"
+    );
+    for (file, why) in [
+        (&missing, "No such file"),
+        (&short, "at least 16"),
+        (&empty, "holds no key"),
+    ] {
+        let (code, err) = run(&[flag, file.as_os_str()]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains(&*file.to_string_lossy()) && err.contains(why),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -101,6 +101,8 @@ pub fn lan_config() -> Config {
 
 /// While alone, the seeds (`--join`) are asked again this often: nodes may start in any order.
 const SEED_RETRY: Duration = Duration::from_millis(500);
+/// A node refused by the others (a key hint) stays out of ownership this long after the last.
+const REFUSED_FOR: Duration = Duration::from_secs(5);
 /// A key hint goes to one address at most this often.
 const HINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -157,6 +159,9 @@ pub struct Swim {
     /// The key each peer last sealed with, or said it holds: during a rotation a node seals to
     /// a peer with a key that peer can open.
     peer_keys: HashMap<SocketAddr, KeyId>,
+    /// When another node last said it cannot open our datagrams.
+    refused_at: Option<Duration>,
+    now: Duration,
     stats: Stats,
     events: Vec<Event>,
 }
@@ -219,6 +224,8 @@ impl Swim {
             roster: None,
             hinted: HashMap::new(),
             peer_keys: HashMap::new(),
+            refused_at: None,
+            now: Duration::ZERO,
             stats: Stats::default(),
             events: Vec::new(),
         }
@@ -254,8 +261,12 @@ impl Swim {
     }
 
     /// Live members that may own addresses, this node included: with a roster, only the known
-    /// nodes speaking from their own addresses.
+    /// nodes speaking from their own addresses. Empty while this node is alone because the
+    /// others refuse its key: it would otherwise own every address beside them.
     pub fn members(&self) -> BTreeSet<String> {
+        if self.refused() {
+            return BTreeSet::new();
+        }
         self.foca
             .iter_members()
             .map(|m| m.id())
@@ -263,6 +274,14 @@ impl Swim {
             .map(|m| m.name.clone())
             .chain(std::iter::once(self.foca.identity().name.clone()))
             .collect()
+    }
+
+    /// Alone, and told by another node within [`REFUSED_FOR`] that it cannot open our datagrams.
+    pub fn refused(&self) -> bool {
+        self.foca.num_members() == 0
+            && self
+                .refused_at
+                .is_some_and(|at| self.now < at + REFUSED_FOR)
     }
 
     fn known(&self, name: &str, ip: IpAddr) -> bool {
@@ -276,6 +295,7 @@ impl Swim {
 
     /// A datagram arrived from `from`.
     pub fn handle_data(&mut self, now: Duration, from: SocketAddr, data: &[u8]) -> Vec<Datagram> {
+        self.now = self.now.max(now);
         let mut out = Vec::new();
         match self.accept(now, from, data, &mut out) {
             Ok(Some(payload)) => {
@@ -306,6 +326,7 @@ impl Swim {
     ) -> Result<Option<Vec<u8>>, Reject> {
         if let Some(theirs) = seal::read_hint(data) {
             self.stats.key_hints += 1;
+            self.refused_at = Some(now);
             if let Some(keys) = &self.keys
                 && let Some(id) = theirs.iter().find(|id| keys.holds(**id))
             {
@@ -381,7 +402,8 @@ impl Swim {
             let Some(ips) = roster.get(&src.name) else {
                 return Err(Reject::UnknownNode(src.name.clone()));
             };
-            if !ips.is_empty() && !(ips.contains(&from.ip()) && ips.contains(&src.addr.ip())) {
+            let own = |ip: IpAddr| ips.is_empty() || ips.contains(&ip);
+            if !(own(from.ip()) && own(src.addr.ip())) {
                 return Err(Reject::Identity(format!(
                     "{:?} speaks from {} as {}, but its node's addresses are {ips:?}",
                     src.name,
@@ -454,6 +476,7 @@ impl Swim {
 
     /// Runs the timers due at `now`, and asks the seeds again while alone.
     pub fn tick(&mut self, now: Duration) -> Vec<Datagram> {
+        self.now = self.now.max(now);
         while let Some(Reverse((at, _, _))) = self.timers.peek()
             && *at <= now
         {

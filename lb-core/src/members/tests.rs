@@ -315,7 +315,11 @@ fn a_stranger_with_another_key_or_none_cannot_join_and_is_told_why() {
         for i in 0..3 {
             assert_eq!(v[&i], names(&[0, 1, 2]), "{stranger_key:?}");
         }
-        assert_eq!(v[&3], names(&[3]), "the stranger stays alone");
+        assert_eq!(
+            v[&3],
+            BTreeSet::new(),
+            "the stranger, refused, owns nothing (it would own every address alone)"
+        );
         let reason = if stranger_key.is_some() {
             "unknown_key"
         } else {
