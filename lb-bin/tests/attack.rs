@@ -51,10 +51,16 @@ fn config() -> String {
     c
 }
 
+/// The tests of this file run one at a time: one saturates every core on purpose, and the
+/// others measure 50 ms gaps.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Lab {
     net: Net,
     running: BTreeSet<u8>,
     pings: Vec<(String, Child, String)>,
+    /// Last: released after the namespaces are gone.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for Lab {
@@ -71,6 +77,7 @@ impl Lab {
         if !lab::available("attack tests") {
             return None;
         }
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let net = Net::new(
             tag,
             &[
@@ -101,6 +108,7 @@ impl Lab {
             net,
             running: BTreeSet::new(),
             pings: Vec::new(),
+            _serial: serial,
         })
     }
 
