@@ -393,8 +393,12 @@ impl Window {
                 (self.seen << shift) | 1
             };
             self.highest = counter;
-        } else {
-            self.seen |= 1u64 << (self.highest - counter);
+        } else if let Some(bit) = u32::try_from(self.highest - counter)
+            .ok()
+            .and_then(|back| 1u64.checked_shl(back))
+        {
+            // Below the window (impossible after `admits`): nothing to remember.
+            self.seen |= bit;
         }
     }
 }
