@@ -1,7 +1,7 @@
 //! Whole clusters on a simulated LAN with simulated time: latency, jitter, loss, crashes, cuts,
 //! and a stranger.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use super::seal::{Key, Keyring};
 use super::*;
@@ -190,6 +190,7 @@ fn a_crashed_node_is_declared_down_everywhere_in_about_a_sixth_of_a_second() {
         .collect();
     times.sort();
     let (median, max) = (times[times.len() / 2], times[times.len() - 1]);
+    eprintln!("crash detection over 40 simulated runs: median {median:?}, max {max:?}");
     assert!(median < Duration::from_millis(220), "median {median:?}");
     assert!(max < Duration::from_millis(400), "max {max:?}: {times:?}");
 }
