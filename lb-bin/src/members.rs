@@ -118,8 +118,12 @@ impl MembershipStatus {
     }
 }
 
+/// Data from the live members: (sender, payload).
+pub type DataReceiver = mpsc::Receiver<(String, Vec<u8>)>;
+
 enum Control {
     Leave(oneshot::Sender<()>),
+    Broadcast(Vec<Vec<u8>>),
     Keys(Keyring),
     Roster(Option<Roster>),
 }
@@ -133,6 +137,7 @@ pub struct SwimElector {
     view: watch::Receiver<Membership>,
     control: mpsc::UnboundedSender<Control>,
     status: Arc<Mutex<MembershipStatus>>,
+    data: Mutex<Option<DataReceiver>>,
     task: JoinHandle<()>,
 }
 
@@ -172,6 +177,9 @@ impl SwimElector {
             epoch: 0,
         });
         let (control, mut control_rx) = mpsc::unbounded_channel::<Control>();
+        // Data from the members, for the layer above (bounded: a slow reader loses the oldest
+        // news, never the membership).
+        let (data_tx, data_rx) = mpsc::channel::<(String, Vec<u8>)>(1024);
         let start = Instant::now();
         let shared = status.clone();
         let task = tokio::spawn(async move {
@@ -204,6 +212,10 @@ impl SwimElector {
                             changed = true;
                             Vec::new()
                         }
+                        Some(Control::Broadcast(payloads)) => payloads
+                            .iter()
+                            .flat_map(|p| swim.broadcast_data(p))
+                            .collect(),
                         Some(Control::Leave(done)) => {
                             for (to, d) in swim.leave(start.elapsed()) {
                                 let _ = socket.send_to(&d, to).await;
@@ -225,6 +237,9 @@ impl SwimElector {
                     }
                 }
                 changed |= swim.stats().accepted != accepted;
+                for d in swim.take_inbox() {
+                    let _ = data_tx.try_send(d);
+                }
                 for (to, d) in out {
                     let _ = socket.send_to(&d, to).await;
                 }
@@ -261,6 +276,7 @@ impl SwimElector {
             view,
             control,
             status,
+            data: Mutex::new(Some(data_rx)),
             task,
         })
     }
@@ -268,6 +284,16 @@ impl SwimElector {
     /// Replaces the keys (rotation); the first seals from now on, every one opens.
     pub fn set_keys(&self, keys: Keyring) {
         let _ = self.control.send(Control::Keys(keys));
+    }
+
+    /// Sends each payload to every live member, sealed as data.
+    pub fn broadcast(&self, payloads: Vec<Vec<u8>>) {
+        let _ = self.control.send(Control::Broadcast(payloads));
+    }
+
+    /// The data the live members send, (sender, payload); there is one receiver, taken once.
+    pub fn take_data(&self) -> Option<DataReceiver> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Replaces the known nodes.

@@ -20,8 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use lb_core::alloc::converge::inputs_from;
-use lb_core::alloc::{Outcome, Placement, PoolAllocator, converge};
+use lb_core::alloc::Allocation;
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
 use lb_core::objects::ServiceKey;
@@ -33,6 +32,12 @@ use tracing::{error, info, warn};
 use crate::announcers::Announcers;
 use crate::local::LocalDelivery;
 use crate::members::{MembershipStatus, Roster, Security, SwimElector, read_key_file};
+use lb_core::members::agree::{self, Agreement, Moved, Reassembly};
+
+/// A ledger is sent in pieces of at most this many bytes (one sealed datagram each).
+const LEDGER_CHUNK: usize = 1000;
+/// Every node repeats the ledger it follows this often, so a new allocator hears it.
+const LEDGER_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything `lb-bin standalone` is told.
 #[derive(Clone, Debug)]
@@ -65,6 +70,16 @@ pub struct Status {
     pub config_errors: Vec<String>,
     /// Keys, counters of refused datagrams, key trouble.
     pub membership: MembershipStatus,
+    /// The node that allocates for the cluster (standalone mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<String>,
+    /// Services whose address is not agreed yet: the live members' ledgers differ, or the
+    /// allocator has not decided them. Not announced until they are.
+    pub disputed: Vec<String>,
+    /// The last addresses an allocation moved off a contested claim, and why.
+    pub moved: Vec<Moved>,
+    /// Which allocator's ledger, and which version, each member last said it follows.
+    pub ledgers: BTreeMap<String, (String, (u64, u64))>,
     /// Why the key file was last refused (the previous keys keep running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file_error: Option<String>,
@@ -164,9 +179,8 @@ impl State {
     }
 
     /// Writes the allocations if they changed (a new file, renamed over the old one).
-    fn save(&mut self, outcome: &Outcome) -> Result<()> {
-        let now: BTreeMap<String, Vec<IpAddr>> = outcome
-            .allocated
+    fn save(&mut self, allocated: &BTreeMap<ServiceKey, Allocation>) -> Result<()> {
+        let now: BTreeMap<String, Vec<IpAddr>> = allocated
             .iter()
             .map(|(k, a)| (k.to_string(), a.ips.clone()))
             .collect();
@@ -182,23 +196,6 @@ impl State {
         self.saved = now;
         Ok(())
     }
-}
-
-/// Allocates for `config`: addresses held before (this run, or `--state-dir`) are claimed
-/// first, as a restarted controller claims its services' status addresses, so adding a
-/// service moves no other. Fresh addresses are placed by a hash of the service's key: nodes
-/// that saw services appear in different orders still agree, unless two services' places
-/// collide.
-fn allocate(config: &Config, state: &State) -> Outcome {
-    let pools: Vec<_> = config.pools.values().cloned().collect();
-    let mut alloc = PoolAllocator::with_placement(&pools, Placement::Hashed);
-    let mut inputs = inputs_from(config, None);
-    for i in &mut inputs {
-        if let Some(ips) = state.saved.get(&i.key.to_string()) {
-            i.status_ips = ips.clone();
-        }
-    }
-    converge(&mut alloc, inputs)
 }
 
 /// The address others reach this node's membership at: the bind address, or the source
@@ -280,7 +277,22 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    // A changed file is seen within this, and an allocator that waits for the others' ledgers
+    // decides within this of the wait's end.
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    let mut data = elector
+        .take_data()
+        .context("the membership's data channel was taken")?;
+    let mut agreement = Agreement::new(
+        &opts.node_name,
+        elector.status().generation,
+        state.saved.clone(),
+    );
+    let mut ledgers = Reassembly::default();
+    let mut unsure_now: Vec<String> = Vec::new();
+    let started = std::time::Instant::now();
+    let elapsed = || started.elapsed();
+    let mut last_sent = std::time::Instant::now();
     let mut mtime = modified(&opts.config);
     let mut since: BTreeMap<(ServiceKey, IpAddr), u64> = BTreeMap::new();
     // With seeds, give the membership a moment to find the cluster first, so that a node
@@ -289,6 +301,9 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         crate::members::wait_for_others(&mut members_stream).await;
     }
     let mut members: BTreeSet<String> = elector.current().members;
+    // The members found so far learn this node's ledger (empty yet) at once: an allocator
+    // waits for every member's before it decides.
+    elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
     let mut dirty = true;
     // Set when members appeared since the last pass.
     let mut grew = false;
@@ -299,12 +314,27 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     loop {
         if dirty {
             dirty = false;
-            let outcome = allocate(&config, &state);
-            for (k, why) in &outcome.pending {
-                warn!(service = %k, "pending: {why}");
+            agreement.retain_members(&members);
+            if agreement.may_decide(elapsed(), &members) {
+                let d = agreement.decide(&config);
+                for (k, why) in &d.outcome.pending {
+                    warn!(service = %k, "pending: {why}");
+                }
+                for m in &d.moved {
+                    warn!(service = %m.service, from = ?m.from, to = ?m.to, "address moved: {}", m.why);
+                }
+                if !d.moved.is_empty() {
+                    status.lock().unwrap_or_else(|e| e.into_inner()).moved = d.moved.clone();
+                }
+                if let Some(l) = d.ledger {
+                    info!(version = ?l.version, services = l.entries.len(), "allocated; telling the others");
+                    elector.broadcast(agree::chunks(&l, LEDGER_CHUNK));
+                    last_sent = std::time::Instant::now();
+                }
             }
-            let allocated: BTreeSet<IpAddr> = outcome
-                .allocated
+            let (agreed, unsure) = agreement.agreed(&config);
+            unsure_now = unsure.clone();
+            let allocated: BTreeSet<IpAddr> = agreed
                 .values()
                 .flat_map(|a| a.ips.iter().copied())
                 .collect();
@@ -313,12 +343,12 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 None => BTreeSet::new(),
             };
             previous = Some(allocated);
-            if let Err(e) = state.save(&outcome) {
+            if let Err(e) = state.save(&agreed) {
                 error!("saving allocations: {e:#}");
             }
             let mut p = plan(&PlanInput {
                 config: &config,
-                allocations: &outcome.allocated,
+                allocations: &agreed,
                 members: &members,
                 node: &opts.node_name,
                 missing_endpoints: MissingEndpoints::ServeEverywhere,
@@ -351,6 +381,11 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             st.node = opts.node_name.clone();
             st.ready = true;
             st.members = members.iter().cloned().collect();
+            st.allocator = agree::allocator(&members).cloned();
+            let mut disputed = agreement.disputed(&members);
+            disputed.extend(unsure);
+            st.disputed = disputed.into_iter().collect();
+            st.ledgers = agreement.followed();
             st.announcements = p
                 .announcements
                 .iter()
@@ -376,6 +411,11 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 if m.members != members {
                     info!(members = ?m.members, "membership changed");
                     grew = !m.members.is_subset(&members);
+                    if grew {
+                        // A newcomer (or a new allocator) learns the cluster's ledger at once.
+                        elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
+                        last_sent = std::time::Instant::now();
+                    }
                     members = m.members;
                     dirty = true;
                 }
@@ -385,8 +425,48 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
                 elector.set_roster(roster(&config, &opts.node_name, alone));
             }
+            d = data.recv() => {
+                let Some((from, chunk)) = d else {
+                    bail!("the membership task has stopped");
+                };
+                match ledgers.push(&from, &chunk) {
+                    Ok(Some(l)) => {
+                        // An adopted ledger, or one the allocator must weigh: a new pass.
+                        let heard = agreement.hear(&from, l, &members);
+                        let adopted = heard.adopted;
+                        if adopted || heard.first {
+                            // The others learn at once that this node follows it, and a
+                            // member heard for the first time gets this node's ledger (it may
+                            // have sent its own before it knew this node).
+                            elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
+                            last_sent = std::time::Instant::now();
+                        }
+                        dirty |= adopted || agree::allocator(&members) == Some(&opts.node_name);
+                        if !dirty {
+                            // What the others follow changed: the disputes, without a pass.
+                            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut disputed = agreement.disputed(&members);
+                            disputed.extend(unsure_now.iter().cloned());
+                            st.disputed = disputed.into_iter().collect();
+                            st.ledgers = agreement.followed();
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(from = %from, "ledger refused: {e}"),
+                }
+            }
             _ = poll.tick() => {
                 set_metrics(&announcers);
+                if agree::allocator(&members) == Some(&opts.node_name)
+                    && agreement.current().decided_by != opts.node_name
+                {
+                    // Waiting for the others' ledgers: try again.
+                    dirty = true;
+                }
+                if last_sent.elapsed() >= LEDGER_EVERY {
+                    elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
+                    last_sent = std::time::Instant::now();
+                }
                 if let Some(path) = &opts.secret_key_file {
                     let m = modified(path);
                     if m != key_mtime {

@@ -16,6 +16,7 @@
 //! when it does not open with a key of the ring, is a replay, comes from a name that is not a
 //! known node (the roster), or speaks for a name or address it does not own.
 
+pub mod agree;
 pub mod seal;
 
 use std::cmp::Reverse;
@@ -32,7 +33,13 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 
-use seal::{KeyId, Keyring, Opener, Reject, Sealer};
+use seal::{KeyId, Keyring, Kind, Opener, Reject, Sealer};
+
+/// The first bytes of an unsealed data datagram (`--insecure-membership`): then the sender's
+/// name (length, bytes) and the payload.
+const PLAIN_DATA_MAGIC: [u8; 4] = *b"LBd\x00";
+/// Data datagrams held for the caller at most; older ones are dropped first.
+const INBOX: usize = 4096;
 
 /// One run of one node. A node that restarts, or finds itself declared down, comes back as the
 /// next generation: a new identity at the same address that wins over the old one.
@@ -164,6 +171,7 @@ pub struct Swim {
     now: Duration,
     stats: Stats,
     events: Vec<Event>,
+    inbox: std::collections::VecDeque<(String, Vec<u8>)>,
 }
 
 /// A foca timer in the heap (ordered by due time and sequence only).
@@ -228,6 +236,7 @@ impl Swim {
             now: Duration::ZERO,
             stats: Stats::default(),
             events: Vec::new(),
+            inbox: std::collections::VecDeque::new(),
         }
     }
 
@@ -326,7 +335,17 @@ impl Swim {
     ) -> Result<Option<Vec<u8>>, Reject> {
         if let Some(theirs) = seal::read_hint(data) {
             self.stats.key_hints += 1;
-            self.refused_at = Some(now);
+            // A hint cannot be authenticated (the two hold different keys): only one from a
+            // seed or a known node's address may keep this node out of ownership, so that a
+            // stranger cannot silence a node that is alone.
+            if self.seeds.iter().any(|s| s.ip() == from.ip())
+                || self
+                    .roster
+                    .as_ref()
+                    .is_some_and(|r| r.values().any(|ips| ips.contains(&from.ip())))
+            {
+                self.refused_at = Some(now);
+            }
             if let Some(keys) = &self.keys
                 && let Some(id) = theirs.iter().find(|id| keys.holds(**id))
             {
@@ -339,7 +358,9 @@ impl Swim {
         let opened = match &self.keys {
             Some(keys) => match self.opener.open(keys, data) {
                 Ok(o) => Some(o),
-                Err(Reject::Malformed) if decodes_as_plain(data) => {
+                Err(Reject::Malformed)
+                    if decodes_as_plain(data) || data.starts_with(&PLAIN_DATA_MAGIC) =>
+                {
                     self.hint(now, from, out);
                     return Err(Reject::Unsealed);
                 }
@@ -349,13 +370,36 @@ impl Swim {
                 }
                 Err(e) => return Err(e),
             },
-            None if data.starts_with(&seal::MAGIC) => {
+            None if data.starts_with(&seal::MAGIC) || data.starts_with(&seal::DATA_MAGIC) => {
                 self.hint(now, from, out);
                 let id = data.get(4..8).and_then(|b| b.try_into().ok());
                 return Err(Reject::UnknownKey(KeyId(id.unwrap_or_default())));
             }
             None => None,
         };
+        if opened.as_ref().is_some_and(|o| o.kind == Kind::Data) {
+            let Some(o) = opened else {
+                return Err(Reject::Malformed);
+            };
+            self.check_data_sender(from, &o.sender)?;
+            self.opener.record(&o);
+            self.note_peer_key(from, o.key);
+            self.push_inbox(o.sender, o.payload);
+            return Ok(None);
+        }
+        if opened.is_none()
+            && let Some(rest) = data.strip_prefix(&PLAIN_DATA_MAGIC)
+        {
+            let (&n, rest) = rest.split_first().ok_or(Reject::Malformed)?;
+            let n = usize::from(n);
+            if rest.len() < n {
+                return Err(Reject::Malformed);
+            }
+            let sender = std::str::from_utf8(&rest[..n]).map_err(|_| Reject::Malformed)?;
+            self.check_data_sender(from, sender)?;
+            self.push_inbox(sender.to_string(), rest[n..].to_vec());
+            return Ok(None);
+        }
         let payload = opened.as_ref().map_or(data, |o| o.payload.as_slice());
         let src = PostcardCodec
             .decode_header(&mut &payload[..])
@@ -432,6 +476,54 @@ impl Swim {
             )));
         }
         Ok(())
+    }
+
+    /// Data is taken only from a live member that may own addresses, from its own address.
+    fn check_data_sender(&self, from: SocketAddr, sender: &str) -> Result<(), Reject> {
+        let live = self.foca.iter_members().map(|m| m.id()).any(|m| {
+            m.name == sender && m.addr.ip() == from.ip() && self.known(&m.name, from.ip())
+        });
+        if live {
+            Ok(())
+        } else {
+            Err(Reject::UnknownNode(sender.to_string()))
+        }
+    }
+
+    fn push_inbox(&mut self, sender: String, payload: Vec<u8>) {
+        if self.inbox.len() >= INBOX {
+            self.inbox.pop_front();
+        }
+        self.inbox.push_back((sender, payload));
+    }
+
+    /// Data the live members sent: (sender, payload), oldest first.
+    pub fn take_inbox(&mut self) -> Vec<(String, Vec<u8>)> {
+        self.inbox.drain(..).collect()
+    }
+
+    /// `payload` for every live member, sealed as data.
+    pub fn broadcast_data(&mut self, payload: &[u8]) -> Vec<Datagram> {
+        let to: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        to.into_iter()
+            .map(|addr| {
+                let d = match &self.keys {
+                    Some(k) => {
+                        let prefer = self.peer_keys.get(&addr).copied();
+                        self.sealer.seal_with(k, prefer, Kind::Data, payload)
+                    }
+                    None => {
+                        let name = self.sealer.name().as_bytes();
+                        let mut d = PLAIN_DATA_MAGIC.to_vec();
+                        d.push(name.len() as u8);
+                        d.extend_from_slice(name);
+                        d.extend_from_slice(payload);
+                        d
+                    }
+                };
+                (addr, d)
+            })
+            .collect()
     }
 
     fn note_peer_key(&mut self, peer: SocketAddr, id: KeyId) {
@@ -511,7 +603,7 @@ impl Swim {
             let data = match &self.keys {
                 Some(k) => {
                     let prefer = self.peer_keys.get(&to.addr).copied();
-                    self.sealer.seal_with(k, prefer, &data)
+                    self.sealer.seal_with(k, prefer, Kind::Membership, &data)
                 }
                 None => data.to_vec(),
             };

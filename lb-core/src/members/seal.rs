@@ -30,8 +30,29 @@ use std::fmt;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::{digest, hkdf};
 
-/// The first bytes of a sealed datagram (format version 1).
+/// The first bytes of a sealed membership (SWIM) datagram (format version 1).
 pub const MAGIC: [u8; 4] = *b"LBm\x01";
+/// The first bytes of a sealed data datagram (what the nodes tell each other beside SWIM,
+/// such as the allocation ledger); sealed and checked the same way.
+pub const DATA_MAGIC: [u8; 4] = *b"LBd\x01";
+
+/// What a sealed datagram carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A SWIM message.
+    Membership,
+    /// Data for the layer above the membership.
+    Data,
+}
+
+impl Kind {
+    fn magic(self) -> [u8; 4] {
+        match self {
+            Kind::Membership => MAGIC,
+            Kind::Data => DATA_MAGIC,
+        }
+    }
+}
 /// The first bytes of a key hint: "I could not open your datagram; these are my key ids".
 pub const HINT_MAGIC: [u8; 4] = *b"LBk\x01";
 /// The shortest key accepted, in bytes of text.
@@ -287,12 +308,18 @@ impl Sealer {
 
     /// `payload`, sealed with the keyring's sending key.
     pub fn seal(&mut self, keys: &Keyring, payload: &[u8]) -> Vec<u8> {
-        self.seal_with(keys, None, payload)
+        self.seal_with(keys, None, Kind::Membership, payload)
     }
 
     /// `payload`, sealed with key `prefer` if the ring holds it (the key a peer that has not
     /// rotated yet can open), else with the sending key.
-    pub fn seal_with(&mut self, keys: &Keyring, prefer: Option<KeyId>, payload: &[u8]) -> Vec<u8> {
+    pub fn seal_with(
+        &mut self,
+        keys: &Keyring,
+        prefer: Option<KeyId>,
+        kind: Kind,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let key = prefer
             .and_then(|id| keys.find(id))
             .unwrap_or_else(|| keys.sending());
@@ -308,7 +335,7 @@ impl Sealer {
         }
         self.counter = self.counter.saturating_add(1);
         let mut out = Vec::with_capacity(HEADER_FIXED + self.name.len() + payload.len() + TAG_LEN);
-        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&kind.magic());
         out.extend_from_slice(&key.id.0);
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.counter.to_be_bytes());
@@ -346,6 +373,7 @@ fn nonce(counter: u64) -> Nonce {
 /// A datagram that opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Opened {
+    pub kind: Kind,
     pub sender: String,
     /// The key it was sealed with.
     pub key: KeyId,
@@ -421,6 +449,7 @@ impl fmt::Debug for Opener {
 
 /// The header fields of a sealed datagram.
 struct Header<'a> {
+    kind: Kind,
     key: KeyId,
     epoch: u64,
     counter: u64,
@@ -432,9 +461,13 @@ fn header(data: &[u8]) -> Result<Header<'_>, Reject> {
     if data.len() < HEADER_FIXED + TAG_LEN {
         return Err(Reject::Malformed);
     }
-    if data[..4] != MAGIC {
+    let kind = if data[..4] == MAGIC {
+        Kind::Membership
+    } else if data[..4] == DATA_MAGIC {
+        Kind::Data
+    } else {
         return Err(Reject::Malformed);
-    }
+    };
     let be = |r: std::ops::Range<usize>| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&data[r]);
@@ -447,6 +480,7 @@ fn header(data: &[u8]) -> Result<Header<'_>, Reject> {
     }
     let name = std::str::from_utf8(&data[HEADER_FIXED..len]).map_err(|_| Reject::Malformed)?;
     Ok(Header {
+        kind,
         key: KeyId([data[4], data[5], data[6], data[7]]),
         epoch: be(8..16),
         counter: be(16..24),
@@ -504,6 +538,7 @@ impl Opener {
             }
         }
         Ok(Opened {
+            kind: h.kind,
             sender: h.name.to_string(),
             key: h.key,
             epoch: h.epoch,
@@ -599,6 +634,7 @@ mod tests {
         assert_eq!(
             o,
             Opened {
+                kind: Kind::Membership,
                 sender: "node1".into(),
                 key: keys.ids()[0],
                 epoch: 7,

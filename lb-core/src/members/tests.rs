@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use super::seal::{Key, Keyring};
+use super::seal::{self, Key, Keyring};
 use super::*;
 use rand::Rng;
 
@@ -442,4 +442,18 @@ fn a_key_holder_claiming_another_nodes_name_is_refused() {
     );
     assert!(net.views()[&0].contains("node1"));
     assert!(net.rejected(0, "identity") > 0 || net.rejected(0, "replay") > 0);
+}
+
+#[test]
+fn a_forged_key_hint_from_a_stranger_does_not_silence_a_node_alone() {
+    let mut lone = node(0, 10, Some(KEY));
+    let forged = seal::hint(Some(&keys(OTHER_KEY)));
+    let stranger = SocketAddr::from(([192, 0, 2, 99], 7946));
+    lone.handle_data(Duration::from_millis(1), stranger, &forged);
+    assert_eq!(lone.stats().key_hints, 1, "counted");
+    assert_eq!(
+        lone.members(),
+        names(&[0]),
+        "still its own member: it keeps announcing"
+    );
 }
