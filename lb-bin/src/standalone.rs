@@ -78,6 +78,8 @@ pub struct Status {
     pub disputed: Vec<String>,
     /// The last addresses an allocation moved off a contested claim, and why.
     pub moved: Vec<Moved>,
+    /// Services moved off contested addresses since start.
+    pub moved_total: u64,
     /// Which allocator's ledger, and which version, each member last said it follows.
     pub ledgers: BTreeMap<String, (String, (u64, u64))>,
     /// Why the key file was last refused (the previous keys keep running).
@@ -269,8 +271,18 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     let mut printed: Option<Vec<StatusAnnouncement>> = None;
     let set_metrics = |a: &Announcers| {
         let m = elector.status();
-        *metrics.lock().unwrap_or_else(|e| e.into_inner()) = a.metrics() + &m.metrics();
-        status.lock().unwrap_or_else(|e| e.into_inner()).membership = m;
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let agreement = format!(
+            "# HELP lb_allocation_disputed Services whose address the live members do not agree on yet (not announced).\n\
+             # TYPE lb_allocation_disputed gauge\nlb_allocation_disputed {}\n\
+             # HELP lb_allocation_moved_total Services the allocator moved off a contested address.\n\
+             # TYPE lb_allocation_moved_total counter\nlb_allocation_moved_total {}\n",
+            st.disputed.len(),
+            st.moved_total
+        );
+        *metrics.lock().unwrap_or_else(|e| e.into_inner()) =
+            a.metrics() + &m.metrics() + &agreement;
+        st.membership = m;
     };
 
     let mut members_stream = elector.watch();
@@ -324,7 +336,9 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                     warn!(service = %m.service, from = ?m.from, to = ?m.to, "address moved: {}", m.why);
                 }
                 if !d.moved.is_empty() {
-                    status.lock().unwrap_or_else(|e| e.into_inner()).moved = d.moved.clone();
+                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                    st.moved_total += d.moved.len() as u64;
+                    st.moved = d.moved.clone();
                 }
                 if let Some(l) = d.ledger {
                     info!(version = ?l.version, services = l.entries.len(), "allocated; telling the others");

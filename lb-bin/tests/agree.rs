@@ -229,10 +229,15 @@ fn nodes_that_saw_different_files_first_agree_within_a_second_of_seeing_the_same
             lab.start(i);
         }
         lab.joined();
-        // The node whose service the allocator has not decided does not announce it.
+        // The node whose service the allocator has not decided does not announce it, and
+        // says so in /status and /metrics.
         assert!(until(5, || (1..=2).any(|i| lab.status(i)["disputed"]
             .as_array()
             .is_some_and(|d| !d.is_empty()))));
+        assert!(until(3, || (1..=2).any(|i| lab
+            .net
+            .get(&format!("n{i}"), "127.0.0.1:9100", "/metrics")
+            .is_some_and(|m| m.contains("lb_allocation_disputed 1")))));
         for i in [1, 2] {
             let st = lab.status(i);
             for a in st["announcements"].as_array().unwrap() {
@@ -447,4 +452,12 @@ fn after_a_partition_only_the_contested_address_moves() {
         "the allocator says what moved: {st:#}"
     );
     assert!(lab.net.log(&format!("node{n}")).contains("address moved"));
+    let metrics = lab
+        .net
+        .get(&format!("n{n}"), "127.0.0.1:9100", "/metrics")
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("lb_allocation_moved_total 1"),
+        "the move is counted:\n{metrics}"
+    );
 }
