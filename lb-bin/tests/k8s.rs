@@ -252,6 +252,63 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
         "{}",
         logs(&net)
     );
+    // The controller created the membership key; the speakers seal with it. Rotating it in the
+    // Secret (new key first, then the new key alone) reaches both speakers without a restart
+    // and moves no address.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secret = api
+        .get("secrets", "metallb-system", "memberlist")
+        .expect("the controller created Secret memberlist");
+    let old = String::from_utf8(
+        b64.decode(secret["data"]["secretkey"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let ids = |text: &str| -> Vec<String> {
+        lb_bin::members::Keyring::parse(text)
+            .unwrap()
+            .ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let key_ids = |net: &Net, i: u8| -> Vec<String> {
+        net.get(&format!("n{i}"), "127.0.0.1:7472", "/status")
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|st| {
+                st["membership"]["key_ids"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(until(10, || (1..=2).all(|i| key_ids(&net, i) == ids(&old))));
+    let new = "a rotated membership key for the speakers";
+    for text in [format!("{new}\n\n{old}"), new.to_string()] {
+        api.put(
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": "memberlist", "namespace": "metallb-system"},
+                   "data": {"secretkey": b64.encode(&text)}}),
+        );
+        assert!(
+            until(10, || (1..=2).all(|i| key_ids(&net, i) == ids(&text))),
+            "speakers took {text:?}: {:?}\n{}",
+            (key_ids(&net, 1), key_ids(&net, 2)),
+            logs(&net)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(l2_owner(&api, "web").as_deref(), Some(web_owner.as_str()));
+        assert_eq!(
+            answered_by(&net, &web_ip),
+            Some(net.mac(host_of(&web_owner)))
+        );
+    }
     // The speaker's metrics say what it announces, with MetalLB's name.
     let metrics = net
         .get(host_of(&web_owner), "127.0.0.1:7472", "/metrics")
