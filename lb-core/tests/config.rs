@@ -271,15 +271,30 @@ fn service_selectors_need_default_aggregation_lengths() {
     assert!(errors(y).iter().any(|e| e.contains("spec.serviceSelectors: serviceSelectors may only be used with the default aggregation lengths")));
 }
 
+/// MetalLB config.go (setL2AdvertisementsToPools, setBGPAdvertisementsToPools): a name with no
+/// pool is skipped; the advertisement keeps serving the pools it names that exist.
 #[test]
-fn advertisement_naming_an_unknown_pool_is_rejected() {
-    let y = "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [ghost]}\n";
-    assert_eq!(
-        errors(y),
-        [
-            "L2Advertisement metallb-system/l2: spec.ipAddressPools[0]: \"ghost\": no valid IPAddressPool has this name"
-        ]
-    );
+fn advertisement_naming_a_missing_pool_skips_that_name_and_serves_the_others() {
+    let y = docs(&[
+        pool("lan", &["192.0.2.0/24"]),
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipAddressPools: [ghost, lan]}\n".into(),
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: only-ghost}\nspec: {ipAddressPools: [ghost]}\n".into(),
+    ]);
+    let l = load_str(&y);
+    assert!(l.is_valid(), "{:?}", errors(&y));
+    assert_eq!(l.config.l2_advertisements.len(), 2);
+    assert!(warnings(&y).iter().any(|w| w.contains(
+        "L2Advertisement metallb-system/l2: spec.ipAddressPools[0]: \"ghost\": no valid IPAddressPool has this name"
+    )));
+    let lan = &l.config.pools["lan"];
+    let serving: Vec<&str> = l
+        .config
+        .l2_advertisements
+        .iter()
+        .filter(|a| a.pools.selects(lan))
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(serving, ["l2"], "the ad naming only a missing pool serves nothing");
 }
 
 #[test]

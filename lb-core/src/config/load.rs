@@ -549,11 +549,13 @@ fn pool_selection(
     selectors: &[RawSelector],
 ) -> PoolSelection {
     for (i, name) in names.iter().enumerate() {
+        // MetalLB skips a name with no pool and keeps the advertisement for the others
+        // (internal/config/config.go, setL2/BGPAdvertisementsToPools).
         if !c.pools.contains_key(name) {
-            r.error(
+            r.warn(
                 &format!("spec.ipAddressPools[{i}]"),
                 Some(name),
-                "no valid IPAddressPool has this name",
+                "no valid IPAddressPool has this name: skipped, the advertisement serves the others",
             );
         }
     }
