@@ -494,6 +494,44 @@ fn bgp_peer_password_and_secret_are_exclusive_and_secret_resolves() {
     );
 }
 
+/// MetalLB passwordFromSecretForPeer (internal/config/config.go around 514–522).
+#[test]
+fn bgp_peer_password_secret_missing_of_another_type_or_without_password_is_an_error() {
+    let with = |secret: &str| {
+        docs(&[
+            secret.to_string(),
+            peer("v1beta2", "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  passwordSecret: {name: s}\n"),
+        ])
+    };
+    let cases = [
+        ("", "the Secret is not present"),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: metallb-system}\ntype: Opaque\ndata: {password: c2VjcmV0}\n",
+            "the Secret is of type Opaque; kubernetes.io/basic-auth is expected",
+        ),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: metallb-system}\ndata: {password: c2VjcmV0}\n",
+            "the Secret is of type Opaque",
+        ),
+        (
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: metallb-system}\ntype: kubernetes.io/basic-auth\ndata: {username: dQ==}\n",
+            "the Secret has no password key",
+        ),
+    ];
+    for (secret, why) in cases {
+        let y = if secret.is_empty() {
+            peer("v1beta2", "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  passwordSecret: {name: s}\n")
+        } else {
+            with(secret)
+        };
+        let e = errors(&y);
+        assert!(
+            e.iter().any(|e| e.contains("spec.passwordSecret: \"metallb-system/s\"") && e.contains(why)),
+            "{why}: {e:?}"
+        );
+    }
+}
+
 #[test]
 fn bgp_peer_password_never_shows_in_debug_output() {
     let l = load_str(&peer(

@@ -1003,12 +1003,27 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
                 .clone()
                 .or_else(|| obj.namespace.clone())
                 .unwrap_or_else(|| DEFAULT_METALLB_NAMESPACE.to_string());
-            if !c.secrets.contains_key(&(namespace.clone(), s.name.clone())) {
-                r.warn(
+            // MetalLB's passwordFromSecretForPeer (internal/config/config.go): the Secret must
+            // exist, be of type kubernetes.io/basic-auth and hold a `password`.
+            let key = (namespace.clone(), s.name.clone());
+            let shown = format!("{namespace}/{}", s.name);
+            match (c.secrets.get(&key), c.secret_types.get(&key)) {
+                (None, _) => r.error(
                     "spec.passwordSecret",
-                    Some(&format!("{namespace}/{}", s.name)),
-                    "the Secret is not present (yet); the session waits for it",
-                );
+                    Some(&shown),
+                    "the Secret is not present; this peer cannot start without it",
+                ),
+                (Some(_), Some(t)) if t != "kubernetes.io/basic-auth" => r.error(
+                    "spec.passwordSecret",
+                    Some(&shown),
+                    format!("the Secret is of type {t}; kubernetes.io/basic-auth is expected"),
+                ),
+                (Some(data), _) if !data.contains_key("password") => r.error(
+                    "spec.passwordSecret",
+                    Some(&shown),
+                    "the Secret has no password key",
+                ),
+                _ => {}
             }
             Some(Password::Secret {
                 namespace,
@@ -1129,6 +1144,10 @@ fn load_secret(obj: Object, c: &mut Config, errors: &mut Vec<ConfigError>) {
         .clone()
         .unwrap_or_else(|| DEFAULT_METALLB_NAMESPACE.to_string());
     if !r.failed {
+        c.secret_types.insert(
+            (ns.clone(), obj.name.clone()),
+            secret.type_.clone().unwrap_or_else(|| "Opaque".to_string()),
+        );
         c.secrets.insert((ns, obj.name.clone()), data);
     }
 }

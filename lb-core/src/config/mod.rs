@@ -339,6 +339,8 @@ pub struct Config {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// Secret data (decoded), by (namespace, name).
     pub secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// Each Secret's `type` (`Opaque` when unset), by (namespace, name).
+    pub secret_types: BTreeMap<(String, String), String>,
 }
 
 impl Config {
