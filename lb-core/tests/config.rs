@@ -294,7 +294,11 @@ fn advertisement_naming_a_missing_pool_skips_that_name_and_serves_the_others() {
         .filter(|a| a.pools.selects(lan))
         .map(|a| a.name.as_str())
         .collect();
-    assert_eq!(serving, ["l2"], "the ad naming only a missing pool serves nothing");
+    assert_eq!(
+        serving,
+        ["l2"],
+        "the ad naming only a missing pool serves nothing"
+    );
 }
 
 #[test]
@@ -500,7 +504,10 @@ fn bgp_peer_password_secret_missing_of_another_type_or_without_password_is_an_er
     let with = |secret: &str| {
         docs(&[
             secret.to_string(),
-            peer("v1beta2", "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  passwordSecret: {name: s}\n"),
+            peer(
+                "v1beta2",
+                "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  passwordSecret: {name: s}\n",
+            ),
         ])
     };
     let cases = [
@@ -520,7 +527,10 @@ fn bgp_peer_password_secret_missing_of_another_type_or_without_password_is_an_er
     ];
     for (secret, why) in cases {
         let y = if secret.is_empty() {
-            peer("v1beta2", "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  passwordSecret: {name: s}\n")
+            peer(
+                "v1beta2",
+                "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  passwordSecret: {name: s}\n",
+            )
         } else {
             with(secret)
         };
@@ -723,4 +733,122 @@ fn disable_mp_is_accepted_with_a_deprecation_warning() {
     );
     assert!(load_str(&y).is_valid());
     assert!(warnings(&y)[0].contains("spec.disableMP: deprecated"));
+}
+
+/// MetalLB validateDuplicate and validateLabelSelectorDuplicate (internal/config/config.go
+/// around 1220–1269): a list entry given twice is an error naming the object and the entry.
+#[test]
+fn duplicates_in_advertisements_peers_and_pools_are_refused_naming_the_duplicate() {
+    let ad = |kind: &str, spec: &str| {
+        docs(&[
+            pool("lan", &["192.0.2.0/24"]),
+            format!(
+                "apiVersion: metallb.io/v1beta1\nkind: {kind}\nmetadata: {{name: ad}}\nspec:\n{spec}"
+            ),
+        ])
+    };
+    let sel = "{matchLabels: {a: b}}";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            ad("L2Advertisement", "  ipAddressPools: [lan, lan]\n"),
+            "L2Advertisement metallb-system/ad: spec.ipAddressPools[1]: \"lan\": duplicate definition",
+        ),
+        (
+            ad("BGPAdvertisement", "  ipAddressPools: [lan, lan]\n"),
+            "BGPAdvertisement metallb-system/ad: spec.ipAddressPools[1]",
+        ),
+        (
+            ad("BGPAdvertisement", "  peers: [r1, r1]\n"),
+            "spec.peers[1]: \"r1\": duplicate definition",
+        ),
+        (
+            ad(
+                "BGPAdvertisement",
+                "  communities: [\"64512:1\", \"64512:1\"]\n",
+            ),
+            "spec.communities[1]: \"64512:1\": duplicate definition",
+        ),
+        (
+            ad(
+                "L2Advertisement",
+                &format!("  ipAddressPoolSelectors: [{sel}, {sel}]\n"),
+            ),
+            "spec.ipAddressPoolSelectors[1]: duplicate definition of this selector",
+        ),
+        (
+            ad(
+                "L2Advertisement",
+                &format!("  nodeSelectors: [{sel}, {sel}]\n"),
+            ),
+            "spec.nodeSelectors[1]: duplicate definition of this selector",
+        ),
+        (
+            ad(
+                "BGPAdvertisement",
+                &format!("  nodeSelectors: [{sel}, {sel}]\n"),
+            ),
+            "spec.nodeSelectors[1]: duplicate definition of this selector",
+        ),
+        (
+            ad(
+                "BGPAdvertisement",
+                &format!("  ipAddressPoolSelectors: [{sel}, {sel}]\n"),
+            ),
+            "spec.ipAddressPoolSelectors[1]",
+        ),
+        (
+            peer(
+                "v1beta2",
+                &format!(
+                    "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  nodeSelectors: [{sel}, {sel}]\n"
+                ),
+            ),
+            "BGPPeer metallb-system/r1: spec.nodeSelectors[1]: duplicate definition of this selector",
+        ),
+        (
+            format!(
+                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p}}\nspec:\n  addresses: [192.0.2.0/24]\n  serviceAllocation:\n    namespaceSelectors: [{sel}, {sel}]\n"
+            ),
+            "IPAddressPool metallb-system/p: spec.serviceAllocation.namespaceSelectors[1]: duplicate definition of this selector",
+        ),
+        (
+            format!(
+                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: p}}\nspec:\n  addresses: [192.0.2.0/24]\n  serviceAllocation:\n    serviceSelectors: [{sel}, {sel}]\n"
+            ),
+            "spec.serviceAllocation.serviceSelectors[1]: duplicate definition of this selector",
+        ),
+        (
+            ad(
+                "L2Advertisement",
+                "  nodeSelectors:\n  - matchExpressions: [{key: a, operator: In, values: [x, y, x]}]\n",
+            ),
+            "spec.nodeSelectors[0].matchExpressions[0].values[2]: \"x\": duplicate definition",
+        ),
+        (
+            ad(
+                "L2Advertisement",
+                "  nodeSelectors:\n  - matchExpressions: [{key: a, operator: In, values: [x, y]}, {key: a, operator: In, values: [y, x]}]\n",
+            ),
+            "spec.nodeSelectors[0].matchExpressions[1]: \"a\": duplicate definition of this match expression",
+        ),
+    ];
+    for (yaml, want) in &cases {
+        let e = errors(yaml);
+        assert!(e.iter().any(|e| e.contains(want)), "want {want:?} in {e:?}");
+    }
+    // Equal selectors written in another order are still duplicates; different ones are not.
+    let reordered = ad(
+        "L2Advertisement",
+        "  nodeSelectors:\n  - matchExpressions: [{key: a, operator: In, values: [x, y]}]\n  - matchExpressions: [{key: a, operator: In, values: [y, x]}]\n",
+    );
+    assert!(
+        errors(&reordered)
+            .iter()
+            .any(|e| e.contains("spec.nodeSelectors[1]"))
+    );
+    let distinct = ad(
+        "L2Advertisement",
+        "  nodeSelectors: [{matchLabels: {a: b}}, {matchLabels: {a: c}}]\n",
+    );
+    assert!(errors(&distinct).is_empty(), "{:?}", errors(&distinct));
 }

@@ -93,7 +93,58 @@ impl Report<'_> {
         });
     }
 
+    /// An error for the second of two equal entries of a list, as MetalLB's validateDuplicate.
+    fn unique(&mut self, field: &str, values: &[String]) {
+        let mut seen = BTreeSet::new();
+        for (i, v) in values.iter().enumerate() {
+            if !seen.insert(v) {
+                self.error(&format!("{field}[{i}]"), Some(v), "duplicate definition");
+            }
+        }
+    }
+
     fn selectors(&mut self, field: &str, raws: &[RawSelector]) -> Vec<Selector> {
+        // MetalLB's validateLabelSelectorDuplicate: no selector twice, no match expression
+        // twice in a selector, no value twice in an expression (values compared sorted).
+        let canonical = |raw: &RawSelector| {
+            let mut exprs: Vec<(String, String, Vec<String>)> = raw
+                .match_expressions
+                .iter()
+                .map(|e| {
+                    let mut v = e.values.clone();
+                    v.sort();
+                    (e.key.clone(), e.operator.clone(), v)
+                })
+                .collect();
+            exprs.sort();
+            format!("{:?} {exprs:?}", raw.match_labels)
+        };
+        let mut seen = BTreeSet::new();
+        for (i, raw) in raws.iter().enumerate() {
+            if !seen.insert(canonical(raw)) {
+                self.error(
+                    &format!("{field}[{i}]"),
+                    None,
+                    "duplicate definition of this selector",
+                );
+            }
+            let mut exprs = BTreeSet::new();
+            for (j, e) in raw.match_expressions.iter().enumerate() {
+                let mut values = e.values.clone();
+                values.sort();
+                if !exprs.insert((e.key.clone(), e.operator.clone(), values)) {
+                    self.error(
+                        &format!("{field}[{i}].matchExpressions[{j}]"),
+                        Some(&e.key),
+                        "duplicate definition of this match expression",
+                    );
+                }
+                self.unique(
+                    &format!("{field}[{i}].matchExpressions[{j}].values"),
+                    &e.values,
+                );
+            }
+        }
         let mut out = Vec::with_capacity(raws.len());
         for (i, raw) in raws.iter().enumerate() {
             match Selector::from_raw(raw) {
@@ -548,6 +599,7 @@ fn pool_selection(
     names: &[String],
     selectors: &[RawSelector],
 ) -> PoolSelection {
+    r.unique("spec.ipAddressPools", names);
     for (i, name) in names.iter().enumerate() {
         // MetalLB skips a name with no pool and keeps the advertisement for the others
         // (internal/config/config.go, setL2/BGPAdvertisementsToPools).
@@ -695,6 +747,8 @@ fn load_bgp_ad(
             None => r.error(&field, Some(text), "no Community object defines this alias"),
         }
     }
+    r.unique("spec.peers", &spec.peers);
+    r.unique("spec.communities", &spec.communities);
     for (i, peer) in spec.peers.iter().enumerate() {
         if !c.peers.contains_key(peer) {
             r.warn(
