@@ -676,3 +676,26 @@ fn hashed_placement_wraps_around_and_keeps_sharing_groups_together() {
     );
     assert_eq!(x.unwrap().ips, y.unwrap().ips, "a sharing group shares");
 }
+
+/// MetalLB walks a pool's addresses in the order written (config.go around 555, allocator.go
+/// around 281): the first range listed is used first, whatever its address.
+#[test]
+fn a_pools_addresses_are_walked_in_the_order_written() {
+    let o = run(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.8/29, 192.0.2.0/29]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: default}\nspec: {type: LoadBalancer}\n",
+    );
+    assert_eq!(ips(&o, "default/a"), ["192.0.2.8"]);
+    // Past the first range's end, the next range written.
+    let mut yaml = String::from(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.8/31, 192.0.2.0/31]}\n",
+    );
+    for s in ["a", "b", "c"] {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {s}, namespace: default}}\nspec: {{type: LoadBalancer}}\n"
+        ));
+    }
+    let o = run(&yaml);
+    assert_eq!(ips(&o, "default/a"), ["192.0.2.8"]);
+    assert_eq!(ips(&o, "default/b"), ["192.0.2.9"]);
+    assert_eq!(ips(&o, "default/c"), ["192.0.2.0"]);
+}

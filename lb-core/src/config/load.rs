@@ -581,8 +581,10 @@ fn load_pool(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
     if r.failed {
         return None;
     }
-    let mut ranges: Vec<IpRange> = ranges.into_iter().map(|(_, r)| r).collect();
-    ranges.sort();
+    // Kept in the order written: MetalLB walks a pool's addresses that way (config.go, the
+    // pool's CIDRs in spec order; allocator.go), so the first address given is the first one
+    // a service gets.
+    let ranges: Vec<IpRange> = ranges.into_iter().map(|(_, r)| r).collect();
     Some(Pool {
         name: obj.name.clone(),
         labels: obj.meta.labels.clone(),
