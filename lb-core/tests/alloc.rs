@@ -699,3 +699,104 @@ fn a_pools_addresses_are_walked_in_the_order_written() {
     assert_eq!(ips(&o, "default/b"), ["192.0.2.9"]);
     assert_eq!(ips(&o, "default/c"), ["192.0.2.0"]);
 }
+
+fn svc_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default, labels: {{app: web}}}}\nspec: {{type: LoadBalancer, {spec}}}\n"
+    )
+}
+
+fn pool_yaml(name: &str, addresses: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {{name: {name}}}\nspec:\n  addresses: [{addresses}]\n{extra}"
+    )
+}
+
+/// MetalLB ipfamily.ForService (allocation.go): on a single-stack cluster the API server
+/// stores one family for a PreferDualStack service, and it gets one address.
+#[test]
+fn prefer_dual_stack_takes_its_families_from_the_service() {
+    let y = pool_yaml("both", "192.0.2.0/28, 2001:db8::/124", "")
+        + &svc_yaml(
+            "single",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4]",
+        )
+        + &svc_yaml(
+            "dual",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv6, IPv4]",
+        );
+    let o = run(&y);
+    // Services are served in key order: "dual" first.
+    assert_eq!(ips(&o, "default/dual"), ["2001:db8::", "192.0.2.0"]);
+    assert_eq!(
+        ips(&o, "default/single"),
+        ["192.0.2.1"],
+        "one family, one address"
+    );
+}
+
+/// MetalLB Allocate (allocator.go around 377): the pools pinned to a service are tried first,
+/// for every family policy: a pinned single-family pool beats an unrestricted dual-stack one.
+#[test]
+fn pinned_pools_come_before_unrestricted_ones_for_prefer_dual_stack_too() {
+    let y = pool_yaml("a-open", "192.0.2.0/28, 2001:db8::/124", "")
+        + &pool_yaml(
+            "z-pinned",
+            "198.51.100.0/28",
+            "  serviceAllocation:\n    serviceSelectors: [{matchLabels: {app: web}}]\n",
+        )
+        + &svc_yaml(
+            "web",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4, IPv6]",
+        );
+    let o = run(&y);
+    assert_eq!(ips(&o, "default/web"), ["198.51.100.0"]);
+}
+
+/// MetalLB findBestPoolForService (allocator.go around 339): with no pool holding both
+/// families, a PreferDualStack service takes the first pool holding its primary family.
+#[test]
+fn a_pool_holding_the_primary_family_is_preferred_for_a_dual_stack_request() {
+    let y = pool_yaml("a-v6", "2001:db8::/124", "")
+        + &pool_yaml("b-v4", "192.0.2.0/28", "")
+        + &svc_yaml(
+            "v4first",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4, IPv6]",
+        )
+        + &svc_yaml(
+            "v6first",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv6, IPv4]",
+        );
+    let o = run(&y);
+    assert_eq!(ips(&o, "default/v4first"), ["192.0.2.0"]);
+    assert_eq!(ips(&o, "default/v6first"), ["2001:db8::"]);
+}
+
+/// MetalLB's controller (service.go around 272) compares the requested addresses' family with
+/// the service's: a dual-stack service must request one address per family, PreferDualStack
+/// as RequireDualStack.
+#[test]
+fn a_dual_stack_service_that_requests_one_address_is_refused() {
+    let y = pool_yaml("both", "192.0.2.0/28, 2001:db8::/124", "")
+        + &svc_yaml(
+            "prefer",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4, IPv6], loadBalancerIP: 192.0.2.5",
+        )
+        + &svc_yaml(
+            "require",
+            "ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv4, IPv6], loadBalancerIP: 192.0.2.6",
+        )
+        + &svc_yaml(
+            "single-cluster",
+            "ipFamilyPolicy: PreferDualStack, ipFamilies: [IPv4], loadBalancerIP: 192.0.2.7",
+        );
+    let o = run(&y);
+    for svc in ["default/prefer", "default/require"] {
+        assert!(
+            pending(&o, svc).contains("needs one IPv4 and one IPv6 address"),
+            "{svc}: {}",
+            pending(&o, svc)
+        );
+    }
+    assert_eq!(ips(&o, "default/single-cluster"), ["192.0.2.7"]);
+}

@@ -510,7 +510,10 @@ impl Allocator for PoolAllocator {
         if let Some(h) = self.holder_of(&req.key) {
             let ips = h.ips;
             if let Ok(mut current) = self.assign(req, ips.as_slice()) {
-                if req.policy == FamilyPolicy::PreferDualStack && current.ips.len() == 1 {
+                if req.policy == FamilyPolicy::PreferDualStack
+                    && req.families.len() == 2
+                    && current.ips.len() == 1
+                {
                     // The missing family may have become available in the same pool.
                     let missing = Family::of(current.ips[0]).other();
                     let extra = self
@@ -546,28 +549,40 @@ impl Allocator for PoolAllocator {
         if candidates.is_empty() {
             return Err(AllocError::NoPool);
         }
-        let mut fallback: Option<(Arc<str>, IpAddr)> = None;
-        for name in &candidates {
-            let ps = &self.pools[name];
-            let picks: Vec<Option<IpAddr>> = req
-                .families
-                .iter()
-                .map(|&f| self.find_ip(ps, f, req))
-                .collect();
-            if picks.iter().all(Option::is_some) {
-                let ips: Vec<IpAddr> = picks.into_iter().flatten().collect();
-                return Ok(self.commit(req, name, &ips));
+        // MetalLB's Allocate (internal/allocator/allocator.go): the pools pinned to the service
+        // first, then the unrestricted ones; within each, the first pool with every family, else
+        // (PreferDualStack) the first holding the primary family, else the first holding the
+        // other one.
+        let (pinned, open): (Vec<&Arc<str>>, Vec<&Arc<str>>) = candidates
+            .iter()
+            .partition(|n| self.pools[n.as_ref()].pool.allocation.is_some());
+        let prefer = req.policy == FamilyPolicy::PreferDualStack && req.families.len() == 2;
+        for stage in [pinned, open] {
+            let mut primary: Option<(Arc<str>, IpAddr)> = None;
+            let mut secondary: Option<(Arc<str>, IpAddr)> = None;
+            for name in stage {
+                let ps = &self.pools[name.as_ref()];
+                let picks: Vec<Option<IpAddr>> = req
+                    .families
+                    .iter()
+                    .map(|&f| self.find_ip(ps, f, req))
+                    .collect();
+                if picks.iter().all(Option::is_some) {
+                    let ips: Vec<IpAddr> = picks.into_iter().flatten().collect();
+                    return Ok(self.commit(req, name, &ips));
+                }
+                if prefer {
+                    if primary.is_none() {
+                        primary = picks[0].map(|ip| (name.clone(), ip));
+                    }
+                    if secondary.is_none() {
+                        secondary = picks[1].map(|ip| (name.clone(), ip));
+                    }
+                }
             }
-            if req.policy == FamilyPolicy::PreferDualStack && fallback.is_none() {
-                fallback = picks
-                    .into_iter()
-                    .flatten()
-                    .next()
-                    .map(|ip| (name.clone(), ip));
+            if let Some((name, ip)) = primary.or(secondary) {
+                return Ok(self.commit(req, &name, &[ip]));
             }
-        }
-        if let Some((name, ip)) = fallback {
-            return Ok(self.commit(req, &name, &[ip]));
         }
         Err(AllocError::Exhausted {
             families: families_text(&req.families),

@@ -36,7 +36,7 @@ pub enum RequestError {
         got: Family,
         want: Family,
     },
-    #[error("{field}: RequireDualStack needs one IPv4 and one IPv6 address")]
+    #[error("{field}: a dual-stack service needs one IPv4 and one IPv6 address")]
     NeedBothFamilies { field: String },
 }
 
@@ -102,8 +102,12 @@ impl Request {
         let sharing_key = get(annotation::ALLOW_SHARED_IP);
 
         let primary = svc.ip_families.first().copied().unwrap_or(Family::V4);
+        // PreferDualStack takes its families from the Service as the API server stored them
+        // (MetalLB's ipfamily.ForService): on a single-stack cluster, one. A file that names
+        // no family asks for both.
         let families = match svc.family_policy {
             FamilyPolicy::SingleStack => vec![primary],
+            FamilyPolicy::PreferDualStack if svc.ip_families.len() == 1 => vec![primary],
             _ => vec![primary, primary.other()],
         };
 
@@ -125,6 +129,13 @@ impl Request {
             requested_ips.push(ip);
         }
         check_requested(field, &requested_ips, svc.family_policy, primary)?;
+        // A dual-stack service that requests addresses requests one per family, whatever its
+        // policy (MetalLB's controller compares the families; controller/service.go).
+        if requested_ips.len() == 1 && families.len() == 2 {
+            return Err(RequestError::NeedBothFamilies {
+                field: field.into(),
+            });
+        }
 
         let backend_key = match svc.traffic_policy {
             TrafficPolicy::Cluster => String::new(),
