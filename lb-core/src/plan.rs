@@ -290,7 +290,9 @@ fn plan_l2(
         {
             continue;
         }
-        let score: u32 = ads
+        // Only the advertisements that select this node score it (MetalLB's
+        // layer2_controller); their weights add up.
+        let score: u32 = selecting
             .iter()
             .flat_map(|ad| &ad.preferred)
             .filter(|(_, sel)| sel.matches(&node.labels))

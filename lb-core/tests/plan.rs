@@ -403,3 +403,50 @@ fn plan_is_deterministic() {
         + &svc("s1", "", "");
     assert_eq!(world(&y).plan("n2"), world(&y).plan("n2"));
 }
+
+/// MetalLB config.go (around 775–816) and speaker/layer2_controller.go (around 124, 202–213):
+/// an L2Advertisement's preferredNodeSelectors score only the nodes its own nodeSelectors
+/// select, and the scores of several advertisements add up.
+#[test]
+fn preferred_node_selectors_score_only_the_nodes_their_advertisement_selects_and_add_up() {
+    let ad = |name: &str, nodes: &str, preferred: &str| {
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {{name: {name}}}\nspec: {{nodeSelectors: [{nodes}], preferredNodeSelectors: [{preferred}]}}\n---\n"
+        )
+    };
+    // Ad "a" selects zone a and prefers fast nodes; n1 is fast but in zone b, where ad "b"
+    // (no preference) selects it: its weight must not count for n1. By hash, n2 owns .0.
+    let y = POOL.to_string()
+        + &ad(
+            "a",
+            "{matchLabels: {zone: a}}",
+            "{weight: 50, preference: {matchLabels: {fast: 'yes'}}}",
+        )
+        + &ad("b", "{matchLabels: {zone: b}}", "")
+        + &svc("s0", "", "")
+        + &node("n1", "zone: b, fast: 'yes'", false)
+        + &node("n2", "zone: a", false)
+        + &node("n3", "zone: a", false);
+    assert_eq!(world(&y).l2_owners("192.0.2.0", &NODES), ["n2"]);
+    // Two ads selecting n1 prefer it by 30 and 40: 70 beats n3's 60 from a third ad.
+    let y = POOL.to_string()
+        + &ad(
+            "c",
+            "",
+            "{weight: 30, preference: {matchLabels: {fast: 'yes'}}}",
+        )
+        + &ad(
+            "d",
+            "",
+            "{weight: 40, preference: {matchLabels: {gpu: 'yes'}}}",
+        )
+        + &ad(
+            "e",
+            "",
+            "{weight: 60, preference: {matchLabels: {big: 'yes'}}}",
+        )
+        + &svc("s0", "", "")
+        + &node("n1", "fast: 'yes', gpu: 'yes'", false)
+        + &node("n3", "big: 'yes'", false);
+    assert_eq!(world(&y).l2_owners("192.0.2.0", &NODES), ["n1"]);
+}
