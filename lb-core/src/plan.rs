@@ -352,6 +352,32 @@ fn shares_ip(svc: &Service) -> bool {
         })
 }
 
+/// Two advertisements that apply to one service on this node and would put different LOCAL_PREFs
+/// on the same prefix to the same peer: MetalLB's speaker then does not announce the service
+/// by BGP ("conflictingAdvertisements"). An unset localPref is none, not 0.
+fn local_pref_conflict(ads: &[&BgpAdvertisement], pool: &Pool) -> Option<String> {
+    for (i, a) in ads.iter().enumerate() {
+        for b in &ads[i + 1..] {
+            let (Some(x), Some(y)) = (a.local_pref, b.local_pref) else {
+                continue;
+            };
+            let same_prefix = Family::BOTH
+                .iter()
+                .any(|&f| pool.has_family(f) && a.aggregation_for(f) == b.aggregation_for(f));
+            let same_peer = a.peers.is_empty()
+                || b.peers.is_empty()
+                || a.peers.intersection(&b.peers).next().is_some();
+            if x != y && same_prefix && same_peer {
+                return Some(format!(
+                    "conflictingAdvertisements: BGPAdvertisements {} and {} set localPref {x} and {y} for the same prefixes",
+                    a.name, b.name
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn plan_bgp(
     input: &PlanInput<'_>,
     svc: &Service,
@@ -377,6 +403,9 @@ fn plan_bgp(
         .collect();
     if ads.is_empty() {
         return skip(out, k, "bgp", "no BGPAdvertisement selects this node");
+    }
+    if let Some(why) = local_pref_conflict(&ads, pool) {
+        return skip(out, k, "bgp", why);
     }
     if let Err(why) = node_usable(input, &me) {
         return skip(out, k, "bgp", why);

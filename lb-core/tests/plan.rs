@@ -450,3 +450,48 @@ fn preferred_node_selectors_score_only_the_nodes_their_advertisement_selects_and
         + &node("n3", "big: 'yes'", false);
     assert_eq!(world(&y).l2_owners("192.0.2.0", &NODES), ["n1"]);
 }
+
+/// MetalLB config.go (around 995): advertisements with serviceSelectors are not checked for a
+/// localPref conflict at load time; speaker/bgp_controller.go (around 161–171): a service to
+/// which conflicting advertisements apply is not announced by BGP ("conflictingAdvertisements"),
+/// and a service to which only one applies is announced with its localPref.
+#[test]
+fn a_local_pref_conflict_between_service_selected_advertisements_is_decided_per_service() {
+    let ad = |name: &str, pref: u32, apps: &str| {
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: {name}}}\nspec: {{localPref: {pref}, peers: [ibgp], serviceSelectors: [{{matchExpressions: [{{key: app, operator: In, values: [{apps}]}}]}}]}}\n---\n"
+        )
+    };
+    let y = POOL.to_string()
+        + PEERS
+        + &ad("hundred", 100, "s0")
+        + &ad("two-hundred", 200, "s0, s1")
+        + &svc("s0", "", "")
+        + &svc("s1", "", "");
+    assert!(load_str(&y).is_valid(), "not a configuration error");
+    let w = world(&y);
+    let p = w.plan("n1");
+    let s0 = w.allocations[&ServiceKey::new("a", "s0")].ips[0].to_string();
+    let s1 = w.allocations[&ServiceKey::new("a", "s1")].ips[0].to_string();
+    assert!(
+        routes(&p, &s0).is_empty(),
+        "s0 has two localPrefs: not announced"
+    );
+    assert!(
+        p.skipped
+            .iter()
+            .any(|s| s.service == ServiceKey::new("a", "s0")
+                && s.reason.contains("conflictingAdvertisements")),
+        "{:?}",
+        p.skipped
+    );
+    assert_eq!(
+        routes(&p, &s1),
+        [(
+            format!("{s1}/32"),
+            vec!["ibgp".to_string()],
+            Some(200),
+            vec![]
+        )]
+    );
+}

@@ -785,11 +785,21 @@ fn load_bgp_ad(
 
 /// Two advertisements that would put different LOCAL_PREFs on the same prefix, to the same peer,
 /// from the same node, conflict (MetalLB rejects the config).
+///
+/// Advertisements with `serviceSelectors` are not compared here: which services they carry is
+/// known only at announce time, where the plan decides per service (MetalLB config.go around
+/// 995, speaker/bgp_controller.go "conflictingAdvertisements").
 fn check_local_pref_conflict(ad: &BgpAdvertisement, c: &Config, r: &mut Report<'_>) {
     let Some(mine) = ad.local_pref else {
         return;
     };
+    if !ad.service_selectors.is_empty() {
+        return;
+    }
     for other in &c.bgp_advertisements {
+        if !other.service_selectors.is_empty() {
+            continue;
+        }
         let Some(theirs) = other.local_pref else {
             continue;
         };
