@@ -214,6 +214,9 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     }
 
     let mut writer = StatusWriter::default();
+    let state_reported: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>> =
+        std::sync::Arc::default();
+    let mut state_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut events = AssignedEvents::new(client.clone(), &node);
     let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
     let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
@@ -229,6 +232,41 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             let mut d = core.decide(store.values(), &members, &opts.k8s);
             crate::members::without_l2_if_refused(&members, &mut d.plan.announcements);
             metrics.config(true, d.stale);
+            // ConfigurationState speaker-<node>, written on change by a task of its own: the
+            // decision loop does not wait for the API server.
+            let told = state_reported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if told.as_ref() != Some(&d.config_errors)
+                && state_task
+                    .as_ref()
+                    .is_none_or(|t: &tokio::task::JoinHandle<()>| t.is_finished())
+            {
+                let (client, ns, errors) = (
+                    client.clone(),
+                    opts.k8s.namespace.clone(),
+                    d.config_errors.clone(),
+                );
+                let (reporter, done) = (
+                    lb_k8s::configstate::Reporter::speaker(&node),
+                    state_reported.clone(),
+                );
+                state_task = Some(tokio::spawn(async move {
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        lb_k8s::configstate::report(client, &ns, &reporter, &errors),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(())) => {
+                            *done.lock().unwrap_or_else(|e| e.into_inner()) = Some(errors)
+                        }
+                        Ok(Err(e)) => warn!("writing ConfigurationState {}: {e}", reporter.name),
+                        Err(_) => warn!("writing ConfigurationState {}: timed out", reporter.name),
+                    }
+                }));
+            }
             let r = roster(&d.config, &node);
             if r != roster_now {
                 elector.set_roster(Some(r.clone()));

@@ -309,6 +309,18 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
             Some(net.mac(host_of(&web_owner)))
         );
     }
+    // Each speaker and the controller report their configuration (MetalLB's ConfigurationState).
+    for name in ["controller", "speaker-node1", "speaker-node2"] {
+        assert!(
+            until(10, || api
+                .get("configurationstates", "metallb-system", name)
+                .is_some_and(
+                    |s| s.pointer("/status/result") == Some(&json!("Valid"))
+                )),
+            "ConfigurationState {name}: {:?}",
+            api.get("configurationstates", "metallb-system", name)
+        );
+    }
     // The speaker's metrics say what it announces, with MetalLB's name.
     let metrics = net
         .get(host_of(&web_owner), "127.0.0.1:7472", "/metrics")

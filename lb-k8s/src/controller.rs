@@ -318,6 +318,7 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
     let mut sent_pools: BTreeMap<String, IPAddressPoolStatus> = BTreeMap::new();
     let mut tick = tokio::time::interval(opts.resync);
     let mut told_errors: Vec<String> = Vec::new();
+    let mut reported: Option<Vec<String>> = None;
     // After a failed write, the next pass comes sooner than the resync.
     let mut retry_in: Option<Duration> = None;
     loop {
@@ -331,6 +332,7 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
             core = None;
             sent.clear();
             sent_pools.clear();
+            reported = None;
         } else if store.synced() {
             let started = Instant::now();
             let c = core.get_or_insert_with(Core::default);
@@ -345,6 +347,24 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
                     warn!("the pools have errors: the previous pools stay in force");
                 }
                 told_errors = pass.config_errors.clone();
+            }
+            // ConfigurationState "controller": written when what it says changes.
+            if reported.as_ref() != Some(&pass.config_errors) && leadership.is_leader() {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    crate::configstate::report(
+                        client.clone(),
+                        &opts.namespace,
+                        &crate::configstate::Reporter::controller(),
+                        &pass.config_errors,
+                    ),
+                )
+                .await;
+                match r {
+                    Ok(Ok(())) => reported = Some(pass.config_errors.clone()),
+                    Ok(Err(e)) => warn!("writing ConfigurationState controller: {e}"),
+                    Err(_) => warn!("writing ConfigurationState controller: timed out"),
+                }
             }
             let mut ok = true;
             for w in &pass.writes {

@@ -479,6 +479,46 @@ pub struct MetalLBServiceBGPStatus {
     pub peers: Vec<String>,
 }
 
+/// ConfigurationState (MetalLB 0.15.3+): status only. Each component reports whether its
+/// configuration validates: `controller`, and `speaker-<node>` for each speaker, labelled
+/// `metallb.io/component-type` (and `metallb.io/node-name` for speakers).
+#[derive(CustomResource, JsonSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "metallb.io",
+    version = "v1beta1",
+    kind = "ConfigurationState",
+    plural = "configurationstates",
+    namespaced,
+    status = "ConfigurationStateStatus",
+    printcolumn = r#"{"name":"Result","type":"string","jsonPath":".status.result"}"#,
+    printcolumn = r#"{"name":"ErrorSummary","type":"string","jsonPath":".status.errorSummary"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+pub struct ConfigurationStateSpec {}
+
+/// A configuration's validation result.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ConfigurationResult {
+    Valid,
+    Invalid,
+    #[default]
+    Unknown,
+}
+
+/// The status of a ConfigurationState.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStateStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ConfigurationResult>,
+    /// The configuration errors, one a line; empty when the result is Valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_summary: Option<String>,
+    /// The conditions of the reconcilers of this component (`configReconcilerValid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
 /// Every CRD, in a fixed order (BGPPeer with both versions, v1beta2 stored).
 pub fn all() -> Result<Vec<CustomResourceDefinition>, kube::core::crd::MergeError> {
     Ok(vec![
@@ -489,6 +529,7 @@ pub fn all() -> Result<Vec<CustomResourceDefinition>, kube::core::crd::MergeErro
             "v1beta2",
         )?,
         Community::crd(),
+        ConfigurationState::crd(),
         IPAddressPool::crd(),
         L2Advertisement::crd(),
         ServiceBGPStatus::crd(),

@@ -11,6 +11,7 @@
 //!
 //! lb-core stays free of kube; this crate is the only one that links it.
 
+pub mod configstate;
 pub mod controller;
 pub mod crds;
 pub mod lease;

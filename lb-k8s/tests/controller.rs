@@ -492,3 +492,48 @@ async fn a_legacy_annotation_is_honoured_and_warned_about_once() {
     assert_eq!(events_for(&api, "old", "deprecatedAnnotation"), 1);
     task.abort();
 }
+
+/// MetalLB 0.15.3+: the controller reports in ConfigurationState `controller` whether its
+/// configuration validates (result, errorSummary, the configReconcilerValid condition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reports_its_configuration_in_a_configuration_state() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/29"]));
+    let task = start(client);
+    let state = |api: &FakeApi| api.get("configurationstates", "metallb-system", "controller");
+    assert!(
+        eventually(5, || state(&api).is_some_and(|s| s
+            .pointer("/status/result")
+            == Some(&Value::from("Valid"))))
+        .await,
+        "{:?}",
+        state(&api)
+    );
+    let s = state(&api).unwrap();
+    assert_eq!(
+        s.pointer("/metadata/labels/metallb.io~1component-type"),
+        Some(&Value::from("controller"))
+    );
+    assert_eq!(
+        s.pointer("/status/conditions/0/type"),
+        Some(&Value::from("configReconcilerValid"))
+    );
+    api.put("ipaddresspools", pool("a-clash", &["192.0.2.0/24"]));
+    assert!(
+        eventually(5, || state(&api).is_some_and(|s| s
+            .pointer("/status/result")
+            == Some(&Value::from("Invalid"))))
+        .await
+    );
+    let s = state(&api).unwrap();
+    let summary = s
+        .pointer("/status/errorSummary")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    assert!(summary.contains("overlaps"), "{summary}");
+    assert_eq!(
+        s.pointer("/status/conditions/0/reason"),
+        Some(&Value::from("ConfigurationError"))
+    );
+    task.abort();
+}

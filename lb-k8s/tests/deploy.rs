@@ -128,7 +128,7 @@ fn every_manifest_deserializes_as_the_type_it_claims() {
     let m = manifests();
     assert_eq!(m.deployments.len(), 1);
     assert_eq!(m.daemon_sets.len(), 1);
-    assert_eq!(m.crds.len(), 8);
+    assert_eq!(m.crds.len(), 9);
 }
 
 #[test]
@@ -262,6 +262,21 @@ fn rbac_grants_each_component_what_it_uses_and_no_wildcards() {
         !grants(&ns, "", "secrets", "list"),
         "the controller reads no other Secret"
     );
+    for component in ["controller", "speaker"] {
+        let (_, ns) = role_rules(&m, component);
+        assert!(
+            grants(&ns, "metallb.io", "configurationstates", "create"),
+            "{component}"
+        );
+        assert!(
+            grants(&ns, "metallb.io", "configurationstates", "get"),
+            "{component}"
+        );
+        assert!(
+            grants(&ns, "metallb.io", "configurationstates/status", "patch"),
+            "{component}"
+        );
+    }
     let (_, ns) = role_rules(&m, "speaker");
     for verb in ["create", "delete"] {
         assert!(grants(&ns, "metallb.io", "servicel2statuses", verb));
