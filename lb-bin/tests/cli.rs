@@ -220,7 +220,7 @@ fn crds_prints_what_deploy_holds() {
     );
     assert_eq!(
         stdout(&o).matches("kind: CustomResourceDefinition").count(),
-        8
+        9
     );
 }
 
