@@ -356,7 +356,12 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 Some(p) => allocated.difference(p).copied().collect(),
                 None => BTreeSet::new(),
             };
-            previous = Some(allocated);
+            // Only addresses the cluster's allocator adds after this node first followed a
+            // ledger are new to the cluster: the first ledger adopted (at start, or after a
+            // restart) holds addresses others announce, and probing them would delay a takeover.
+            if !agreement.current().decided_by.is_empty() {
+                previous = Some(allocated);
+            }
             if let Err(e) = state.save(&agreed) {
                 error!("saving allocations: {e:#}");
             }
