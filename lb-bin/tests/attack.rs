@@ -314,6 +314,17 @@ impl Lab {
     }
 }
 
+/// A process this test started, killed (by its PID) and reaped when dropped, also when an
+/// assertion fails first.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A datagram from the attacker's own address.
 fn send_from(lab: &Lab, from: &str, datagrams: Vec<(SocketAddr, Vec<u8>)>) {
     let from: SocketAddr = from.parse().unwrap();
@@ -435,28 +446,30 @@ fn a_stranger_without_the_key_moves_no_owner_and_is_counted() {
     };
     // The wire at node3's port, as a mirror port or a shared segment shows it to a stranger.
     let pcap = lab.net.path("wire.pcap");
-    let mut tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.net.ns("n3"),
-            "tcpdump",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "-i",
-            "eth0",
-            "-U",
-            "-w",
-            &pcap,
-            "udp",
-            "port",
-            "7946",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut tcpdump = Reaped(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.net.ns("n3"),
+                "tcpdump",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-i",
+                "eth0",
+                "-U",
+                "-w",
+                &pcap,
+                "udp",
+                "port",
+                "7946",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // tcpdump is capturing once it wrote the file's header.
     until(5, || std::fs::metadata(&pcap).is_ok_and(|m| m.len() >= 24));
     std::thread::sleep(Duration::from_millis(200));
@@ -473,11 +486,10 @@ fn a_stranger_without_the_key_moves_no_owner_and_is_counted() {
     let owners_back = lab.settled();
     assert_eq!(owners_back, owners, "node3's return restores every owner");
     let _ = Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
+        .args(["-INT", &tcpdump.0.id().to_string()])
         .status();
-    until(5, || tcpdump.try_wait().is_ok_and(|s| s.is_some()));
-    let _ = tcpdump.kill();
-    let _ = tcpdump.wait();
+    until(5, || tcpdump.0.try_wait().is_ok_and(|s| s.is_some()));
+    drop(tcpdump);
     let wire = read_pcap(&pcap);
     let node3_old = lab_generations_before(&wire);
     assert!(!owners_without_3.is_empty());
