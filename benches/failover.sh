@@ -14,7 +14,8 @@
 #
 # Needs root, iproute2, iputils-ping, nftables and keepalived. Every process it starts is stopped
 # by PID and every namespace removed on exit. Usage: benches/failover.sh [RUNS] (default 5);
-# ONLY="lb-bin keepalived-0.1s" limits the systems measured.
+# ONLY="lb-bin keepalived-0.1s" limits the systems measured; LOGS=DIR keeps the nodes' logs there
+# (one file per node and run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
@@ -22,6 +23,7 @@ VIP=192.0.2.200
 TAG=lbf$$
 WORK=$(mktemp -d)
 PIDS=()
+LOGN=0
 
 command -v keepalived >/dev/null || { echo "keepalived is needed (apt-get install keepalived)" >&2; exit 1; }
 command -v nft >/dev/null || { echo "nftables is needed (apt-get install nftables)" >&2; exit 1; }
@@ -30,6 +32,7 @@ LB=./target/release/lb-bin
 
 cleanup() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS" && cp "$WORK"/*.log* "$LOGS"/ 2>/dev/null || true; fi
     for ns in n1 n2 n3 cl br; do ip netns del "$TAG$ns" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
@@ -89,6 +92,7 @@ measure() {
     ip netns exec "${TAG}cl" ping -D -n -i 0.01 -W 1 -w 8 "$VIP" > "$out" 2>/dev/null &
     local ping=$!; PIDS+=("$ping")
     sleep 1
+    echo "$name $mode: $o stopped at $(date -u +%T.%N), node logs up to .$LOGN" >> "$WORK/events.log"
     "$stop" "$o" "$mode"
     wait "$ping" || true
     local end lost
@@ -122,9 +126,10 @@ head -c 96 /dev/urandom | base64 > "$WORK/key"
 
 lb_start() {
     local i=${1#n}
+    LOGN=$((LOGN + 1))
     ip netns exec "$TAG$1" "$LB" standalone --config "$WORK/lb.yaml" --node-name "node$i" \
         --bind "192.0.2.1$i:7946" --join 192.0.2.11:7946 --join 192.0.2.12:7946 \
-        --secret-key-file "$WORK/key" 2>"$WORK/lb.$1.log" &
+        --secret-key-file "$WORK/key" 2>"$WORK/lb.$1.log.$LOGN" &
     NODEPID[$1]=$!; PIDS+=("$!"); disown "$!"
 }
 

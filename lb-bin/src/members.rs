@@ -106,6 +106,11 @@ impl MembershipStatus {
                 "Times another node said it cannot open our datagrams.",
                 self.stats.key_hints,
             ),
+            (
+                "lb_members_undead_withheld_total",
+                "Suspicions refuted in time: the member was not told it is down.",
+                self.stats.undead_withheld,
+            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }

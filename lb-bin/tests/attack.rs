@@ -804,10 +804,19 @@ fn no_live_member_is_declared_down_with_five_percent_loss_and_both_cores_busy() 
     let dropped: u64 = (1..=3)
         .map(|i| lab.metric(i, "lb_members_accepted_total"))
         .sum();
+    let rejoins: Vec<u64> = (1..=3)
+        .map(|i| lab.metric(i, "lb_members_rejoins_total"))
+        .collect();
+    let withheld: u64 = (1..=3)
+        .map(|i| lab.metric(i, "lb_members_undead_withheld_total"))
+        .sum();
     eprintln!(
-        "60 s with 5 % loss and {cores} busy cores: downs {downs:?}, {dropped} datagrams accepted"
+        "60 s with 5 % loss and {cores} busy cores: downs {downs:?}, rejoins {rejoins:?}, \
+         {withheld} refuted suspicions, {dropped} datagrams accepted"
     );
     assert_eq!(downs, vec![0, 0, 0], "{}", lab.logs());
+    // A refuted suspicion must not make its member take a new generation either.
+    assert_eq!(rejoins, vec![0, 0, 0], "{}", lab.logs());
 }
 
 /// Bad keys at start: refused with the path and the reason, before anything runs.
