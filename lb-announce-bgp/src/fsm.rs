@@ -71,7 +71,13 @@ impl Config {
                 families: self.families.iter().map(|f| (*f, true)).collect(),
             }));
         }
-        Open::new(self.local_as, self.hold_time, self.router_id, caps)
+        // A hold time of 1 or 2 would be refused by the peer (RFC 4271 §6.2): 3 is the least.
+        let hold = if self.hold_time == 0 {
+            0
+        } else {
+            self.hold_time.max(3)
+        };
+        Open::new(self.local_as, hold, self.router_id, caps)
     }
 }
 
@@ -393,6 +399,11 @@ impl Fsm {
         if !ok_as {
             return Err(Notification::new(2, 2));
         }
+        // RFC 4271 §6.2: a hold time of one or two seconds MUST be rejected (the decoder does
+        // too; an OPEN built in code reaches here unchecked).
+        if matches!(open.hold_time, 1 | 2) {
+            return Err(Notification::new(2, 6));
+        }
         // RFC 6286 §2.2: on an iBGP session the identifiers must differ.
         if remote_as == self.cfg.local_as && open.bgp_id == self.cfg.router_id {
             return Err(Notification::new(2, 3));
@@ -430,12 +441,8 @@ impl Fsm {
                 data,
             });
         }
-        let hold_time = self.cfg.hold_time.min(open.hold_time);
-        let keepalive = match (hold_time, self.cfg.keepalive) {
-            (0, _) => 0,
-            (h, Some(k)) => k.clamp(1, h / 3),
-            (h, None) => (h / 3).max(1),
-        };
+        let (hold_time, keepalive) =
+            negotiate_timers(self.cfg.hold_time, self.cfg.keepalive, open.hold_time);
         Ok(Negotiated {
             remote_as,
             remote_id: open.bgp_id,
@@ -496,4 +503,18 @@ impl Fsm {
 
 fn secs(s: u16) -> Duration {
     Duration::from_secs(u64::from(s))
+}
+
+/// The session's (hold time, keepalive interval), seconds, from ours and the peer's OPEN
+/// (RFC 4271 §4.2, §10): the smaller hold time; 0 turns both off; otherwise the keepalive is
+/// the configured one, or a third of the hold time, kept within 1 ..= hold / 3. A hold time of
+/// 1 or 2 (which no OPEN may carry and `check` refuses) counts as 3. Total: no pair of inputs
+/// panics or gives a keepalive the hold timer cannot be refreshed by.
+pub fn negotiate_timers(ours: u16, keepalive: Option<u16>, theirs: u16) -> (u16, u16) {
+    let hold = match ours.min(theirs) {
+        0 => return (0, 0),
+        h => h.max(3),
+    };
+    let most = hold / 3;
+    (hold, keepalive.unwrap_or(most).clamp(1, most))
 }

@@ -477,3 +477,42 @@ fn collision_keeps_the_connection_opened_by_the_higher_bgp_identifier() {
         Keep::Existing
     );
 }
+
+proptest::proptest! {
+    /// No configured (hold, keepalive) and no hold time in the peer's OPEN panics: 1 and 2 are
+    /// refused with 2/6 (RFC 4271 §6.2), 0 turns both timers off, any other gives a keepalive
+    /// of at least 1 s and at most a third of the hold time.
+    #[test]
+    fn no_pair_of_timers_panics(ours in proptest::num::u16::ANY, keepalive in proptest::option::of(proptest::num::u16::ANY), theirs in proptest::num::u16::ANY) {
+        let mut f = open_sent(Config { hold_time: ours, keepalive, ..cfg() });
+        let mut out = f.handle(Input::Received(peer_open(64500, theirs, mp_both())));
+        if matches!(theirs, 1 | 2) {
+            proptest::prop_assert_eq!(sent_notification(&out), Some((2, 6)));
+            return Ok(());
+        }
+        proptest::prop_assert_eq!(sent_notification(&out), None);
+        let (hold, ka) = negotiate_timers(ours, keepalive, theirs);
+        if ours == 0 || theirs == 0 {
+            proptest::prop_assert_eq!((hold, ka), (0, 0));
+        } else {
+            proptest::prop_assert!(hold >= 3 && hold == ours.min(theirs).max(3));
+            proptest::prop_assert!(ka >= 1 && ka <= hold / 3, "hold {} keepalive {}", hold, ka);
+        }
+        out.extend(f.handle(Input::Received(Message::Keepalive)));
+        proptest::prop_assert!(out.iter().any(|o| matches!(o, Output::Established(_))), "{:?}", out);
+        let sent = Config { hold_time: ours, keepalive, ..cfg() }.open().hold_time;
+        proptest::prop_assert!(!matches!(sent, 1 | 2), "we sent hold time {}", sent);
+        if ka > 0 {
+            proptest::prop_assert!(out.contains(&Output::Arm(Timer::Keepalive, Duration::from_secs(u64::from(ka)))), "{:?}", out);
+        }
+    }
+}
+
+#[test]
+fn peer_hold_time_of_1_or_2_is_refused_with_2_6() {
+    for hold in [1, 2] {
+        let mut f = open_sent(cfg());
+        let out = f.handle(Input::Received(peer_open(64500, hold, mp_both())));
+        assert_eq!(sent_notification(&out), Some((2, 6)), "hold {hold}");
+    }
+}

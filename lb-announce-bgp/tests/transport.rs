@@ -511,3 +511,72 @@ fn when_bird_restarts_the_session_comes_back_with_our_routes() {
         },
     );
 }
+
+/// The scripted peer of the hold-time test: answers the speaker's OPEN with hold time 1, then 2
+/// (each on a new connection), then 3. Returns what the speaker answered each with: the
+/// NOTIFICATION's (code, subcode), or (4, 0) for a KEEPALIVE.
+fn offer_hold_times(router: std::fs::File) -> Vec<(u8, u8)> {
+    // SAFETY: this thread alone enters the router namespace.
+    assert_eq!(
+        unsafe { libc::setns(router.as_raw_fd(), libc::CLONE_NEWNET) },
+        0
+    );
+    let ctx = Context::default();
+    let l = std::net::TcpListener::bind("192.0.2.1:179").unwrap();
+    let mut answers = Vec::new();
+    for hold in [1u16, 2, 3] {
+        let mut s = accept_within(&l, Duration::from_secs(20)).expect("the speaker connects");
+        assert_eq!(read_message(&mut s).expect("the speaker's OPEN")[18], 1);
+        let open = Open::new(
+            64500,
+            hold,
+            Ipv4Addr::new(192, 0, 2, 1),
+            vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST)],
+        );
+        s.write_all(&Message::Open(open).to_bytes(&ctx)).unwrap();
+        let m = read_message(&mut s).expect("an answer to our OPEN");
+        answers.push(match m[18] {
+            3 => (m[19], m[20]),
+            k => (k, 0),
+        });
+        if hold == 3 {
+            s.write_all(&Message::Keepalive.to_bytes(&ctx)).unwrap();
+            // Hold 3 gives keepalives every second: one must come within 2.
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut kinds = Vec::new();
+            while let Some(m) = read_message(&mut s) {
+                kinds.push(m[18]);
+                if m[18] == 4 {
+                    break;
+                }
+            }
+            assert!(kinds.contains(&4), "keepalives on a 3 s session: {kinds:?}");
+        }
+    }
+    answers
+}
+
+#[test]
+fn a_peer_offering_hold_time_1_or_2_gets_notification_2_6_and_the_session_lives_on() {
+    let Some(lab) = Lab::namespaces() else { return };
+    let router = std::fs::File::open(format!("/run/netns/{}", lab.ns("router"))).unwrap();
+    let peer = std::thread::spawn(move || offer_hold_times(router));
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.fsm.families = vec![AfiSafi::IPV4_UNICAST],
+        move |sp| {
+            sp.set(&[("203.0.113.92/32", attrs())]);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && !peer.is_finished() {
+                sp.run_for(Duration::from_millis(50));
+            }
+            let answers = peer.join().unwrap();
+            assert_eq!(answers, [(2, 6), (2, 6), (4, 0)]);
+            // The third session came up and carried the route (an UPDATE goes out only when
+            // Established), with keepalives every second (checked by the peer).
+            let st = sp.session.as_ref().unwrap().status();
+            assert!(st.updates_sent >= 1, "{st:?}");
+        },
+    );
+}

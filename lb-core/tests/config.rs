@@ -449,7 +449,7 @@ fn bgp_peer_keepalive_may_not_exceed_hold_time() {
         "v1beta2",
         "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  holdTime: 30s\n  keepaliveTime: 1m\n",
     ));
-    assert!(e[0].contains("spec.keepaliveTime: \"1m\": must not be longer than holdTime"));
+    assert!(e[0].contains("spec.keepaliveTime: \"1m\": must be shorter than holdTime"));
     let l = load_str(&peer(
         "v1beta2",
         "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  keepaliveTime: 10s\n",
@@ -459,6 +459,35 @@ fn bgp_peer_keepalive_may_not_exceed_hold_time() {
         Some(Duration::from_secs(30)),
         "hold derived as 3x keepalive"
     );
+}
+
+#[test]
+fn bgp_timers_follow_rfc_4271_whatever_field_gives_them() {
+    let e = errors(&peer(
+        "v1beta2",
+        "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  keepaliveTime: 500ms\n",
+    ));
+    assert!(
+        e[0].contains("spec.keepaliveTime: \"500ms\": gives a hold time (3x) under 3s"),
+        "{e:?}"
+    );
+    let e = errors(&peer(
+        "v1beta2",
+        "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  holdTime: 9s\n  keepaliveTime: 9s\n",
+    ));
+    assert!(e[0].contains("spec.keepaliveTime: \"9s\": must be shorter than holdTime"));
+    let e = errors(&peer(
+        "v1beta2",
+        "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  holdTime: 0s\n  keepaliveTime: 3s\n",
+    ));
+    assert!(e[0].contains("must be 0 when holdTime is 0"), "{e:?}");
+    let short = peer(
+        "v1beta2",
+        "  myASN: 1\n  peerASN: 2\n  peerAddress: 192.0.2.1\n  holdTime: 9s\n  keepaliveTime: 500ms\n",
+    );
+    assert!(errors(&short).is_empty(), "{:?}", errors(&short));
+    let w = warnings(&short);
+    assert!(w.iter().any(|w| w.contains("1s is used")), "{w:?}");
 }
 
 #[test]

@@ -1008,31 +1008,52 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
     let hold = duration("spec.holdTime", &spec.hold_time);
     let keepalive = duration("spec.keepaliveTime", &spec.keepalive_time);
     let connect = duration("spec.connectTime", &spec.connect_time);
-    if let Some(h) = hold
-        && !h.is_zero()
-        && h < Duration::from_secs(3)
-    {
-        r.error(
-            "spec.holdTime",
-            spec.hold_time.as_deref(),
-            "must be 0 or at least 3s",
-        );
-    }
+    // RFC 4271 §4.2: the hold time is whole seconds, 0 or at least 3; keepalives go out at
+    // whole-second intervals shorter than it. A hold time derived from keepaliveTime (3x, as
+    // MetalLB) is judged the same, against the field the user wrote.
     let (hold_time, keepalive_time) = match (hold, keepalive) {
-        (Some(h), Some(k)) => {
-            if k > h {
-                r.error(
-                    "spec.keepaliveTime",
-                    spec.keepalive_time.as_deref(),
-                    "must not be longer than holdTime",
-                );
-            }
-            (Some(h), Some(k))
-        }
+        (Some(h), Some(k)) => (Some(h), Some(k)),
         (Some(h), None) => (Some(h), Some(h / 3)),
         (None, Some(k)) => (Some(k * 3), Some(k)),
         (None, None) => (None, None),
     };
+    if let Some(h) = hold_time {
+        let secs = h.as_secs();
+        if secs != 0 && secs < 3 {
+            match hold {
+                Some(_) => r.error(
+                    "spec.holdTime",
+                    spec.hold_time.as_deref(),
+                    "must be 0 or at least 3s",
+                ),
+                None => r.error(
+                    "spec.keepaliveTime",
+                    spec.keepalive_time.as_deref(),
+                    "gives a hold time (3x) under 3s: must be at least 1s, or set holdTime",
+                ),
+            }
+        } else if let (Some(k), Some(_)) = (keepalive, hold) {
+            if secs == 0 && !k.is_zero() {
+                r.error(
+                    "spec.keepaliveTime",
+                    spec.keepalive_time.as_deref(),
+                    "must be 0 when holdTime is 0 (keepalives off)",
+                );
+            } else if secs != 0 && k >= h {
+                r.error(
+                    "spec.keepaliveTime",
+                    spec.keepalive_time.as_deref(),
+                    "must be shorter than holdTime",
+                );
+            } else if secs != 0 && k < Duration::from_secs(1) {
+                r.warn(
+                    "spec.keepaliveTime",
+                    spec.keepalive_time.as_deref(),
+                    "under 1s: BGP counts keepalives in whole seconds, 1s is used",
+                );
+            }
+        }
+    }
     if let Some(ct) = connect
         && (ct.subsec_nanos() != 0 || !(1..=65535).contains(&ct.as_secs()))
     {
