@@ -30,6 +30,12 @@ pub fn peer_config(
     router_id: Ipv4Addr,
     password: Option<String>,
 ) -> Result<PeerConfig, String> {
+    if let Some(v) = &peer.vrf {
+        return Err(format!(
+            "BGPPeer {}: vrf {v} is not supported yet",
+            peer.name
+        ));
+    }
     let ip = match &peer.target {
         PeerTarget::Address(ip) => *ip,
         PeerTarget::Interface(i) => {

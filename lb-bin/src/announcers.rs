@@ -22,6 +22,8 @@ pub struct Announcers {
     l2: Option<lb_announce_l2::L2Announcer>,
     #[cfg(feature = "bgp")]
     bgp: Option<(lb_announce_bgp::BgpAnnouncer, Vec<String>)>,
+    /// Peers valid for MetalLB that this build cannot serve, with why: skipped alone.
+    skipped: Vec<(String, String)>,
 }
 
 impl Announcers {
@@ -43,6 +45,8 @@ impl Announcers {
             bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
         }
         let _ = (node, router_id, wants_bgp, wants_l2);
+        #[allow(unused_mut)]
+        let mut skipped = Vec::new();
         Ok(Announcers {
             #[cfg(feature = "l2")]
             l2: if wants_l2 {
@@ -55,10 +59,11 @@ impl Announcers {
             },
             #[cfg(feature = "bgp")]
             bgp: if wants_bgp {
-                Some(start_bgp(config, node, router_id)?)
+                Some(start_bgp(config, node, router_id, &mut skipped))
             } else {
                 None
             },
+            skipped,
         })
     }
 
@@ -104,9 +109,20 @@ impl Announcers {
         }
     }
 
+    /// The peers skipped because this build cannot serve them, with why.
+    pub fn skipped(&self) -> &[(String, String)] {
+        &self.skipped
+    }
+
     pub fn metrics(&self) -> String {
         #[allow(unused_mut)]
         let mut out = String::new();
+        if !self.skipped.is_empty() {
+            out.push_str("# HELP lb_bgp_peer_skipped A BGPPeer this build cannot serve (see /status and the log).\n# TYPE lb_bgp_peer_skipped gauge\n");
+            for (p, _) in &self.skipped {
+                out.push_str(&format!("lb_bgp_peer_skipped{{peer=\"{p}\"}} 1\n"));
+            }
+        }
         #[cfg(feature = "l2")]
         if let Some(a) = &self.l2 {
             out.push_str(&a.counters().render());
@@ -135,15 +151,23 @@ fn start_bgp(
     config: &Config,
     node: &str,
     router_id: Ipv4Addr,
-) -> Result<(lb_announce_bgp::BgpAnnouncer, Vec<String>)> {
+    skipped: &mut Vec<(String, String)>,
+) -> (lb_announce_bgp::BgpAnnouncer, Vec<String>) {
     let me = config.node(node);
     let mut sessions = Vec::new();
     let mut names = Vec::new();
     for p in lb_core::plan::peers_of(config, &me) {
-        let c = lb_announce_bgp::announcer::peer_config(p, router_id, config.password_for(p))
-            .map_err(|e| anyhow::anyhow!(e))?;
-        names.push(p.name.clone());
-        sessions.push((p.name.clone(), c));
+        match lb_announce_bgp::announcer::peer_config(p, router_id, config.password_for(p)) {
+            Ok(c) => {
+                names.push(p.name.clone());
+                sessions.push((p.name.clone(), c));
+            }
+            // That peer alone waits; every other and layer 2 run.
+            Err(why) => {
+                tracing::warn!(peer = %p.name, "skipped: {why}");
+                skipped.push((p.name.clone(), why));
+            }
+        }
     }
-    Ok((lb_announce_bgp::BgpAnnouncer::start(sessions), names))
+    (lb_announce_bgp::BgpAnnouncer::start(sessions), names)
 }

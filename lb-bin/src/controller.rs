@@ -91,6 +91,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 *text.lock().unwrap_or_else(|e| e.into_inner()) = metrics.render("controller");
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.node = opts.identity.clone();
+                st.turned = Some(std::time::Instant::now());
                 // Ready once the caches are listed: a follower is ready to take over.
                 st.ready = metrics.is_ready();
             }

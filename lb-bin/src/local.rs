@@ -51,7 +51,12 @@ pub fn check_sysctls(read: impl Fn(&str) -> Option<String>) -> Vec<String> {
 pub struct LocalDelivery {
     dev: String,
     have: BTreeSet<IpAddr>,
+    want: BTreeSet<IpAddr>,
+    errors: Vec<String>,
 }
+
+/// The alias (`ip link set DEV alias ...`) that marks an interface lb-bin created.
+pub const MARK: &str = "lb-bin local delivery";
 
 fn ip(args: &[&str]) -> Result<()> {
     let o = Command::new("ip")
@@ -69,8 +74,8 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl LocalDelivery {
-    /// Creates (or takes over) the dummy interface `dev` and removes every address a previous
-    /// run left on it.
+    /// Creates the dummy interface `dev` (marked with [`MARK`]), or takes over one an earlier
+    /// run made and removes every address it left; refuses any other existing interface.
     pub fn setup(dev: &str) -> Result<LocalDelivery> {
         let problems = check_sysctls(|p| std::fs::read_to_string(format!("/proc/sys/{p}")).ok());
         if !problems.is_empty() {
@@ -79,33 +84,40 @@ impl LocalDelivery {
                 problems.join("; ")
             );
         }
-        if !std::path::Path::new("/sys/class/net").join(dev).exists() {
+        let sys = std::path::Path::new("/sys/class/net").join(dev);
+        if sys.exists() {
+            // Only an interface an earlier run of ours made is taken over (and flushed): any
+            // other holds addresses the host needs.
+            let alias = std::fs::read_to_string(sys.join("ifalias")).unwrap_or_default();
+            if alias.trim() != MARK {
+                bail!(
+                    "--dummy-interface {dev}: an interface of that name exists and lb-bin did not create it (its alias is not \"{MARK}\"); taking it over would remove its addresses. Name an interface that does not exist (default lb0), or delete this one if it is a leftover"
+                );
+            }
+        } else {
             // A bridge without ports receives nothing either: the stand-in on kernels built
             // without the dummy driver.
             if let Err(e) = ip(&["link", "add", dev, "type", "dummy"]) {
                 ip(&["link", "add", dev, "type", "bridge"])
                     .with_context(|| format!("no dummy interface ({e:#}), nor a bridge"))?;
             }
+            ip(&["link", "set", dev, "alias", MARK])?;
         }
         ip(&["link", "set", dev, "up"])?;
         ip(&["addr", "flush", "dev", dev])?;
         Ok(LocalDelivery {
             dev: dev.to_string(),
             have: BTreeSet::new(),
+            want: BTreeSet::new(),
+            errors: Vec::new(),
         })
     }
 
-    /// Makes the interface hold exactly `want`; returns the errors (each address is tried).
-    pub fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+    /// Puts on the interface every address of `want` it lacks (before they are announced, so
+    /// the first packet the announcement draws is delivered); returns the errors.
+    pub fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+        self.want = want.clone();
         let mut errors = Vec::new();
-        for a in self.have.difference(want).copied().collect::<Vec<_>>() {
-            match ip(&["addr", "del", &host(a), "dev", &self.dev]) {
-                Ok(()) => {
-                    self.have.remove(&a);
-                }
-                Err(e) => errors.push(format!("{e:#}")),
-            }
-        }
         for a in want.difference(&self.have).copied().collect::<Vec<_>>() {
             let h = host(a);
             let mut args = vec!["addr", "add", h.as_str(), "dev", self.dev.as_str()];
@@ -119,7 +131,42 @@ impl LocalDelivery {
                 Err(e) => errors.push(format!("{e:#}")),
             }
         }
+        self.errors = errors.clone();
         errors
+    }
+
+    /// Makes the interface hold exactly `want` (removals after the announcer let go of them);
+    /// returns the errors (each address is tried).
+    pub fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+        let mut errors = Vec::new();
+        for a in self.have.difference(want).copied().collect::<Vec<_>>() {
+            match ip(&["addr", "del", &host(a), "dev", &self.dev]) {
+                Ok(()) => {
+                    self.have.remove(&a);
+                }
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+        }
+        errors.extend(self.add(want));
+        self.errors = errors.clone();
+        errors
+    }
+
+    /// Whether the interface differs from what was asked (an `ip` call failed): the caller
+    /// retries with [`LocalDelivery::retry`].
+    pub fn pending(&self) -> bool {
+        self.have != self.want
+    }
+
+    /// Tries again what failed; returns the errors that remain.
+    pub fn retry(&mut self) -> Vec<String> {
+        let want = self.want.clone();
+        self.sync(&want)
+    }
+
+    /// The errors of the last change (empty once it succeeded).
+    pub fn errors(&self) -> &[String] {
+        &self.errors
     }
 
     /// Removes every address (on shutdown).

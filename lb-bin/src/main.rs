@@ -18,6 +18,10 @@ mod report;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// /healthz fails when the main loop of a running node (standalone, speaker, controller)
+    /// has not turned for this many seconds; it turns at least every second when healthy.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
+    stall_limit: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +192,7 @@ fn features() -> Vec<&'static str> {
 
 #[allow(clippy::print_stdout)]
 fn run(cli: Cli) -> Result<ExitCode> {
+    lb_bin::http::set_stall_limit(std::time::Duration::from_secs(cli.stall_limit.max(1)));
     match cli.command {
         Command::Check { config } => {
             let r = report::check(&read(&config)?);

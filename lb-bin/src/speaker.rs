@@ -214,6 +214,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     }
 
     let mut writer = StatusWriter::default();
+    let mut apply_errors: Vec<String> = Vec::new();
     let state_reported: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>> =
         std::sync::Arc::default();
     let mut state_task: Option<tokio::task::JoinHandle<()>> = None;
@@ -227,6 +228,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut dirty = true;
     let mut retry_api = false;
     loop {
+        status.lock().unwrap_or_else(|e| e.into_inner()).turned = Some(std::time::Instant::now());
         if dirty || retry_api {
             let started = std::time::Instant::now();
             let mut d = core.decide(store.values(), &members, &opts.k8s);
@@ -298,10 +300,10 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 }
             }
             if dirty {
-                for e in announcers
+                apply_errors = announcers
                     .announce(&d.plan.announcements, &BTreeSet::new())
-                    .await
-                {
+                    .await;
+                for e in &apply_errors {
                     error!("announcing: {e}");
                 }
             }
@@ -335,10 +337,13 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                     .collect(),
             );
             metrics.reconciled(started.elapsed(), !retry_api);
-            metrics.set_ready(true);
+            // Not ready while the plan did not apply (an announcer refused it).
+            metrics.set_ready(apply_errors.is_empty());
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             st.node = node.clone();
-            st.ready = true;
+            st.ready = apply_errors.is_empty();
+            st.apply_errors = apply_errors.clone();
+            st.skipped_peers = announcers.skipped().to_vec();
             st.members = members.iter().cloned().collect();
             st.announcements = d
                 .plan

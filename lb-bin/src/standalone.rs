@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use lb_core::alloc::Allocation;
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
 use lb_core::objects::ServiceKey;
@@ -32,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::announcers::Announcers;
 use crate::local::LocalDelivery;
 use crate::members::{MembershipStatus, Roster, Security, SwimElector, read_key_file};
+use crate::state::State;
 use lb_core::members::agree::{self, Agreement, Moved, Reassembly};
 
 /// A ledger is sent in pieces of at most this many bytes (one sealed datagram each).
@@ -85,6 +85,23 @@ pub struct Status {
     /// Why the key file was last refused (the previous keys keep running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file_error: Option<String>,
+    /// Why the last write of `--state-dir/allocations.json` failed (retried every 250 ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
+    /// Writes of the state file that failed since start.
+    pub state_write_failures: u64,
+    /// Why the last plan did not apply (an announcer refused it); `/readyz` fails meanwhile.
+    pub apply_errors: Vec<String>,
+    /// Addresses that could not be put on (or taken off) the dummy interface; retried.
+    pub local_delivery_errors: Vec<String>,
+    /// BGPPeers this build cannot serve (unnumbered, vrf), with why: skipped alone.
+    pub skipped_peers: Vec<(String, String)>,
+    /// When the main loop last turned (`/healthz` fails when that is too long ago).
+    #[serde(skip)]
+    pub turned: Option<std::time::Instant>,
+    /// Where an unreadable state file found at start was moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_moved_aside: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -151,55 +168,6 @@ pub fn load(path: &Path) -> Result<Config> {
     Ok(l.config)
 }
 
-/// The allocations kept in `--state-dir`: service -> addresses.
-#[derive(Debug)]
-struct State {
-    path: Option<PathBuf>,
-    saved: BTreeMap<String, Vec<IpAddr>>,
-}
-
-impl State {
-    fn open(dir: Option<&Path>) -> Result<State> {
-        let Some(dir) = dir else {
-            return Ok(State {
-                path: None,
-                saved: BTreeMap::new(),
-            });
-        };
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("allocations.json");
-        let saved = match std::fs::read_to_string(&path) {
-            Ok(t) => serde_json::from_str(&t)
-                .with_context(|| format!("{} is not an allocation file", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        Ok(State {
-            path: Some(path),
-            saved,
-        })
-    }
-
-    /// Writes the allocations if they changed (a new file, renamed over the old one).
-    fn save(&mut self, allocated: &BTreeMap<ServiceKey, Allocation>) -> Result<()> {
-        let now: BTreeMap<String, Vec<IpAddr>> = allocated
-            .iter()
-            .map(|(k, a)| (k.to_string(), a.ips.clone()))
-            .collect();
-        if now == self.saved {
-            return Ok(());
-        }
-        if let Some(path) = &self.path {
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&now)?)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        }
-        self.saved = now;
-        Ok(())
-    }
-}
-
 /// The address others reach this node's membership at: the bind address, or the source
 /// address towards the first seed.
 fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> {
@@ -226,7 +194,7 @@ fn now_secs() -> u64 {
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) -> Result<()> {
     let mut config = load(&opts.config)?;
-    let mut state = State::open(opts.state_dir.as_deref())?;
+    let mut state = State::open(opts.state_dir.as_deref());
     let mut seeds = Vec::new();
     for j in &opts.join {
         let found = tokio::net::lookup_host(j)
@@ -276,9 +244,15 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             "# HELP lb_allocation_disputed Services whose address the live members do not agree on yet (not announced).\n\
              # TYPE lb_allocation_disputed gauge\nlb_allocation_disputed {}\n\
              # HELP lb_allocation_moved_total Services the allocator moved off a contested address.\n\
-             # TYPE lb_allocation_moved_total counter\nlb_allocation_moved_total {}\n",
+             # TYPE lb_allocation_moved_total counter\nlb_allocation_moved_total {}\n\
+             # HELP lb_state_write_failures_total Writes of the state file that failed.\n\
+             # TYPE lb_state_write_failures_total counter\nlb_state_write_failures_total {}\n\
+             # HELP lb_state_write_pending Whether the state file misses the last allocations (a write failed; retried).\n\
+             # TYPE lb_state_write_pending gauge\nlb_state_write_pending {}\n",
             st.disputed.len(),
-            st.moved_total
+            st.moved_total,
+            st.state_write_failures,
+            u8::from(st.state_error.is_some()),
         );
         *metrics.lock().unwrap_or_else(|e| e.into_inner()) =
             a.metrics() + &m.metrics() + &agreement;
@@ -323,7 +297,14 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     // new to the whole cluster (every node reads the same file); at start-up this node cannot
     // tell, and probing an address another node announces would read as a conflict.
     let mut previous: Option<BTreeSet<IpAddr>> = None;
+    // What the last pass agreed: a state write that failed is retried with it.
+    let mut last_agreed = BTreeMap::new();
+    {
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        st.state_moved_aside = state.moved_aside.clone();
+    }
     loop {
+        status.lock().unwrap_or_else(|e| e.into_inner()).turned = Some(std::time::Instant::now());
         if dirty {
             dirty = false;
             agreement.retain_members(&members);
@@ -362,9 +343,11 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             if !agreement.current().decided_by.is_empty() {
                 previous = Some(allocated);
             }
-            if let Err(e) = state.save(&agreed) {
-                error!("saving allocations: {e:#}");
-            }
+            // A failed write is retried every poll and shown; what was agreed is announced
+            // all the same (the file still holds the last set written, which a restart claims
+            // only until the others' ledgers arrive).
+            let _ = state.save(&agreed);
+            last_agreed = agreed.clone();
             let mut p = plan(&PlanInput {
                 config: &config,
                 allocations: &agreed,
@@ -374,16 +357,24 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 ignore_exclude_label: false,
             });
             crate::members::without_l2_if_refused(&members, &mut p.announcements);
-            for e in announcers.announce(&p.announcements, &fresh).await {
+            let want: BTreeSet<IpAddr> = p.announcements.iter().map(|a| a.ip).collect();
+            // New addresses go on the dummy interface before they are announced, so the first
+            // packet a gratuitous ARP draws is delivered; old ones come off after.
+            if let Some(l) = &mut local {
+                for e in l.add(&want) {
+                    error!("local delivery: {e} (retried)");
+                }
+            }
+            let apply_errors = announcers.announce(&p.announcements, &fresh).await;
+            for e in &apply_errors {
                 error!("announcing: {e}");
             }
             if std::mem::take(&mut grew) {
                 announcers.reannounce();
             }
             if let Some(l) = &mut local {
-                let want: BTreeSet<IpAddr> = p.announcements.iter().map(|a| a.ip).collect();
                 for e in l.sync(&want) {
-                    error!("local delivery: {e}");
+                    error!("local delivery: {e} (retried)");
                 }
             }
             let now = now_secs();
@@ -398,9 +389,18 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             }
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             st.node = opts.node_name.clone();
-            st.ready = true;
+            // Not ready while the plan did not apply (an announcer refused it).
+            st.ready = apply_errors.is_empty();
+            st.apply_errors = apply_errors;
+            st.skipped_peers = announcers.skipped().to_vec();
+            st.local_delivery_errors = local
+                .as_ref()
+                .map(|l| l.errors().to_vec())
+                .unwrap_or_default();
             st.members = members.iter().cloned().collect();
             st.allocator = agree::allocator(&members).cloned();
+            st.state_error = state.error.clone();
+            st.state_write_failures = state.failures;
             let mut disputed = agreement.disputed(&members);
             disputed.extend(unsure);
             st.disputed = disputed.into_iter().collect();
@@ -475,6 +475,18 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 }
             }
             _ = poll.tick() => {
+                if let Some(l) = &mut local
+                    && l.pending()
+                {
+                    let errors = l.retry();
+                    status.lock().unwrap_or_else(|e| e.into_inner()).local_delivery_errors = errors;
+                }
+                if state.owes_write() {
+                    let _ = state.save(&last_agreed);
+                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                    st.state_error = state.error.clone();
+                    st.state_write_failures = state.failures;
+                }
                 set_metrics(&announcers);
                 if agree::allocator(&members) == Some(&opts.node_name)
                     && agreement.current().decided_by != opts.node_name

@@ -1153,6 +1153,20 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
         disable_mp: spec.disable_mp,
         dual_stack_address_family: spec.dual_stack_address_family,
     };
+    if let PeerTarget::Interface(i) = &peer.target {
+        r.warn(
+            "spec.interface",
+            Some(i),
+            "unnumbered peering is not supported yet: this peer will be ignored (every other peer and layer 2 run)",
+        );
+    }
+    if let Some(v) = &peer.vrf {
+        r.warn(
+            "spec.vrf",
+            Some(v),
+            "VRFs are not supported yet: this peer will be ignored (every other peer and layer 2 run)",
+        );
+    }
     if peer.disable_mp {
         r.warn(
             "spec.disableMP",
