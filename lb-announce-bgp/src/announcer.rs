@@ -136,7 +136,16 @@ pub fn routes_per_peer(
 /// The BGP announcer. Must be created within a tokio runtime.
 #[derive(Debug)]
 pub struct BgpAnnouncer {
-    sessions: Mutex<BTreeMap<String, Session>>,
+    /// name → (the configuration it runs with, the session).
+    sessions: Mutex<BTreeMap<String, (PeerConfig, Session)>>,
+}
+
+/// What [`BgpAnnouncer::reconcile`] did, by peer name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
 }
 
 impl BgpAnnouncer {
@@ -146,20 +155,76 @@ impl BgpAnnouncer {
             sessions: Mutex::new(
                 peers
                     .into_iter()
-                    .map(|(n, c)| (n, Session::start(c)))
+                    .map(|(n, c)| {
+                        let s = Session::start(c.clone());
+                        (n, (c, s))
+                    })
                     .collect(),
             ),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (PeerConfig, Session)>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the sessions those of `peers`, touching only what changed: a new peer's session
+    /// starts, a removed one gets a Cease (within `grace`), and one whose configuration
+    /// changed (timers, address, a rotated password) is stopped and started again. Every
+    /// other session keeps running with its routes. New and restarted sessions start with no
+    /// routes: call [`Announcer::announce`] after. A [`Listener`] made earlier does not know
+    /// the new sessions: register them with it.
+    pub async fn reconcile(
+        &self,
+        peers: impl IntoIterator<Item = (String, PeerConfig)>,
+        grace: Duration,
+    ) -> Reconciled {
+        let want: BTreeMap<String, PeerConfig> = peers.into_iter().collect();
+        let mut done = Reconciled::default();
+        let mut to_stop = Vec::new();
+        {
+            let mut sessions = self.lock();
+            let names: Vec<String> = sessions.keys().cloned().collect();
+            for name in names {
+                match want.get(&name) {
+                    Some(c) if sessions.get(&name).is_some_and(|(old, _)| old == c) => {}
+                    Some(_) => {
+                        if let Some((_, s)) = sessions.remove(&name) {
+                            to_stop.push(s);
+                        }
+                        done.restarted.push(name);
+                    }
+                    None => {
+                        if let Some((_, s)) = sessions.remove(&name) {
+                            to_stop.push(s);
+                        }
+                        done.stopped.push(name);
+                    }
+                }
+            }
+        }
+        // The old sessions say goodbye before their replacements connect, so a peer never
+        // sees two connections from us at once.
+        for s in to_stop {
+            s.stop(grace).await;
+        }
+        let mut sessions = self.lock();
+        for (name, c) in want {
+            if let std::collections::btree_map::Entry::Vacant(e) = sessions.entry(name) {
+                if !done.restarted.contains(e.key()) {
+                    done.started.push(e.key().clone());
+                }
+                let s = Session::start(c.clone());
+                e.insert((c, s));
+            }
+        }
+        done
     }
 
     pub fn statuses(&self) -> BTreeMap<String, SessionStatus> {
         self.lock()
             .iter()
-            .map(|(n, s)| (n.clone(), s.status()))
+            .map(|(n, (_, s))| (n.clone(), s.status()))
             .collect()
     }
 
@@ -213,7 +278,7 @@ impl BgpAnnouncer {
     /// MetalLB's speaker only connects out. Keep the listener as long as the announcer.
     pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<Listener> {
         let l = Listener::bind(addr).await?;
-        for s in self.lock().values() {
+        for (_, s) in self.lock().values() {
             l.register(s)?;
         }
         Ok(l)
@@ -222,7 +287,7 @@ impl BgpAnnouncer {
     /// Sends Cease to every peer and closes the sessions.
     pub async fn stop(self, grace: Duration) {
         let sessions = std::mem::take(&mut *self.lock());
-        for (_, s) in sessions {
+        for (_, (_, s)) in sessions {
             s.stop(grace).await;
         }
     }
@@ -243,7 +308,7 @@ impl Announcer for BgpAnnouncer {
         }
         let mut per_peer = routes_per_peer(desired);
         let sessions = self.lock();
-        for (name, s) in sessions.iter() {
+        for (name, (_, s)) in sessions.iter() {
             s.set_routes(per_peer.remove(name).unwrap_or_default());
         }
         if !per_peer.is_empty() {
@@ -366,5 +431,65 @@ mod tests {
             "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: u}\nspec: {myASN: 1, peerASN: 2, interface: eth0}\n",
         );
         assert!(peer_config(&u.config.peers["u"], Ipv4Addr::new(192, 0, 2, 10), None).is_err());
+    }
+
+    /// A passive session (it never connects out: nothing leaves this machine).
+    fn passive(hold: u16, password: Option<&str>) -> PeerConfig {
+        let l = lb_core::load_str(
+            "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1}\n",
+        );
+        let mut c = peer_config(
+            &l.config.peers["r"],
+            Ipv4Addr::new(192, 0, 2, 10),
+            password.map(str::to_string),
+        )
+        .unwrap();
+        c.fsm.passive = true;
+        c.fsm.hold_time = hold;
+        c
+    }
+
+    #[tokio::test]
+    async fn reconcile_touches_only_the_peers_that_changed() {
+        let a = BgpAnnouncer::start([
+            ("a".to_string(), passive(90, None)),
+            ("b".to_string(), passive(90, Some("first"))),
+            ("c".to_string(), passive(90, None)),
+        ]);
+        let grace = Duration::from_millis(100);
+        let r = a
+            .reconcile(
+                [
+                    ("a".to_string(), passive(90, None)),
+                    ("b".to_string(), passive(90, Some("second"))),
+                    ("d".to_string(), passive(90, None)),
+                ],
+                grace,
+            )
+            .await;
+        assert_eq!(
+            r,
+            Reconciled {
+                started: vec!["d".into()],
+                stopped: vec!["c".into()],
+                restarted: vec!["b".into()],
+            }
+        );
+        assert_eq!(
+            a.statuses().into_keys().collect::<Vec<_>>(),
+            ["a", "b", "d"]
+        );
+        let same = a
+            .reconcile(
+                [
+                    ("a".to_string(), passive(90, None)),
+                    ("b".to_string(), passive(90, Some("second"))),
+                    ("d".to_string(), passive(90, None)),
+                ],
+                grace,
+            )
+            .await;
+        assert_eq!(same, Reconciled::default());
+        a.stop(grace).await;
     }
 }

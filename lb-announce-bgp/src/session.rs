@@ -41,7 +41,7 @@ pub struct RouteAttrs {
     pub local_pref: Option<u32>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     pub fsm: fsm::Config,
     pub address: SocketAddr,

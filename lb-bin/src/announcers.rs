@@ -59,7 +59,8 @@ impl Announcers {
             },
             #[cfg(feature = "bgp")]
             bgp: if wants_bgp {
-                Some(start_bgp(config, node, router_id, &mut skipped))
+                let (sessions, names) = bgp_sessions(config, node, router_id, &mut skipped);
+                Some((lb_announce_bgp::BgpAnnouncer::start(sessions), names))
             } else {
                 None
             },
@@ -67,12 +68,74 @@ impl Announcers {
         })
     }
 
-    /// Whether going from `old` to `new` needs new announcers: the BGP peers changed, or a
-    /// mode was turned on or off (announcers start only for the modes a config uses).
-    pub fn must_restart(old: &Config, new: &Config) -> bool {
-        new.peers != old.peers
-            || new.bgp_advertisements.is_empty() != old.bgp_advertisements.is_empty()
-            || new.l2_advertisements.is_empty() != old.l2_advertisements.is_empty()
+    /// Moves the announcers to `config`, touching only what changed: a mode turned on or off
+    /// starts or stops its announcer alone, and BGP peers are reconciled one by one (a new
+    /// peer starts, a removed one gets a Cease, an edited one, a rotated password included,
+    /// re-establishes; every other session and all of layer 2 keep running). Call
+    /// [`Announcers::announce`] after: new sessions start with no routes.
+    pub async fn update(
+        &mut self,
+        config: &Config,
+        node: &str,
+        router_id: Ipv4Addr,
+        dry_run: bool,
+    ) -> Result<()> {
+        let wants_l2 = !dry_run && !config.l2_advertisements.is_empty();
+        let wants_bgp =
+            !dry_run && (!config.bgp_advertisements.is_empty() || !config.peers.is_empty());
+        #[cfg(not(feature = "l2"))]
+        if wants_l2 {
+            bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
+        }
+        #[cfg(not(feature = "bgp"))]
+        if wants_bgp {
+            bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
+        }
+        let _ = (node, router_id, wants_bgp, wants_l2);
+        #[cfg(feature = "l2")]
+        match (wants_l2, self.l2.is_some()) {
+            (true, false) => {
+                self.l2 =
+                    Some(
+                        lb_announce_l2::L2Announcer::start(
+                            lb_announce_l2::announcer::Config::default(),
+                        )
+                        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))?,
+                    );
+            }
+            (false, true) => {
+                if let Some(a) = self.l2.take() {
+                    a.shutdown().await;
+                }
+            }
+            _ => {}
+        }
+        #[cfg(feature = "bgp")]
+        {
+            let mut skipped = Vec::new();
+            let (sessions, names) = bgp_sessions(config, node, router_id, &mut skipped);
+            match (wants_bgp, self.bgp.take()) {
+                (true, Some((a, _))) => {
+                    let r = a.reconcile(sessions, Duration::from_secs(2)).await;
+                    if r != lb_announce_bgp::announcer::Reconciled::default() {
+                        tracing::info!(
+                            started = ?r.started,
+                            stopped = ?r.stopped,
+                            restarted = ?r.restarted,
+                            "BGP peers changed; the others keep their sessions"
+                        );
+                    }
+                    self.bgp = Some((a, names));
+                }
+                (true, None) => {
+                    self.bgp = Some((lb_announce_bgp::BgpAnnouncer::start(sessions), names));
+                }
+                (false, Some((a, _))) => a.stop(Duration::from_secs(2)).await,
+                (false, None) => {}
+            }
+            self.skipped = skipped;
+        }
+        Ok(())
     }
 
     /// Hands each announcer its share; returns the errors.
@@ -91,12 +154,26 @@ impl Announcers {
             }
         }
         #[cfg(feature = "bgp")]
-        if let Some((a, _)) = &self.bgp
-            && let Err(e) = a.announce(&bgp).await
-        {
-            errors.push(e.to_string());
+        if let Some((a, _)) = &self.bgp {
+            // A skipped peer has no session: its routes wait for it, they are no error.
+            let mut bgp = bgp;
+            if !self.skipped.is_empty() {
+                for ann in &mut bgp {
+                    if let lb_core::plan::How::Bgp { routes } = &mut ann.how {
+                        for r in routes.iter_mut() {
+                            r.peers
+                                .retain(|p| !self.skipped.iter().any(|(s, _)| s == p));
+                        }
+                    }
+                }
+            }
+            if let Err(e) = a.announce(&bgp).await {
+                errors.push(e.to_string());
+            }
         }
-        let _ = (l2, bgp, fresh);
+        #[cfg(not(feature = "bgp"))]
+        let _ = bgp;
+        let _ = (l2, fresh);
         errors
     }
 
@@ -146,13 +223,18 @@ impl Announcers {
     }
 }
 
+/// The sessions `config` asks of `node`: (name, configuration) for each peer this build can
+/// serve, and their names; the others go to `skipped` with why (that peer alone waits).
 #[cfg(feature = "bgp")]
-fn start_bgp(
+fn bgp_sessions(
     config: &Config,
     node: &str,
     router_id: Ipv4Addr,
     skipped: &mut Vec<(String, String)>,
-) -> (lb_announce_bgp::BgpAnnouncer, Vec<String>) {
+) -> (
+    Vec<(String, lb_announce_bgp::session::PeerConfig)>,
+    Vec<String>,
+) {
     let me = config.node(node);
     let mut sessions = Vec::new();
     let mut names = Vec::new();
@@ -162,12 +244,11 @@ fn start_bgp(
                 names.push(p.name.clone());
                 sessions.push((p.name.clone(), c));
             }
-            // That peer alone waits; every other and layer 2 run.
             Err(why) => {
                 tracing::warn!(peer = %p.name, "skipped: {why}");
                 skipped.push((p.name.clone(), why));
             }
         }
     }
-    (lb_announce_bgp::BgpAnnouncer::start(sessions), names)
+    (sessions, names)
 }

@@ -288,12 +288,13 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                     None => warn!("the membership Secret is gone; the running keys stay"),
                 }
             }
-            if Announcers::must_restart(&started_for, &d.config) {
-                match Announcers::start(&d.config, &node, rid, false) {
-                    Ok(a) => {
-                        std::mem::replace(&mut announcers, a).stop().await;
+            if started_for != d.config {
+                // Only what changed moves: one peer's edit (a rotated Secret password
+                // included) re-establishes that session alone.
+                match announcers.update(&d.config, &node, rid, false).await {
+                    Ok(()) => {
                         started_for = d.config.clone();
-                        // The new announcers start empty.
+                        // New sessions start empty.
                         dirty = true;
                     }
                     Err(e) => error!("new announcers refused, the old ones stay: {e:#}"),

@@ -636,14 +636,13 @@ async fn reload(
         .unwrap_or_else(|e| e.into_inner())
         .config_errors
         .clear();
-    if Announcers::must_restart(config, &new) {
-        match Announcers::start(&new, &opts.node_name, router_id, opts.dry_run) {
-            Ok(a) => std::mem::replace(announcers, a).stop().await,
-            Err(e) => {
-                error!("refused the new configuration, the old one keeps running: {e:#}");
-                return false;
-            }
-        }
+    // Only what changed moves: one peer's edit touches that session alone.
+    if let Err(e) = announcers
+        .update(&new, &opts.node_name, router_id, opts.dry_run)
+        .await
+    {
+        error!("refused the new configuration, the old one keeps running: {e:#}");
+        return false;
     }
     *config = new;
     true
