@@ -101,6 +101,8 @@ pub struct SessionStatus {
     pub updates_sent: u64,
     pub updates_received: u64,
     pub last_down: Option<String>,
+    /// ROUTE-REFRESH requests answered late (at most one full resend per second per family).
+    pub refreshes_deferred: u64,
 }
 
 impl Default for SessionStatus {
@@ -112,6 +114,7 @@ impl Default for SessionStatus {
             updates_sent: 0,
             updates_received: 0,
             last_down: None,
+            refreshes_deferred: 0,
         }
     }
 }
@@ -128,9 +131,21 @@ pub(crate) enum Event {
     /// A second connection's first message (its OPEN) and the bytes after it, or nothing if
     /// it closed or sent something else first.
     CandidateOpen(Option<Candidate>),
-    Frame(u64, Result<Decoded, DecodeError>),
+    /// A message read from connection `id`, with the credit its reader took for it: the
+    /// reader stops reading the socket while [`FRAMES_IN_FLIGHT`] are unhandled.
+    Frame(u64, Result<Decoded, DecodeError>, Credit),
     Closed(u64),
 }
+
+/// Messages a connection's reader may have decoded and not yet seen handled: beyond this it
+/// stops reading, and TCP's window tells the peer to wait (a flood costs no memory).
+pub(crate) const FRAMES_IN_FLIGHT: usize = 64;
+/// A full resend of the routes (ROUTE-REFRESH) at most this often per family; requests in
+/// between are answered together when it has passed.
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// One message's place in a reader's window; released when dropped.
+pub(crate) type Credit = Option<tokio::sync::OwnedSemaphorePermit>;
 
 /// A running session. Dropping it aborts the task; [`Session::stop`] sends Cease first.
 #[derive(Debug)]
@@ -162,6 +177,8 @@ impl Session {
             four_octet: Arc::new(AtomicBool::new(true)),
             candidate: false,
             link_local: None,
+            refreshed: HashMap::new(),
+            refresh_due: HashMap::new(),
         };
         let task = tokio::spawn(driver.run(rx));
         Session {
@@ -257,6 +274,10 @@ struct Driver {
     /// Our link-local address on the interface shared with an on-link IPv6 peer: the second
     /// IPv6 next hop (RFC 2545 §3).
     link_local: Option<Ipv6Addr>,
+    /// When each family's routes were last resent in full for a ROUTE-REFRESH.
+    refreshed: HashMap<AfiSafi, Instant>,
+    /// Refreshes asked too soon, answered at this time.
+    refresh_due: HashMap<AfiSafi, Instant>,
 }
 
 impl Driver {
@@ -268,6 +289,11 @@ impl Driver {
                 .iter()
                 .min_by_key(|(_, at)| **at)
                 .map(|(t, at)| (*t, *at));
+            let refresh = self
+                .refresh_due
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(f, at)| (*f, *at));
             tokio::select! {
                 ev = rx.recv() => match ev {
                     None => return,
@@ -292,20 +318,30 @@ impl Driver {
                         self.feed(Input::TcpFailed).await;
                     }
                     Some(Event::Connected(Err(_))) => {}
-                    Some(Event::Frame(id, _)) | Some(Event::Closed(id)) if id != self.conn_id => {}
-                    Some(Event::Frame(_, Ok(d))) => {
+                    Some(Event::Frame(id, ..)) | Some(Event::Closed(id)) if id != self.conn_id => {}
+                    Some(Event::Frame(_, Ok(d), _credit)) => {
                         if matches!(d.message, Message::Update(_)) {
                             self.status.send_modify(|s| s.updates_received += 1);
                         }
                         self.feed(Input::Received(d.message)).await;
                     }
-                    Some(Event::Frame(_, Err(e))) => self.feed(Input::Malformed(e)).await,
+                    Some(Event::Frame(_, Err(e), _credit)) => self.feed(Input::Malformed(e)).await,
                     Some(Event::Closed(_)) => self.feed(Input::TcpClosed).await,
                 },
                 _ = sleep_until(next.map(|(_, at)| at)) => {
                     if let Some((t, _)) = next {
                         self.timers.remove(&t);
                         self.feed(Input::Expired(t)).await;
+                    }
+                }
+                _ = sleep_until(refresh.map(|(_, at)| at)) => {
+                    if let Some((family, _)) = refresh
+                        && self.fsm.state() == State::Established
+                        && let Some(input) = self.act(Output::ResendRoutes(family)).await
+                    {
+                        self.feed(input).await;
+                    } else if let Some((family, _)) = refresh {
+                        self.refresh_due.remove(&family);
                     }
                 }
             }
@@ -383,6 +419,20 @@ impl Driver {
                 });
             }
             Output::ResendRoutes(family) => {
+                // At most one full resend per second per family: a peer asking more often is
+                // answered once the second has passed, with one resend for all its requests.
+                let now = Instant::now();
+                if let Some(last) = self.refreshed.get(&family)
+                    && now.saturating_duration_since(*last) < REFRESH_EVERY
+                {
+                    self.refresh_due
+                        .entry(family)
+                        .or_insert(*last + REFRESH_EVERY);
+                    self.status.send_modify(|s| s.refreshes_deferred += 1);
+                    return None;
+                }
+                self.refreshed.insert(family, now);
+                self.refresh_due.remove(&family);
                 let fam: Vec<IpNetwork> = self
                     .sent
                     .keys()
@@ -526,6 +576,7 @@ impl Driver {
         let events = self.events.clone();
         self.four_octet.store(true, Ordering::Relaxed);
         let four_octet = self.four_octet.clone();
+        let window = Arc::new(tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT));
         let reader = tokio::spawn(async move {
             let mut buf: Vec<u8> = Vec::with_capacity(65536);
             buf.extend_from_slice(&rest);
@@ -533,16 +584,24 @@ impl Driver {
             loop {
                 match message_len(&buf) {
                     Err(e) => {
-                        let _ = events.send(Event::Frame(id, Err(e)));
+                        let _ = events.send(Event::Frame(id, Err(e), None));
                         return;
                     }
                     Ok(Some(len)) if buf.len() >= len => {
+                        // Back-pressure: wait for the session to handle what it was given.
+                        let Ok(credit) = window.clone().acquire_owned().await else {
+                            return;
+                        };
                         // AS_PATH width follows what the session negotiated (4-octet until then).
                         let ctx = Context {
                             four_octet_as: four_octet.load(Ordering::Relaxed),
                         };
                         let msg: Vec<u8> = buf.drain(..len).collect();
-                        let _ = events.send(Event::Frame(id, Message::decode(&msg, &ctx)));
+                        let _ = events.send(Event::Frame(
+                            id,
+                            Message::decode(&msg, &ctx),
+                            Some(credit),
+                        ));
                         continue;
                     }
                     Ok(_) => {}

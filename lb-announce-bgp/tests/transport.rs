@@ -580,3 +580,159 @@ fn a_peer_offering_hold_time_1_or_2_gets_notification_2_6_and_the_session_lives_
         },
     );
 }
+
+/// The flooding peer: establishes with route refresh, waits for our routes, then writes
+/// 100,000 ROUTE-REFRESH messages as fast as TCP takes them, reading all the while. Returns
+/// (UPDATEs we sent before the flood, UPDATEs we sent during and 2 s after it, how long writing
+/// the flood took).
+fn refresh_flood(router: std::fs::File, reads: bool, count: usize) -> (usize, usize, Duration) {
+    // SAFETY: this thread alone enters the router namespace.
+    assert_eq!(
+        unsafe { libc::setns(router.as_raw_fd(), libc::CLONE_NEWNET) },
+        0
+    );
+    let ctx = Context::default();
+    let l = std::net::TcpListener::bind("192.0.2.1:179").unwrap();
+    let mut s = accept_within(&l, Duration::from_secs(20)).expect("the speaker connects");
+    assert_eq!(read_message(&mut s).expect("the speaker's OPEN")[18], 1);
+    let open = Open::new(
+        64500,
+        9,
+        Ipv4Addr::new(192, 0, 2, 1),
+        vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::RouteRefresh,
+        ],
+    );
+    s.write_all(&Message::Open(open).to_bytes(&ctx)).unwrap();
+    assert_eq!(read_message(&mut s).expect("KEEPALIVE")[18], 4);
+    s.write_all(&Message::Keepalive.to_bytes(&ctx)).unwrap();
+    // Everything the speaker sends is read (and UPDATEs counted) on a thread of its own.
+    let updates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut r = s.try_clone().unwrap();
+    r.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let u = updates.clone();
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let go_on = reading.clone();
+    std::thread::spawn(move || {
+        while go_on.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(m) = read_message(&mut r)
+        {
+            if m[18] == 2 {
+                u.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while updates.load(std::sync::atomic::Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A peer that stops reading: our answers fill its window and our writer waits.
+    reading.store(reads, std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = updates.load(std::sync::atomic::Ordering::Relaxed);
+    // 23-byte ROUTE-REFRESH for IPv4 unicast: marker, length 23, type 5, AFI 1, 0, SAFI 1.
+    let mut one = vec![0xffu8; 16];
+    one.extend_from_slice(&[0, 23, 5, 0, 1, 0, 1]);
+    // Written 1,000 at a time (a small buffer: this thread's memory is the test's too), for
+    // at most 20 s: a speaker that stops reading stops the flood (back-pressure).
+    let chunk: Vec<u8> = one.repeat(1000);
+    let t0 = Instant::now();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    for _ in 0..count / 1000 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = s.write_all(&Message::Keepalive.to_bytes(&ctx));
+    }
+    let after = updates.load(std::sync::atomic::Ordering::Relaxed);
+    (before, after - before, took)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_route_refresh_flood_costs_no_memory_gets_one_resend_a_second_and_the_session_stays_up() {
+    let Some(lab) = Lab::namespaces() else { return };
+    let router = std::fs::File::open(format!("/run/netns/{}", lab.ns("router"))).unwrap();
+    let peer = std::thread::spawn(move || refresh_flood(router, true, 100_000));
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.fsm.families = vec![AfiSafi::IPV4_UNICAST],
+        move |sp| {
+            let routes: Vec<(String, lb_announce_bgp::session::RouteAttrs)> = (0..200)
+                .map(|i| (format!("203.0.113.{}/32", i % 250), attrs()))
+                .chain((0..200).map(|i| (format!("198.51.100.{}/32", i % 250), attrs())))
+                .collect();
+            let routes: Vec<(&str, _)> = routes.iter().map(|(p, a)| (p.as_str(), a.clone())).collect();
+            sp.set(&routes);
+            sp.wait("established", |s| s.state == State::Established);
+            sp.run_for(Duration::from_millis(300));
+            let idle = rss_kib();
+            let mut peak = idle;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && !peer.is_finished() {
+                sp.run_for(Duration::from_millis(50));
+                peak = peak.max(rss_kib());
+            }
+            let (before, during, took) = peer.join().unwrap();
+            let st = sp.session.as_ref().unwrap().status();
+            eprintln!(
+                "100,000 ROUTE-REFRESH written in {took:?}: {during} UPDATEs in answer ({before} per resend), {} deferred; RSS idle {idle} KiB, peak {peak} KiB",
+                st.refreshes_deferred
+            );
+            assert_eq!(st.state, State::Established, "{st:?}");
+            assert!(peak <= idle * 2, "RSS {idle} KiB idle, {peak} KiB in the flood");
+            // One full resend a second at most: the flood's duration, the 2 s after, and one.
+            let resends = during / before.max(1);
+            let most = took.as_secs() as usize + 4;
+            assert!(resends <= most, "{resends} full resends in {took:?}");
+            assert!(resends >= 1, "the refresh was answered");
+        },
+    );
+}
+
+#[test]
+fn a_peer_that_floods_without_reading_is_held_back_by_tcp_not_by_our_memory() {
+    let Some(lab) = Lab::namespaces() else { return };
+    let router = std::fs::File::open(format!("/run/netns/{}", lab.ns("router"))).unwrap();
+    // 2,000,000 messages (46 MB) while it reads nothing of ours.
+    let peer = std::thread::spawn(move || refresh_flood(router, false, 2_000_000));
+    lab.with_speaker(
+        64512,
+        64500,
+        |c| c.fsm.families = vec![AfiSafi::IPV4_UNICAST],
+        move |sp| {
+            let routes: Vec<String> = (0..250).map(|i| format!("203.0.113.{i}/32")).collect();
+            let routes: Vec<(&str, _)> = routes.iter().map(|p| (p.as_str(), attrs())).collect();
+            sp.set(&routes);
+            sp.wait("established", |s| s.state == State::Established);
+            sp.run_for(Duration::from_millis(300));
+            let idle = rss_kib();
+            let mut peak = idle;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && !peer.is_finished() {
+                sp.run_for(Duration::from_millis(50));
+                peak = peak.max(rss_kib());
+            }
+            let (_, _, took) = peer.join().unwrap();
+            eprintln!("flood written for {took:?}; RSS idle {idle} KiB, peak {peak} KiB");
+            assert!(
+                peak <= idle * 2,
+                "RSS {idle} KiB idle, {peak} KiB in the flood"
+            );
+        },
+    );
+}
