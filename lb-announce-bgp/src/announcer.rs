@@ -239,7 +239,7 @@ impl BgpAnnouncer {
             &'static str,
             fn(&SessionStatus) -> u64,
         );
-        let metrics: [Metric; 4] = [
+        let metrics: [Metric; 5] = [
             (
                 "metallb_bgp_session_up",
                 "gauge",
@@ -263,6 +263,12 @@ impl BgpAnnouncer {
                 "gauge",
                 "Number of prefixes currently being advertised on the BGP session",
                 |s| s.prefixes_announced as u64,
+            ),
+            (
+                "lb_bgp_routes_refused",
+                "gauge",
+                "Routes not sent because their path attributes do not fit one UPDATE",
+                |s| s.routes_refused as u64,
             ),
         ];
         for (name, kind, help, get) in metrics {

@@ -103,6 +103,8 @@ pub struct SessionStatus {
     pub last_down: Option<String>,
     /// ROUTE-REFRESH requests answered late (at most one full resend per second per family).
     pub refreshes_deferred: u64,
+    /// Routes not sent because their attributes do not fit one UPDATE.
+    pub routes_refused: usize,
 }
 
 impl Default for SessionStatus {
@@ -115,6 +117,7 @@ impl Default for SessionStatus {
             updates_received: 0,
             last_down: None,
             refreshes_deferred: 0,
+            routes_refused: 0,
         }
     }
 }
@@ -661,6 +664,7 @@ impl Driver {
         }
         let builder = UpdateBuilder::new(neg.ctx);
         let mut msgs = builder.withdraw(&withdraw);
+        let mut refused: std::collections::BTreeSet<IpNetwork> = std::collections::BTreeSet::new();
         for (attrs, prefixes) in &groups {
             let pa = PathAttributes {
                 origin: Some(Origin::Igp),
@@ -680,12 +684,22 @@ impl Driver {
                 ..Default::default()
             };
             let nh6: Vec<Ipv6Addr> = nh6.into_iter().chain(self.link_local).collect();
-            msgs.extend(builder.announce(&pa, prefixes, &nh6));
+            match builder.try_announce(&pa, prefixes, &nh6) {
+                Ok(m) => msgs.extend(m),
+                // Attributes no UPDATE can hold (`check` refuses such configurations): these
+                // routes are not sent (counted in `routes_refused`), the others are, and the
+                // session stays up.
+                Err(_) => {
+                    refused.extend(prefixes.iter().copied());
+                }
+            }
         }
+        let refused_now = refused.len();
+        self.status.send_modify(|s| s.routes_refused = refused_now);
         let new_sent: BTreeMap<IpNetwork, RouteAttrs> = self
             .desired
             .iter()
-            .filter(|(p, _)| carried(p))
+            .filter(|(p, _)| carried(p) && !refused.contains(p))
             .map(|(p, a)| (*p, a.clone()))
             .collect();
         let count = msgs.len() as u64;

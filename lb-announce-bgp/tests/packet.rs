@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnetwork::{IpNetwork, Ipv4Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use lb_announce_bgp::packet::*;
 use proptest::prelude::*;
 
@@ -498,8 +498,7 @@ fn many_ipv6_prefixes_pack_into_mp_reach_of_at_most_4096_bytes() {
     let prefixes: Vec<IpNetwork> = (0..1000u128)
         .map(|i| {
             IpNetwork::V6(
-                ipnetwork::Ipv6Network::new(Ipv6Addr::from(0x2001_0db8_0001_u128 << 80 | i), 128)
-                    .unwrap(),
+                Ipv6Network::new(Ipv6Addr::from(0x2001_0db8_0001_u128 << 80 | i), 128).unwrap(),
             )
         })
         .collect();
@@ -559,4 +558,51 @@ proptest! {
         prop_assert!(d.rfc7606.is_empty(), "{:?}", d.rfc7606);
         prop_assert_eq!(d.message, Message::Update(u));
     }
+}
+
+proptest::proptest! {
+    /// Whatever the communities, the builder never panics: it packs every prefix into UPDATEs
+    /// of at most 4096 octets, or says the attributes leave no room for one.
+    #[test]
+    fn attributes_of_any_size_pack_or_are_refused(legacy in 0usize..1200, large in 0usize..400, v4 in 0usize..50, v6 in 0usize..50) {
+        let mut a = attrs();
+        a.communities = (0..legacy as u32).collect();
+        a.large_communities = (0..large as u32).map(|i| (i, i, i)).collect();
+        let prefixes: Vec<IpNetwork> = (0..v4 as u32)
+            .map(|i| IpNetwork::V4(Ipv4Network::new(Ipv4Addr::from(0xc612_0000 + i), 32).unwrap()))
+            .chain((0..v6 as u128).map(|i| IpNetwork::V6(Ipv6Network::new(Ipv6Addr::from(0x2001_0db8_u128 << 96 | i), 128).unwrap())))
+            .collect();
+        let nh: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let b = UpdateBuilder::new(Context::default());
+        match b.try_announce(&a, &prefixes, &[nh]) {
+            Ok(msgs) => {
+                proptest::prop_assert!(msgs.iter().all(|m| m.len() <= 4096));
+                let mut got: Vec<IpNetwork> = Vec::new();
+                for u in decode_all(&msgs) {
+                    got.extend(u.nlri.into_iter().map(IpNetwork::V4));
+                    if let Some(m) = u.attributes.mp_reach {
+                        got.extend(m.nlri);
+                    }
+                }
+                proptest::prop_assert_eq!(got.len(), prefixes.len());
+            }
+            Err(e) => {
+                // Refused only when the attributes alone nearly fill a message.
+                proptest::prop_assert!(e.fixed + 17 > 4096, "{}", e);
+                proptest::prop_assert!(b.announce(&a, &prefixes, &[nh]).is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn communities_no_update_can_hold_are_refused_not_encoded() {
+    let mut a = attrs();
+    a.communities = (0..1100).collect();
+    let prefixes: Vec<IpNetwork> = vec!["198.51.100.7/32".parse().unwrap()];
+    let e = UpdateBuilder::new(Context::default())
+        .try_announce(&a, &prefixes, &[])
+        .unwrap_err();
+    assert!(e.fixed > 4096, "{e}");
+    assert!(e.to_string().contains("no room for a prefix"), "{e}");
 }

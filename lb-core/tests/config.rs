@@ -881,3 +881,30 @@ fn duplicates_in_advertisements_peers_and_pools_are_refused_naming_the_duplicate
     );
     assert!(errors(&distinct).is_empty(), "{:?}", errors(&distinct));
 }
+
+#[test]
+fn communities_of_every_advertisement_of_a_pool_must_fit_one_update() {
+    // Each advertisement is within MetalLB's 63, but a route carries the union of all of them.
+    let ad = |n: usize| {
+        let list: Vec<String> = (0..63)
+            .map(|i| format!("\"{}:{}\"", 64512, n * 63 + i))
+            .collect();
+        format!(
+            "apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {{name: ad{n}}}\nspec: {{ipAddressPools: [p], communities: [{}]}}\n",
+            list.join(", ")
+        )
+    };
+    let pool = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [198.51.100.0/28]}\n".to_string();
+    let mut parts = vec![pool.clone()];
+    parts.extend((0..10).map(ad));
+    assert!(errors(&docs(&parts)).is_empty(), "630 communities fit");
+    let mut parts = vec![pool];
+    parts.extend((0..16).map(ad));
+    let e = errors(&docs(&parts));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("more than a 4096-octet UPDATE holds")
+                && e.contains("IPAddressPool p")),
+        "{e:?}"
+    );
+}

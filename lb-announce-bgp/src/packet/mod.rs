@@ -25,8 +25,8 @@ use std::fmt;
 pub use notification::Notification;
 pub use open::{Capability, GracefulRestart, Open};
 pub use update::{
-    AsPath, AsSegment, MpReach, MpUnreach, Origin, PathAttributes, RawAttribute, Rfc7606, Update,
-    UpdateBuilder,
+    AsPath, AsSegment, MpReach, MpUnreach, Origin, PathAttributes, RawAttribute, Rfc7606, TooLarge,
+    Update, UpdateBuilder,
 };
 
 pub const MARKER: [u8; 16] = [0xff; 16];

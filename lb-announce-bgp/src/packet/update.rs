@@ -760,6 +760,26 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
     }
 }
 
+/// Path attributes that leave no room for a prefix in one UPDATE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    /// Octets of the message without any prefix.
+    pub fixed: usize,
+    pub max_len: usize,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "path attributes take {} octets of a {}-octet UPDATE: no room for a prefix",
+            self.fixed, self.max_len
+        )
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
 /// Packs prefixes that share attributes into as few UPDATEs as the size limit allows.
 #[derive(Clone, Copy, Debug)]
 pub struct UpdateBuilder {
@@ -778,13 +798,26 @@ impl UpdateBuilder {
 
     /// UPDATE messages (bytes, header included) announcing `prefixes` with `attrs`. IPv4
     /// prefixes go in the NLRI field with `attrs.next_hop`; IPv6 prefixes in MP_REACH_NLRI with
-    /// `ipv6_next_hops`.
+    /// `ipv6_next_hops`. Attributes too large for one message: see [`Self::try_announce`];
+    /// here those prefixes are left out.
     pub fn announce(
         &self,
         attrs: &PathAttributes,
         prefixes: &[IpNetwork],
         ipv6_next_hops: &[Ipv6Addr],
     ) -> Vec<Vec<u8>> {
+        self.try_announce(attrs, prefixes, ipv6_next_hops)
+            .unwrap_or_default()
+    }
+
+    /// As [`Self::announce`], or the encoded size of the attributes when they leave no room
+    /// for a prefix in a `max_len` message (no arithmetic here can wrap).
+    pub fn try_announce(
+        &self,
+        attrs: &PathAttributes,
+        prefixes: &[IpNetwork],
+        ipv6_next_hops: &[Ipv6Addr],
+    ) -> Result<Vec<Vec<u8>>, TooLarge> {
         let (v4, v6): (Vec<&IpNetwork>, Vec<&IpNetwork>) =
             prefixes.iter().partition(|p| p.is_ipv4());
         let mut out = Vec::new();
@@ -796,7 +829,7 @@ impl UpdateBuilder {
                 attributes: base.clone(),
                 ..Default::default()
             });
-            for chunk in chunks(&v4, self.max_len - fixed) {
+            for chunk in chunks(&v4, self.room(fixed, &v4)?) {
                 let mut u = Update {
                     attributes: base.clone(),
                     ..Default::default()
@@ -825,7 +858,7 @@ impl UpdateBuilder {
                 attributes: a6.clone(),
                 ..Default::default()
             }) + 1;
-            for chunk in chunks(&v6, self.max_len - fixed) {
+            for chunk in chunks(&v6, self.room(fixed, &v6)?) {
                 let mut u = Update {
                     attributes: a6.clone(),
                     ..Default::default()
@@ -836,7 +869,20 @@ impl UpdateBuilder {
                 out.push(Message::Update(u).to_bytes(&self.ctx));
             }
         }
-        out
+        Ok(out)
+    }
+
+    /// The NLRI room a message with `fixed` octets of everything else has, if every prefix of
+    /// `prefixes` fits in it.
+    fn room(&self, fixed: usize, prefixes: &[&IpNetwork]) -> Result<usize, TooLarge> {
+        let widest = prefixes.iter().map(|p| prefix_len(p)).max().unwrap_or(0);
+        match self.max_len.checked_sub(fixed) {
+            Some(room) if room >= widest => Ok(room),
+            _ => Err(TooLarge {
+                fixed,
+                max_len: self.max_len,
+            }),
+        }
     }
 
     /// UPDATE messages withdrawing `prefixes`.
@@ -844,8 +890,11 @@ impl UpdateBuilder {
         let (v4, v6): (Vec<&IpNetwork>, Vec<&IpNetwork>) =
             prefixes.iter().partition(|p| p.is_ipv4());
         let mut out = Vec::new();
+        // Withdrawals carry no attributes: a 19-octet header, two lengths, and for IPv6 an
+        // MP_UNREACH header (4 with extended length) and AFI/SAFI (3): always room.
         let fixed = HEADER_LEN + 4;
-        for chunk in chunks(&v4, self.max_len - fixed) {
+        let room = self.max_len.saturating_sub(fixed).max(17);
+        for chunk in chunks(&v4, room) {
             let u = Update {
                 withdrawn: chunk
                     .iter()
@@ -859,7 +908,7 @@ impl UpdateBuilder {
             out.push(Message::Update(u).to_bytes(&self.ctx));
         }
         // Attribute header (4 with extended length) + AFI/SAFI (3).
-        for chunk in chunks(&v6, self.max_len - fixed - 7) {
+        for chunk in chunks(&v6, room.saturating_sub(7).max(17)) {
             let u = Update {
                 attributes: PathAttributes {
                     mp_unreach: Some(MpUnreach {
@@ -886,7 +935,7 @@ fn chunks<'a>(prefixes: &[&'a IpNetwork], room: usize) -> Vec<Vec<&'a IpNetwork>
     let mut used = room; // forces a new chunk first
     for p in prefixes {
         let n = prefix_len(p);
-        if used + n > room {
+        if used.saturating_add(n) > room {
             out.push(Vec::new());
             used = 0;
         }

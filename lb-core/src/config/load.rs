@@ -780,7 +780,50 @@ fn load_bgp_ad(
         service_selectors,
     };
     check_local_pref_conflict(&ad, c, &mut r);
+    check_attribute_size(&ad, c, &mut r);
     (!r.failed).then_some(ad)
+}
+
+/// Path-attribute bytes one UPDATE has for communities, after the header, the other
+/// attributes (ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF, an IPv6 MP_REACH with two next hops)
+/// and one /128: what is left of 4096 octets (RFC 4271 §4.1), with a margin.
+pub const COMMUNITY_ROOM: usize = 3800;
+
+/// The communities a prefix can carry are the union over the advertisements that cover its
+/// pool (the announcer merges them); that union must fit one UPDATE, or the route could never
+/// be sent.
+fn check_attribute_size(ad: &BgpAdvertisement, c: &Config, r: &mut Report<'_>) {
+    for pool in c.pools.values().filter(|p| ad.pools.selects(p)) {
+        let mut union: BTreeSet<Community> = ad.communities.clone();
+        let mut names = vec![ad.name.clone()];
+        for other in c
+            .bgp_advertisements
+            .iter()
+            .filter(|o| o.pools.selects(pool))
+        {
+            union.extend(other.communities.iter().copied());
+            names.push(other.name.clone());
+        }
+        let (legacy, large) = union.iter().fold((0usize, 0usize), |(l, g), c| match c {
+            Community::Legacy(_) => (l + 1, g),
+            Community::Large(..) => (l, g + 1),
+        });
+        let bytes = 4 + 4 * legacy + 4 + 12 * large;
+        if bytes > COMMUNITY_ROOM {
+            r.error(
+                "spec.communities",
+                None,
+                format!(
+                    "with BGPAdvertisement(s) {} a route of IPAddressPool {} would carry {legacy} \
+                     communities and {large} large communities ({bytes} octets): more than a \
+                     4096-octet UPDATE holds ({COMMUNITY_ROOM} for communities)",
+                    names.join(", "),
+                    pool.name
+                ),
+            );
+            return;
+        }
+    }
 }
 
 /// Two advertisements that would put different LOCAL_PREFs on the same prefix, to the same peer,
