@@ -26,6 +26,27 @@ pub struct Announcers {
     skipped: Vec<(String, String)>,
 }
 
+/// Which modes `config` needs (layer 2, BGP); an error if this build lacks one.
+fn wanted(config: &Config, dry_run: bool) -> Result<(bool, bool)> {
+    let wants_l2 = !dry_run && !config.l2_advertisements.is_empty();
+    let wants_bgp = !dry_run && (!config.bgp_advertisements.is_empty() || !config.peers.is_empty());
+    #[cfg(not(feature = "l2"))]
+    if wants_l2 {
+        bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
+    }
+    #[cfg(not(feature = "bgp"))]
+    if wants_bgp {
+        bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
+    }
+    Ok((wants_l2, wants_bgp))
+}
+
+#[cfg(feature = "l2")]
+fn start_l2() -> Result<lb_announce_l2::L2Announcer> {
+    lb_announce_l2::L2Announcer::start(lb_announce_l2::announcer::Config::default())
+        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))
+}
+
 impl Announcers {
     pub fn start(
         config: &Config,
@@ -33,30 +54,13 @@ impl Announcers {
         router_id: Ipv4Addr,
         dry_run: bool,
     ) -> Result<Announcers> {
-        let wants_l2 = !dry_run && !config.l2_advertisements.is_empty();
-        let wants_bgp =
-            !dry_run && (!config.bgp_advertisements.is_empty() || !config.peers.is_empty());
-        #[cfg(not(feature = "l2"))]
-        if wants_l2 {
-            bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
-        }
-        #[cfg(not(feature = "bgp"))]
-        if wants_bgp {
-            bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
-        }
+        let (wants_l2, wants_bgp) = wanted(config, dry_run)?;
         let _ = (node, router_id, wants_bgp, wants_l2);
         #[allow(unused_mut)]
         let mut skipped = Vec::new();
         Ok(Announcers {
             #[cfg(feature = "l2")]
-            l2: if wants_l2 {
-                Some(
-                    lb_announce_l2::L2Announcer::start(lb_announce_l2::announcer::Config::default())
-                        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))?,
-                )
-            } else {
-                None
-            },
+            l2: if wants_l2 { Some(start_l2()?) } else { None },
             #[cfg(feature = "bgp")]
             bgp: if wants_bgp {
                 let (sessions, names) = bgp_sessions(config, node, router_id, &mut skipped);
@@ -80,29 +84,11 @@ impl Announcers {
         router_id: Ipv4Addr,
         dry_run: bool,
     ) -> Result<()> {
-        let wants_l2 = !dry_run && !config.l2_advertisements.is_empty();
-        let wants_bgp =
-            !dry_run && (!config.bgp_advertisements.is_empty() || !config.peers.is_empty());
-        #[cfg(not(feature = "l2"))]
-        if wants_l2 {
-            bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
-        }
-        #[cfg(not(feature = "bgp"))]
-        if wants_bgp {
-            bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
-        }
+        let (wants_l2, wants_bgp) = wanted(config, dry_run)?;
         let _ = (node, router_id, wants_bgp, wants_l2);
         #[cfg(feature = "l2")]
         match (wants_l2, self.l2.is_some()) {
-            (true, false) => {
-                self.l2 =
-                    Some(
-                        lb_announce_l2::L2Announcer::start(
-                            lb_announce_l2::announcer::Config::default(),
-                        )
-                        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))?,
-                    );
-            }
+            (true, false) => self.l2 = Some(start_l2()?),
             (false, true) => {
                 if let Some(a) = self.l2.take() {
                     a.shutdown().await;
