@@ -29,10 +29,17 @@ const L2_VIP: &str = "192.0.2.200";
 
 /// A node namespace and a client, with the sysctls local delivery needs.
 fn net(tag: &str) -> Option<Net> {
+    net_with(tag, &[])
+}
+
+/// As [`net`], with more hosts on the bridge.
+fn net_with(tag: &str, more: &[(&str, &str)]) -> Option<Net> {
     if !lab::available("node fault tests") {
         return None;
     }
-    let net = Net::new(tag, &[("n1", "192.0.2.11/24"), ("cl", "192.0.2.100/24")]);
+    let mut hosts = vec![("n1", "192.0.2.11/24"), ("cl", "192.0.2.100/24")];
+    hosts.extend_from_slice(more);
+    let net = Net::new(tag, &hosts);
     ok(&[
         "ip",
         "netns",
@@ -103,32 +110,11 @@ fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_run
     if !lab::bird_available() {
         return;
     }
-    let dir = net.dir.clone();
-    let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    std::fs::write(
-        d("bird.conf"),
-        "router id 192.0.2.100;\nprotocol device {}\nprotocol bgp lb {\n  local 192.0.2.100 as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
-    )
-    .unwrap();
-    ok(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns("cl"),
-        "bird",
-        "-c",
-        &d("bird.conf"),
-        "-s",
-        &d("bird.ctl"),
-        "-P",
-        &d("bird.pid"),
-    ]);
-    let bird = lab::KillOnDrop::new(&d("bird.pid"));
-    assert!(bird.0.is_some(), "BIRD wrote no PID file");
+    let _bird = bird(&net, "cl", "b1", "192.0.2.100", None);
     let config = l2_config()
         + "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.7/32]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: unnumbered}\nspec: {myASN: 64512, peerASN: 64500, interface: eth0}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}], loadBalancerIP: 203.0.113.7}\n";
     // `check` warns about the peer and names it; it is no error.
-    let path = d("check.yaml");
+    let path = net.path("check.yaml");
     std::fs::write(&path, &config).unwrap();
     let o = run(&[env!("CARGO_BIN_EXE_lb-bin"), "check", "--config", &path]);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -138,14 +124,11 @@ fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_run
         "{out}"
     );
     start(&mut net, "node1", &config, &[]);
-    let birdc = || {
-        String::from_utf8_lossy(&run(&["birdc", "-s", &d("bird.ctl"), "show", "route"]).stdout)
-            .into_owned()
-    };
+    let routes = |net: &Net| birdc(net, "b1", &["show", "route"]);
     assert!(
-        until(20, || birdc().contains("203.0.113.7/32")),
+        until(20, || routes(&net).contains("203.0.113.7/32")),
         "BIRD never got the route:\n{}\n{}",
-        birdc(),
+        routes(&net),
         net.log("node1")
     );
     assert!(pings(&net), "the L2 VIP answers:\n{}", net.log("node1"));
@@ -236,7 +219,12 @@ fn a_dummy_interface_left_by_a_crashed_run_is_taken_over() {
 fn a_slowloris_of_a_thousand_idle_connections_leaves_metrics_answering() {
     let Some(mut net) = net("lbh") else { return };
     start(&mut net, "node1", &l2_config(), &[]);
-    assert!(until(10, || status(&net).is_some()), "{}", net.log("node1"));
+    // Up, with its first metrics published.
+    let metrics_up = |net: &Net| {
+        net.get("n1", "127.0.0.1:9100", "/metrics")
+            .is_some_and(|m| m.contains("lb_members_sealed"))
+    };
+    assert!(until(10, || metrics_up(&net)), "{}", net.log("node1"));
     let answered = net.inside("n1", || {
         // Each sends half a request head and then nothing.
         let mut idle = Vec::new();
@@ -352,27 +340,12 @@ fn two_peer_config(hold2: &str, password2: &str) -> String {
 
 #[test]
 fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
-    if !lab::available("node fault tests") || !lab::bird_available() {
+    let Some(mut net) = net_with("lbp", &[("r2", "192.0.2.101/24")]) else {
+        return;
+    };
+    if !lab::bird_available() {
         return;
     }
-    let mut net = Net::new(
-        "lbp",
-        &[
-            ("n1", "192.0.2.11/24"),
-            ("cl", "192.0.2.100/24"),
-            ("r2", "192.0.2.101/24"),
-        ],
-    );
-    ok(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns("n1"),
-        "sysctl",
-        "-qw",
-        "net.ipv4.conf.all.arp_ignore=1",
-        "net.ipv4.conf.all.arp_announce=2",
-    ]);
     let _b1 = bird(&net, "cl", "b1", "192.0.2.100", None);
     let _b2 = bird(&net, "r2", "b2", "192.0.2.101", Some("first"));
     let config = net.path("node1.yaml");
@@ -453,5 +426,64 @@ fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
         net.log("node1").contains("restarted=[\"r2\"]"),
         "{}",
         net.log("node1")
+    );
+}
+
+/// One GET on a fresh connection; the status line.
+async fn status_line(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r).await;
+    r.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn healthz_fails_when_the_main_loop_stalls_and_readyz_while_the_plan_did_not_apply() {
+    let Some(net) = net("lbz") else { return };
+    let lines = net.inside("n1", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let status = lb_bin::standalone::SharedStatus::default();
+            let metrics = lb_bin::standalone::SharedMetrics::default();
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(lb_bin::http::serve(l, status.clone(), metrics));
+            let mut out = Vec::new();
+            let set = |turned_ago: u64, ready: bool, errors: Vec<String>| {
+                let mut st = status.lock().unwrap();
+                st.turned = Some(Instant::now() - Duration::from_secs(turned_ago));
+                st.ready = ready;
+                st.apply_errors = errors;
+            };
+            // A loop that turned a moment ago and applied its plan.
+            set(0, true, vec![]);
+            out.push(status_line(addr, "/healthz").await);
+            out.push(status_line(addr, "/readyz").await);
+            // A plan an announcer refused: alive, not ready.
+            set(0, false, vec!["announcing: refused".into()]);
+            out.push(status_line(addr, "/healthz").await);
+            out.push(status_line(addr, "/readyz").await);
+            // A loop that has not turned for 11 s (the limit is 10): not healthy.
+            set(11, true, vec![]);
+            out.push(status_line(addr, "/healthz").await);
+            out
+        })
+    });
+    assert_eq!(
+        lines,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 503 Service Unavailable",
+            "HTTP/1.1 503 Service Unavailable",
+        ]
     );
 }

@@ -75,7 +75,13 @@ pub fn watch_stream(mut rx: watch::Receiver<Membership>) -> BoxStream<'static, M
         let v = rx.borrow_and_update().clone();
         Some((v, rx))
     });
-    stream::once(async move { first }).chain(rest).boxed()
+    // Fused: once the membership task is gone the stream says so (None) every time it is
+    // asked, rather than panicking on a second poll (`unfold` does), so a caller that waited on
+    // it can still see the end and stop with an error.
+    stream::once(async move { first })
+        .chain(rest)
+        .fuse()
+        .boxed()
 }
 
 /// A fixed member set that tests (and single-node setups) change by hand.
@@ -144,6 +150,17 @@ impl LeaderElector for StaticElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_finished_watch_ends_and_stays_ended_without_panicking() {
+        let (tx, rx) = watch::channel(Membership::default());
+        let mut w = watch_stream(rx);
+        assert!(w.next().await.is_some());
+        drop(tx);
+        assert!(w.next().await.is_none());
+        // Asked again (as a main loop does after a wait that saw the end): still the end.
+        assert!(w.next().await.is_none());
+    }
 
     #[tokio::test]
     async fn watch_yields_current_then_each_change() {
