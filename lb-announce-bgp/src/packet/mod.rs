@@ -16,6 +16,9 @@
 //! +-----------------------+-----------+-----------+
 //! ```
 
+// The codec's arithmetic cannot wrap or panic: every length is checked or saturated.
+#![deny(clippy::arithmetic_side_effects)]
+
 mod notification;
 mod open;
 mod update;
@@ -257,9 +260,11 @@ impl Message {
 
 /// Writes length and type into a header started at `start`.
 pub(crate) fn finish_header(out: &mut [u8], start: usize, ty: u8) {
-    let len = (out.len() - start) as u16;
-    out[start + 16..start + 18].copy_from_slice(&len.to_be_bytes());
-    out[start + 18] = ty;
+    let len = out.len().saturating_sub(start) as u16;
+    if let Some(h) = out.get_mut(start..start.saturating_add(HEADER_LEN)) {
+        h[16..18].copy_from_slice(&len.to_be_bytes());
+        h[18] = ty;
+    }
 }
 
 /// A cursor that never panics: every read checks the remaining length.
@@ -273,14 +278,15 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len().saturating_sub(self.pos)
     }
     pub(crate) fn is_empty(&self) -> bool {
         self.remaining() == 0
     }
     pub(crate) fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
+        let end = self.pos.checked_add(n)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
         Some(s)
     }
     pub(crate) fn u8(&mut self) -> Option<u8> {

@@ -190,14 +190,14 @@ impl Open {
             return;
         }
         // One capabilities parameter; RFC 9072 extended lengths when it does not fit in 255.
-        if caps.len() + 2 <= 255 {
-            out.push((caps.len() + 2) as u8);
+        if caps.len().saturating_add(2) <= 255 {
+            out.push(caps.len().saturating_add(2) as u8);
             out.push(PARAM_CAPABILITIES);
             out.push(caps.len() as u8);
         } else {
             out.push(255);
             out.push(255);
-            out.extend_from_slice(&((caps.len() + 3) as u16).to_be_bytes());
+            out.extend_from_slice(&(caps.len().saturating_add(3) as u16).to_be_bytes());
             out.push(PARAM_CAPABILITIES);
             out.extend_from_slice(&(caps.len() as u16).to_be_bytes());
         }
@@ -289,7 +289,7 @@ fn encode_capability(c: &Capability, out: &mut Vec<u8>) {
         Capability::RouteRefresh => put(CAP_ROUTE_REFRESH, &[]),
         Capability::FourOctetAs(asn) => put(CAP_FOUR_OCTET_AS, &asn.to_be_bytes()),
         Capability::ExtendedNextHop(entries) => {
-            let mut v = Vec::with_capacity(entries.len() * 6);
+            let mut v = Vec::with_capacity(entries.len().saturating_mul(6));
             for (f, nh) in entries {
                 v.extend_from_slice(&f.afi.to_be_bytes());
                 v.extend_from_slice(&u16::from(f.safi).to_be_bytes());

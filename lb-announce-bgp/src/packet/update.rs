@@ -231,13 +231,13 @@ impl Update {
         for p in &self.withdrawn {
             put_prefix(&IpNetwork::V4(*p), out);
         }
-        let wlen = (out.len() - start - 2) as u16;
-        out[start..start + 2].copy_from_slice(&wlen.to_be_bytes());
+        let wlen = out.len().saturating_sub(start).saturating_sub(2) as u16;
+        out[start..start.saturating_add(2)].copy_from_slice(&wlen.to_be_bytes());
         let astart = out.len();
         out.extend_from_slice(&[0, 0]);
         encode_attributes(&self.attributes, ctx, out);
-        let alen = (out.len() - astart - 2) as u16;
-        out[astart..astart + 2].copy_from_slice(&alen.to_be_bytes());
+        let alen = out.len().saturating_sub(astart).saturating_sub(2) as u16;
+        out[astart..astart.saturating_add(2)].copy_from_slice(&alen.to_be_bytes());
         for p in &self.nlri {
             put_prefix(&IpNetwork::V4(*p), out);
         }
@@ -413,7 +413,11 @@ fn decode_attribute(
             a.large_communities = v
                 .chunks_exact(12)
                 .map(|c| {
-                    let w = |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                    let w = |i: usize| {
+                        c.get(i..i.saturating_add(4))
+                            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                            .map_or(0, u32::from_be_bytes)
+                    };
                     (w(0), w(4), w(8))
                 })
                 .collect();
@@ -447,7 +451,7 @@ fn decode_as_path(mut v: &[u8], four: bool) -> Option<AsPath> {
         let [ty, count, rest @ ..] = v else {
             return None;
         };
-        let n = usize::from(*count) * width;
+        let n = usize::from(*count).saturating_mul(width);
         if rest.len() < n || *count == 0 {
             return None;
         }
@@ -573,7 +577,9 @@ fn mask32(len: u8) -> u32 {
     if len == 0 {
         0
     } else {
-        u32::MAX << (32 - u32::from(len))
+        u32::MAX
+            .checked_shl(32u32.saturating_sub(u32::from(len)))
+            .unwrap_or(0)
     }
 }
 
@@ -581,7 +587,9 @@ fn mask128(len: u8) -> u128 {
     if len == 0 {
         0
     } else {
-        u128::MAX << (128 - u32::from(len))
+        u128::MAX
+            .checked_shl(128u32.saturating_sub(u32::from(len)))
+            .unwrap_or(0)
     }
 }
 
@@ -597,7 +605,7 @@ fn put_prefix(p: &IpNetwork, out: &mut Vec<u8>) {
 }
 
 fn prefix_len(p: &IpNetwork) -> usize {
-    1 + usize::from(p.prefix()).div_ceil(8)
+    usize::from(p.prefix()).div_ceil(8).saturating_add(1)
 }
 
 /// Writes an attribute header for a value of `len` bytes (extended length past 255).
@@ -633,7 +641,9 @@ fn segments(p: &AsPath) -> impl Iterator<Item = (u8, &[u32])> {
 
 fn write_as_path(p: &AsPath, four: bool, out: &mut Vec<u8>) {
     let width = if four { 4 } else { 2 };
-    let len: usize = segments(p).map(|(_, c)| 2 + c.len() * width).sum();
+    let len: usize = segments(p)
+        .map(|(_, c)| c.len().saturating_mul(width).saturating_add(2))
+        .sum();
     attr_header(TRANSITIVE, AS_PATH, len, out);
     for (ty, chunk) in segments(p) {
         out.push(ty);
@@ -657,7 +667,12 @@ fn encode_mp_reach(m: &MpReach, out: &mut Vec<u8>) {
         .map(|nh| if nh.is_ipv4() { 4 } else { 16 })
         .sum();
     let nlri_len: usize = m.nlri.iter().map(prefix_len).sum();
-    attr_header(OPTIONAL, MP_REACH, 5 + nh_len + nlri_len, out);
+    attr_header(
+        OPTIONAL,
+        MP_REACH,
+        nh_len.saturating_add(nlri_len).saturating_add(5),
+        out,
+    );
     out.extend_from_slice(&m.family.afi.to_be_bytes());
     out.push(m.family.safi);
     out.push(nh_len as u8);
@@ -675,7 +690,7 @@ fn encode_mp_reach(m: &MpReach, out: &mut Vec<u8>) {
 
 fn encode_mp_unreach(m: &MpUnreach, out: &mut Vec<u8>) {
     let nlri_len: usize = m.withdrawn.iter().map(prefix_len).sum();
-    attr_header(OPTIONAL, MP_UNREACH, 3 + nlri_len, out);
+    attr_header(OPTIONAL, MP_UNREACH, nlri_len.saturating_add(3), out);
     out.extend_from_slice(&m.family.afi.to_be_bytes());
     out.push(m.family.safi);
     for p in &m.withdrawn {
@@ -726,7 +741,7 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
         attr_header(
             OPTIONAL | TRANSITIVE,
             COMMUNITIES,
-            4 * a.communities.len(),
+            a.communities.len().saturating_mul(4),
             out,
         );
         for c in &a.communities {
@@ -745,7 +760,7 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
         attr_header(
             OPTIONAL | TRANSITIVE,
             LARGE_COMMUNITIES,
-            12 * a.large_communities.len(),
+            a.large_communities.len().saturating_mul(12),
             out,
         );
         for (g, l1, l2) in &a.large_communities {
@@ -854,10 +869,12 @@ impl UpdateBuilder {
             });
             // The MP_REACH header is written with an extended length once it passes 255 bytes:
             // reserve the extra octet.
-            let fixed = self.encoded_len(&Update {
-                attributes: a6.clone(),
-                ..Default::default()
-            }) + 1;
+            let fixed = self
+                .encoded_len(&Update {
+                    attributes: a6.clone(),
+                    ..Default::default()
+                })
+                .saturating_add(1);
             for chunk in chunks(&v6, self.room(fixed, &v6)?) {
                 let mut u = Update {
                     attributes: a6.clone(),
@@ -939,7 +956,7 @@ fn chunks<'a>(prefixes: &[&'a IpNetwork], room: usize) -> Vec<Vec<&'a IpNetwork>
             out.push(Vec::new());
             used = 0;
         }
-        used += n;
+        used = used.saturating_add(n);
         if let Some(last) = out.last_mut() {
             last.push(p);
         }
