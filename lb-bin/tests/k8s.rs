@@ -461,26 +461,7 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
         ],
     );
     // The client host is the router: BIRD, passive, with a TCP-MD5 password.
-    std::fs::write(
-        net.path("bird.conf"),
-        "router id 192.0.2.100;\nprotocol device {}\nprotocol bgp lb {\n  local 192.0.2.100 as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  password \"s3cret\";\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
-    )
-    .unwrap();
-    lab::ok(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns("cl"),
-        "bird",
-        "-c",
-        &net.path("bird.conf"),
-        "-s",
-        &net.path("bird.ctl"),
-        "-P",
-        &net.path("bird.pid"),
-    ]);
-    let _bird = lab::KillOnDrop::new(&net.path("bird.pid"));
-    assert!(_bird.0.is_some(), "BIRD wrote no PID file");
+    let bird = net.bird("cl", "bird", &lab::bird_conf("192.0.2.100", Some("s3cret")));
 
     let api = FakeApi::new();
     api.put("nodes", node("node1", "192.0.2.11"));
@@ -548,22 +529,14 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
         ],
         &env,
     );
-    let birdc = |net: &Net, what: &[&str]| {
-        let mut args = vec!["birdc", "-s"];
-        let ctl = net.path("bird.ctl");
-        args.push(&ctl);
-        args.extend_from_slice(what);
-        String::from_utf8_lossy(&lab::run(&args).stdout).into_owned()
-    };
-    let routes = |net: &Net| birdc(net, &["show", "route", "all"]);
     assert!(
-        until(30, || routes(&net).contains("203.0.113.0/32")),
+        until(30, || bird.routes().contains("203.0.113.0/32")),
         "BIRD has no route:\n{}\ncontroller:\n{}\nspeaker:\n{}",
-        routes(&net),
+        bird.routes(),
         net.log("controller"),
         net.log("speaker1")
     );
-    let r = routes(&net);
+    let r = bird.routes();
     assert!(r.contains("BGP.community: (64512,7)"), "{r}");
     assert!(r.contains("BGP.next_hop: 192.0.2.11"), "{r}");
     assert!(
@@ -585,9 +558,30 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
         "{}",
         metrics()
     );
+    // A rotated password: the router first, then the Secret. The session with the old key
+    // is gone for good; only the speaker reading the new Secret brings it back.
+    let since = bird.session();
+    bird.reconfigure(&lab::bird_conf("192.0.2.100", Some("n3wkey")));
+    assert!(until(10, || !bird.session().contains("Established")));
+    assert!(!until(3, || bird.session().contains("Established")));
+    api.put(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+               "metadata": {"name": "router-password", "namespace": "metallb-system"},
+               "data": {"password": "bjN3a2V5"}}),
+    );
+    assert!(
+        until(30, || {
+            let s = bird.session();
+            s.contains("Established") && s != since && bird.routes().contains("203.0.113.0/32")
+        }),
+        "the rotated password never reached the session:\n{}\n{}",
+        bird.session(),
+        net.log("speaker1")
+    );
     // SIGTERM: a Cease, and BIRD drops the route at once.
     assert!(net.signal("speaker1", "-TERM").success());
-    let r = routes(&net);
+    let r = bird.routes();
     assert!(
         !r.contains("203.0.113.0/32"),
         "routes left after SIGTERM:\n{r}"

@@ -110,7 +110,7 @@ fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_run
     if !lab::bird_available() {
         return;
     }
-    let _bird = bird(&net, "cl", "b1", "192.0.2.100", None);
+    let b1 = net.bird("cl", "b1", &lab::bird_conf("192.0.2.100", None));
     let config = l2_config()
         + "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.7/32]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: unnumbered}\nspec: {myASN: 64512, peerASN: 64500, interface: eth0}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}], loadBalancerIP: 203.0.113.7}\n";
     // `check` warns about the peer and names it; it is no error.
@@ -124,11 +124,10 @@ fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_run
         "{out}"
     );
     start(&mut net, "node1", &config, &[]);
-    let routes = |net: &Net| birdc(net, "b1", &["show", "route"]);
     assert!(
-        until(20, || routes(&net).contains("203.0.113.7/32")),
+        until(20, || b1.routes().contains("203.0.113.7/32")),
         "BIRD never got the route:\n{}\n{}",
-        routes(&net),
+        b1.routes(),
         net.log("node1")
     );
     assert!(pings(&net), "the L2 VIP answers:\n{}", net.log("node1"));
@@ -264,51 +263,6 @@ fn a_slowloris_of_a_thousand_idle_connections_leaves_metrics_answering() {
     assert!(!net.log("node1").contains("panicked"));
 }
 
-/// BIRD in `host` (its own files under `tag`), passive, for node1; `password` sets TCP-MD5.
-fn bird(net: &Net, host: &str, tag: &str, local: &str, password: Option<&str>) -> lab::KillOnDrop {
-    let d = |f: &str| net.path(&format!("{tag}.{f}"));
-    std::fs::write(d("conf"), bird_conf(local, password)).unwrap();
-    ok(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns(host),
-        "bird",
-        "-c",
-        &d("conf"),
-        "-s",
-        &d("ctl"),
-        "-P",
-        &d("pid"),
-    ]);
-    let k = lab::KillOnDrop::new(&d("pid"));
-    assert!(k.0.is_some(), "BIRD wrote no PID file");
-    k
-}
-
-fn bird_conf(local: &str, password: Option<&str>) -> String {
-    let pw = password.map_or(String::new(), |p| format!("  password \"{p}\";\n"));
-    format!(
-        "router id {local};\ntimeformat protocol iso long ms;\nprotocol device {{}}\nprotocol bgp lb {{\n  local {local} as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n{pw}  ipv4 {{ import all; export none; }};\n}}\n"
-    )
-}
-
-fn birdc(net: &Net, tag: &str, what: &[&str]) -> String {
-    let ctl = net.path(&format!("{tag}.ctl"));
-    let mut args = vec!["birdc", "-s", &ctl];
-    args.extend_from_slice(what);
-    String::from_utf8_lossy(&run(&args).stdout).into_owned()
-}
-
-/// The `lb` protocol's line in `birdc show protocols`: state, since, info.
-fn bird_session(net: &Net, tag: &str) -> String {
-    birdc(net, tag, &["show", "protocols", "lb"])
-        .lines()
-        .find(|l| l.starts_with("lb "))
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn two_peer_config(hold2: &str, password2: &str) -> String {
     use std::fmt::Write as _;
     let b64 = |s: &str| {
@@ -346,22 +300,21 @@ fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
     if !lab::bird_available() {
         return;
     }
-    let _b1 = bird(&net, "cl", "b1", "192.0.2.100", None);
-    let _b2 = bird(&net, "r2", "b2", "192.0.2.101", Some("first"));
+    let b1 = net.bird("cl", "b1", &lab::bird_conf("192.0.2.100", None));
+    let b2 = net.bird("r2", "b2", &lab::bird_conf("192.0.2.101", Some("first")));
     let config = net.path("node1.yaml");
     start(&mut net, "node1", &two_peer_config("9s", "first"), &[]);
-    let has_route =
-        |net: &Net, tag: &str| birdc(net, tag, &["show", "route"]).contains("203.0.113.7/32");
+    let has_route = |b: &lab::Bird| b.routes().contains("203.0.113.7/32");
     assert!(
-        until(20, || has_route(&net, "b1") && has_route(&net, "b2")),
+        until(20, || has_route(&b1) && has_route(&b2)),
         "both peers get the route:\n{}\n{}\n{}",
-        bird_session(&net, "b1"),
-        bird_session(&net, "b2"),
+        b1.session(),
+        b2.session(),
         net.log("node1")
     );
     assert!(pings(&net), "{}", net.log("node1"));
-    let before = bird_session(&net, "b1");
-    let since_b2 = bird_session(&net, "b2");
+    let before = b1.session();
+    let since_b2 = b2.session();
     // The client pings the L2 VIP every 20 ms throughout.
     let ping_log = net.path("ping.log");
     let mut ping = Command::new("ip")
@@ -382,19 +335,14 @@ fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // r2: a new password in its Secret (and on the router) and a new hold time.
-    std::fs::write(
-        net.path("b2.conf"),
-        bird_conf("192.0.2.101", Some("second")),
-    )
-    .unwrap();
-    birdc(&net, "b2", &["configure"]);
+    b2.reconfigure(&lab::bird_conf("192.0.2.101", Some("second")));
     // The router drops the session that used the old password first (as when an operator
     // changes the router, then the Secret).
-    assert!(until(10, || !bird_session(&net, "b2").contains("Established")));
+    assert!(until(10, || !b2.session().contains("Established")));
     std::fs::write(&config, two_peer_config("12s", "second")).unwrap();
     let changed = until(30, || {
-        let s = bird_session(&net, "b2");
-        s.contains("Established") && s != since_b2 && has_route(&net, "b2")
+        let s = b2.session();
+        s.contains("Established") && s != since_b2 && has_route(&b2)
     });
     std::thread::sleep(Duration::from_millis(500));
     let _ = ping.kill();
@@ -402,10 +350,10 @@ fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
     assert!(
         changed,
         "r2 re-established with the new password:\n{}\n{}",
-        bird_session(&net, "b2"),
+        b2.session(),
         net.log("node1")
     );
-    let after = bird_session(&net, "b1");
+    let after = b1.session();
     assert_eq!(before, after, "r1's session was not touched");
     assert!(after.contains("Established"), "{after}");
     let times: Vec<f64> = std::fs::read_to_string(&ping_log)
@@ -417,7 +365,7 @@ fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     eprintln!(
         "r1 before {before:?}\nr1 after  {after:?}\nr2 before {since_b2:?}\nr2 after  {:?}\nlongest ping gap {gap:.3} s over {} replies",
-        bird_session(&net, "b2"),
+        b2.session(),
         times.len()
     );
     assert!(times.len() > 20, "{} replies", times.len());

@@ -497,43 +497,20 @@ fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
         return;
     }
     // The client namespace plays the router.
+    let bird = lab
+        .net
+        .bird("cl", "bird", &lab::bird_conf("192.0.2.100", None));
     let dir = lab.dir.clone();
     let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    std::fs::write(
-        d("bird.conf"),
-        "router id 192.0.2.100;\nprotocol device {}\nprotocol bgp lb {\n  local 192.0.2.100 as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
-    )
-    .unwrap();
-    ok(&[
-        "ip",
-        "netns",
-        "exec",
-        &lab.ns("cl"),
-        "bird",
-        "-c",
-        &d("bird.conf"),
-        "-s",
-        &d("bird.ctl"),
-        "-P",
-        &d("bird.pid"),
-    ]);
-    let _bird = lab::KillOnDrop::new(&d("bird.pid"));
-    assert!(_bird.0.is_some(), "BIRD wrote no PID file");
     std::fs::write(
         d("n1.yaml"),
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.0/28]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed], communities: [\"64512:7\"]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n",
     )
     .unwrap();
     lab.start(1);
-    let birdc = || {
-        String::from_utf8_lossy(
-            &run(&["birdc", "-s", &d("bird.ctl"), "show", "route", "all"]).stdout,
-        )
-        .into_owned()
-    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let routes = loop {
-        let r = birdc();
+        let r = bird.routes();
         if r.matches("/32").count() == 2 {
             break r;
         }
@@ -549,25 +526,13 @@ fn a_node_announces_its_prefixes_to_bird_and_withdraws_them_on_sigterm() {
     assert!(routes.contains("BGP.next_hop: 192.0.2.11"), "{routes}");
     lab.signal(1, "-TERM");
     // The Cease arrived before the process exited: the routes are gone at once.
-    let r = birdc();
+    let r = bird.routes();
     assert_eq!(
         r.matches("/32").count(),
         0,
         "routes left after SIGTERM:\n{r}"
     );
-    let proto = String::from_utf8_lossy(
-        &run(&[
-            "birdc",
-            "-s",
-            &d("bird.ctl"),
-            "show",
-            "protocols",
-            "all",
-            "lb",
-        ])
-        .stdout,
-    )
-    .into_owned();
+    let proto = bird.birdc(&["show", "protocols", "all", "lb"]);
     assert!(proto.contains("Administrative shutdown"), "{proto}");
 }
 

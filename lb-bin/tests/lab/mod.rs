@@ -101,6 +101,52 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// BIRD in one of a [`Net`]'s hosts, its files `<tag>.{conf,ctl,pid}` in the net's directory;
+/// stopped by PID on drop.
+pub struct Bird {
+    conf: String,
+    ctl: String,
+    _kill: KillOnDrop,
+}
+
+impl Bird {
+    /// `birdc WHAT...` on this BIRD's socket; its output.
+    pub fn birdc(&self, what: &[&str]) -> String {
+        let mut args = vec!["birdc", "-s", &self.ctl];
+        args.extend_from_slice(what);
+        String::from_utf8_lossy(&run(&args).stdout).into_owned()
+    }
+
+    /// `show route all`.
+    pub fn routes(&self) -> String {
+        self.birdc(&["show", "route", "all"])
+    }
+
+    /// Protocol `lb`'s line in `show protocols`: state, since (ms), info.
+    pub fn session(&self) -> String {
+        self.birdc(&["show", "protocols", "lb"])
+            .lines()
+            .find(|l| l.starts_with("lb "))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Writes `conf` and has BIRD load it.
+    pub fn reconfigure(&self, conf: &str) {
+        std::fs::write(&self.conf, conf).unwrap();
+        self.birdc(&["configure"]);
+    }
+}
+
+/// A passive BIRD protocol `lb` at `local` (AS 64500) for the node 192.0.2.11 (AS 64512), hold
+/// time 9 s, importing everything; `password` sets TCP-MD5.
+pub fn bird_conf(local: &str, password: Option<&str>) -> String {
+    let pw = password.map_or(String::new(), |p| format!("  password \"{p}\";\n"));
+    format!(
+        "router id {local};\ntimeformat protocol iso long ms;\nprotocol device {{}}\nprotocol bgp lb {{\n  local {local} as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n{pw}  ipv4 {{ import all; export none; }};\n}}\n"
+    )
+}
+
 pub struct Net {
     pub tag: String,
     pub dir: PathBuf,
@@ -261,6 +307,32 @@ impl Net {
         ])
         .status
         .success()
+    }
+
+    /// Starts BIRD in `host` with `conf`, its files under `tag`.
+    pub fn bird(&self, host: &str, tag: &str, conf: &str) -> Bird {
+        let d = |f: &str| self.path(&format!("{tag}.{f}"));
+        std::fs::write(d("conf"), conf).unwrap();
+        ok(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(host),
+            "bird",
+            "-c",
+            &d("conf"),
+            "-s",
+            &d("ctl"),
+            "-P",
+            &d("pid"),
+        ]);
+        let kill = KillOnDrop::new(&d("pid"));
+        assert!(kill.0.is_some(), "BIRD wrote no PID file");
+        Bird {
+            conf: d("conf"),
+            ctl: d("ctl"),
+            _kill: kill,
+        }
     }
 
     /// The MAC `host`'s neighbour table has for `ip`.
