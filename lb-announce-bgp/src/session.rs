@@ -147,6 +147,52 @@ pub(crate) const FRAMES_IN_FLIGHT: usize = 64;
 /// between are answered together when it has passed.
 pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
+/// A connection's reader: splits the byte stream into messages and hands each, decoded, to
+/// the session as [`Event::Frame`] with a credit; with [`FRAMES_IN_FLIGHT`] credits out it
+/// stops reading, so a peer that sends faster than the session handles fills its own TCP
+/// window, not our memory. Ends with [`Event::Closed`] or a framing error.
+async fn read_messages(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    rest: Vec<u8>,
+    id: u64,
+    events: mpsc::UnboundedSender<Event>,
+    four_octet: Arc<AtomicBool>,
+) {
+    let window = Arc::new(tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT));
+    let mut buf: Vec<u8> = Vec::with_capacity(65536);
+    buf.extend_from_slice(&rest);
+    let mut chunk = vec![0u8; 65536];
+    loop {
+        match message_len(&buf) {
+            Err(e) => {
+                let _ = events.send(Event::Frame(id, Err(e), None));
+                return;
+            }
+            Ok(Some(len)) if buf.len() >= len => {
+                // Back-pressure: wait for the session to handle what it was given.
+                let Ok(credit) = window.clone().acquire_owned().await else {
+                    return;
+                };
+                // AS_PATH width follows what the session negotiated (4-octet until then).
+                let ctx = Context {
+                    four_octet_as: four_octet.load(Ordering::Relaxed),
+                };
+                let msg: Vec<u8> = buf.drain(..len).collect();
+                let _ = events.send(Event::Frame(id, Message::decode(&msg, &ctx), Some(credit)));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                let _ = events.send(Event::Closed(id));
+                return;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// One message's place in a reader's window; released when dropped.
 pub(crate) type Credit = Option<tokio::sync::OwnedSemaphorePermit>;
 
@@ -575,49 +621,11 @@ impl Driver {
         };
         self.conn_id += 1;
         let id = self.conn_id;
-        let (mut reader, writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
         let events = self.events.clone();
         self.four_octet.store(true, Ordering::Relaxed);
         let four_octet = self.four_octet.clone();
-        let window = Arc::new(tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT));
-        let reader = tokio::spawn(async move {
-            let mut buf: Vec<u8> = Vec::with_capacity(65536);
-            buf.extend_from_slice(&rest);
-            let mut chunk = vec![0u8; 65536];
-            loop {
-                match message_len(&buf) {
-                    Err(e) => {
-                        let _ = events.send(Event::Frame(id, Err(e), None));
-                        return;
-                    }
-                    Ok(Some(len)) if buf.len() >= len => {
-                        // Back-pressure: wait for the session to handle what it was given.
-                        let Ok(credit) = window.clone().acquire_owned().await else {
-                            return;
-                        };
-                        // AS_PATH width follows what the session negotiated (4-octet until then).
-                        let ctx = Context {
-                            four_octet_as: four_octet.load(Ordering::Relaxed),
-                        };
-                        let msg: Vec<u8> = buf.drain(..len).collect();
-                        let _ = events.send(Event::Frame(
-                            id,
-                            Message::decode(&msg, &ctx),
-                            Some(credit),
-                        ));
-                        continue;
-                    }
-                    Ok(_) => {}
-                }
-                match reader.read(&mut chunk).await {
-                    Ok(0) | Err(_) => {
-                        let _ = events.send(Event::Closed(id));
-                        return;
-                    }
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        });
+        let reader = tokio::spawn(read_messages(reader, rest, id, events, four_octet));
         self.conn = Some(Conn {
             writer,
             reader,
@@ -815,6 +823,50 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that sends far faster than the session handles (here: a session that handles
+    /// nothing) fills its own TCP window: the reader holds [`FRAMES_IN_FLIGHT`] messages and
+    /// stops reading; once they are handled it goes on, and nothing is lost.
+    #[tokio::test]
+    async fn a_message_flood_stops_the_reader_at_its_window_and_loses_nothing() {
+        const SENT: usize = 100_000;
+        let (mut peer, ours) = tokio::io::duplex(4096);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_messages(
+            ours,
+            Vec::new(),
+            7,
+            tx,
+            Arc::new(AtomicBool::new(true)),
+        ));
+        let mut keepalive = Vec::new();
+        Message::Keepalive.encode(&Context::default(), &mut keepalive);
+        let flood = tokio::spawn(async move {
+            for _ in 0..SENT {
+                peer.write_all(&keepalive).await.unwrap();
+            }
+            peer
+        });
+        // Give the flood every chance to get in: it cannot.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!flood.is_finished(), "the peer wrote all it wanted");
+        assert_eq!(rx.len(), FRAMES_IN_FLIGHT, "decoded and unhandled");
+        // Handling the messages releases their credits: all of them arrive, in order.
+        let mut got = 0;
+        while got < SENT {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Event::Frame(7, Ok(d), credit))) => {
+                    assert_eq!(d.message, Message::Keepalive);
+                    drop(credit);
+                    got += 1;
+                }
+                other => panic!("after {got}: {:?}", other.map(|e| e.map(|_| ()))),
+            }
+        }
+        drop(flood.await.unwrap());
+        assert!(matches!(rx.recv().await, Some(Event::Closed(7))));
+        reader.await.unwrap();
+    }
 
     const IF_INET6: &str = "\
 00000000000000000000000000000001 01 80 10 80       lo
