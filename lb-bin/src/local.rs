@@ -73,6 +73,48 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `ip -force -batch -`: every command in one process; an error if any failed.
+fn ip_batch(commands: &[Vec<String>]) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running ip (iproute2)")?;
+    let mut text = String::new();
+    for c in commands {
+        text.push_str(&c.join(" "));
+        text.push('\n');
+    }
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .context("writing to ip -batch")?;
+    }
+    let o = child.wait_with_output().context("running ip -batch")?;
+    if !o.status.success() {
+        bail!("ip -batch: {}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Add,
+    Del,
+}
+
+impl Verb {
+    fn word(self) -> &'static str {
+        match self {
+            Verb::Add => "add",
+            Verb::Del => "del",
+        }
+    }
+}
+
 impl LocalDelivery {
     /// Creates the dummy interface `dev` (marked with [`MARK`]), or takes over one an earlier
     /// run made and removes every address it left; refuses any other existing interface.
@@ -117,20 +159,8 @@ impl LocalDelivery {
     /// the first packet the announcement draws is delivered); returns the errors.
     pub fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
         self.want = want.clone();
-        let mut errors = Vec::new();
-        for a in want.difference(&self.have).copied().collect::<Vec<_>>() {
-            let h = host(a);
-            let mut args = vec!["addr", "add", h.as_str(), "dev", self.dev.as_str()];
-            if a.is_ipv6() {
-                args.push("nodad");
-            }
-            match ip(&args) {
-                Ok(()) => {
-                    self.have.insert(a);
-                }
-                Err(e) => errors.push(format!("{e:#}")),
-            }
-        }
+        let missing: Vec<IpAddr> = want.difference(&self.have).copied().collect();
+        let errors = self.change(Verb::Add, missing);
         self.errors = errors.clone();
         errors
     }
@@ -138,18 +168,71 @@ impl LocalDelivery {
     /// Makes the interface hold exactly `want` (removals after the announcer let go of them);
     /// returns the errors (each address is tried).
     pub fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
-        let mut errors = Vec::new();
-        for a in self.have.difference(want).copied().collect::<Vec<_>>() {
-            match ip(&["addr", "del", &host(a), "dev", &self.dev]) {
-                Ok(()) => {
-                    self.have.remove(&a);
-                }
-                Err(e) => errors.push(format!("{e:#}")),
-            }
-        }
+        let extra: Vec<IpAddr> = self.have.difference(want).copied().collect();
+        let mut errors = self.change(Verb::Del, extra);
         errors.extend(self.add(want));
         self.errors = errors.clone();
         errors
+    }
+
+    /// Adds or deletes `addrs`: all in one `ip` process (a takeover of many addresses waits for
+    /// one, not one each). If that fails, the interface is read to learn what did change (or
+    /// was so before), and the rest is tried one by one so that each failure is named.
+    fn change(&mut self, verb: Verb, addrs: Vec<IpAddr>) -> Vec<String> {
+        let command = |a: IpAddr| {
+            let mut c = vec!["addr".to_string(), verb.word().into(), host(a)];
+            c.extend(["dev".to_string(), self.dev.clone()]);
+            if verb == Verb::Add && a.is_ipv6() {
+                c.push("nodad".into());
+            }
+            c
+        };
+        if addrs.is_empty() {
+            return Vec::new();
+        }
+        let commands: Vec<Vec<String>> = addrs.iter().map(|a| command(*a)).collect();
+        let rest = match ip_batch(&commands) {
+            Ok(()) => Vec::new(),
+            Err(_) => {
+                let present = self.present().unwrap_or_default();
+                addrs
+                    .iter()
+                    .copied()
+                    .filter(|a| present.contains(a) != (verb == Verb::Add))
+                    .collect()
+            }
+        };
+        let mut errors = Vec::new();
+        for a in addrs {
+            if rest.contains(&a) {
+                let c = command(a);
+                if let Err(e) = ip(&c.iter().map(String::as_str).collect::<Vec<_>>()) {
+                    errors.push(format!("{e:#}"));
+                    continue;
+                }
+            }
+            match verb {
+                Verb::Add => self.have.insert(a),
+                Verb::Del => self.have.remove(&a),
+            };
+        }
+        errors
+    }
+
+    /// The addresses the interface holds now.
+    fn present(&self) -> Result<BTreeSet<IpAddr>> {
+        let o = Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &self.dev])
+            .output()
+            .context("running ip (iproute2)")?;
+        if !o.status.success() {
+            bail!(
+                "ip addr show dev {}: {}",
+                self.dev,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(parse_addresses(&String::from_utf8_lossy(&o.stdout)))
     }
 
     /// Whether the interface differs from what was asked (an `ip` call failed): the caller
@@ -175,6 +258,19 @@ impl LocalDelivery {
     }
 }
 
+/// The addresses in `ip -o addr show` output (`... inet 192.0.2.1/32 scope ...`).
+fn parse_addresses(text: &str) -> BTreeSet<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l
+                .split_whitespace()
+                .skip_while(|w| *w != "inet" && *w != "inet6");
+            w.next()?;
+            w.next()?.split('/').next()?.parse().ok()
+        })
+        .collect()
+}
+
 fn host(a: IpAddr) -> String {
     match a {
         IpAddr::V4(_) => format!("{a}/32"),
@@ -185,6 +281,19 @@ fn host(a: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_addresses_of_ip_o_addr_show() {
+        // Captured from iproute2 6.1 on a bridge standing in for the dummy interface.
+        let text = "7: lb0    inet 192.0.2.201/32 scope global lb0\\       valid_lft forever preferred_lft forever\n7: lb0    inet6 2001:db8::201/128 scope global nodad \\       valid_lft forever preferred_lft forever\n7: lb0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n";
+        let got: Vec<String> = parse_addresses(text)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(got, ["192.0.2.201", "2001:db8::201", "fe80::1"]);
+        assert!(parse_addresses("").is_empty());
+        assert!(parse_addresses("garbage inet\n7: x inet not-an-ip/3\n").is_empty());
+    }
 
     #[test]
     fn wrong_or_unreadable_arp_sysctls_say_what_to_set() {

@@ -51,15 +51,11 @@ fn config() -> String {
     c
 }
 
-/// The tests of this file run one at a time: one saturates every core on purpose, and the
-/// others measure 50 ms gaps.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 struct Lab {
     net: Net,
     running: BTreeSet<u8>,
     pings: Vec<(String, Child, String)>,
-    /// Last: released after the namespaces are gone.
+    /// Last: released after the namespaces are gone (see `lab::one_at_a_time`).
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -77,7 +73,7 @@ impl Lab {
         if !lab::available("attack tests") {
             return None;
         }
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = lab::one_at_a_time();
         let net = Net::new(
             tag,
             &[
@@ -314,17 +310,6 @@ impl Lab {
     }
 }
 
-/// A process this test started, killed (by its PID) and reaped when dropped, also when an
-/// assertion fails first.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A datagram from the attacker's own address.
 fn send_from(lab: &Lab, from: &str, datagrams: Vec<(SocketAddr, Vec<u8>)>) {
     let from: SocketAddr = from.parse().unwrap();
@@ -445,34 +430,7 @@ fn a_stranger_without_the_key_moves_no_owner_and_is_counted() {
         return;
     };
     // The wire at node3's port, as a mirror port or a shared segment shows it to a stranger.
-    let pcap = lab.net.path("wire.pcap");
-    let mut tcpdump = Reaped(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.net.ns("n3"),
-                "tcpdump",
-                "--immediate-mode",
-                "-Z",
-                "root",
-                "-i",
-                "eth0",
-                "-U",
-                "-w",
-                &pcap,
-                "udp",
-                "port",
-                "7946",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // tcpdump is capturing once it wrote the file's header.
-    until(5, || std::fs::metadata(&pcap).is_ok_and(|m| m.len() >= 24));
-    std::thread::sleep(Duration::from_millis(200));
+    let mut tcpdump = lab.net.capture("n3", "wire.pcap", &["udp", "port", "7946"]);
     for i in 1..=3 {
         lab.start(i);
     }
@@ -485,12 +443,8 @@ fn a_stranger_without_the_key_moves_no_owner_and_is_counted() {
     let captured_at = Instant::now();
     let owners_back = lab.settled();
     assert_eq!(owners_back, owners, "node3's return restores every owner");
-    let _ = Command::new("kill")
-        .args(["-INT", &tcpdump.0.id().to_string()])
-        .status();
-    until(5, || tcpdump.0.try_wait().is_ok_and(|s| s.is_some()));
-    drop(tcpdump);
-    let wire = read_pcap(&pcap);
+    tcpdump.stop();
+    let wire = read_pcap(&tcpdump.file);
     let node3_old = lab_generations_before(&wire);
     assert!(!owners_without_3.is_empty());
 

@@ -195,6 +195,56 @@ fn a_dummy_interface_that_is_the_hosts_own_is_refused_and_keeps_its_address() {
     );
 }
 
+/// Local delivery changes many addresses in one `ip` run; an address a half-done run left is
+/// no error; what failed is named, shown as pending and done on retry; addresses already gone
+/// are no error on removal.
+#[test]
+fn local_delivery_names_what_failed_and_retries_it() {
+    let Some(net) = net("lbl") else { return };
+    let ns = net.ns("n1");
+    net.inside("n1", move || {
+        use lb_bin::local::LocalDelivery;
+        use std::collections::BTreeSet;
+        use std::net::IpAddr;
+        let on_lb0 = || {
+            let o = run(&["ip", "-o", "addr", "show", "dev", "lb0"]);
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let set =
+            |v: &[&str]| -> BTreeSet<IpAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        let mut l = LocalDelivery::setup("lb0").unwrap();
+        let want = set(&["192.0.2.201", "192.0.2.202", "192.0.2.203", "2001:db8::201"]);
+        ok(&["ip", "addr", "add", "192.0.2.202/32", "dev", "lb0"]);
+        assert_eq!(l.add(&want), Vec::<String>::new());
+        assert!(!l.pending());
+        let have = on_lb0();
+        for a in &want {
+            assert!(have.contains(&format!("{a}/")), "{a} missing: {have}");
+        }
+        // The interface vanishes under us: both new addresses fail, each named.
+        ok(&["ip", "link", "del", "lb0"]);
+        let more = set(&["192.0.2.204", "192.0.2.205"]);
+        let errors = l.add(&want.union(&more).copied().collect());
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().all(|e| e.contains("lb0")), "{errors:?}");
+        assert!(l.pending());
+        assert_eq!(l.errors(), errors.as_slice());
+        // Back: the retry puts them on and clears the errors.
+        ok(&["ip", "link", "add", "lb0", "type", "bridge"]);
+        assert_eq!(l.retry(), Vec::<String>::new());
+        assert!(!l.pending() && l.errors().is_empty());
+        let have = on_lb0();
+        assert!(
+            have.contains("192.0.2.204/") && have.contains("192.0.2.205/"),
+            "{have}"
+        );
+        // The four the old interface took with it are already gone: no error.
+        assert_eq!(l.clear(), Vec::<String>::new());
+        assert!(!on_lb0().contains("192.0.2."), "{}", on_lb0());
+    });
+    drop(ns);
+}
+
 #[test]
 fn a_dummy_interface_left_by_a_crashed_run_is_taken_over() {
     let Some(mut net) = net("lbk") else { return };

@@ -32,6 +32,9 @@ struct Lab {
     net: Net,
     dir: PathBuf,
     nodes: BTreeSet<u8>,
+    /// Last: released after the namespaces are gone. One test keeps both cores busy, another
+    /// sends a request every millisecond.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 const SERVICES: usize = 30;
@@ -53,6 +56,7 @@ impl Lab {
         if !lab::available("standalone tests") {
             return None;
         }
+        let serial = lab::one_at_a_time();
         let net = Net::new(
             "lbs",
             &[
@@ -83,6 +87,7 @@ impl Lab {
             dir: net.dir.clone(),
             net,
             nodes: BTreeSet::new(),
+            _serial: serial,
         })
     }
 
@@ -488,6 +493,107 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     eprintln!("SIGTERM of node{leaver}: outage {gap:?} ({replies} replies)");
     // Well under what failure detection alone would take (~0.3 s): the node left.
     assert!(gap < Duration::from_millis(150), "SIGTERM lost {gap:?}");
+}
+
+/// A takeover puts the address on the dummy interface before its gratuitous ARP goes out:
+/// every echo request the ARP draws to the new owner is answered, the very first included.
+/// (Announced first, the requests that arrive while `ip addr add` runs are dropped.)
+#[test]
+fn a_takeover_answers_the_first_packet_its_gratuitous_arp_draws() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.start(1);
+    lab.start(2);
+    let two = names_of(&[1, 2]);
+    let st = lab.until("two members and every service announced once", |st| {
+        st.values().all(|s| members(s) == two)
+            && owners(st).len() == SERVICES
+            && owners(st).values().all(|o| o.len() == 1)
+    });
+    // An address of node1's: node2 takes it over when node1 leaves.
+    let vip = owners(&st)
+        .values()
+        .find(|o| o[0].0 == 1)
+        .expect("node1 owns an address")[0]
+        .1
+        .clone();
+    assert!(lab.ping_once(&vip));
+    let mac2 = lab.node_mac(2);
+    let mut wire = lab.net.capture(
+        "n2",
+        "n2.pcap",
+        &["arp", "or", "(icmp", "and", "host", &vip, ")"],
+    );
+    // A request every millisecond, so that a window of a few between the ARP and the
+    // address cannot go unseen.
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("cl"),
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.001",
+        ])
+        .args(["-w", "3", &vip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.signal(1, "-TERM");
+    let _ = ping.wait_with_output();
+    std::thread::sleep(Duration::from_millis(100));
+    wire.stop();
+    let text = wire.text();
+    // `time src > dst, ethertype ..., length N: what`
+    let (mut garp, mut asked, mut answered) = (None, BTreeMap::new(), BTreeSet::new());
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let (Some(t), Some(src), Some(dst)) = (w.first(), w.get(1), w.get(3)) else {
+            continue;
+        };
+        let seq = || {
+            l.split(", seq ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        };
+        if *src == mac2 && l.contains("ARP") && l.contains(&format!("{vip} tell {vip}")) {
+            garp.get_or_insert(t.parse::<f64>().unwrap());
+        } else if dst.trim_end_matches(',') == mac2 && l.contains("ICMP echo request") {
+            if let Some(s) = seq() {
+                asked.entry(s).or_insert(t.parse::<f64>().unwrap());
+            }
+        } else if *src == mac2 && l.contains("ICMP echo reply") {
+            answered.extend(seq());
+        }
+    }
+    let garp = garp.unwrap_or_else(|| panic!("no gratuitous ARP from node2:\n{text}"));
+    let first = asked.values().copied().fold(f64::MAX, f64::min);
+    let unanswered: Vec<(&u32, &f64)> = asked
+        .iter()
+        .filter(|(s, _)| !answered.contains(*s))
+        .collect();
+    eprintln!(
+        "node2: gratuitous ARP, first request {:.1} ms later; {} requests, {} unanswered",
+        (first - garp) * 1e3,
+        asked.len(),
+        unanswered.len()
+    );
+    assert!(asked.len() > 500, "{} requests reached node2", asked.len());
+    assert!(
+        unanswered.is_empty(),
+        "requests to node2 left unanswered (ms after its gratuitous ARP): {:?}\n{}",
+        unanswered
+            .iter()
+            .map(|(s, t)| (**s, ((**t - garp) * 1e3).round()))
+            .collect::<Vec<_>>(),
+        lab.net.log("node2")
+    );
 }
 
 #[test]

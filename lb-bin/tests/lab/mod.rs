@@ -66,6 +66,13 @@ pub fn bird_available() -> bool {
     false
 }
 
+/// Held by the tests of one file that must not overlap (one saturates the cores on purpose,
+/// others measure gaps of milliseconds): they run one at a time.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Stops a daemon when dropped, by the PID its PID file held when this was made (the file
 /// may be gone by then, with the lab's directory).
 pub struct KillOnDrop(pub Option<String>);
@@ -145,6 +152,35 @@ pub fn bird_conf(local: &str, password: Option<&str>) -> String {
     format!(
         "router id {local};\ntimeformat protocol iso long ms;\nprotocol device {{}}\nprotocol bgp lb {{\n  local {local} as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n{pw}  ipv4 {{ import all; export none; }};\n}}\n"
     )
+}
+
+/// tcpdump on one host's `eth0`, writing a pcap file; stopped by PID on drop.
+pub struct Capture {
+    child: Child,
+    pub file: String,
+}
+
+impl Capture {
+    /// Stops the capture (SIGINT, so the file is complete) and waits, bounded, for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        until(5, || self.child.try_wait().is_ok_and(|s| s.is_some()));
+    }
+
+    /// The capture as `tcpdump -n -e -tt` prints it: epoch time, MACs, then the packet.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&run(&["tcpdump", "-n", "-e", "-tt", "-r", &self.file]).stdout)
+            .into_owned()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub struct Net {
@@ -307,6 +343,36 @@ impl Net {
         ])
         .status
         .success()
+    }
+
+    /// Starts tcpdump on `host`'s `eth0` into `file` (in the net's directory) with the capture
+    /// `filter`; returns once it is capturing.
+    pub fn capture(&self, host: &str, file: &str, filter: &[&str]) -> Capture {
+        let file = self.path(file);
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "tcpdump",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-i",
+                "eth0",
+                "-U",
+                "-w",
+                &file,
+            ])
+            .args(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Capturing once the file's header is written.
+        until(5, || std::fs::metadata(&file).is_ok_and(|m| m.len() >= 24));
+        std::thread::sleep(Duration::from_millis(200));
+        Capture { child, file }
     }
 
     /// Starts BIRD in `host` with `conf`, its files under `tag`.
