@@ -45,7 +45,8 @@ async fn ensure_memberlist(client: Client, namespace: String, name: String) {
 
 /// Runs until SIGTERM or SIGINT; then hands the Lease back so another replica takes over at
 /// once.
-pub async fn run(client: Client, opts: Options) -> Result<()> {
+pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
+    let client = clients.write.clone();
     let metrics = Metrics::default();
     let status = SharedStatus::default();
     let text = SharedMetrics::default();
@@ -71,7 +72,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         stop_rx,
     );
     let controller = tokio::spawn(lb_k8s::controller::run(
-        client,
+        clients,
         lb_k8s::controller::Options {
             lb_class: opts.lb_class.clone(),
             namespace: opts.namespace.clone(),

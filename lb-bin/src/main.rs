@@ -281,7 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 http: Some(http),
                 ml_secret_name: (!ml_secret_name.is_empty()).then_some(ml_secret_name),
             };
-            runtime()?.block_on(async { lb_bin::controller::run(client().await?, opts).await })?;
+            runtime()?.block_on(async { lb_bin::controller::run(clients().await?, opts).await })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Speaker {
@@ -310,7 +310,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 secret_name: ml_secret_name,
                 insecure_membership,
             };
-            runtime()?.block_on(async { lb_bin::speaker::run(client().await?, opts).await })?;
+            runtime()?.block_on(async { lb_bin::speaker::run(clients().await?, opts).await })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {
@@ -341,11 +341,24 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-/// The in-cluster service account, or the kubeconfig (KUBECONFIG, ~/.kube/config).
-async fn client() -> Result<kube::Client> {
-    kube::Client::try_default()
+/// The in-cluster service account, or the kubeconfig (KUBECONFIG, ~/.kube/config): one client
+/// for watches (long reads, guarded by the watcher's idle timeout) and one for writes, which
+/// gets connect, read and write timeouts and no retries inside the client (the callers retry,
+/// on their own tasks).
+async fn clients() -> Result<lb_k8s::Clients> {
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API")
+        .context("finding the Kubernetes API (in-cluster or kubeconfig)")?;
+    let watch =
+        kube::Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
+    let mut w = config;
+    w.connect_timeout = Some(lb_k8s::CONNECT_TIMEOUT);
+    w.read_timeout = Some(lb_k8s::READ_TIMEOUT);
+    w.write_timeout = Some(lb_k8s::READ_TIMEOUT);
+    w.reset_reader_on_write = true;
+    w.default_retry = false;
+    let write = kube::Client::try_from(w).context("connecting to the Kubernetes API")?;
+    Ok(lb_k8s::Clients { watch, write })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

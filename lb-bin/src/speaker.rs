@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use kube::Client;
 use lb_core::elect::LeaderElector;
 use lb_core::plan::How;
 use lb_k8s::metrics::Metrics;
-use lb_k8s::speaker::{AssignedEvents, Core, StatusWriter, kinds, wanted_statuses};
+use lb_k8s::speaker::{ApiWriter, Core, kinds};
 use lb_k8s::store::Store;
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +29,10 @@ use crate::announcers::Announcers;
 use crate::members::{JOIN_GRACE, Keyring, Roster, Security, SwimElector, wait_for_others};
 use crate::standalone::{SharedMetrics, SharedStatus, StatusAnnouncement};
 use lb_core::config::Config;
+
+/// The longest one round of API writes (status objects, events) may take before it is cut off
+/// and retried; it runs beside the decision loop, never in it.
+const API_ROUND: Duration = Duration::from_secs(10);
 
 /// Everything `lb-bin speaker` is told.
 #[derive(Clone, Debug)]
@@ -115,7 +118,8 @@ fn router_id(node: &str, ip: IpAddr) -> Ipv4Addr {
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(client: Client, opts: Options) -> Result<()> {
+pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
+    let (watch_client, write_client) = (clients.watch, clients.write);
     let node = opts.k8s.node_name.clone();
     let metrics = Metrics::default();
     let status = SharedStatus::default();
@@ -126,7 +130,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let store = Store::default();
     let watches: Vec<_> = kinds(&opts.k8s)
         .into_iter()
-        .map(|k| store.spawn_watch(client.clone(), k))
+        .map(|k| store.spawn_watch(watch_client.clone(), k))
         .collect();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -213,12 +217,20 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         warn!("no other speaker answered within {JOIN_GRACE:?}; going on alone");
     }
 
-    let mut writer = StatusWriter::default();
+    // Status objects and events go through a task of their own: the loop below never waits
+    // for the API server, so a hung or failing API cannot delay a takeover.
+    let mut api_writes = ApiWriter::spawn(
+        write_client.clone(),
+        store.clone(),
+        opts.k8s.clone(),
+        node.clone(),
+        API_ROUND,
+        metrics.clone(),
+    );
     let mut apply_errors: Vec<String> = Vec::new();
     let state_reported: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>> =
         std::sync::Arc::default();
     let mut state_task: Option<tokio::task::JoinHandle<()>> = None;
-    let mut events = AssignedEvents::new(client.clone(), &node);
     let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
     let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
     // The configuration the announcers were started for.
@@ -226,10 +238,12 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut members: BTreeSet<String> = elector.current().members;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;
-    let mut retry_api = false;
+    // When each announcement began (`/status` since).
+    let mut since: std::collections::BTreeMap<(lb_core::objects::ServiceKey, IpAddr), u64> =
+        std::collections::BTreeMap::new();
     loop {
         status.lock().unwrap_or_else(|e| e.into_inner()).turned = Some(std::time::Instant::now());
-        if dirty || retry_api {
+        if dirty {
             let started = std::time::Instant::now();
             let mut d = core.decide(store.values(), &members, &opts.k8s);
             crate::members::without_l2_if_refused(&members, &mut d.plan.announcements);
@@ -246,7 +260,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                     .is_none_or(|t: &tokio::task::JoinHandle<()>| t.is_finished())
             {
                 let (client, ns, errors) = (
-                    client.clone(),
+                    write_client.clone(),
                     opts.k8s.namespace.clone(),
                     d.config_errors.clone(),
                 );
@@ -308,17 +322,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                     error!("announcing: {e}");
                 }
             }
-            // The API writes: a failure (the API server away) is retried every second.
-            let wanted = wanted_statuses(&node, &d.plan);
-            let (writes, err) = writer.sync(&client, &store, &opts.k8s, &wanted).await;
-            let failed_events = events.update(&store, &node, &d.plan).await;
-            if writes > 0 {
-                metrics.update(err.is_none());
-            }
-            if let Some(e) = &err {
-                warn!("writing status objects: {e}");
-            }
-            retry_api = err.is_some() || failed_events > 0;
+            api_writes.want(&node, &d.plan);
             metrics.set_announced(
                 d.plan
                     .announcements
@@ -337,7 +341,7 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                     })
                     .collect(),
             );
-            metrics.reconciled(started.elapsed(), !retry_api);
+            metrics.reconciled(started.elapsed(), apply_errors.is_empty());
             // Not ready while the plan did not apply (an announcer refused it).
             metrics.set_ready(apply_errors.is_empty());
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -346,12 +350,23 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
             st.apply_errors = apply_errors.clone();
             st.skipped_peers = announcers.skipped().to_vec();
             st.members = members.iter().cloned().collect();
+            let now = crate::standalone::now_secs();
+            since.retain(|(svc, ip), _| {
+                d.plan
+                    .announcements
+                    .iter()
+                    .any(|a| a.service == *svc && a.ip == *ip)
+            });
             st.announcements = d
                 .plan
                 .announcements
                 .iter()
-                .map(|a| StatusAnnouncement::of(a, 0))
+                .map(|a| {
+                    let t = *since.entry((a.service.clone(), a.ip)).or_insert(now);
+                    StatusAnnouncement::of(a, t)
+                })
                 .collect();
+            st.api_error = api_writes.outcome().error;
             st.config_errors = d.config_errors.clone();
             dirty = false;
         }
@@ -392,9 +407,9 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
     announcers.stop().await;
     // Others announce what this node did: its status objects go.
-    let none = lb_k8s::speaker::WantedStatuses::default();
-    let cleared = writer.sync(&client, &store, &opts.k8s, &none);
-    let _ = tokio::time::timeout(Duration::from_secs(2), cleared).await;
+    if !api_writes.clear(&node, Duration::from_secs(2)).await {
+        warn!("could not remove this node's status objects within 2 s");
+    }
     for w in watches {
         w.abort();
     }

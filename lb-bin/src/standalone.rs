@@ -96,6 +96,9 @@ pub struct Status {
     pub local_delivery_errors: Vec<String>,
     /// BGPPeers this build cannot serve (unnumbered, vrf), with why: skipped alone.
     pub skipped_peers: Vec<(String, String)>,
+    /// Why the last write to the Kubernetes API failed (speaker; retried every second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_error: Option<String>,
     /// When the main loop last turned (`/healthz` fails when that is too long ago).
     #[serde(skip)]
     pub turned: Option<std::time::Instant>,
@@ -185,7 +188,7 @@ fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> 
     Ok(SocketAddr::new(probe.local_addr()?.ip(), bind.port()))
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

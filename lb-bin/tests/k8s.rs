@@ -588,3 +588,192 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
     );
     assert!(net.signal("controller", "-TERM").success());
 }
+
+/// Three speakers announce six L2 addresses; then the API server fails (`fault`) and two
+/// owners crash one after the other. Each address must reach its new owner within a second,
+/// as in standalone mode: the survivor of the first crash has status objects to write then
+/// (the API cannot take them), and must take over the second crash's addresses all the same.
+/// When the API returns, the survivor's ServiceL2Status objects appear.
+fn speakers_fail_over_while_the_api(fault: api::Fault, tag: &str) {
+    if !lab::available("Kubernetes component tests") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut net = Net::new(
+        tag,
+        &[
+            ("api", "192.0.2.250/24"),
+            ("n1", "192.0.2.11/24"),
+            ("n2", "192.0.2.12/24"),
+            ("n3", "192.0.2.13/24"),
+            ("cl", "192.0.2.100/24"),
+        ],
+    );
+    let api = FakeApi::new();
+    for i in 1..=3 {
+        api.put("nodes", node(&format!("node{i}"), &format!("192.0.2.1{i}")));
+    }
+    api.put("ipaddresspools", pool("lan", &["192.0.2.200-192.0.2.210"]));
+    api.put(
+        "l2advertisements",
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+               "metadata": {"name": "lan", "namespace": "metallb-system"}, "spec": {}}),
+    );
+    api.put(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "memberlist", "namespace": "metallb-system"},
+               "data": {"secretkey": "YSBtZW1iZXJzaGlwIGtleSBvZiBhdCBsZWFzdCBzaXh0ZWVuIGJ5dGVz"}}),
+    );
+    // Addresses as a controller would have written them.
+    let services: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("svc{i}"), format!("192.0.2.20{i}")))
+        .collect();
+    for (name, ip) in &services {
+        let mut s = lb_service("default", name, &[80]);
+        s["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        api.put("services", s);
+        api.put("endpointslices", slice(name, &["node1", "node2", "node3"]));
+    }
+    let kubeconfig = serve(&net, &rt, api.clone());
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
+    let bin = env!("CARGO_BIN_EXE_lb-bin");
+    for i in 1..=3 {
+        net.spawn(
+            &format!("speaker{i}"),
+            &format!("n{i}"),
+            bin,
+            &[
+                "speaker",
+                "--node-name",
+                &format!("node{i}"),
+                "--bind",
+                &format!("192.0.2.1{i}:7946"),
+                "--http",
+                "127.0.0.1:7472",
+                "--log-format",
+                "text",
+            ],
+            &env,
+        );
+    }
+    let logs = |net: &Net| {
+        (1..=3)
+            .map(|i| format!("speaker{i}:\n{}", net.log(&format!("speaker{i}"))))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let owners = || -> Option<std::collections::BTreeMap<String, String>> {
+        services
+            .iter()
+            .map(|(name, _)| Some((name.clone(), l2_owner(&api, name)?)))
+            .collect()
+    };
+    assert!(
+        until(30, || owners().is_some()),
+        "every service gets one owner:\n{}",
+        logs(&net)
+    );
+    let before = owners().unwrap();
+    let host = |node: &str| node.replace("node", "n");
+    let ip_of = |svc: &str| services.iter().find(|(n, _)| n == svc).unwrap().1.clone();
+    for (svc, owner) in &before {
+        assert!(
+            until(10, || answered_by(&net, &ip_of(svc))
+                == Some(net.mac(&host(owner)))),
+            "{svc} answered by {owner}:\n{}",
+            logs(&net)
+        );
+    }
+    // The first victim owns svc0; the second is another node that owns something.
+    let first = before["svc0"].clone();
+    let second = (1..=3)
+        .map(|i| format!("node{i}"))
+        .find(|n| *n != first && before.values().any(|o| o == n));
+    let Some(second) = second else {
+        panic!("only {first} owns anything: {before:?}");
+    };
+    let survivor = (1..=3)
+        .map(|i| format!("node{i}"))
+        .find(|n| *n != first && *n != second)
+        .unwrap();
+    let survivor_mac = net.mac(&host(&survivor));
+    // The client learns every owner, so that a gratuitous ARP is what moves each entry.
+    for (_, ip) in &services {
+        let _ = net.ping_once("cl", ip);
+    }
+
+    api.set_fault(fault);
+    std::thread::sleep(Duration::from_millis(300));
+    // Crash 1: every address of `first` moves within a second.
+    let crash = |net: &mut Net, victim: &str| {
+        net.signal(&format!("speaker{}", &victim[4..]), "-KILL");
+        net.link_down(&host(victim));
+        std::time::Instant::now()
+    };
+    let moved_within = |net: &Net, victim: &str, t0: std::time::Instant, to: Option<&str>| {
+        let theirs: Vec<String> = before
+            .iter()
+            .filter(|(_, o)| *o == victim)
+            .map(|(s, _)| ip_of(s))
+            .collect();
+        let dead = net.mac(&host(victim));
+        let ok = until(3, || {
+            theirs.iter().all(|ip| match net.neighbour("cl", ip) {
+                Some(m) => m != dead && to.is_none_or(|to| m == to),
+                None => false,
+            })
+        });
+        (ok, t0.elapsed(), theirs)
+    };
+    let t0 = crash(&mut net, &first);
+    let (ok, took, ips) = moved_within(&net, &first, t0, None);
+    assert!(ok, "{ips:?} of {first} never moved:\n{}", logs(&net));
+    eprintln!("{fault:?}: {first}'s {ips:?} moved in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Crash 2: the survivor alone is left, with writes the API has not taken.
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = crash(&mut net, &second);
+    let (ok, took, ips) = moved_within(&net, &second, t0, Some(&survivor_mac));
+    assert!(
+        ok,
+        "{ips:?} of {second} never reached {survivor}:\n{}",
+        logs(&net)
+    );
+    eprintln!("{fault:?}: {second}'s {ips:?} moved to {survivor} in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for ip in before.keys().map(|s| ip_of(s)) {
+        assert_eq!(net.neighbour("cl", &ip), Some(survivor_mac.clone()), "{ip}");
+    }
+
+    // The API returns: the survivor's status objects catch up.
+    api.set_fault(api::Fault::None);
+    // (The dead nodes' objects stay: each speaker writes only its own.)
+    let survivor_has = |svc: &str| {
+        api.list("servicel2statuses").iter().any(|s| {
+            s.pointer("/status/serviceName") == Some(&json!(svc))
+                && s.pointer("/status/node") == Some(&json!(survivor))
+        })
+    };
+    assert!(
+        until(30, || services.iter().all(|(n, _)| survivor_has(n))),
+        "{}",
+        logs(&net)
+    );
+    let st = net.signal(&format!("speaker{}", &survivor[4..]), "-TERM");
+    assert!(st.success(), "{}", logs(&net));
+}
+
+#[test]
+fn speakers_fail_over_within_a_second_while_the_api_hangs() {
+    speakers_fail_over_while_the_api(api::Fault::Hang, "lbh");
+}
+
+#[test]
+fn speakers_fail_over_within_a_second_while_the_api_answers_503() {
+    speakers_fail_over_while_the_api(api::Fault::Status(503), "lb5");
+}

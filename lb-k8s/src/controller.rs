@@ -17,7 +17,6 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use lb_core::alloc::converge::inputs_from;
@@ -84,6 +83,9 @@ pub struct Pass {
     pub config_errors: Vec<String>,
     /// The pools in use are the previous ones, because the newest have errors.
     pub stale: bool,
+    /// Services whose address comes from a pool that failed to load and is not in force:
+    /// kept as their status shows, nothing written for them.
+    pub held: Vec<ServiceKey>,
 }
 
 /// The controller's memory between passes. No IO.
@@ -138,7 +140,46 @@ impl Core {
         let Some(alloc) = self.alloc.as_mut() else {
             return pass;
         };
-        let inputs = inputs_from(&loaded.config, lb_class);
+        // Addresses from a pool that failed to load and is not in force (this Core started,
+        // or took over, while it was broken) are held: claimed by nobody else, never cleared,
+        // nothing written for them, until the pool is fixed or deleted.
+        let broken: BTreeSet<String> = loaded
+            .errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error)
+            .filter_map(|e| e.object.strip_prefix("IPAddressPool "))
+            .map(|o| o.rsplit('/').next().unwrap_or(o).to_string())
+            .filter(|name| !self.pools.iter().any(|p| p.name == *name))
+            .collect();
+        let anno = pool_annotation();
+        let held: BTreeMap<ServiceKey, String> = if broken.is_empty() {
+            BTreeMap::new()
+        } else {
+            loaded
+                .config
+                .services
+                .values()
+                .filter(|svc| svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class)
+                .filter_map(|svc| {
+                    let named = svc.annotations.get(&anno).filter(|p| broken.contains(*p));
+                    // No pool in force holds the address: it may be the broken pool's.
+                    let orphan = !svc.status_ips.is_empty()
+                        && !svc
+                            .status_ips
+                            .iter()
+                            .any(|ip| self.pools.iter().any(|p| p.contains(*ip)));
+                    let pool = named.cloned().or_else(|| {
+                        orphan.then(|| broken.iter().cloned().collect::<Vec<_>>().join(", "))
+                    })?;
+                    (!svc.status_ips.is_empty()).then(|| (svc.key.clone(), pool))
+                })
+                .collect()
+        };
+        pass.held = held.keys().cloned().collect();
+        let inputs: Vec<_> = inputs_from(&loaded.config, lb_class)
+            .into_iter()
+            .filter(|i| !held.contains_key(&i.key))
+            .collect();
         let deprecated: BTreeMap<ServiceKey, Vec<String>> = inputs
             .iter()
             .filter_map(|i| {
@@ -148,7 +189,6 @@ impl Core {
             })
             .collect();
         let outcome = converge(alloc, inputs);
-        let anno = pool_annotation();
 
         let mut events = Vec::new();
         for svc in loaded.config.services.values() {
@@ -156,6 +196,18 @@ impl Core {
             let observed_pool = svc.annotations.get(&anno).cloned();
             let observed = ip_set(&svc.status_ips);
             let ours = svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class;
+            if let Some(pool) = held.get(key) {
+                let ips: Vec<String> = svc.status_ips.iter().map(IpAddr::to_string).collect();
+                events.push((
+                    key.clone(),
+                    true,
+                    "AddressHeld",
+                    format!(
+                        "pool {pool} has errors and is not loaded; keeping {ips:?} unchanged until it is fixed or deleted"
+                    ),
+                ));
+                continue;
+            }
             if !ours {
                 if observed_pool.is_some() {
                     pass.writes.push(ServiceWrite {
@@ -295,13 +347,20 @@ pub fn kinds(namespace: &str) -> Vec<Kind> {
     ]
 }
 
-/// Runs the controller until the future is dropped.
-pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metrics: Metrics) {
+/// Runs the controller until the future is dropped: watches with `clients.watch`, writes with
+/// `clients.write`.
+pub async fn run(
+    clients: crate::Clients,
+    opts: Options,
+    mut leadership: Leadership,
+    metrics: Metrics,
+) {
     let store = Store::default();
     let mut watches: Vec<_> = kinds(&opts.namespace)
         .into_iter()
-        .map(|k| store.spawn_watch(client.clone(), k))
+        .map(|k| store.spawn_watch(clients.watch.clone(), k))
         .collect();
+    let client = clients.write;
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -318,6 +377,7 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
     let mut sent_pools: BTreeMap<String, IPAddressPoolStatus> = BTreeMap::new();
     let mut tick = tokio::time::interval(opts.resync);
     let mut told_errors: Vec<String> = Vec::new();
+    let mut told_held: Vec<ServiceKey> = Vec::new();
     let mut reported: Option<Vec<String>> = None;
     // After a failed write, the next pass comes sooner than the resync.
     let mut retry_in: Option<Duration> = None;
@@ -339,6 +399,16 @@ pub async fn run(client: Client, opts: Options, mut leadership: Leadership, metr
             let pass = c.pass(store.values(), opts.lb_class.as_deref());
             metrics.config(true, pass.stale);
             metrics.set_pools(pass.counts.clone());
+            metrics.set_held(pass.held.len());
+            if pass.held != told_held {
+                if !pass.held.is_empty() {
+                    warn!(
+                        services = ?pass.held.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "their pool failed to load: their addresses are kept and nothing is written for them until it is fixed or deleted"
+                    );
+                }
+                told_held = pass.held.clone();
+            }
             if pass.config_errors != told_errors {
                 for e in &pass.config_errors {
                     warn!("configuration: {e}");

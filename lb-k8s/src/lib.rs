@@ -22,3 +22,35 @@ pub mod store;
 
 /// The API group whose kinds this crate serves.
 pub const GROUP: &str = "metallb.io";
+
+/// The clients a component talks to the API server with.
+#[derive(Clone)]
+pub struct Clients {
+    /// For watches: long reads, guarded by the watcher's own idle timeout.
+    pub watch: kube::Client,
+    /// For everything else (status, events, the Lease): a request gets no answer for at most
+    /// [`READ_TIMEOUT`], and is not retried inside the client (429/503 come back at once and
+    /// the caller retries on a task of its own).
+    pub write: kube::Client,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+impl Clients {
+    /// One client for both (tests, or a caller that configured its own timeouts).
+    pub fn single(client: kube::Client) -> Clients {
+        Clients {
+            watch: client.clone(),
+            write: client,
+        }
+    }
+}
+
+/// How long a connection to the API server may take ([`Clients::write`]).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a request to the API server may go unanswered ([`Clients::write`]).
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

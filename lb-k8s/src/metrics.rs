@@ -30,6 +30,8 @@ struct Inner {
     config_loaded: bool,
     config_stale: bool,
     leader: bool,
+    /// Services whose address is held while its pool is broken (controller).
+    held: usize,
     ready: bool,
     reconciles: u64,
     reconcile_errors: u64,
@@ -99,6 +101,11 @@ impl Metrics {
                 m.duration_buckets[i] += 1;
             }
         }
+    }
+
+    /// Services whose address is held because its pool failed to load.
+    pub fn set_held(&self, n: usize) {
+        self.lock().held = n;
     }
 
     pub fn set_announced(&self, announced: Vec<[String; 4]>) {
@@ -178,6 +185,11 @@ impl Metrics {
                 o,
                 "# HELP lb_controller_leader 1 while this replica holds the Lease\n# TYPE lb_controller_leader gauge\nlb_controller_leader {}",
                 u8::from(m.leader)
+            );
+            let _ = writeln!(
+                o,
+                "# HELP lb_controller_held_services Services whose address is kept unchanged because its pool failed to load\n# TYPE lb_controller_held_services gauge\nlb_controller_held_services {}",
+                m.held
             );
         }
         let _ = writeln!(

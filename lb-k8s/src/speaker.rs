@@ -515,3 +515,149 @@ impl AssignedEvents {
         failed
     }
 }
+
+/// What one round of [`ApiWriter`] achieved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The last wish handed in ([`ApiWriter::want`]) that a round has finished with.
+    pub done: u64,
+    /// Whether the last round left something unwritten (retried every second).
+    pub pending: bool,
+    /// Why, in words.
+    pub error: Option<String>,
+}
+
+struct Wish {
+    seq: u64,
+    statuses: WantedStatuses,
+    plan: Plan,
+}
+
+/// The speaker's writes to the API (its ServiceL2Status / ServiceBGPStatus objects and its
+/// `nodeAssigned` events) on a task of their own, so that the decision loop never waits for
+/// the API server: [`ApiWriter::want`] hands over the latest plan and returns at once. Wishes
+/// coalesce (only the newest is written), each round is bounded by a timeout, and what failed
+/// is retried every second until it is written.
+#[derive(Debug)]
+pub struct ApiWriter {
+    wishes: tokio::sync::watch::Sender<Option<std::sync::Arc<Wish>>>,
+    outcome: tokio::sync::watch::Receiver<WriteOutcome>,
+    seq: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Wish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wish")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a round that left something unwritten is tried again.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+
+impl ApiWriter {
+    /// Starts the task. `client` should have a read timeout; every round is also cut off after
+    /// `timeout`. `metrics` counts the writes.
+    pub fn spawn(
+        client: Client,
+        store: Store,
+        opts: Options,
+        node: String,
+        timeout: Duration,
+        metrics: crate::metrics::Metrics,
+    ) -> ApiWriter {
+        let (wishes, mut rx) = tokio::sync::watch::channel(None::<std::sync::Arc<Wish>>);
+        let (out_tx, outcome) = tokio::sync::watch::channel(WriteOutcome::default());
+        let task = tokio::spawn(async move {
+            let mut writer = StatusWriter::default();
+            let mut events = AssignedEvents::new(client.clone(), &node);
+            let mut retry = false;
+            loop {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    () = tokio::time::sleep(WRITE_RETRY), if retry => {}
+                }
+                let Some(wish) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let mut errors = Vec::new();
+                match tokio::time::timeout(
+                    timeout,
+                    writer.sync(&client, &store, &opts, &wish.statuses),
+                )
+                .await
+                {
+                    Ok((writes, err)) => {
+                        if writes > 0 || err.is_some() {
+                            metrics.update(err.is_none());
+                        }
+                        errors.extend(err.map(|e| format!("status objects: {e}")));
+                    }
+                    Err(_) => {
+                        metrics.update(false);
+                        errors.push(format!("status objects: no answer within {timeout:?}"));
+                    }
+                }
+                match tokio::time::timeout(timeout, events.update(&store, &node, &wish.plan)).await
+                {
+                    Ok(0) => {}
+                    Ok(n) => errors.push(format!("{n} event(s) not sent")),
+                    Err(_) => errors.push(format!("events: no answer within {timeout:?}")),
+                }
+                retry = !errors.is_empty();
+                let error = (!errors.is_empty()).then(|| errors.join("; "));
+                if let Some(e) = &error {
+                    tracing::warn!("writing to the API (retried every second): {e}");
+                }
+                out_tx.send_replace(WriteOutcome {
+                    done: wish.seq,
+                    pending: retry,
+                    error,
+                });
+            }
+        });
+        ApiWriter {
+            wishes,
+            outcome,
+            seq: 0,
+            task,
+        }
+    }
+
+    /// Hands over what this node should show for `plan`; returns at once. A wish not yet
+    /// written is replaced.
+    pub fn want(&mut self, node: &str, plan: &Plan) {
+        self.seq += 1;
+        self.wishes.send_replace(Some(std::sync::Arc::new(Wish {
+            seq: self.seq,
+            statuses: wanted_statuses(node, plan),
+            plan: plan.clone(),
+        })));
+    }
+
+    /// What the last finished round achieved.
+    pub fn outcome(&self) -> WriteOutcome {
+        self.outcome.borrow().clone()
+    }
+
+    /// Whether everything handed over so far is written.
+    pub fn settled(&self) -> bool {
+        let o = self.outcome.borrow();
+        o.done == self.seq && !o.pending
+    }
+
+    /// On shutdown: removes this node's status objects (others announce now), waiting at most
+    /// `within`; then stops the task.
+    pub async fn clear(mut self, node: &str, within: Duration) -> bool {
+        self.want(node, &Plan::default());
+        let seq = self.seq;
+        let mut outcome = self.outcome.clone();
+        let done = tokio::time::timeout(within, outcome.wait_for(|o| o.done >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok_and(|o| !o.pending));
+        self.task.abort();
+        done
+    }
+}

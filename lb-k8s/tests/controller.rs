@@ -26,7 +26,7 @@ fn options() -> Options {
 
 fn start(api_client: kube::Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
-        api_client,
+        lb_k8s::Clients::single(api_client),
         options(),
         Leadership::always(),
         Metrics::default(),
@@ -305,7 +305,7 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
     let (leader_a, lease_a) = lease::spawn(client.clone(), lease_cfg("replica-a"), stop_a_rx);
     assert!(eventually(5, || leader_a.is_leader()).await);
     let ctrl_a = tokio::spawn(run(
-        client.clone(),
+        lb_k8s::Clients::single(client.clone()),
         Options {
             instance: "replica-a".into(),
             ..options()
@@ -316,7 +316,7 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
     let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
     let (leader_b, lease_b) = lease::spawn(client.clone(), lease_cfg("replica-b"), stop_b_rx);
     let ctrl_b = tokio::spawn(run(
-        client.clone(),
+        lb_k8s::Clients::single(client.clone()),
         Options {
             instance: "replica-b".into(),
             ..options()
@@ -409,7 +409,7 @@ async fn only_services_of_the_configured_class_are_served() {
     mine["spec"]["loadBalancerClass"] = json!("example.com/lb");
     api.put("services", mine);
     let task = tokio::spawn(run(
-        client,
+        lb_k8s::Clients::single(client),
         Options {
             lb_class: Some("example.com/lb".into()),
             ..options()
@@ -431,7 +431,7 @@ async fn a_broken_pool_keeps_the_previous_pools_and_every_address() {
     api.put("services", lb_service("default", "web", &[80]));
     let metrics = Metrics::default();
     let task = tokio::spawn(run(
-        client,
+        lb_k8s::Clients::single(client),
         options(),
         Leadership::always(),
         metrics.clone(),
@@ -536,4 +536,120 @@ async fn the_controller_reports_its_configuration_in_a_configuration_state() {
         Some(&Value::from("ConfigurationError"))
     );
     task.abort();
+}
+
+/// A pool that breaks while the leader runs, then a new leader (its Lease expired), then a
+/// restart: neither successor knows the pool, and both must keep what the Services' status
+/// shows, write nothing for those services and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_or_a_restart_with_a_broken_pool_keeps_its_addresses_and_writes_nothing() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/29"]));
+    api.put("ipaddresspools", pool("other", &["198.51.100.0/29"]));
+    api.put("services", lb_service("default", "web", &[80]));
+    let lease_cfg = |id: &str| LeaseConfig {
+        duration: Duration::from_secs(2),
+        valid_for: Duration::from_millis(1200),
+        retry: Duration::from_millis(100),
+        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
+    };
+    let replica = |id: &str, leadership: Leadership, metrics: Metrics| {
+        tokio::spawn(run(
+            lb_k8s::Clients::single(client.clone()),
+            Options {
+                instance: id.into(),
+                ..options()
+            },
+            leadership,
+            metrics,
+        ))
+    };
+    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
+    let (leader_a, lease_a) = lease::spawn(client.clone(), lease_cfg("replica-a"), stop_a_rx);
+    assert!(eventually(5, || leader_a.is_leader()).await);
+    let ctrl_a = replica("replica-a", leader_a, Metrics::default());
+    let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
+    let (leader_b, lease_b) = lease::spawn(client.clone(), lease_cfg("replica-b"), stop_b_rx);
+    let metrics_b = Metrics::default();
+    let ctrl_b = replica("replica-b", leader_b.clone(), metrics_b.clone());
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            == ["192.0.2.0"])
+        .await
+    );
+    // The pool breaks (an address that is not one) while A leads: A keeps it in force.
+    let mut broken = pool("main", &["192.0.2.0/29", "192.0.2.300"]);
+    broken["metadata"]["namespace"] = json!("metallb-system");
+    api.put("ipaddresspools", broken);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.clear_writes();
+    let web_writes = |api: &FakeApi| {
+        status_writes(api)
+            .iter()
+            .filter(|w| w.path.ends_with("/web/status"))
+            .count()
+    };
+    // A dies; B takes over knowing only "other".
+    lease_a.abort();
+    ctrl_a.abort();
+    drop(stop_a);
+    assert!(eventually(10, || leader_b.is_leader()).await);
+    assert!(eventually(5, || events_for(&api, "web", "AddressHeld") == 1).await);
+    // Several passes: nothing written for web, and a new service still gets an address.
+    api.put("services", lb_service("default", "new", &[80]));
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "new"))
+            == ["198.51.100.0"])
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(web_writes(&api), 0, "{:#?}", status_writes(&api));
+    assert_eq!(ingress_ips(&svc(&api, "default", "web")), ["192.0.2.0"]);
+    assert_eq!(
+        svc(&api, "default", "web").pointer(&format!(
+            "/metadata/annotations/{}",
+            ANNO.replace('/', "~1")
+        )),
+        Some(&json!("main"))
+    );
+    assert!(
+        metrics_b
+            .render("controller")
+            .contains("lb_controller_held_services 1"),
+        "{}",
+        metrics_b.render("controller")
+    );
+    // B restarts: the same.
+    ctrl_b.abort();
+    lease_b.abort();
+    let metrics_c = Metrics::default();
+    let ctrl_c = replica("replica-c", Leadership::always(), metrics_c.clone());
+    assert!(
+        eventually(5, || metrics_c
+            .render("controller")
+            .contains("lb_controller_held_services 1"))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(web_writes(&api), 0, "{:#?}", status_writes(&api));
+    assert_eq!(ingress_ips(&svc(&api, "default", "web")), ["192.0.2.0"]);
+    // Fixed: the pool is loaded, web keeps its address, still nothing to write.
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/29"]));
+    assert!(
+        eventually(5, || metrics_c
+            .render("controller")
+            .contains("lb_controller_held_services 0"))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(web_writes(&api), 0, "{:#?}", status_writes(&api));
+    assert_eq!(ingress_ips(&svc(&api, "default", "web")), ["192.0.2.0"]);
+    // Deleted: only now is the address released.
+    api.remove("ipaddresspools", "metallb-system", "main");
+    assert!(
+        eventually(5, || ingress_ips(&svc(&api, "default", "web"))
+            != ["192.0.2.0"])
+        .await
+    );
+    ctrl_c.abort();
 }

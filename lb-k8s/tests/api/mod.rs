@@ -3,14 +3,17 @@
 //! WATCH (newline-terminated JSON events from that version on), GET, POST (with generateName),
 //! PUT (optimistic concurrency on resourceVersion), PATCH (merge; server-side apply is read as a
 //! merge), DELETE, the `/status` subresource, and label selectors of the `k=v` form. Every
-//! write is recorded for the test to inspect, and the whole server can be taken "down" (every
-//! request fails as if the server were unreachable, and open watches end) to test behaviour
-//! during an outage.
+//! write is recorded for the test to inspect. Faults a real server has can be switched on
+//! ([`Fault`]): refused connections, a server that accepts and never answers, 503/504, 429 with
+//! Retry-After, slow answers; and besides: `metadata.resourceVersion` in a merge patch is a
+//! precondition (409 Conflict), watches can be expired (the next watch from an older version
+//! gets 410 Gone), and one client's writes can be held back and released later.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -35,6 +38,30 @@ impl std::fmt::Display for Down {
 }
 
 impl std::error::Error for Down {}
+
+/// What the server does to every request (see [`FakeApi::set_fault`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Fails every request as a refused connection would; open watches end.
+    Refuse,
+    /// Accepts every request and never answers it, even after the fault is lifted (as a
+    /// server that lost it); open watches fall silent until it is lifted.
+    Hang,
+    /// Answers every request with this code (503, 504, ...); open watches end.
+    Status(u16),
+    /// 429 Too Many Requests with `Retry-After: N` (seconds); open watches end.
+    TooMany(u32),
+    /// Answers every request after this long.
+    Slow(Duration),
+}
+
+impl Fault {
+    fn ends_watches(self) -> bool {
+        matches!(self, Fault::Refuse | Fault::Status(_) | Fault::TooMany(_))
+    }
+}
 
 /// One write the server took.
 #[derive(Clone, Debug)]
@@ -63,6 +90,8 @@ struct Store {
     log: Vec<Event>,
     writes: Vec<Write>,
     generated: u64,
+    /// Watches from a version older than this get 410 Gone.
+    compacted: u64,
 }
 
 /// The server. Cheap to clone; all clones share the store.
@@ -70,7 +99,11 @@ struct Store {
 pub struct FakeApi {
     store: Arc<Mutex<Store>>,
     events: broadcast::Sender<Event>,
-    down: watch::Sender<bool>,
+    fault: watch::Sender<Fault>,
+    /// Bumped to end every open watch.
+    epoch: watch::Sender<u64>,
+    /// Clients whose writes are held back until released.
+    held: watch::Sender<BTreeSet<String>>,
 }
 
 struct Target {
@@ -197,28 +230,64 @@ impl FakeApi {
         FakeApi {
             store: Arc::default(),
             events: broadcast::channel(65536).0,
-            down: watch::channel(false).0,
+            fault: watch::channel(Fault::None).0,
+            epoch: watch::channel(0).0,
+            held: watch::channel(BTreeSet::new()).0,
         }
     }
 
     /// A server and a client talking to it. Keep the server alive as long as the client.
     pub fn start() -> (FakeApi, Client) {
+        let api = FakeApi::new();
+        let client = api.client("");
+        (api, client)
+    }
+
+    /// Another client of this server, known as `name` (see [`FakeApi::hold_writes`]).
+    pub fn client(&self, name: &str) -> Client {
         let (svc, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
-        let api = FakeApi::new();
-        let server = api.clone();
+        let server = self.clone();
+        let name = name.to_string();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
-                let server = server.clone();
+                let (server, name) = (server.clone(), name.clone());
                 tokio::spawn(async move {
-                    match server.serve(req).await {
+                    match server.serve_as(&name, req).await {
                         Ok(resp) => send.send_response(resp),
                         Err(e) => send.send_error(e),
                     }
                 });
             }
         });
-        (api, Client::new(svc, "default"))
+        Client::new(svc, "default")
+    }
+
+    /// Switches a fault on (or off, with [`Fault::None`]).
+    pub fn set_fault(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    /// Holds back every write (POST, PUT, PATCH, DELETE) of client `name` until called again
+    /// with `false`; then they are served, in whatever order they wake.
+    pub fn hold_writes(&self, name: &str, hold: bool) {
+        self.held.send_modify(|h| {
+            if hold {
+                h.insert(name.to_string());
+            } else {
+                h.remove(name);
+            }
+        });
+    }
+
+    /// Ends every open watch; a watch from a version before now gets 410 Gone (as after the
+    /// API server compacted its history), so clients must list again.
+    pub fn expire_watches(&self) {
+        {
+            let mut st = self.lock();
+            st.compacted = st.rv + 1;
+        }
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -226,9 +295,9 @@ impl FakeApi {
     }
 
     /// Takes the server down (every request fails as if refused, watches end) or brings it
-    /// back.
+    /// back: [`Fault::Refuse`] or [`Fault::None`].
     pub fn set_down(&self, down: bool) {
-        self.down.send_replace(down);
+        self.set_fault(if down { Fault::Refuse } else { Fault::None });
     }
 
     /// Every write so far.
@@ -337,11 +406,41 @@ impl FakeApi {
         let _ = self.events.send(ev);
     }
 
-    /// Answers one request; while the server is down, fails it as an unreachable server
-    /// would (a 503 would be retried inside kube's client for minutes instead).
+    /// Answers one request of an anonymous client.
     pub async fn serve(&self, req: Request<kube::client::Body>) -> Result<Response<Body>, Down> {
-        if *self.down.borrow() {
-            return Err(Down);
+        self.serve_as("", req).await
+    }
+
+    /// Answers one request of client `name`, through the fault switched on.
+    pub async fn serve_as(
+        &self,
+        name: &str,
+        req: Request<kube::client::Body>,
+    ) -> Result<Response<Body>, Down> {
+        let fault = *self.fault.borrow();
+        match fault {
+            Fault::None => {}
+            Fault::Refuse => return Err(Down),
+            Fault::Hang => std::future::pending::<()>().await,
+            Fault::Status(code) => {
+                let code = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return Ok(status(code, "ServiceUnavailable", "scripted failure"));
+            }
+            Fault::TooMany(secs) => {
+                let mut r = status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "slow down",
+                );
+                r.headers_mut()
+                    .insert("retry-after", http::HeaderValue::from(secs));
+                return Ok(r);
+            }
+            Fault::Slow(d) => tokio::time::sleep(d).await,
+        }
+        if req.method() != http::Method::GET {
+            let mut held = self.held.subscribe();
+            let _ = held.wait_for(|h| !h.contains(name)).await;
         }
         let method = req.method().as_str().to_string();
         let path = req.uri().path().to_string();
@@ -418,6 +517,14 @@ impl FakeApi {
             .get("resourceVersion")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        if from > 0 && from < self.lock().compacted {
+            return full(
+                StatusCode::OK,
+                &json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                        "metadata": {}, "status": "Failure", "reason": "Expired",
+                        "message": "too old resource version", "code": 410}}),
+            );
+        }
         let selector = q.get("labelSelector").cloned();
         let wanted = move |e: &Event| {
             e.plural == t.plural
@@ -434,7 +541,8 @@ impl FakeApi {
             .cloned()
             .collect();
         let mut last = backlog.last().map_or(from, |e| e.rv);
-        let mut down = self.down.subscribe();
+        let mut fault = self.fault.subscribe();
+        let mut epoch = self.epoch.subscribe();
         let line = |e: &Event| {
             let mut b = serde_json::to_vec(&json!({"type": e.type_, "object": e.object}))
                 .unwrap_or_default();
@@ -448,13 +556,17 @@ impl FakeApi {
                     r = rx.recv() => match r {
                         Ok(e) if e.rv > last && wanted(&e) => {
                             last = e.rv;
+                            // A hung server sends nothing until it recovers.
+                            let gone = fault.wait_for(|f| *f != Fault::Hang).await.map(|_| ()).is_err();
+                            if gone { return; }
                             if tx.send(line(&e)).is_err() { return; }
                         }
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(_)) => return,
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
-                    r = down.wait_for(|d| *d) => { let _ = r; return; }
+                    _ = ended(&mut fault) => return,
+                    _ = epoch.changed() => return,
                 }
             }
         });
@@ -526,6 +638,16 @@ impl FakeApi {
         let Some(current) = st.objects.get(&key) else {
             return status(StatusCode::NOT_FOUND, "NotFound", "not found");
         };
+        // A resourceVersion in the patch is a precondition, as on a real API server.
+        if let Some(want) = patch.pointer("/metadata/resourceVersion")
+            && current.pointer("/metadata/resourceVersion") != Some(want)
+        {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+            );
+        }
         let mut obj = current.clone();
         if t.status {
             // The status subresource takes status and metadata, never spec.
@@ -547,6 +669,11 @@ impl FakeApi {
         self.store_object(&mut st, key, &mut obj, "MODIFIED");
         full(StatusCode::OK, &obj)
     }
+}
+
+/// Until a fault that ends watches is switched on.
+async fn ended(fault: &mut watch::Receiver<Fault>) {
+    let _ = fault.wait_for(|f| f.ends_watches()).await.map(|_| ());
 }
 
 /// A stream fed by a task through an unbounded channel.
@@ -597,12 +724,12 @@ pub fn ingress_ips(svc: &Value) -> Vec<String> {
 
 /// Polls `f` every 20 ms for up to `secs` seconds.
 pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while tokio::time::Instant::now() < deadline {
         if f() {
             return true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
 }
