@@ -99,9 +99,10 @@ enum Command {
         /// Where the metallb.io objects live.
         #[arg(long, env = "METALLB_NAMESPACE", default_value = "metallb-system")]
         namespace: String,
-        /// This replica's identity in the Lease and in events.
-        #[arg(long, env = "POD_NAME", default_value = "lb-controller")]
-        identity: String,
+        /// This replica's identity in the Lease and in events (default: the host name with a
+        /// random suffix, unique per run).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
         /// The Lease (coordination.k8s.io/v1) the replicas elect a leader with.
         #[arg(long, default_value = "lb-controller")]
         lease_name: String,
@@ -275,7 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = lb_bin::controller::Options {
                 lb_class,
                 namespace,
-                identity,
+                identity: identity.unwrap_or_else(default_identity),
                 lease_name,
                 lease: std::time::Duration::from_secs(lease_seconds.max(1)),
                 http: Some(http),
@@ -359,6 +360,16 @@ async fn clients() -> Result<lb_k8s::Clients> {
     w.default_retry = false;
     let write = kube::Client::try_from(w).context("connecting to the Kubernetes API")?;
     Ok(lb_k8s::Clients { watch, write })
+}
+
+/// The host name with a random suffix: two replicas never share it, even on one host.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lb-controller".into());
+    lb_k8s::lease::unique_identity(&host)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -12,7 +12,9 @@
 //! which node answers. Then the API server goes away: the speakers keep answering, and when an
 //! owner crashes the other takes its address over without the API. A second test runs one
 //! speaker against BIRD (in the client host) with the BGP password only in a Secret. Needs
-//! root, iproute2 and ping (see `lab`), and bird2 for the second.
+//! root, iproute2 and ping (see `lab`), and bird2 for the second. The speakers run as
+//! deploy/03-speaker.yaml has them: root with every capability dropped but NET_RAW (`setpriv`
+//! from util-linux), which is how these tests show that NET_ADMIN is not needed.
 
 #![allow(
     clippy::unwrap_used,
@@ -194,8 +196,11 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
         net.spawn(
             &format!("speaker{i}"),
             &format!("n{i}"),
-            bin,
+            "setpriv",
             &[
+                "--bounding-set=-all,+net_raw",
+                "--inh-caps=-all",
+                bin,
                 "speaker",
                 "--node-name",
                 &format!("node{i}"),
@@ -515,8 +520,11 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
     net.spawn(
         "speaker1",
         "n1",
-        bin,
+        "setpriv",
         &[
+            "--bounding-set=-all,+net_raw",
+            "--inh-caps=-all",
+            bin,
             "speaker",
             "--node-name",
             "node1",
@@ -646,8 +654,11 @@ fn speakers_fail_over_while_the_api(fault: api::Fault, tag: &str) {
         net.spawn(
             &format!("speaker{i}"),
             &format!("n{i}"),
-            bin,
+            "setpriv",
             &[
+                "--bounding-set=-all,+net_raw",
+                "--inh-caps=-all",
+                bin,
                 "speaker",
                 "--node-name",
                 &format!("node{i}"),
@@ -689,6 +700,22 @@ fn speakers_fail_over_while_the_api(fault: api::Fault, tag: &str) {
             logs(&net)
         );
     }
+    // `/status` says when each announcement began.
+    let st: Value = serde_json::from_str(
+        &net.get("n1", "127.0.0.1:7472", "/status")
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let since: Vec<u64> = st["announcements"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["since"].as_u64())
+        .collect();
+    assert!(
+        !since.is_empty() && since.iter().all(|s| *s > 1_600_000_000),
+        "{st}"
+    );
     // The first victim owns svc0; the second is another node that owns something.
     let first = before["svc0"].clone();
     let second = (1..=3)

@@ -63,6 +63,15 @@ impl ServiceWrite {
     }
 }
 
+/// `patch` with a precondition: it applies only while the object is at `resource_version`
+/// (an empty one, for an object the store has not shown, adds none).
+pub fn fenced(mut patch: Value, resource_version: &str) -> Value {
+    if !resource_version.is_empty() {
+        patch["metadata"]["resourceVersion"] = json!(resource_version);
+    }
+    patch
+}
+
 /// An event about a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEvent {
@@ -452,11 +461,14 @@ pub async fn run(
                     break;
                 }
                 let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
+                // Fenced: the write applies only to the version this pass read. A write
+                // delayed past the end of our term, or raced by anyone, is refused (409) by
+                // the API server; the next pass starts from what the watch shows then.
                 let r = api
                     .patch_status(
                         &w.key.name,
                         &PatchParams::default(),
-                        &Patch::Merge(w.patch()),
+                        &Patch::Merge(fenced(w.patch(), &rv)),
                     )
                     .await;
                 metrics.update(r.is_ok());
@@ -464,6 +476,10 @@ pub async fn run(
                     Ok(_) => {
                         info!(service = %w.key, ips = ?w.ips, pool = ?w.pool, "status written");
                         sent.insert(w.key.clone(), rv);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        ok = false;
+                        info!(service = %w.key, "the service changed since it was read; reading it again");
                     }
                     Err(e) => {
                         ok = false;
@@ -517,11 +533,16 @@ pub async fn run(
                 if !leadership.is_leader() {
                     break;
                 }
+                let rv = store
+                    .get("ipaddresspools", &opts.namespace, name)
+                    .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
                 let r = pools
                     .patch_status(
                         name,
                         &PatchParams::default(),
-                        &Patch::Merge(json!({"status": status})),
+                        &Patch::Merge(fenced(json!({"status": status}), &rv)),
                     )
                     .await;
                 metrics.update(r.is_ok());

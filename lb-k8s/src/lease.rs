@@ -6,6 +6,10 @@
 //! own monotonic clock. The holder counts its term from the moment it *sent* a renewal and
 //! stops writing after `valid_for` (shorter than the lease duration), so it stops before any
 //! other replica can have taken over.
+//!
+//! Each run of a replica also writes a random token ([`TOKEN_ANNOTATION`]) with its renewals:
+//! a Lease that names our identity but not our token is another process's (two replicas
+//! given the same identity, or our own previous run), followed like any other holder.
 
 use std::time::Duration;
 
@@ -60,35 +64,47 @@ pub enum Action {
     Follow,
 }
 
-/// What identifies one renewal of a Lease: (holder, renewTime).
-type Record = (Option<String>, Option<String>);
+/// The annotation on the Lease holding the token of the process that holds it.
+pub const TOKEN_ANNOTATION: &str = "lb-bin/holder-token";
+
+/// What identifies one renewal of a Lease: (holder, renewTime, token).
+type Record = (Option<String>, Option<String>, Option<String>);
 
 /// The election state of one replica: what it last saw of the Lease and when.
 #[derive(Clone, Debug)]
 pub struct Elector {
     identity: String,
+    token: String,
     duration: Duration,
     /// The record last seen, and when it was first seen.
     observed: Option<(Record, Instant)>,
 }
 
 impl Elector {
-    pub fn new(identity: &str, duration: Duration) -> Self {
+    /// An elector for `identity` whose renewals carry `token` (unique to this process).
+    pub fn new(identity: &str, token: &str, duration: Duration) -> Self {
         Elector {
             identity: identity.to_string(),
+            token: token.to_string(),
             duration,
             observed: None,
         }
     }
 
-    /// Decides what to do, given the Lease's spec as read now (None: there is no Lease).
-    pub fn decide(&mut self, now: Instant, lease: Option<&LeaseSpec>) -> Action {
+    /// Decides what to do, given the Lease's spec and holder token as read now (None: there
+    /// is no Lease).
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        lease: Option<&LeaseSpec>,
+        token: Option<&str>,
+    ) -> Action {
         let Some(spec) = lease else {
             self.observed = None;
             return Action::Create;
         };
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-        if holder.as_deref() == Some(self.identity.as_str()) {
+        if holder.as_deref() == Some(self.identity.as_str()) && token == Some(self.token.as_str()) {
             return Action::Renew;
         }
         let Some(holder) = holder else {
@@ -97,6 +113,7 @@ impl Elector {
         let record = (
             Some(holder),
             spec.renew_time.as_ref().map(|t| t.0.to_string()),
+            token.map(str::to_string),
         );
         let since = match &self.observed {
             Some((seen, at)) if *seen == record => *at,
@@ -115,6 +132,11 @@ impl Elector {
             Action::Follow
         }
     }
+}
+
+/// `prefix` with a random suffix: an identity no other replica has, even on the same host.
+pub fn unique_identity(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
 }
 
 /// Leadership as a watched value: `Some(until)` while this replica may write.
@@ -164,12 +186,13 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) -> (Leadership, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None::<Instant>);
+    let token = format!("{:016x}", rand::random::<u64>());
     let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-        let mut elector = Elector::new(&config.identity, config.duration);
+        let mut elector = Elector::new(&config.identity, &token, config.duration);
         loop {
             let started = Instant::now();
-            match step(&api, &config, &mut elector, started).await {
+            match step(&api, &config, &token, &mut elector, started).await {
                 Ok(true) => {
                     if tx.borrow().is_none() {
                         info!(identity = %config.identity, "became leader");
@@ -193,7 +216,7 @@ pub fn spawn(
         let held = tx.borrow().is_some_and(|until| Instant::now() < until);
         tx.send_replace(None);
         if held {
-            release(&api, &config).await;
+            release(&api, &config, &token).await;
         }
     });
     (Leadership(rx), task)
@@ -203,12 +226,15 @@ pub fn spawn(
 async fn step(
     api: &Api<Lease>,
     config: &LeaseConfig,
+    token: &str,
     elector: &mut Elector,
     now: Instant,
 ) -> Result<bool, kube::Error> {
     let current = api.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-    let action = elector.decide(now, spec);
+    let action = elector.decide(now, spec, current.as_ref().and_then(token_of));
+    let annotations =
+        std::collections::BTreeMap::from([(TOKEN_ANNOTATION.to_string(), token.to_string())]);
     let stamp = Some(MicroTime(Timestamp::now()));
     let mine = |prev: Option<&LeaseSpec>, taking: bool| LeaseSpec {
         holder_identity: Some(config.identity.clone()),
@@ -231,6 +257,7 @@ async fn step(
                 metadata: ObjectMeta {
                     name: Some(config.name.clone()),
                     namespace: Some(config.namespace.clone()),
+                    annotations: Some(annotations),
                     ..ObjectMeta::default()
                 },
                 spec: Some(mine(None, true)),
@@ -242,6 +269,11 @@ async fn step(
                 return Ok(false);
             };
             lease.spec = Some(mine(spec, action == Action::TakeOver));
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .extend(annotations);
             // Replace carries the resourceVersion we read: if another replica wrote in
             // between, the API server refuses with 409 and nobody holds two terms.
             api.replace(&config.name, &PostParams::default(), &lease)
@@ -256,11 +288,24 @@ async fn step(
     }
 }
 
+/// The holder token a Lease carries.
+fn token_of(lease: &Lease) -> Option<&str> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TOKEN_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// Hands the Lease back so that another replica takes over at once.
-async fn release(api: &Api<Lease>, config: &LeaseConfig) {
+async fn release(api: &Api<Lease>, config: &LeaseConfig, token: &str) {
     let Ok(Some(mut lease)) = api.get_opt(&config.name).await else {
         return;
     };
+    if token_of(&lease) != Some(token) {
+        return;
+    }
     let Some(spec) = lease.spec.as_mut() else {
         return;
     };
@@ -294,39 +339,70 @@ mod tests {
 
     #[test]
     fn no_lease_is_created() {
-        let mut e = Elector::new("a", Duration::from_secs(10));
-        assert_eq!(e.decide(Instant::now(), None), Action::Create);
+        let mut e = Elector::new("a", "t1", Duration::from_secs(10));
+        assert_eq!(e.decide(Instant::now(), None, None), Action::Create);
     }
 
     #[test]
     fn own_lease_is_renewed() {
-        let mut e = Elector::new("a", Duration::from_secs(10));
-        assert_eq!(e.decide(Instant::now(), Some(&spec("a", 1))), Action::Renew);
+        let mut e = Elector::new("a", "t1", Duration::from_secs(10));
+        assert_eq!(
+            e.decide(Instant::now(), Some(&spec("a", 1)), Some("t1")),
+            Action::Renew
+        );
+    }
+
+    #[test]
+    fn our_identity_with_another_token_is_another_holder() {
+        // Two replicas given the same identity, or our own previous run: followed until
+        // silent for a whole duration.
+        let mut e = Elector::new("a", "t1", Duration::from_secs(10));
+        let t0 = Instant::now();
+        for token in [Some("t2"), None] {
+            assert_eq!(e.decide(t0, Some(&spec("a", 1)), token), Action::Follow);
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            e.decide(t1, Some(&spec("a", 2)), Some("t2")),
+            Action::Follow
+        );
+        assert_eq!(
+            e.decide(t1 + Duration::from_secs(9), Some(&spec("a", 2)), Some("t2")),
+            Action::Follow
+        );
+        assert_eq!(
+            e.decide(
+                t1 + Duration::from_secs(10),
+                Some(&spec("a", 2)),
+                Some("t2")
+            ),
+            Action::TakeOver
+        );
     }
 
     #[test]
     fn a_live_holder_is_followed_until_silent_for_a_whole_duration() {
-        let mut e = Elector::new("b", Duration::from_secs(10));
+        let mut e = Elector::new("b", "t1", Duration::from_secs(10));
         let t0 = Instant::now();
-        assert_eq!(e.decide(t0, Some(&spec("a", 1))), Action::Follow);
+        assert_eq!(e.decide(t0, Some(&spec("a", 1)), Some("x")), Action::Follow);
         // A renewal resets the count, whatever the holder's clock says.
         let t1 = t0 + Duration::from_secs(9);
-        assert_eq!(e.decide(t1, Some(&spec("a", 2))), Action::Follow);
+        assert_eq!(e.decide(t1, Some(&spec("a", 2)), Some("x")), Action::Follow);
         assert_eq!(
-            e.decide(t1 + Duration::from_secs(9), Some(&spec("a", 2))),
+            e.decide(t1 + Duration::from_secs(9), Some(&spec("a", 2)), Some("x")),
             Action::Follow
         );
         assert_eq!(
-            e.decide(t1 + Duration::from_secs(10), Some(&spec("a", 2))),
+            e.decide(t1 + Duration::from_secs(10), Some(&spec("a", 2)), Some("x")),
             Action::TakeOver
         );
     }
 
     #[test]
     fn a_released_lease_is_taken_at_once() {
-        let mut e = Elector::new("b", Duration::from_secs(10));
+        let mut e = Elector::new("b", "t1", Duration::from_secs(10));
         let mut s = spec("a", 1);
         s.holder_identity = None;
-        assert_eq!(e.decide(Instant::now(), Some(&s)), Action::TakeOver);
+        assert_eq!(e.decide(Instant::now(), Some(&s), None), Action::TakeOver);
     }
 }

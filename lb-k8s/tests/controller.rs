@@ -74,9 +74,10 @@ async fn a_new_service_gets_exactly_the_expected_status_write() {
     let w = &writes[0];
     assert_eq!(w.method, "PATCH");
     assert_eq!(w.path, "/api/v1/namespaces/default/services/web/status");
+    // Fenced by the version the controller read (the pool is 1, the service 2).
     assert_eq!(
         w.body,
-        json!({"metadata": {"annotations": {ANNO: "main"}},
+        json!({"metadata": {"annotations": {ANNO: "main"}, "resourceVersion": "2"},
                "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}})
     );
     assert_eq!(events_for(&api, "web", "IPAllocated"), 1);
@@ -652,4 +653,199 @@ async fn a_new_leader_or_a_restart_with_a_broken_pool_keeps_its_addresses_and_wr
         .await
     );
     ctrl_c.abort();
+}
+
+/// A leader's write that the network delays until after its term ended, and after the new
+/// leader wrote, is refused by the API server: the service keeps the new leader's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_stays() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/28"]));
+    let lease_cfg = |id: &str| LeaseConfig {
+        duration: Duration::from_secs(2),
+        valid_for: Duration::from_millis(1200),
+        retry: Duration::from_millis(100),
+        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
+    };
+    // A's controller writes through its own client, whose writes the test can hold back.
+    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
+    let (leader_a, lease_a) = lease::spawn(client.clone(), lease_cfg("replica-a"), stop_a_rx);
+    assert!(eventually(5, || leader_a.is_leader()).await);
+    let ctrl_a = tokio::spawn(run(
+        lb_k8s::Clients::single(api.client("a")),
+        Options {
+            instance: "replica-a".into(),
+            ..options()
+        },
+        leader_a.clone(),
+        Metrics::default(),
+    ));
+    let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
+    let (leader_b, lease_b) = lease::spawn(client.clone(), lease_cfg("replica-b"), stop_b_rx);
+    let ctrl_b = tokio::spawn(run(
+        lb_k8s::Clients::single(client.clone()),
+        Options {
+            instance: "replica-b".into(),
+            ..options()
+        },
+        leader_b.clone(),
+        Metrics::default(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A computes a write for the new service; the network holds it.
+    api.hold_writes("a", true);
+    api.put("services", lb_service("default", "web", &[80]));
+    let patches = |api: &FakeApi| -> Vec<api::Write> {
+        status_writes(api)
+            .into_iter()
+            .filter(|w| w.path.ends_with("/web/status"))
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(patches(&api).is_empty(), "{:#?}", patches(&api));
+    // A's term ends (its renewals stop); B takes over and writes.
+    lease_a.abort();
+    drop(stop_a);
+    assert!(eventually(10, || leader_b.is_leader()).await);
+    assert!(!leader_a.is_leader());
+    assert!(eventually(5, || patches(&api).iter().any(|w| w.code == 200)).await);
+    let after_b = svc(&api, "default", "web");
+    // The held write arrives now.
+    api.hold_writes("a", false);
+    assert!(
+        eventually(5, || patches(&api).len() >= 2).await,
+        "{:#?}",
+        patches(&api)
+    );
+    let all = patches(&api);
+    let late = all.iter().find(|w| w.code != 200).expect("A's write");
+    assert_eq!(late.code, 409, "{all:#?}");
+    assert_eq!(all.iter().filter(|w| w.code == 200).count(), 1, "{all:#?}");
+    assert_eq!(
+        svc(&api, "default", "web"),
+        after_b,
+        "the service is as B left it"
+    );
+    ctrl_a.abort();
+    ctrl_b.abort();
+    lease_b.abort();
+}
+
+/// Two replicas started with the same identity: the token in the Lease tells them apart, and
+/// never do both lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_the_same_identity_never_both_lead() {
+    let (api, client) = FakeApi::start();
+    let cfg = LeaseConfig {
+        duration: Duration::from_secs(2),
+        valid_for: Duration::from_millis(1200),
+        retry: Duration::from_millis(100),
+        ..LeaseConfig::new("metallb-controller", "metallb-system", "same")
+    };
+    let (_s1, r1) = tokio::sync::watch::channel(false);
+    let (_s2, r2) = tokio::sync::watch::channel(false);
+    let (l1, t1) = lease::spawn(client.clone(), cfg.clone(), r1);
+    let (l2, t2) = lease::spawn(client.clone(), cfg, r2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (mut one, mut two) = (0, 0);
+    while tokio::time::Instant::now() < deadline {
+        match (l1.is_leader(), l2.is_leader()) {
+            (true, true) => panic!("both lead"),
+            (true, false) | (false, true) => one += 1,
+            (false, false) => {}
+        }
+        two += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(one > two / 2, "a leader most of the time: {one} of {two}");
+    let lease = api
+        .get("leases", "metallb-system", "metallb-controller")
+        .unwrap();
+    assert!(
+        lease
+            .pointer("/metadata/annotations/lb-bin~1holder-token")
+            .is_some(),
+        "{lease}"
+    );
+    t1.abort();
+    t2.abort();
+}
+
+/// The API server compacts its history: every watch ends and resuming from the last version
+/// gets 410 Gone. The store lists again; what changed meanwhile is seen, and no address is
+/// released or rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ending_in_410_gone_relists_and_releases_nothing() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/28"]));
+    for name in ["a", "b", "gone"] {
+        api.put("services", lb_service("default", name, &[80]));
+    }
+    let task = start(client);
+    assert!(
+        eventually(5, || ["a", "b", "gone"]
+            .iter()
+            .all(|n| !ingress_ips(&svc(&api, "default", n)).is_empty()))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<Vec<String>> = ["a", "b"]
+        .iter()
+        .map(|n| ingress_ips(&svc(&api, "default", n)))
+        .collect();
+    let gone_ip = ingress_ips(&svc(&api, "default", "gone"));
+    api.clear_writes();
+    // Compacted; meanwhile one service goes and one comes.
+    api.expire_watches();
+    api.remove("services", "default", "gone");
+    api.put("services", lb_service("default", "c", &[80]));
+    // c gets the address "gone" left: both changes were seen through the relist.
+    assert!(
+        eventually(10, || ingress_ips(&svc(&api, "default", "c")) == gone_ip).await,
+        "{:?} {:?}",
+        ingress_ips(&svc(&api, "default", "c")),
+        gone_ip
+    );
+    assert!(api.gone_served() > 0, "no watch was told 410 Gone");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after: Vec<Vec<String>> = ["a", "b"]
+        .iter()
+        .map(|n| ingress_ips(&svc(&api, "default", n)))
+        .collect();
+    assert_eq!(before, after);
+    let rewritten: Vec<String> = status_writes(&api)
+        .iter()
+        .map(|w| w.path.clone())
+        .filter(|p| !p.ends_with("/c/status"))
+        .collect();
+    assert!(rewritten.is_empty(), "{rewritten:?}");
+    task.abort();
+}
+
+/// A throttling (429 with Retry-After) or slow API server delays the controller's writes;
+/// nothing is lost and nothing is written twice once it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_or_slow_api_delays_writes_and_loses_none() {
+    let (api, client) = FakeApi::start();
+    api.put("ipaddresspools", pool("main", &["192.0.2.0/28"]));
+    let task = start(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.set_fault(api::Fault::TooMany(1));
+    api.put("services", lb_service("default", "web", &[80]));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(ingress_ips(&svc(&api, "default", "web")).is_empty());
+    api.set_fault(api::Fault::Slow(Duration::from_millis(300)));
+    assert!(
+        eventually(10, || ingress_ips(&svc(&api, "default", "web"))
+            == ["192.0.2.0"])
+        .await
+    );
+    api.set_fault(api::Fault::None);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ok: Vec<api::Write> = status_writes(&api)
+        .into_iter()
+        .filter(|w| w.code == 200)
+        .collect();
+    assert_eq!(ok.len(), 1, "{ok:#?}");
+    task.abort();
 }

@@ -299,9 +299,21 @@ fn workloads_are_locked_down_and_probe_real_endpoints() {
     let ds_pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(ds_pod.host_network, Some(true));
     let d_pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    for (pod, caps) in [(d_pod, vec![]), (ds_pod, vec!["NET_RAW", "NET_ADMIN"])] {
+    // The speaker needs raw sockets (ARP/NDP) and nothing else; both run under the runtime's
+    // default seccomp profile (set on the pod or the container).
+    for (pod, caps) in [(d_pod, vec![]), (ds_pod, vec!["NET_RAW"])] {
         for c in &pod.containers {
             let sc = c.security_context.as_ref().expect("a securityContext");
+            let seccomp = sc.seccomp_profile.as_ref().or(pod
+                .security_context
+                .as_ref()
+                .and_then(|p| p.seccomp_profile.as_ref()));
+            assert_eq!(
+                seccomp.map(|s| s.type_.as_str()),
+                Some("RuntimeDefault"),
+                "{:?}",
+                c.name
+            );
             assert_eq!(sc.read_only_root_filesystem, Some(true));
             assert_eq!(sc.allow_privilege_escalation, Some(false));
             let cap = sc.capabilities.as_ref().unwrap();

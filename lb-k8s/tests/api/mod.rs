@@ -92,6 +92,8 @@ struct Store {
     generated: u64,
     /// Watches from a version older than this get 410 Gone.
     compacted: u64,
+    /// How many watches got 410 Gone.
+    gone: u64,
 }
 
 /// The server. Cheap to clone; all clones share the store.
@@ -298,6 +300,11 @@ impl FakeApi {
     /// back: [`Fault::Refuse`] or [`Fault::None`].
     pub fn set_down(&self, down: bool) {
         self.set_fault(if down { Fault::Refuse } else { Fault::None });
+    }
+
+    /// How many watches were answered 410 Gone.
+    pub fn gone_served(&self) -> u64 {
+        self.lock().gone
     }
 
     /// Every write so far.
@@ -518,6 +525,7 @@ impl FakeApi {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         if from > 0 && from < self.lock().compacted {
+            self.lock().gone += 1;
             return full(
                 StatusCode::OK,
                 &json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
