@@ -349,7 +349,7 @@ fn init_logs(format: LogFormat) {
 async fn clients() -> Result<lb_k8s::Clients> {
     let config = kube::Config::infer()
         .await
-        .context("finding the Kubernetes API (in-cluster or kubeconfig)")?;
+        .context("connecting to the Kubernetes API (in-cluster or kubeconfig)")?;
     let watch =
         kube::Client::try_from(config.clone()).context("connecting to the Kubernetes API")?;
     let mut w = config;
@@ -391,7 +391,7 @@ fn warn_uncompiled_modes(r: &report::PlanReport) {
     ] {
         if !compiled.contains(&mode) && anns.iter().any(|a| lb_core::Protocol::of(a) == protocol) {
             eprintln!(
-                "warning: the plan has {protocol:?} announcements but this build lacks the '{mode}' feature"
+                "warning: the plan has {protocol} announcements but this build lacks the '{mode}' feature"
             );
         }
     }

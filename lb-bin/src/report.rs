@@ -176,7 +176,7 @@ impl PlanReport {
             for a in anns {
                 let (proto, details) = match &a.how {
                     How::Layer2 { interfaces } => (
-                        "layer2",
+                        lb_core::Protocol::Layer2,
                         match interfaces {
                             Interfaces::All => "interfaces: all".to_string(),
                             Interfaces::Only(set) => format!(
@@ -186,7 +186,7 @@ impl PlanReport {
                         },
                     ),
                     How::Bgp { routes } => (
-                        "bgp",
+                        lb_core::Protocol::Bgp,
                         routes
                             .iter()
                             .map(|r| {
@@ -208,7 +208,7 @@ impl PlanReport {
                 rows.push([
                     a.service.to_string(),
                     a.ip.to_string(),
-                    proto.into(),
+                    proto.to_string(),
                     details,
                 ]);
             }

@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use lb_core::elect::LeaderElector;
-use lb_core::plan::How;
 use lb_k8s::metrics::Metrics;
 use lb_k8s::speaker::{ApiWriter, Core, kinds};
 use lb_k8s::store::Store;
@@ -328,13 +327,9 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                     .announcements
                     .iter()
                     .map(|a| {
-                        let proto = match a.how {
-                            How::Layer2 { .. } => "layer2",
-                            How::Bgp { .. } => "bgp",
-                        };
                         [
                             a.service.to_string(),
-                            proto.to_string(),
+                            lb_core::Protocol::of(a).to_string(),
                             node.clone(),
                             a.ip.to_string(),
                         ]

@@ -111,7 +111,7 @@ pub struct Status {
 pub struct StatusAnnouncement {
     pub service: String,
     pub ip: IpAddr,
-    pub protocol: &'static str,
+    pub protocol: lb_core::Protocol,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,7 +125,7 @@ impl StatusAnnouncement {
     pub fn of(a: &Announcement, since: u64) -> StatusAnnouncement {
         let (protocol, interfaces, peers) = match &a.how {
             How::Layer2 { interfaces } => (
-                "layer2",
+                lb_core::Protocol::Layer2,
                 Some(match interfaces {
                     lb_core::plan::Interfaces::All => vec!["*".to_string()],
                     lb_core::plan::Interfaces::Only(set) => set.iter().cloned().collect(),
@@ -137,7 +137,11 @@ impl StatusAnnouncement {
                     .iter()
                     .flat_map(|r| r.peers.iter().cloned())
                     .collect();
-                ("bgp", None, Some(peers.into_iter().collect()))
+                (
+                    lb_core::Protocol::Bgp,
+                    None,
+                    Some(peers.into_iter().collect()),
+                )
             }
         };
         StatusAnnouncement {

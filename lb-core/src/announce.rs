@@ -7,19 +7,39 @@ use async_trait::async_trait;
 
 use crate::plan::{Announcement, How};
 
-/// An announcement protocol, to hand each announcer its part of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// An announcement protocol, to hand each announcer its part of a plan. Shown (and
+/// serialized) as MetalLB names it in metrics and status: `layer2`, `bgp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Protocol {
+    /// ARP / NDP: one node answers for the address.
+    #[serde(rename = "layer2")]
     Layer2,
+    /// BGP: nodes advertise the address to routers.
+    #[serde(rename = "bgp")]
     Bgp,
 }
 
 impl Protocol {
+    /// The protocol of an announcement.
     pub fn of(a: &Announcement) -> Protocol {
         match a.how {
             How::Layer2 { .. } => Protocol::Layer2,
             How::Bgp { .. } => Protocol::Bgp,
         }
+    }
+
+    /// MetalLB's name for it: `layer2` or `bgp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Layer2 => "layer2",
+            Protocol::Bgp => "bgp",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -27,7 +47,7 @@ impl Protocol {
 /// could not change it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AnnounceError {
-    #[error("{protocol:?} announcer: {message}")]
+    #[error("{protocol} announcer: {message}")]
     Failed { protocol: Protocol, message: String },
 }
 

@@ -19,6 +19,7 @@ use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 use crate::alloc::{Allocation, annotation};
+use crate::announce::Protocol;
 use crate::config::{BgpAdvertisement, Community, Config, L2Advertisement, Pool};
 use crate::ip::{Family, mask};
 use crate::objects::{Node, Service, ServiceKey, TrafficPolicy};
@@ -147,7 +148,7 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Skip {
     pub service: ServiceKey,
-    pub protocol: &'static str,
+    pub protocol: Protocol,
     pub reason: String,
 }
 
@@ -238,7 +239,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     out
 }
 
-fn skip(out: &mut Plan, key: &ServiceKey, protocol: &'static str, reason: impl Into<String>) {
+fn skip(out: &mut Plan, key: &ServiceKey, protocol: Protocol, reason: impl Into<String>) {
     out.skipped.push(Skip {
         service: key.clone(),
         protocol,
@@ -269,12 +270,12 @@ fn plan_l2(
         return skip(
             out,
             k,
-            "layer2",
+            Protocol::Layer2,
             "a shared IP cannot be announced by an L2Advertisement with serviceSelectors",
         );
     }
     if !serving.anywhere() {
-        return skip(out, k, "layer2", "no serving endpoint");
+        return skip(out, k, Protocol::Layer2, "no serving endpoint");
     }
     let first_ip = alloc.ips[0].to_string();
     let mut best: Option<(u32, [u8; 32], String)> = None;
@@ -308,10 +309,15 @@ fn plan_l2(
         }
     }
     let Some((_, _, owner)) = best else {
-        return skip(out, k, "layer2", "no eligible node");
+        return skip(out, k, Protocol::Layer2, "no eligible node");
     };
     if owner != input.node {
-        return skip(out, k, "layer2", format!("announced by node {owner}"));
+        return skip(
+            out,
+            k,
+            Protocol::Layer2,
+            format!("announced by node {owner}"),
+        );
     }
     let me = nodes
         .iter()
@@ -402,13 +408,18 @@ fn plan_bgp(
         .filter(|ad| any_matches(&ad.node_selectors, &me.labels))
         .collect();
     if ads.is_empty() {
-        return skip(out, k, "bgp", "no BGPAdvertisement selects this node");
+        return skip(
+            out,
+            k,
+            Protocol::Bgp,
+            "no BGPAdvertisement selects this node",
+        );
     }
     if let Some(why) = local_pref_conflict(&ads, pool) {
-        return skip(out, k, "bgp", why);
+        return skip(out, k, Protocol::Bgp, why);
     }
     if let Err(why) = node_usable(input, &me) {
-        return skip(out, k, "bgp", why);
+        return skip(out, k, Protocol::Bgp, why);
     }
     let local_ok = match svc.traffic_policy {
         TrafficPolicy::Local => serving.on(input.node),
@@ -421,7 +432,7 @@ fn plan_bgp(
             }
             TrafficPolicy::Cluster => "no serving endpoint",
         };
-        return skip(out, k, "bgp", why);
+        return skip(out, k, Protocol::Bgp, why);
     }
     let peers = peers_of(input.config, &me);
     for ip in &alloc.ips {
@@ -455,7 +466,7 @@ fn plan_bgp(
             skip(
                 out,
                 k,
-                "bgp",
+                Protocol::Bgp,
                 format!("no BGPPeer of this node takes {family} prefixes"),
             );
             continue;

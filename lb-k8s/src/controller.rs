@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::crds::{IPAddressPool, IPAddressPoolStatus};
 use crate::lease::Leadership;
-use crate::metrics::{Metrics, PoolCounts};
+use crate::metrics::Metrics;
 use crate::store::{Kind, Store};
 
 /// The annotation naming the pool an address came from.
@@ -87,7 +87,7 @@ pub struct Pass {
     pub writes: Vec<ServiceWrite>,
     pub events: Vec<ServiceEvent>,
     pub pools: BTreeMap<String, IPAddressPoolStatus>,
-    pub counts: BTreeMap<String, PoolCounts>,
+    pub counts: BTreeMap<String, lb_core::alloc::PoolUsage>,
     /// Configuration errors (of every kind read), as text.
     pub config_errors: Vec<String>,
     /// The pools in use are the previous ones, because the newest have errors.
@@ -312,13 +312,7 @@ impl Core {
         }
         for pool in &self.pools {
             let u = alloc.usage(&pool.name).unwrap_or_default();
-            let counts = PoolCounts {
-                ipv4_total: u.ipv4_total,
-                ipv6_total: u.ipv6_total,
-                ipv4_in_use: u.ipv4_in_use,
-                ipv6_in_use: u.ipv6_in_use,
-            };
-            pass.counts.insert(pool.name.clone(), counts);
+            pass.counts.insert(pool.name.clone(), u);
             pass.pools.insert(
                 pool.name.clone(),
                 IPAddressPoolStatus {

@@ -7,24 +7,17 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lb_core::alloc::PoolUsage;
+
 /// Upper bounds of the reconcile-duration histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// Reads one count of a pool.
-type Count = fn(&PoolCounts) -> u128;
-
-/// Address counts of one pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolCounts {
-    pub ipv4_total: u128,
-    pub ipv6_total: u128,
-    pub ipv4_in_use: u128,
-    pub ipv6_in_use: u128,
-}
+type Count = fn(&PoolUsage) -> u128;
 
 #[derive(Debug, Default)]
 struct Inner {
-    pools: BTreeMap<String, PoolCounts>,
+    pools: BTreeMap<String, PoolUsage>,
     updates: u64,
     update_errors: u64,
     config_loaded: bool,
@@ -56,7 +49,7 @@ impl Metrics {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_pools(&self, pools: BTreeMap<String, PoolCounts>) {
+    pub fn set_pools(&self, pools: BTreeMap<String, PoolUsage>) {
         self.lock().pools = pools;
     }
 
@@ -255,13 +248,13 @@ mod tests {
             [
                 (
                     "a".to_string(),
-                    PoolCounts {
+                    PoolUsage {
                         ipv4_total: 4,
                         ipv4_in_use: 1,
                         ..Default::default()
                     },
                 ),
-                ("b".to_string(), PoolCounts::default()),
+                ("b".to_string(), PoolUsage::default()),
             ]
             .into(),
         );
@@ -278,7 +271,7 @@ mod tests {
         assert!(text.contains("metallb_allocator_addresses_in_use_total{pool=\"a\"} 1"));
         assert!(text.contains("metallb_allocator_addresses_total{pool=\"a\"} 4"));
         assert!(text.contains("metallb_speaker_announced{service=\"default/y\",protocol=\"layer2\",node=\"n1\",ip=\"192.0.2.1\"} 1"));
-        m.set_pools([("a".to_string(), PoolCounts::default())].into());
+        m.set_pools([("a".to_string(), PoolUsage::default())].into());
         m.set_announced(vec![row("default/x")]);
         let text = m.render("speaker");
         assert!(!text.contains("pool=\"b\""));

@@ -448,13 +448,6 @@ impl std::fmt::Debug for AssignedEvents {
     }
 }
 
-fn protocol_name(how: &How) -> &'static str {
-    match how {
-        How::Layer2 { .. } => "layer2",
-        How::Bgp { .. } => "bgp",
-    }
-}
-
 impl AssignedEvents {
     pub fn new(client: Client, node: &str) -> Self {
         AssignedEvents {
@@ -476,7 +469,7 @@ impl AssignedEvents {
         let now: BTreeSet<(ServiceKey, &'static str)> = plan
             .announcements
             .iter()
-            .map(|a| (a.service.clone(), protocol_name(&a.how)))
+            .map(|a| (a.service.clone(), lb_core::Protocol::of(a).name()))
             .collect();
         self.said.retain(|k| now.contains(k));
         let mut failed = 0;
