@@ -1,7 +1,7 @@
 //! Baselines the benches measure beside our code.
 //!
 //! [`FirstFitScan`] is MetalLB's allocation algorithm reduced to its core: walk the pool from its
-//! first address and take the first one not in use (metallb.md §3.2). It keeps the used set in a
+//! first address and take the first one not in use (as MetalLB's allocator does). It keeps the used set in a
 //! `HashMap` keyed by address, which is kinder than MetalLB's string keys, so any ratio measured
 //! against it understates the difference.
 

@@ -18,15 +18,23 @@
 //! tests/transport.rs); `examples/converge.rs` measures 100,000 prefixes to BIRD beside
 //! BIRD -> BIRD. BFD is still to come: a session takes its "peer is down" from outside through
 //! the same path as a closed connection.
+//!
+//! Feature `runtime` (default) brings the tokio parts (`session`, `listen`, `announcer`);
+//! without it the codec and the FSM stand alone.
 
+#[cfg(feature = "runtime")]
 pub mod announcer;
 pub mod fsm;
+#[cfg(feature = "runtime")]
 pub mod listen;
 pub mod packet;
+#[cfg(feature = "runtime")]
 pub mod session;
+#[cfg(feature = "runtime")]
 mod sys;
 
 /// The protocol this crate announces with.
 pub const PROTOCOL: lb_core::Protocol = lb_core::Protocol::Bgp;
 
+#[cfg(feature = "runtime")]
 pub use announcer::BgpAnnouncer;

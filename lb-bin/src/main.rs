@@ -1,5 +1,6 @@
-//! lb-bin: the load balancer's one binary. Subcommands follow the CLI contract in
-//! ARCHITECTURE.md; those whose issues have not landed yet are not offered.
+//! lb-bin: the load balancer's one binary: `check`, `plan`, `standalone`, `controller`,
+//! `speaker`, `crds`, `version` (the README describes each). This file parses the flags and
+//! wires the library's parts together.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

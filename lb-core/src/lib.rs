@@ -29,6 +29,8 @@ pub mod selector;
 
 pub use alloc::{Allocation, Allocator, PoolAllocator};
 pub use announce::{Announcer, Protocol, RecordingAnnouncer};
-pub use config::{Config, ConfigError, load_str};
+#[cfg(feature = "yaml")]
+pub use config::load_str;
+pub use config::{Config, ConfigError};
 pub use elect::{LeaderElector, Membership, StaticElector};
 pub use plan::{Announcement, Plan, PlanInput, plan};

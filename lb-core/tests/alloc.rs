@@ -1,4 +1,4 @@
-//! One test per allocation rule (metallb.md §2, §3).
+//! One test per allocation rule (MetalLB's pools and its allocator: sharing, requested addresses, lowest free first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

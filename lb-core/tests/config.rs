@@ -1,4 +1,4 @@
-//! One test per configuration rule (metallb.md §1, §2, §7).
+//! One test per configuration rule (MetalLB's kinds, their validation and the service annotations).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! One test per announcement rule (metallb.md §4.1, §5.1).
+//! One test per announcement rule (MetalLB's L2 owner election and its BGP advertisements).
 //!
 //! The L2 owners below were computed independently of this crate, with Python's hashlib:
 //! `sorted(nodes, key=lambda n: sha256((n + "#" + ip).encode()).digest())`

@@ -160,6 +160,7 @@ impl Report<'_> {
 }
 
 /// Loads a standalone file: multi-document YAML of `metallb.io` kinds and `v1` objects.
+#[cfg(feature = "yaml")]
 pub fn load_str(text: &str) -> Loaded {
     let mut errors = Vec::new();
     let objects = documents(text, &mut errors);
@@ -289,6 +290,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
 
 /// Splits the text at `---` lines and parses each document on its own. `kind: List` documents
 /// (as `kubectl get -o yaml` writes) are expanded into their items.
+#[cfg(feature = "yaml")]
 fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
     let mut chunks: Vec<(usize, String)> = vec![(1, String::new())];
     for (i, line) in text.lines().enumerate() {
@@ -325,6 +327,7 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
 
 /// YAML 1.2 core schema: only `true`/`false` are booleans, so a label value such as `y` or `on`
 /// stays a string. Duplicate keys are errors, as in Kubernetes' strict decoding.
+#[cfg(feature = "yaml")]
 fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         strict_booleans: true,
@@ -384,6 +387,7 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
     });
 }
 
+#[cfg(feature = "yaml")]
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
