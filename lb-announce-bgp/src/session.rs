@@ -1,5 +1,5 @@
 //! The session driver: one tokio task per peer that connects, frames messages, runs the
-//! [`fsm`](crate::fsm) and keeps the peer's Adj-RIB-Out equal to the desired routes.
+//! [`crate::fsm`] and keeps the peer's Adj-RIB-Out equal to the desired routes.
 //!
 //! ```text
 //!  set_routes ─cmd─► driver ──Input──► Fsm ──Outputs──► connect / send / timers / RIB sync

@@ -131,7 +131,7 @@ pub struct Stats {
     /// Key hints received: another node could not open our datagrams.
     pub key_hints: u64,
     /// "You are down" notices withheld because the member had refuted its suspicion (see
-    /// [`Swim::drain`]).
+    /// `Swim::drain`).
     pub undead_withheld: u64,
 }
 
@@ -288,7 +288,7 @@ impl Swim {
             .collect()
     }
 
-    /// Alone, and told by another node within [`REFUSED_FOR`] that it cannot open our datagrams.
+    /// Alone, and told by another node within the last few seconds (`REFUSED_FOR`) that it cannot open our datagrams.
     pub fn refused(&self) -> bool {
         self.foca.num_members() == 0
             && self
