@@ -138,6 +138,31 @@ pub fn routes_per_peer(
 pub struct BgpAnnouncer {
     /// name → (the configuration it runs with, the session).
     sessions: Mutex<BTreeMap<String, (PeerConfig, Session)>>,
+    /// Peers valid for MetalLB that this speaker cannot serve (unnumbered, vrf), with why:
+    /// skipped alone; their routes wait for them and are no error.
+    skipped: Mutex<Vec<(String, String)>>,
+}
+
+/// Peers by name: (name, what).
+pub type Named<T> = Vec<(String, T)>;
+
+/// The sessions `config` asks of `node`: (name, configuration) for each peer this speaker can
+/// serve, and the others with why they are skipped (that peer alone waits).
+pub fn sessions_for(
+    config: &lb_core::config::Config,
+    node: &str,
+    router_id: Ipv4Addr,
+) -> (Named<PeerConfig>, Named<String>) {
+    let me = config.node(node);
+    let mut sessions = Vec::new();
+    let mut skipped = Vec::new();
+    for p in lb_core::plan::peers_of(config, &me) {
+        match peer_config(p, router_id, config.password_for(p)) {
+            Ok(c) => sessions.push((p.name.clone(), c)),
+            Err(why) => skipped.push((p.name.clone(), why)),
+        }
+    }
+    (sessions, skipped)
 }
 
 /// What [`BgpAnnouncer::reconcile`] did, by peer name.
@@ -161,7 +186,46 @@ impl BgpAnnouncer {
                     })
                     .collect(),
             ),
+            skipped: Mutex::default(),
         }
+    }
+
+    /// Starts the sessions `config` asks of `node` (see [`sessions_for`]); the peers it cannot
+    /// serve are logged and shown by [`BgpAnnouncer::skipped`].
+    pub fn for_node(config: &lb_core::config::Config, node: &str, router_id: Ipv4Addr) -> Self {
+        let (sessions, skipped) = sessions_for(config, node, router_id);
+        let a = BgpAnnouncer::start(sessions);
+        a.set_skipped(skipped);
+        a
+    }
+
+    /// Moves the sessions to what `config` asks of `node`, one peer at a time (see
+    /// [`BgpAnnouncer::reconcile`]).
+    pub async fn reconfigure(
+        &self,
+        config: &lb_core::config::Config,
+        node: &str,
+        router_id: Ipv4Addr,
+        grace: Duration,
+    ) -> Reconciled {
+        let (sessions, skipped) = sessions_for(config, node, router_id);
+        self.set_skipped(skipped);
+        self.reconcile(sessions, grace).await
+    }
+
+    fn set_skipped(&self, skipped: Vec<(String, String)>) {
+        for (peer, why) in &skipped {
+            tracing::warn!(%peer, "skipped: {why}");
+        }
+        *self.skipped.lock().unwrap_or_else(|e| e.into_inner()) = skipped;
+    }
+
+    /// The peers skipped because this speaker cannot serve them, with why.
+    pub fn skipped(&self) -> Vec<(String, String)> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (PeerConfig, Session)>> {
@@ -291,7 +355,7 @@ impl BgpAnnouncer {
     }
 
     /// Sends Cease to every peer and closes the sessions.
-    pub async fn stop(self, grace: Duration) {
+    pub async fn stop(&self, grace: Duration) {
         let sessions = std::mem::take(&mut *self.lock());
         for (_, (_, s)) in sessions {
             s.stop(grace).await;
@@ -313,6 +377,10 @@ impl Announcer for BgpAnnouncer {
             });
         }
         let mut per_peer = routes_per_peer(desired);
+        // A skipped peer has no session: its routes wait for it, they are no error.
+        for (name, _) in self.skipped() {
+            per_peer.remove(&name);
+        }
         let sessions = self.lock();
         for (name, (_, s)) in sessions.iter() {
             s.set_routes(per_peer.remove(name).unwrap_or_default());
@@ -325,6 +393,23 @@ impl Announcer for BgpAnnouncer {
             });
         }
         Ok(())
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        let skipped = self.skipped();
+        if !skipped.is_empty() {
+            out.push_str("# HELP lb_bgp_peer_skipped A BGPPeer this build cannot serve (see /status and the log).\n# TYPE lb_bgp_peer_skipped gauge\n");
+            for (p, _) in &skipped {
+                let _ = writeln!(out, "lb_bgp_peer_skipped{{peer=\"{p}\"}} 1");
+            }
+        }
+        out + &self.render_metrics()
+    }
+
+    /// A Cease to every peer (2 s to say it), then the sessions close.
+    async fn shutdown(&self) {
+        self.stop(Duration::from_secs(2)).await;
     }
 }
 

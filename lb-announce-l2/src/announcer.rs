@@ -319,8 +319,9 @@ impl L2Announcer {
         self.shared.counters().clone()
     }
 
-    /// Withdraws everything, then stops.
-    pub async fn shutdown(self) {
+    /// Withdraws everything, then stops (the task ends; dropping the announcer after is
+    /// all that is left).
+    pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Shutdown(tx)).is_ok() {
             let _ = rx.await;
@@ -357,6 +358,22 @@ impl Announcer for L2Announcer {
             set.insert(a.ip, scope);
         }
         self.set(set).await
+    }
+
+    fn note_new_addresses(&self, fresh: &BTreeSet<IpAddr>) {
+        L2Announcer::note_new_addresses(self, fresh.iter().copied());
+    }
+
+    fn reannounce(&self) {
+        L2Announcer::reannounce(self);
+    }
+
+    fn metrics(&self) -> String {
+        self.counters().render()
+    }
+
+    async fn shutdown(&self) {
+        L2Announcer::shutdown(self).await;
     }
 }
 

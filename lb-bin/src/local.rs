@@ -271,6 +271,20 @@ fn parse_addresses(text: &str) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+impl lb_core::runtime::LocalAddresses for LocalDelivery {
+    fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+        LocalDelivery::add(self, want)
+    }
+
+    fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+        LocalDelivery::sync(self, want)
+    }
+
+    fn pending(&self) -> bool {
+        LocalDelivery::pending(self)
+    }
+}
+
 fn host(a: IpAddr) -> String {
     match a {
         IpAddr::V4(_) => format!("{a}/32"),

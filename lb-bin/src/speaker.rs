@@ -232,14 +232,14 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
     let mut state_task: Option<tokio::task::JoinHandle<()>> = None;
     let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
     let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
+    let mut runtime = lb_core::Runtime::new(node.clone(), announcers.list());
     // The configuration the announcers were started for.
     let mut started_for = first.config.clone();
     let mut members: BTreeSet<String> = elector.current().members;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;
-    // When each announcement began (`/status` since).
-    let mut since: std::collections::BTreeMap<(lb_core::objects::ServiceKey, IpAddr), u64> =
-        std::collections::BTreeMap::new();
+    // The plan last applied, each announcement with when it began (`/status` since).
+    let mut announced: Vec<(lb_core::Announcement, u64)> = Vec::new();
     loop {
         status.lock().unwrap_or_else(|e| e.into_inner()).turned = Some(std::time::Instant::now());
         if dirty {
@@ -304,8 +304,9 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             if started_for != d.config {
                 // Only what changed moves: one peer's edit (a rotated Secret password
                 // included) re-establishes that session alone.
-                match announcers.update(&d.config, &node, rid, false).await {
+                match announcers.update(&d.config, &node, rid).await {
                     Ok(()) => {
+                        runtime.set_announcers(announcers.list());
                         started_for = d.config.clone();
                         // New sessions start empty.
                         dirty = true;
@@ -314,12 +315,14 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                 }
             }
             if dirty {
-                apply_errors = announcers
-                    .announce(&d.plan.announcements, &BTreeSet::new())
+                let applied = runtime
+                    .apply(&d.plan, &BTreeSet::new(), crate::standalone::now_secs())
                     .await;
+                apply_errors = applied.errors.iter().map(ToString::to_string).collect();
                 for e in &apply_errors {
                     error!("announcing: {e}");
                 }
+                announced = applied.announced;
             }
             api_writes.want(&node, &d.plan);
             metrics.set_announced(
@@ -345,21 +348,9 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             st.apply_errors = apply_errors.clone();
             st.skipped_peers = announcers.skipped().to_vec();
             st.members = members.iter().cloned().collect();
-            let now = crate::standalone::now_secs();
-            since.retain(|(svc, ip), _| {
-                d.plan
-                    .announcements
-                    .iter()
-                    .any(|a| a.service == *svc && a.ip == *ip)
-            });
-            st.announcements = d
-                .plan
-                .announcements
+            st.announcements = announced
                 .iter()
-                .map(|a| {
-                    let t = *since.entry((a.service.clone(), a.ip)).or_insert(now);
-                    StatusAnnouncement::of(a, t)
-                })
+                .map(|(a, t)| StatusAnnouncement::of(a, *t))
                 .collect();
             st.api_error = api_writes.outcome().error;
             st.config_errors = d.config_errors.clone();
@@ -381,13 +372,13 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                     members = m.members;
                     dirty = true;
                     if grew {
-                        announcers.reannounce();
+                        runtime.reannounce();
                     }
                 }
             }
             _ = tick.tick() => {
                 let m = elector.status();
-                metrics.set_extra(announcers.metrics() + &m.metrics());
+                metrics.set_extra(runtime.metrics() + &m.metrics());
                 status.lock().unwrap_or_else(|e| e.into_inner()).membership = m;
                 *text.lock().unwrap_or_else(|e| e.into_inner()) = metrics.render("speaker");
             }
@@ -400,7 +391,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         warn!("leaving: {e}");
     }
     status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
-    announcers.stop().await;
+    runtime.shutdown().await;
     // Others announce what this node did: its status objects go.
     if !api_writes.clear(&node, Duration::from_secs(2)).await {
         warn!("could not remove this node's status objects within 2 s");

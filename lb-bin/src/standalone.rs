@@ -22,8 +22,7 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
-use lb_core::objects::ServiceKey;
-use lb_core::plan::{Announcement, How, MissingEndpoints, PlanInput, plan};
+use lb_core::plan::{Announcement, How};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
@@ -238,13 +237,13 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     .with_context(|| format!("membership on {}", opts.bind))?;
     info!(node = %opts.node_name, %advertise, sealed = elector.status().sealed, "joined membership");
     let mut key_mtime = opts.secret_key_file.as_deref().and_then(modified);
-    let mut local = match &opts.local_delivery {
-        Some(dev) if !opts.dry_run => Some(LocalDelivery::setup(dev)?),
-        _ => None,
-    };
     let mut announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
+    let mut runtime = lb_core::Runtime::new(opts.node_name.clone(), announcers.list());
+    if let Some(dev) = opts.local_delivery.as_deref().filter(|_| !opts.dry_run) {
+        runtime = runtime.with_local(Box::new(LocalDelivery::setup(dev)?));
+    }
     let mut printed: Option<Vec<StatusAnnouncement>> = None;
-    let set_metrics = |a: &Announcers| {
+    let set_metrics = |a: &lb_core::Runtime| {
         let m = elector.status();
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         let agreement = format!(
@@ -287,7 +286,6 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     let elapsed = || started.elapsed();
     let mut last_sent = std::time::Instant::now();
     let mut mtime = modified(&opts.config);
-    let mut since: BTreeMap<(ServiceKey, IpAddr), u64> = BTreeMap::new();
     // With seeds, give the membership a moment to find the cluster first, so that a node
     // starting alongside others does not announce everything for an instant.
     if !opts.join.is_empty() {
@@ -355,55 +353,30 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             // only until the others' ledgers arrive).
             let _ = state.save(&agreed);
             last_agreed = agreed.clone();
-            let mut p = plan(&PlanInput {
-                config: &config,
-                allocations: &agreed,
-                members: &members,
-                node: &opts.node_name,
-                missing_endpoints: MissingEndpoints::ServeEverywhere,
-                ignore_exclude_label: false,
-            });
+            runtime.note_members(&members);
+            let mut p = runtime.plan(&config, &agreed, &members, lb_core::Rules::standalone());
             crate::members::without_l2_if_refused(&members, &mut p.announcements);
-            let want: BTreeSet<IpAddr> = p.announcements.iter().map(|a| a.ip).collect();
             // New addresses go on the dummy interface before they are announced, so the first
             // packet a gratuitous ARP draws is delivered; old ones come off after.
-            if let Some(l) = &mut local {
-                for e in l.add(&want) {
-                    error!("local delivery: {e} (retried)");
-                }
+            let applied = runtime.apply(&p, &fresh, now_secs()).await;
+            for e in &applied.local_errors {
+                error!("local delivery: {e} (retried)");
             }
-            let apply_errors = announcers.announce(&p.announcements, &fresh).await;
+            let apply_errors: Vec<String> =
+                applied.errors.iter().map(ToString::to_string).collect();
             for e in &apply_errors {
                 error!("announcing: {e}");
             }
             if std::mem::take(&mut grew) {
-                announcers.reannounce();
-            }
-            if let Some(l) = &mut local {
-                for e in l.sync(&want) {
-                    error!("local delivery: {e} (retried)");
-                }
-            }
-            let now = now_secs();
-            let keys: BTreeSet<(ServiceKey, IpAddr)> = p
-                .announcements
-                .iter()
-                .map(|a| (a.service.clone(), a.ip))
-                .collect();
-            since.retain(|k, _| keys.contains(k));
-            for k in keys {
-                since.entry(k).or_insert(now);
+                runtime.reannounce();
             }
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             st.node = opts.node_name.clone();
             // Not ready while the plan did not apply (an announcer refused it).
             st.ready = apply_errors.is_empty();
             st.apply_errors = apply_errors;
-            st.skipped_peers = announcers.skipped().to_vec();
-            st.local_delivery_errors = local
-                .as_ref()
-                .map(|l| l.errors().to_vec())
-                .unwrap_or_default();
+            st.skipped_peers = announcers.skipped();
+            st.local_delivery_errors = applied.local_errors.clone();
             st.members = members.iter().cloned().collect();
             st.allocator = agree::allocator(&members).cloned();
             st.state_error = state.error.clone();
@@ -412,17 +385,17 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             disputed.extend(unsure);
             st.disputed = disputed.into_iter().collect();
             st.ledgers = agreement.followed();
-            st.announcements = p
-                .announcements
+            st.announcements = applied
+                .announced
                 .iter()
-                .map(|a| status_of(a, &since))
+                .map(|(a, t)| StatusAnnouncement::of(a, *t))
                 .collect();
             if opts.dry_run && printed.as_ref() != Some(&st.announcements) {
                 print_plan(&st);
                 printed = Some(st.announcements.clone());
             }
             drop(st);
-            set_metrics(&announcers);
+            set_metrics(&runtime);
             info!(
                 members = members.len(),
                 announcements = p.announcements.len(),
@@ -482,10 +455,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 }
             }
             _ = poll.tick() => {
-                if let Some(l) = &mut local
-                    && l.pending()
-                {
-                    let errors = l.retry();
+                if runtime.local_pending() {
+                    let errors = runtime.retry_local();
                     status.lock().unwrap_or_else(|e| e.into_inner()).local_delivery_errors = errors;
                 }
                 if state.owes_write() {
@@ -494,7 +465,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                     st.state_error = state.error.clone();
                     st.state_write_failures = state.failures;
                 }
-                set_metrics(&announcers);
+                set_metrics(&runtime);
                 if agree::allocator(&members) == Some(&opts.node_name)
                     && agreement.current().decided_by != opts.node_name
                 {
@@ -529,11 +500,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         warn!("leaving: {e}");
     }
     status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
-    announcers.stop().await;
-    if let Some(l) = &mut local {
-        for e in l.clear() {
-            error!("local delivery: {e}");
-        }
+    for e in runtime.shutdown().await {
+        error!("local delivery: {e}");
     }
     Ok(())
 }
@@ -644,23 +612,10 @@ async fn reload(
         .config_errors
         .clear();
     // Only what changed moves: one peer's edit touches that session alone.
-    if let Err(e) = announcers
-        .update(&new, &opts.node_name, router_id, opts.dry_run)
-        .await
-    {
+    if let Err(e) = announcers.update(&new, &opts.node_name, router_id).await {
         error!("refused the new configuration, the old one keeps running: {e:#}");
         return false;
     }
     *config = new;
     true
-}
-
-fn status_of(a: &Announcement, since: &BTreeMap<(ServiceKey, IpAddr), u64>) -> StatusAnnouncement {
-    StatusAnnouncement::of(
-        a,
-        since
-            .get(&(a.service.clone(), a.ip))
-            .copied()
-            .unwrap_or_default(),
-    )
 }

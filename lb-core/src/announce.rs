@@ -1,6 +1,8 @@
 //! The `Announcer` trait: make what the network is told equal to a desired set.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -61,6 +63,31 @@ pub trait Announcer: Send + Sync + Debug {
 
     /// Makes the announced set equal to `desired`.
     async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError>;
+
+    /// Addresses that are new to the cluster (just allocated, not taken over from another
+    /// node): an announcer may check that nobody else uses them before it claims them (the
+    /// layer 2 announcer probes them with ARP / DAD first). Called before the `announce` that
+    /// hands them over. The default does nothing.
+    fn note_new_addresses(&self, fresh: &BTreeSet<IpAddr>) {
+        let _ = fresh;
+    }
+
+    /// Members appeared (a partition healed, a node joined): neighbours may have learned
+    /// another node for an address meanwhile, so say again what is announced (gratuitous
+    /// ARP / unsolicited NA). The default does nothing.
+    fn reannounce(&self) {}
+
+    /// The announcer's counters, as Prometheus text (appended to `/metrics`). The default has
+    /// none.
+    fn metrics(&self) -> String {
+        String::new()
+    }
+
+    /// Withdraws everything it announced (BGP: a Cease to each peer) before the process goes.
+    /// The default announces the empty set.
+    async fn shutdown(&self) {
+        let _ = self.announce(&[]).await;
+    }
 }
 
 /// An announcer that records every desired set it is given and "announces" by remembering it:
@@ -69,6 +96,8 @@ pub trait Announcer: Send + Sync + Debug {
 pub struct RecordingAnnouncer {
     protocol: Protocol,
     history: Mutex<Vec<Vec<Announcement>>>,
+    fresh: Mutex<BTreeSet<IpAddr>>,
+    reannounced: std::sync::atomic::AtomicUsize,
 }
 
 impl RecordingAnnouncer {
@@ -76,7 +105,19 @@ impl RecordingAnnouncer {
         RecordingAnnouncer {
             protocol,
             history: Mutex::new(Vec::new()),
+            fresh: Mutex::default(),
+            reannounced: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Every address it was told is new to the cluster.
+    pub fn fresh(&self) -> BTreeSet<IpAddr> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How often it was asked to say everything again.
+    pub fn reannounced(&self) -> usize {
+        self.reannounced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What is announced now.
@@ -120,5 +161,17 @@ impl Announcer for RecordingAnnouncer {
             history.push(set);
         }
         Ok(())
+    }
+
+    fn note_new_addresses(&self, fresh: &BTreeSet<IpAddr>) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(fresh);
+    }
+
+    fn reannounce(&self) {
+        self.reannounced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -25,6 +25,7 @@ pub mod ip;
 pub mod members;
 pub mod objects;
 pub mod plan;
+pub mod runtime;
 pub mod selector;
 
 pub use alloc::{Allocation, Allocator, PoolAllocator};
@@ -34,3 +35,4 @@ pub use config::load_str;
 pub use config::{Config, ConfigError};
 pub use elect::{LeaderElector, Membership, StaticElector};
 pub use plan::{Announcement, Plan, PlanInput, plan};
+pub use runtime::{Rules, Runtime};

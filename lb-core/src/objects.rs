@@ -62,6 +62,16 @@ pub struct Port {
     pub port: u16,
 }
 
+impl Port {
+    /// A TCP port.
+    pub fn tcp(port: u16) -> Port {
+        Port {
+            protocol: "TCP".into(),
+            port,
+        }
+    }
+}
+
 /// What lb-core needs of a `v1` Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {

@@ -105,6 +105,21 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A pool built in code: `ranges` sorted, auto-assigned, no selectors, the `.0`/`.255`
+    /// addresses usable (as MetalLB's defaults).
+    pub fn new(name: impl Into<String>, mut ranges: Vec<IpRange>) -> Pool {
+        ranges.sort();
+        Pool {
+            name: name.into(),
+            labels: Labels::new(),
+            ranges,
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        }
+    }
+
+    /// Whether the pool has addresses of `family`.
     pub fn has_family(&self, family: Family) -> bool {
         self.ranges.iter().any(|r| r.family() == family)
     }
