@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use kube::Client;
-use lb_k8s::lease::{self, LeaseConfig};
+use lb_core::LeaderElector;
+use lb_k8s::lease::{LeaseConfig, LeaseElector};
 use lb_k8s::metrics::Metrics;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -60,8 +61,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             name,
         ))
     });
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (leadership, lease_task) = lease::spawn(
+    let (elector, lease_task) = LeaseElector::spawn(
         client.clone(),
         LeaseConfig {
             duration: opts.lease,
@@ -69,8 +69,8 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             retry: opts.lease * 2 / 15,
             ..LeaseConfig::new(&opts.lease_name, &opts.namespace, &opts.identity)
         },
-        stop_rx,
     );
+    let elector = std::sync::Arc::new(elector);
     let controller = tokio::spawn(lb_k8s::controller::run(
         clients,
         lb_k8s::controller::Options {
@@ -80,7 +80,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             instance: opts.identity.clone(),
             resync: Duration::from_secs(30),
         },
-        leadership,
+        elector.clone(),
         metrics.clone(),
     ));
     let mut term = signal(SignalKind::terminate())?;
@@ -105,7 +105,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
     if let Some(m) = memberlist {
         m.abort();
     }
-    let _ = stop.send(true);
+    let _ = elector.resign().await;
     let _ = tokio::time::timeout(Duration::from_secs(3), lease_task).await;
     Ok(())
 }

@@ -1,9 +1,11 @@
-//! The `LeaderElector` trait: who is live, and so who owns each key, as a watched value.
+//! The `LeaderElector` trait: the live candidates, as a watched value.
 //!
-//! L2 ownership of an address is not negotiated: every node derives it from the same live member
-//! set with the same hash ([`crate::plan::election_hash`]). An elector therefore only has to
-//! publish membership; `owner` is derived. Implementations live where their IO lives (SWIM
-//! membership in lb-bin, a Lease in lb-k8s).
+//! An elector only publishes who may own things now; it decides nothing about any one key.
+//! What each candidate owns is decided in one place, by `plan`'s rules over these members
+//! (MetalLB's hash, node selectors, the exclude label, ETP Local, preferred nodes), which
+//! [`crate::Runtime`] applies. Implementations live where their IO lives: the SWIM membership
+//! (every live node is a candidate) in lb-bin, a Lease (only its holder is) in lb-k8s, and
+//! [`StaticElector`] for tests and fixed setups.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -11,8 +13,6 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::watch;
-
-use crate::plan::owner_of;
 
 /// A view of the live members. `epoch` grows with every change seen by this elector.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,28 +38,10 @@ pub trait LeaderElector: Send + Sync + Debug {
     /// Views as they change; the first item is the current view.
     fn watch(&self) -> BoxStream<'static, Membership>;
 
-    /// The owner of `key` among live members, in MetalLB's hash order.
-    fn owner(&self, key: &str) -> Option<String> {
-        owner_of(&self.current().members, key)
-    }
-
-    /// The owner of `key` as a watched value: the current owner at once, then each change.
-    fn watch_owner(&self, key: &str) -> BoxStream<'static, Option<String>> {
-        let key = key.to_string();
-        let mut last: Option<Option<String>> = None;
-        self.watch()
-            .filter_map(move |m| {
-                let owner = owner_of(&m.members, &key);
-                let changed = last.as_ref() != Some(&owner);
-                last = Some(owner.clone());
-                futures::future::ready(changed.then_some(owner))
-            })
-            .boxed()
-    }
-
-    /// Whether this member owns `key`; check it just before acting on ownership.
-    fn is_owner(&self, key: &str) -> bool {
-        self.owner(key).as_deref() == Some(self.identity())
+    /// Whether this member is among the live candidates now (for a Lease: whether it holds
+    /// it). Check it just before acting on it.
+    fn is_member(&self) -> bool {
+        self.current().members.contains(self.identity())
     }
 
     /// Leaves at once so that other members take over what this one owned.
@@ -174,46 +156,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ownership_moves_when_the_owner_resigns() {
-        let a = StaticElector::new("a", ["b".to_string(), "c".to_string()]);
-        let key = "192.0.2.10";
-        let owner = a.owner(key).unwrap();
-        let rest: Vec<String> = ["a", "b", "c"]
-            .iter()
-            .map(|s| s.to_string())
-            .filter(|m| *m != owner)
-            .collect();
-        a.set_members(rest);
-        assert_ne!(a.owner(key).unwrap(), owner);
-    }
-
-    #[tokio::test]
-    async fn watch_owner_reports_only_changes_of_owner() {
-        let e = StaticElector::new("a", ["b".to_string(), "c".to_string()]);
-        let key = "192.0.2.10";
-        let mut w = e.watch_owner(key);
-        let first = w.next().await.unwrap().unwrap();
-        // Removing a non-owner changes membership but not the owner: nothing is reported.
-        let bystander = ["a", "b", "c"].into_iter().find(|m| *m != first).unwrap();
-        let without_bystander: Vec<String> = ["a", "b", "c"]
-            .into_iter()
-            .filter(|m| *m != bystander)
-            .map(String::from)
-            .collect();
-        e.set_members(without_bystander.clone());
-        let without_owner: Vec<String> = without_bystander
-            .into_iter()
-            .filter(|m| *m != first)
-            .collect();
-        e.set_members(without_owner.clone());
-        assert_eq!(w.next().await.unwrap(), Some(without_owner[0].clone()));
-    }
-
-    #[tokio::test]
     async fn resign_removes_self_from_the_view() {
         let a = StaticElector::new("a", ["b".to_string()]);
         a.resign().await.unwrap();
         assert!(!a.current().members.contains("a"));
-        assert!(!a.is_owner("x"));
+        assert!(!a.is_member());
     }
 }

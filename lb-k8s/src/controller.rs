@@ -4,7 +4,8 @@
 //! ```text
 //!  watch Services, IPAddressPools, Namespaces ─► Store ─► Core::pass (pure) ─► Pass
 //!                                                                  │
-//!    Lease held? (checked before every write) ─► PATCH Service /status, pool /status, Events
+//!    leader? (a LeaderElector: the Lease; checked before every write)
+//!                                   ─► PATCH Service /status, pool /status, Events
 //! ```
 //!
 //! [`Core`] holds the allocator between passes, so an address written a moment ago is kept even
@@ -27,9 +28,9 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::crds::{IPAddressPool, IPAddressPoolStatus};
-use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::store::{Kind, Store};
+use futures::StreamExt;
 
 /// The annotation naming the pool an address came from.
 pub fn pool_annotation() -> String {
@@ -355,7 +356,7 @@ pub fn kinds(namespace: &str) -> Vec<Kind> {
 pub async fn run(
     clients: crate::Clients,
     opts: Options,
-    mut leadership: Leadership,
+    elector: std::sync::Arc<dyn lb_core::LeaderElector>,
     metrics: Metrics,
 ) {
     let store = Store::default();
@@ -373,6 +374,7 @@ pub async fn run(
     );
     let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), &opts.namespace);
     let mut changes = store.changes();
+    let mut views = elector.watch();
     let mut core: Option<Core> = None;
     // Writes sent, by the resourceVersion of the object they were computed from: while the
     // store still shows that version, the write is in flight and is not repeated.
@@ -385,7 +387,7 @@ pub async fn run(
     // After a failed write, the next pass comes sooner than the resync.
     let mut retry_in: Option<Duration> = None;
     loop {
-        let leader = leadership.is_leader();
+        let leader = elector.is_member();
         metrics.leader(leader);
         if store.synced() {
             metrics.set_ready(true);
@@ -422,7 +424,7 @@ pub async fn run(
                 told_errors = pass.config_errors.clone();
             }
             // ConfigurationState "controller": written when what it says changes.
-            if reported.as_ref() != Some(&pass.config_errors) && leadership.is_leader() {
+            if reported.as_ref() != Some(&pass.config_errors) && elector.is_member() {
                 let r = tokio::time::timeout(
                     Duration::from_secs(5),
                     crate::configstate::report(
@@ -450,7 +452,7 @@ pub async fn run(
                     continue;
                 }
                 // Leadership is checked just before each write: a term can end mid-pass.
-                if !leadership.is_leader() {
+                if !elector.is_member() {
                     ok = false;
                     break;
                 }
@@ -482,7 +484,7 @@ pub async fn run(
                 }
             }
             for e in &pass.events {
-                if !leadership.is_leader() {
+                if !elector.is_member() {
                     break;
                 }
                 let Some(svc) = store.get("services", &e.key.namespace, &e.key.name) else {
@@ -524,7 +526,7 @@ pub async fn run(
                 if observed.as_ref() == Some(status) || sent_pools.get(name) == Some(status) {
                     continue;
                 }
-                if !leadership.is_leader() {
+                if !elector.is_member() {
                     break;
                 }
                 let rv = store
@@ -557,7 +559,12 @@ pub async fn run(
                 // Let a burst of watch events settle into one pass.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            _ = leadership.changed() => {}
+            v = views.next() => {
+                if v.is_none() {
+                    warn!("the leader election has stopped");
+                    break;
+                }
+            }
             _ = tick.tick() => {}
             _ = tokio::time::sleep(retry_in.unwrap_or(opts.resync)), if retry_in.is_some() => {}
         }

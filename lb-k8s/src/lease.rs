@@ -13,11 +13,14 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
+use lb_core::LeaderElector;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -161,6 +164,102 @@ impl Leadership {
         if self.0.changed().await.is_err() {
             futures::future::pending::<()>().await;
         }
+    }
+}
+
+/// The Lease as lb-core's [`LeaderElector`]: the only live candidate is the holder, so
+/// [`LeaderElector::current`] holds this replica while (and only while) its term is good, and
+/// [`LeaderElector::is_member`] is the check to make before every write. `resign` hands the
+/// Lease back.
+#[derive(Debug)]
+pub struct LeaseElector {
+    identity: String,
+    leadership: Leadership,
+    stop: watch::Sender<bool>,
+}
+
+impl LeaseElector {
+    /// Starts the election (see [`spawn`]); the task ends after [`LeaderElector::resign`].
+    pub fn spawn(
+        client: Client,
+        config: LeaseConfig,
+    ) -> (LeaseElector, tokio::task::JoinHandle<()>) {
+        let (stop, stop_rx) = watch::channel(false);
+        let identity = config.identity.clone();
+        let (leadership, task) = spawn(client, config, stop_rx);
+        (
+            LeaseElector {
+                identity,
+                leadership,
+                stop,
+            },
+            task,
+        )
+    }
+
+    /// An elector over a [`Leadership`] made elsewhere (tests, [`Leadership::always`]).
+    pub fn over(identity: &str, leadership: Leadership) -> LeaseElector {
+        LeaseElector {
+            identity: identity.to_string(),
+            leadership,
+            stop: watch::channel(false).0,
+        }
+    }
+
+    fn view(identity: &str, leader: bool, epoch: u64) -> lb_core::Membership {
+        lb_core::Membership {
+            members: if leader {
+                std::collections::BTreeSet::from([identity.to_string()])
+            } else {
+                std::collections::BTreeSet::new()
+            },
+            epoch,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaderElector for LeaseElector {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn current(&self) -> lb_core::Membership {
+        LeaseElector::view(&self.identity, self.leadership.is_leader(), 0)
+    }
+
+    /// The view now, then on every change of term: gained, lost, or run out (a term ends by
+    /// itself when renewals fail).
+    fn watch(&self) -> BoxStream<'static, lb_core::Membership> {
+        let (identity, leadership) = (self.identity.clone(), self.leadership.clone());
+        futures::stream::unfold(
+            (identity, leadership, None::<bool>, 0u64),
+            |(identity, mut l, last, epoch)| async move {
+                loop {
+                    let now = l.is_leader();
+                    if last != Some(now) {
+                        let v = LeaseElector::view(&identity, now, epoch);
+                        return Some((v, (identity, l, Some(now), epoch + 1)));
+                    }
+                    let until = *l.0.borrow();
+                    match until {
+                        Some(t) if now => {
+                            tokio::select! {
+                                _ = l.changed() => {}
+                                _ = tokio::time::sleep_until(t) => {}
+                            }
+                        }
+                        _ => l.changed().await,
+                    }
+                }
+            },
+        )
+        .boxed()
+    }
+
+    async fn resign(&self) -> Result<(), lb_core::elect::ElectError> {
+        self.stop.send_replace(true);
+        Ok(())
     }
 }
 
@@ -335,6 +434,27 @@ mod tests {
             )),
             ..LeaseSpec::default()
         }
+    }
+
+    #[tokio::test]
+    async fn the_lease_elector_holds_this_replica_only_during_its_term() {
+        use futures::StreamExt;
+        let (tx, rx) = watch::channel(None::<Instant>);
+        let e = LeaseElector::over("a", Leadership(rx));
+        let mut views = e.watch();
+        assert!(views.next().await.is_some_and(|v| v.members.is_empty()));
+        // Gained, for 100 ms.
+        set(&tx, Some(Instant::now() + Duration::from_millis(100)));
+        let v = views.next().await.unwrap_or_default();
+        assert_eq!(
+            v.members,
+            std::collections::BTreeSet::from(["a".to_string()])
+        );
+        assert!(e.is_member());
+        // The term runs out with no renewal: the view says so by itself.
+        let lost = tokio::time::timeout(Duration::from_secs(2), views.next()).await;
+        assert!(lost.is_ok_and(|v| v.is_some_and(|v| v.members.is_empty())));
+        assert!(!e.is_member());
     }
 
     #[test]

@@ -24,11 +24,16 @@ fn options() -> Options {
     }
 }
 
+/// The controller's view of a Lease's leadership.
+fn elector(identity: &str, l: Leadership) -> std::sync::Arc<dyn lb_core::LeaderElector> {
+    std::sync::Arc::new(lease::LeaseElector::over(identity, l))
+}
+
 fn start(api_client: kube::Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
         lb_k8s::Clients::single(api_client),
         options(),
-        Leadership::always(),
+        elector("test", Leadership::always()),
         Metrics::default(),
     ))
 }
@@ -311,7 +316,7 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
             instance: "replica-a".into(),
             ..options()
         },
-        leader_a.clone(),
+        elector("replica-a", leader_a.clone()),
         Metrics::default(),
     ));
     let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
@@ -322,7 +327,7 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
             instance: "replica-b".into(),
             ..options()
         },
-        leader_b.clone(),
+        elector("replica-b", leader_b.clone()),
         Metrics::default(),
     ));
     assert!(
@@ -415,7 +420,7 @@ async fn only_services_of_the_configured_class_are_served() {
             lb_class: Some("example.com/lb".into()),
             ..options()
         },
-        Leadership::always(),
+        elector("test", Leadership::always()),
         Metrics::default(),
     ));
     assert!(eventually(5, || !ingress_ips(&svc(&api, "default", "mine")).is_empty()).await);
@@ -434,7 +439,7 @@ async fn a_broken_pool_keeps_the_previous_pools_and_every_address() {
     let task = tokio::spawn(run(
         lb_k8s::Clients::single(client),
         options(),
-        Leadership::always(),
+        elector("test", Leadership::always()),
         metrics.clone(),
     ));
     assert!(
@@ -561,7 +566,7 @@ async fn a_new_leader_or_a_restart_with_a_broken_pool_keeps_its_addresses_and_wr
                 instance: id.into(),
                 ..options()
             },
-            leadership,
+            elector(id, leadership),
             metrics,
         ))
     };
@@ -677,7 +682,7 @@ async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_s
             instance: "replica-a".into(),
             ..options()
         },
-        leader_a.clone(),
+        elector("replica-a", leader_a.clone()),
         Metrics::default(),
     ));
     let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
@@ -688,7 +693,7 @@ async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_s
             instance: "replica-b".into(),
             ..options()
         },
-        leader_b.clone(),
+        elector("replica-b", leader_b.clone()),
         Metrics::default(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
