@@ -577,3 +577,48 @@ fn an_interface_that_goes_down_and_up_is_followed_and_told_again() {
     );
     node1.terminate();
 }
+
+/// An example of the crate, built by `cargo test` beside this test binary.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/netns-<hash> -> target/<profile>/examples/<name>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|p| p.join("examples").join(name))
+        .unwrap()
+}
+
+#[test]
+fn the_announce_vip_example_makes_its_address_answer_and_withdraws_it() {
+    let Some(lab) = Lab::new() else { return };
+    let bin = example("announce_vip");
+    assert!(bin.exists(), "{} not built", bin.display());
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.name("node1")])
+        .arg(&bin)
+        .args(["eth0", VIP4])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Stopped by PID however the test ends.
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
+    let first = out.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(first, format!("announcing {VIP4} on eth0"));
+    assert!(lab.ping("client", VIP4), "no echo reply from {VIP4}");
+    assert!(lab.neighbour("client", VIP4).contains(NODE1_MAC));
+    ok(&["kill", "-TERM", &child.0.id().to_string()]);
+    let last = out.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(last, "withdrawn");
+    assert!(child.0.wait().unwrap().success());
+    ok(&["ip", "-n", &lab.name("client"), "neigh", "flush", "all"]);
+    assert!(!lab.ping("client", VIP4), "{VIP4} still answered");
+}
