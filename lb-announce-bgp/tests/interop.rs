@@ -664,3 +664,47 @@ fn frr_receives_ibgp_routes_with_local_pref_over_an_ipv6_session_with_link_local
         },
     );
 }
+
+/// The `announce_prefixes` example against BIRD: the route arrives, and leaves on SIGTERM.
+#[test]
+fn the_announce_prefixes_example_reaches_bird_and_withdraws_on_sigterm() {
+    use std::io::BufRead;
+    let Some(lab) = Lab::new(64500) else { return };
+    // Built by `cargo test` beside this test binary: target/<profile>/examples/.
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("examples/announce_prefixes")))
+        .unwrap();
+    assert!(bin.exists(), "{} not built", bin.display());
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns("node")])
+            .arg(&bin)
+            .args(["192.0.2.1", "64512", "64500", "203.0.113.41/32"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let up = out.next().and_then(Result::ok).unwrap_or_default();
+    assert!(up.starts_with("established: 1 prefix(es)"), "{up}");
+    lab.wait_routes("the example's route", |o| o.contains("203.0.113.41/32"));
+    ok(&["kill", "-TERM", &child.0.id().to_string()]);
+    assert_eq!(
+        out.next().and_then(Result::ok).unwrap_or_default(),
+        "withdrawn"
+    );
+    assert!(child.0.wait().unwrap().success());
+    let after = lab.birdc("show route");
+    assert!(
+        !after.contains("203.0.113.41/32"),
+        "left after the Cease:\n{after}"
+    );
+}
