@@ -21,6 +21,22 @@
 //!
 //! Feature `runtime` (default) brings the tokio parts (`session`, `listen`, `announcer`);
 //! without it the codec and the FSM stand alone.
+//!
+//! ## Quick start
+//!
+//! The codec needs no runtime:
+//!
+//! ```
+//! use lb_announce_bgp::packet::{Context, Message};
+//!
+//! let mut wire = Vec::new();
+//! Message::Keepalive.encode(&Context::default(), &mut wire);
+//! assert_eq!(wire.len(), 19);
+//! let back = Message::decode(&wire, &Context::default()).expect("a KEEPALIVE");
+//! assert_eq!(back.message, Message::Keepalive);
+//! ```
+//!
+//! A speaker announcing to a peer is `examples/announce_prefixes.rs`.
 
 #[cfg(feature = "runtime")]
 pub mod announcer;

@@ -12,6 +12,32 @@
 //! ```
 //!
 //! `wire` holds the packet formats; `link` is the only module with `unsafe`.
+//!
+//! ## Quick start
+//!
+//! With CAP_NET_RAW (see `examples/announce_vip.rs` for a whole program):
+//!
+//! ```no_run
+//! use lb_announce_l2::{Config, L2Announcer};
+//! use lb_core::Announcer;
+//! use lb_core::objects::ServiceKey;
+//! use lb_core::plan::{Announcement, How, Interfaces};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let announcer = L2Announcer::start(Config::default())?;
+//! announcer
+//!     .announce(&[Announcement {
+//!         service: ServiceKey::new("default", "web"),
+//!         ip: "192.0.2.100".parse()?,
+//!         how: How::Layer2 { interfaces: Interfaces::Only(["eth0".to_string()].into()) },
+//!     }])
+//!     .await?;
+//! // ... answers ARP for 192.0.2.100 on eth0 until:
+//! announcer.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 #[cfg(feature = "runtime")]
 pub mod announcer;

@@ -10,6 +10,33 @@
 //! ```
 //!
 //! lb-core stays free of kube; this crate is the only one that links it.
+//!
+//! ## Quick start
+//!
+//! The controller's decisions are a pure pass over the objects it watches (as JSON, the way the
+//! API serves them):
+//!
+//! ```
+//! use lb_k8s::controller::Core;
+//! use serde_json::json;
+//!
+//! let mut core = Core::default();
+//! let pass = core.pass(
+//!     vec![
+//!         json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+//!                "metadata": {"name": "lan", "namespace": "metallb-system"},
+//!                "spec": {"addresses": ["192.0.2.10/31"]}}),
+//!         json!({"apiVersion": "v1", "kind": "Service",
+//!                "metadata": {"name": "web", "namespace": "default"},
+//!                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
+//!     ],
+//!     None,
+//! );
+//! assert_eq!(pass.writes[0].ips[0].to_string(), "192.0.2.10");
+//! ```
+//!
+//! [`controller::run`] drives it against a cluster, with a [`Clients`] pair and a
+//! `LeaderElector` (a Lease: [`lease::LeaseElector`]).
 
 pub mod configstate;
 pub mod controller;
