@@ -48,6 +48,7 @@ impl std::fmt::Display for Protocol {
 /// An announcer failed to apply a desired set; what it had announced stays as it was where it
 /// could not change it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AnnounceError {
     #[error("{protocol} announcer: {message}")]
     Failed { protocol: Protocol, message: String },

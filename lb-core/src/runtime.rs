@@ -41,8 +41,10 @@ pub trait LocalAddresses: Send + Debug {
     }
 }
 
-/// How a pass plans (the rules that differ between standalone hosts and a cluster).
+/// How a pass plans (the rules that differ between standalone hosts and a cluster). Made by
+/// [`Rules::standalone`] or [`Rules::cluster`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rules {
     /// Whether a service without EndpointSlices is served everywhere (standalone hosts serve
     /// locally) or nowhere (Kubernetes).
@@ -71,6 +73,7 @@ impl Rules {
 
 /// What one [`Runtime::apply`] did.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct Applied {
     /// What each announcer refused; the node is not ready while this is not empty.
     pub errors: Vec<AnnounceError>,
