@@ -91,6 +91,31 @@ fn serve(net: &Net, rt: &tokio::runtime::Runtime, api: FakeApi) -> String {
     net.path("kubeconfig")
 }
 
+/// Starts speaker `i` (node`i`, in host n`i`) as deploy/03-speaker.yaml runs it: root with
+/// every capability dropped but NET_RAW.
+fn start_speaker(net: &mut Net, i: u8, kubeconfig: &str) {
+    net.spawn(
+        &format!("speaker{i}"),
+        &format!("n{i}"),
+        "setpriv",
+        &[
+            "--bounding-set=-all,+net_raw",
+            "--inh-caps=-all",
+            env!("CARGO_BIN_EXE_lb-bin"),
+            "speaker",
+            "--node-name",
+            &format!("node{i}"),
+            "--bind",
+            &format!("192.0.2.1{i}:7946"),
+            "--http",
+            "127.0.0.1:7472",
+            "--log-format",
+            "text",
+        ],
+        &[("KUBECONFIG", kubeconfig), ("RUST_LOG", "info")],
+    );
+}
+
 fn node(name: &str, ip: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node",
            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
@@ -192,28 +217,7 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
     let local_ip = ingress_ips(&svc("local"))[0].clone();
     assert_ne!(web_ip, local_ip);
 
-    let start_speaker = |net: &mut Net, i: u8| {
-        net.spawn(
-            &format!("speaker{i}"),
-            &format!("n{i}"),
-            "setpriv",
-            &[
-                "--bounding-set=-all,+net_raw",
-                "--inh-caps=-all",
-                bin,
-                "speaker",
-                "--node-name",
-                &format!("node{i}"),
-                "--bind",
-                &format!("192.0.2.1{i}:7946"),
-                "--http",
-                "127.0.0.1:7472",
-                "--log-format",
-                "text",
-            ],
-            &env,
-        );
-    };
+    let start_speaker = |net: &mut Net, i: u8| start_speaker(net, i, &kubeconfig);
     for i in 1..=2 {
         start_speaker(&mut net, i);
     }
@@ -517,26 +521,7 @@ fn a_speaker_advertises_to_bird_with_the_password_from_a_secret() {
         ],
         &env,
     );
-    net.spawn(
-        "speaker1",
-        "n1",
-        "setpriv",
-        &[
-            "--bounding-set=-all,+net_raw",
-            "--inh-caps=-all",
-            bin,
-            "speaker",
-            "--node-name",
-            "node1",
-            "--bind",
-            "192.0.2.11:7946",
-            "--http",
-            "127.0.0.1:7472",
-            "--log-format",
-            "text",
-        ],
-        &env,
-    );
+    start_speaker(&mut net, 1, &kubeconfig);
     assert!(
         until(30, || bird.routes().contains("203.0.113.0/32")),
         "BIRD has no route:\n{}\ncontroller:\n{}\nspeaker:\n{}",
@@ -648,29 +633,8 @@ fn speakers_fail_over_while_the_api(fault: api::Fault, tag: &str) {
         api.put("endpointslices", slice(name, &["node1", "node2", "node3"]));
     }
     let kubeconfig = serve(&net, &rt, api.clone());
-    let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
-    let bin = env!("CARGO_BIN_EXE_lb-bin");
     for i in 1..=3 {
-        net.spawn(
-            &format!("speaker{i}"),
-            &format!("n{i}"),
-            "setpriv",
-            &[
-                "--bounding-set=-all,+net_raw",
-                "--inh-caps=-all",
-                bin,
-                "speaker",
-                "--node-name",
-                &format!("node{i}"),
-                "--bind",
-                &format!("192.0.2.1{i}:7946"),
-                "--http",
-                "127.0.0.1:7472",
-                "--log-format",
-                "text",
-            ],
-            &env,
-        );
+        start_speaker(&mut net, i, &kubeconfig);
     }
     let logs = |net: &Net| {
         (1..=3)

@@ -29,6 +29,42 @@ fn elector(identity: &str, l: Leadership) -> std::sync::Arc<dyn lb_core::LeaderE
     std::sync::Arc::new(lease::LeaseElector::over(identity, l))
 }
 
+/// A controller replica: its Lease election (a 2 s lease) through `lease_client` and its
+/// controller writing through `client`.
+struct Replica {
+    leader: Leadership,
+    lease: tokio::task::JoinHandle<()>,
+    ctrl: tokio::task::JoinHandle<()>,
+    /// Held: dropping it ends the election.
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn replica(lease_client: &kube::Client, client: kube::Client, id: &str) -> Replica {
+    let cfg = LeaseConfig {
+        duration: Duration::from_secs(2),
+        valid_for: Duration::from_millis(1200),
+        retry: Duration::from_millis(100),
+        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (leader, lease) = lease::spawn(lease_client.clone(), cfg, stop_rx);
+    let ctrl = tokio::spawn(run(
+        lb_k8s::Clients::single(client),
+        Options {
+            instance: id.into(),
+            ..options()
+        },
+        elector(id, leader.clone()),
+        Metrics::default(),
+    ));
+    Replica {
+        leader,
+        lease,
+        ctrl,
+        _stop: stop,
+    }
+}
+
 fn start(api_client: kube::Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(
         lb_k8s::Clients::single(api_client),
@@ -301,42 +337,16 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
     let (api, client) = FakeApi::start();
     api.put("ipaddresspools", pool("main", &["192.0.2.0/28"]));
     api.put("services", lb_service("default", "one", &[80]));
-    let lease_cfg = |id: &str| LeaseConfig {
-        duration: Duration::from_secs(2),
-        valid_for: Duration::from_millis(1200),
-        retry: Duration::from_millis(100),
-        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
-    };
-    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
-    let (leader_a, lease_a) = lease::spawn(client.clone(), lease_cfg("replica-a"), stop_a_rx);
-    assert!(eventually(5, || leader_a.is_leader()).await);
-    let ctrl_a = tokio::spawn(run(
-        lb_k8s::Clients::single(client.clone()),
-        Options {
-            instance: "replica-a".into(),
-            ..options()
-        },
-        elector("replica-a", leader_a.clone()),
-        Metrics::default(),
-    ));
-    let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
-    let (leader_b, lease_b) = lease::spawn(client.clone(), lease_cfg("replica-b"), stop_b_rx);
-    let ctrl_b = tokio::spawn(run(
-        lb_k8s::Clients::single(client.clone()),
-        Options {
-            instance: "replica-b".into(),
-            ..options()
-        },
-        elector("replica-b", leader_b.clone()),
-        Metrics::default(),
-    ));
+    let a = replica(&client, client.clone(), "replica-a");
+    assert!(eventually(5, || a.leader.is_leader()).await);
+    let b = replica(&client, client.clone(), "replica-b");
     assert!(
         eventually(5, || ingress_ips(&svc(&api, "default", "one"))
             == ["192.0.2.0"])
         .await
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!leader_b.is_leader());
+    assert!(!b.leader.is_leader());
     let by_instance = |api: &FakeApi, who: &str| {
         api.writes()
             .iter()
@@ -350,11 +360,10 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
     assert!(eventually(5, || by_instance(&api, "replica-a") == 1).await);
 
     // Replica A dies without releasing the Lease: its renewals stop.
-    lease_a.abort();
-    ctrl_a.abort();
-    drop(stop_a);
+    a.lease.abort();
+    a.ctrl.abort();
     let started = tokio::time::Instant::now();
-    assert!(eventually(10, || leader_b.is_leader()).await);
+    assert!(eventually(10, || b.leader.is_leader()).await);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(1500),
@@ -380,8 +389,8 @@ async fn only_the_lease_holder_writes_and_the_other_takes_over_when_it_expires()
         lease.pointer("/spec/holderIdentity"),
         Some(&json!("replica-b"))
     );
-    ctrl_b.abort();
-    lease_b.abort();
+    b.ctrl.abort();
+    b.lease.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,36 +675,10 @@ async fn a_new_leader_or_a_restart_with_a_broken_pool_keeps_its_addresses_and_wr
 async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_stays() {
     let (api, client) = FakeApi::start();
     api.put("ipaddresspools", pool("main", &["192.0.2.0/28"]));
-    let lease_cfg = |id: &str| LeaseConfig {
-        duration: Duration::from_secs(2),
-        valid_for: Duration::from_millis(1200),
-        retry: Duration::from_millis(100),
-        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
-    };
     // A's controller writes through its own client, whose writes the test can hold back.
-    let (stop_a, stop_a_rx) = tokio::sync::watch::channel(false);
-    let (leader_a, lease_a) = lease::spawn(client.clone(), lease_cfg("replica-a"), stop_a_rx);
-    assert!(eventually(5, || leader_a.is_leader()).await);
-    let ctrl_a = tokio::spawn(run(
-        lb_k8s::Clients::single(api.client("a")),
-        Options {
-            instance: "replica-a".into(),
-            ..options()
-        },
-        elector("replica-a", leader_a.clone()),
-        Metrics::default(),
-    ));
-    let (_stop_b, stop_b_rx) = tokio::sync::watch::channel(false);
-    let (leader_b, lease_b) = lease::spawn(client.clone(), lease_cfg("replica-b"), stop_b_rx);
-    let ctrl_b = tokio::spawn(run(
-        lb_k8s::Clients::single(client.clone()),
-        Options {
-            instance: "replica-b".into(),
-            ..options()
-        },
-        elector("replica-b", leader_b.clone()),
-        Metrics::default(),
-    ));
+    let a = replica(&client, api.client("a"), "replica-a");
+    assert!(eventually(5, || a.leader.is_leader()).await);
+    let b = replica(&client, client.clone(), "replica-b");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A computes a write for the new service; the network holds it.
     api.hold_writes("a", true);
@@ -709,10 +692,9 @@ async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_s
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(patches(&api).is_empty(), "{:#?}", patches(&api));
     // A's term ends (its renewals stop); B takes over and writes.
-    lease_a.abort();
-    drop(stop_a);
-    assert!(eventually(10, || leader_b.is_leader()).await);
-    assert!(!leader_a.is_leader());
+    a.lease.abort();
+    assert!(eventually(10, || b.leader.is_leader()).await);
+    assert!(!a.leader.is_leader());
     assert!(eventually(5, || patches(&api).iter().any(|w| w.code == 200)).await);
     let after_b = svc(&api, "default", "web");
     // The held write arrives now.
@@ -731,9 +713,9 @@ async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_s
         after_b,
         "the service is as B left it"
     );
-    ctrl_a.abort();
-    ctrl_b.abort();
-    lease_b.abort();
+    a.ctrl.abort();
+    b.ctrl.abort();
+    b.lease.abort();
 }
 
 /// Two replicas started with the same identity: the token in the Lease tells them apart, and
