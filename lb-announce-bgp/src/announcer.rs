@@ -24,25 +24,47 @@ const DEFAULT_HOLD: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const GRACEFUL_RESTART_TIME: u16 = 120;
 
+/// A valid MetalLB `BGPPeer` this speaker cannot serve yet (that peer alone is skipped).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// `vrf`: the peer is reached through a VRF.
+    #[error("BGPPeer {peer}: vrf {vrf} is not supported yet")]
+    Vrf {
+        /// The BGPPeer's name.
+        peer: String,
+        /// The VRF it names.
+        vrf: String,
+    },
+    /// `interface`: unnumbered peering over the interface's link-local address.
+    #[error("BGPPeer {peer}: unnumbered peering (interface {interface}) is not supported yet")]
+    Unnumbered {
+        /// The BGPPeer's name.
+        peer: String,
+        /// The interface it names.
+        interface: String,
+    },
+}
+
 /// The session configuration for a MetalLB `BGPPeer`.
 pub fn peer_config(
     peer: &BgpPeer,
     router_id: Ipv4Addr,
     password: Option<String>,
-) -> Result<PeerConfig, String> {
+) -> Result<PeerConfig, PeerError> {
     if let Some(v) = &peer.vrf {
-        return Err(format!(
-            "BGPPeer {}: vrf {v} is not supported yet",
-            peer.name
-        ));
+        return Err(PeerError::Vrf {
+            peer: peer.name.clone(),
+            vrf: v.clone(),
+        });
     }
     let ip = match &peer.target {
         PeerTarget::Address(ip) => *ip,
         PeerTarget::Interface(i) => {
-            return Err(format!(
-                "BGPPeer {}: unnumbered peering (interface {i}) is not supported yet",
-                peer.name
-            ));
+            return Err(PeerError::Unnumbered {
+                peer: peer.name.clone(),
+                interface: i.clone(),
+            });
         }
     };
     let hold = peer
@@ -159,7 +181,7 @@ pub fn sessions_for(
     for p in lb_core::plan::peers_of(config, &me) {
         match peer_config(p, router_id, config.password_for(p)) {
             Ok(c) => sessions.push((p.name.clone(), c)),
-            Err(why) => skipped.push((p.name.clone(), why)),
+            Err(why) => skipped.push((p.name.clone(), why.to_string())),
         }
     }
     (sessions, skipped)
@@ -371,9 +393,10 @@ impl Announcer for BgpAnnouncer {
 
     async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
         if let Some(a) = desired.iter().find(|a| !matches!(a.how, How::Bgp { .. })) {
-            return Err(AnnounceError::Failed {
+            return Err(AnnounceError::WrongProtocol {
                 protocol: Protocol::Bgp,
-                message: format!("handed a layer 2 announcement for {}", a.ip),
+                got: Protocol::of(a),
+                ip: a.ip,
             });
         }
         let mut per_peer = routes_per_peer(desired);
@@ -387,9 +410,9 @@ impl Announcer for BgpAnnouncer {
         }
         if !per_peer.is_empty() {
             let names: Vec<String> = per_peer.into_keys().collect();
-            return Err(AnnounceError::Failed {
+            return Err(AnnounceError::NoSession {
                 protocol: Protocol::Bgp,
-                message: format!("no session for peer(s) {}", names.join(", ")),
+                peers: names,
             });
         }
         Ok(())

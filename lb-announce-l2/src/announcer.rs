@@ -296,9 +296,8 @@ impl L2Announcer {
     /// answered and the first gratuitous round of takeovers is sent.
     pub async fn set(&self, desired: BTreeMap<IpAddr, Interfaces>) -> Result<(), AnnounceError> {
         let (tx, rx) = oneshot::channel();
-        let stopped = || AnnounceError::Failed {
+        let stopped = || AnnounceError::Stopped {
             protocol: Protocol::Layer2,
-            message: "the announcer has stopped".into(),
         };
         self.commands
             .send(Command::Set(desired, tx))
@@ -346,9 +345,10 @@ impl Announcer for L2Announcer {
         let mut set = BTreeMap::new();
         for a in desired {
             let How::Layer2 { interfaces } = &a.how else {
-                return Err(AnnounceError::Failed {
+                return Err(AnnounceError::WrongProtocol {
                     protocol: Protocol::Layer2,
-                    message: format!("handed a BGP announcement for {}", a.ip),
+                    got: Protocol::of(a),
+                    ip: a.ip,
                 });
             };
             let scope = match set.remove(&a.ip) {

@@ -117,7 +117,7 @@ pub fn plan_file(text: &str, node: Option<&str>, placement: Placement) -> PlanRe
             .map(|(k, reason)| PendingLine {
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             })
             .collect(),
         node: node.map(str::to_string),

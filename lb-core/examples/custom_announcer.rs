@@ -40,9 +40,9 @@ impl Announcer for FileAnnouncer {
         if last.as_ref() == Some(&lines) {
             return Ok(()); // idempotent: the same set writes nothing
         }
-        std::fs::write(&self.path, lines.join("\n") + "\n").map_err(|e| AnnounceError::Failed {
+        std::fs::write(&self.path, lines.join("\n") + "\n").map_err(|e| AnnounceError::Other {
             protocol: Protocol::Layer2,
-            message: format!("{}: {e}", self.path.display()),
+            source: Arc::new(e),
         })?;
         *last = Some(lines);
         Ok(())

@@ -47,11 +47,62 @@ impl std::fmt::Display for Protocol {
 
 /// An announcer failed to apply a desired set; what it had announced stays as it was where it
 /// could not change it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnnounceError {
-    #[error("{protocol} announcer: {message}")]
-    Failed { protocol: Protocol, message: String },
+    /// It was handed an announcement of another protocol.
+    #[error("{protocol} announcer: handed a {got} announcement for {ip}")]
+    WrongProtocol {
+        /// The announcer's protocol.
+        protocol: Protocol,
+        /// The announcement's.
+        got: Protocol,
+        /// The announcement's address.
+        ip: IpAddr,
+    },
+    /// Routes name peers it has no session with.
+    #[error("{protocol} announcer: no session for peer(s) {}", .peers.join(", "))]
+    NoSession {
+        /// The announcer's protocol.
+        protocol: Protocol,
+        /// The peers, by name.
+        peers: Vec<String>,
+    },
+    /// A plan has announcements of a protocol that no announcer speaks.
+    #[error("no {protocol} announcer for {count} announcement(s)")]
+    NoAnnouncer {
+        /// The protocol nobody speaks.
+        protocol: Protocol,
+        /// How many announcements went unannounced.
+        count: usize,
+    },
+    /// The announcer's task has stopped.
+    #[error("{protocol} announcer: it has stopped")]
+    Stopped {
+        /// The announcer's protocol.
+        protocol: Protocol,
+    },
+    /// Anything else an announcer reports (one of your own, say), with its cause.
+    #[error("{protocol} announcer: {source}")]
+    Other {
+        /// The announcer's protocol.
+        protocol: Protocol,
+        /// What went wrong.
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl AnnounceError {
+    /// The protocol of the announcer that failed.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            AnnounceError::WrongProtocol { protocol, .. }
+            | AnnounceError::NoSession { protocol, .. }
+            | AnnounceError::NoAnnouncer { protocol, .. }
+            | AnnounceError::Stopped { protocol }
+            | AnnounceError::Other { protocol, .. } => *protocol,
+        }
+    }
 }
 
 /// Makes the network's view match `desired`. Implementations are idempotent: calling
@@ -145,13 +196,10 @@ impl Announcer for RecordingAnnouncer {
 
     async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
         if let Some(wrong) = desired.iter().find(|a| Protocol::of(a) != self.protocol) {
-            return Err(AnnounceError::Failed {
+            return Err(AnnounceError::WrongProtocol {
                 protocol: self.protocol,
-                message: format!(
-                    "handed a {:?} announcement for {}",
-                    Protocol::of(wrong),
-                    wrong.ip
-                ),
+                got: Protocol::of(wrong),
+                ip: wrong.ip,
             });
         }
         let mut set = desired.to_vec();

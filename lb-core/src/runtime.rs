@@ -216,9 +216,9 @@ impl Runtime {
             }
         }
         for (protocol, part) in parts {
-            applied.errors.push(AnnounceError::Failed {
+            applied.errors.push(AnnounceError::NoAnnouncer {
                 protocol,
-                message: format!("no {protocol} announcer for {} announcement(s)", part.len()),
+                count: part.len(),
             });
         }
         if let Some(l) = &mut self.local {

@@ -35,7 +35,7 @@ fn pending(o: &Outcome, svc: &str) -> String {
     let (ns, name) = svc.split_once('/').unwrap();
     o.pending
         .get(&ServiceKey::new(ns, name))
-        .cloned()
+        .map(ToString::to_string)
         .unwrap_or_else(|| panic!("{svc} is not pending: {:?}", o.allocated))
 }
 
@@ -411,7 +411,11 @@ fn two_services_claiming_one_address_in_status_keep_it_for_the_first_in_key_orde
     let o = run(&(pool("p", "", "192.0.2.0/24") + &st("b") + &st("a")));
     assert_eq!(ips(&o, "a/a"), ["192.0.2.7"]);
     assert_eq!(ips(&o, "a/b"), ["192.0.2.0"]);
-    assert!(o.cleared[&ServiceKey::new("a", "b")].contains("in use by a/a"));
+    assert!(
+        o.cleared[&ServiceKey::new("a", "b")]
+            .to_string()
+            .contains("in use by a/a")
+    );
 }
 
 #[test]

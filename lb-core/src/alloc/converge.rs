@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{Allocation, Allocator, Request, RequestError};
+use super::{AllocError, Allocation, Allocator, Request, RequestError};
 use crate::objects::ServiceKey;
 
 /// A service as one pass sees it: its request (or why it has none) and the addresses its
@@ -23,10 +23,10 @@ pub struct Input {
 pub struct Outcome {
     pub allocated: BTreeMap<ServiceKey, Allocation>,
     /// Services left without addresses, with the reason.
-    pub pending: BTreeMap<ServiceKey, String>,
+    pub pending: BTreeMap<ServiceKey, AllocError>,
     /// Services whose previous addresses could not be kept, and why (MetalLB's
     /// ClearAssignment); they were then allocated afresh or left pending.
-    pub cleared: BTreeMap<ServiceKey, String>,
+    pub cleared: BTreeMap<ServiceKey, AllocError>,
 }
 
 /// Runs one pass. Services the allocator holds that are not among `inputs` are released.
@@ -47,7 +47,8 @@ pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, mut inputs: Vec<Input>) ->
             Ok(r) => r,
             Err(e) => {
                 alloc.release(&input.key);
-                out.pending.insert(input.key.clone(), e.to_string());
+                out.pending
+                    .insert(input.key.clone(), AllocError::Request(e.clone()));
                 continue;
             }
         };
@@ -67,7 +68,7 @@ pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, mut inputs: Vec<Input>) ->
             }
             Err(e) => {
                 alloc.release(&input.key);
-                out.cleared.insert(input.key.clone(), e.to_string());
+                out.cleared.insert(input.key.clone(), e);
                 later.push(req);
             }
         }
@@ -78,7 +79,7 @@ pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, mut inputs: Vec<Input>) ->
                 out.allocated.insert(req.key.clone(), a);
             }
             Err(e) => {
-                out.pending.insert(req.key.clone(), e.to_string());
+                out.pending.insert(req.key.clone(), e);
             }
         }
     }
