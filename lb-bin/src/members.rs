@@ -52,10 +52,40 @@ pub struct Options {
     pub roster: Option<Roster>,
 }
 
+/// Why a key file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// It could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It holds no valid keys.
+    #[error("{}: {source}", path.display())]
+    Keys {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with them.
+        #[source]
+        source: KeyError,
+    },
+}
+
 /// Reads a key file: keys as in MetalLB's `memberlist` Secret, several apart by an empty line.
-pub fn read_key_file(path: &Path) -> Result<Keyring, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Keyring::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_key_file(path: &Path) -> Result<Keyring, KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Keyring::parse(&text).map_err(|source| KeyFileError::Keys {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// What `/status` shows of the membership.

@@ -560,7 +560,7 @@ fn reload_keys(path: &Path, elector: &SwimElector, status: &SharedStatus) {
         }
         Err(e) => {
             error!("refused the new key file, the running keys stay: {e}");
-            st.key_file_error = Some(e);
+            st.key_file_error = Some(e.to_string());
         }
     }
 }

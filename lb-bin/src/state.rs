@@ -92,7 +92,7 @@ impl State {
 
     /// Writes the allocations if they differ from what the file holds. A failed write keeps
     /// `saved` as the file is, so the next call writes again; the caller goes on announcing.
-    pub fn save(&mut self, allocated: &BTreeMap<ServiceKey, Allocation>) -> Result<(), String> {
+    pub fn save(&mut self, allocated: &BTreeMap<ServiceKey, Allocation>) -> Result<(), StateError> {
         let now: Saved = allocated
             .iter()
             .map(|(k, a)| (k.to_string(), a.ips.clone()))
@@ -104,7 +104,7 @@ impl State {
         if now == self.saved && self.error.is_none() {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&now).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec_pretty(&now).map_err(StateError::Encode)?;
         match write_durably(&path, &bytes) {
             Ok(()) => {
                 if let Some(e) = self.error.take() {
@@ -113,10 +113,10 @@ impl State {
                 self.saved = now;
                 Ok(())
             }
-            Err(e) => {
-                let why = format!("writing {}: {e}", path.display());
-                self.fail(why.clone());
-                Err(why)
+            Err(source) => {
+                let e = StateError::Write { path, source };
+                self.fail(e.to_string());
+                Err(e)
             }
         }
     }
@@ -127,12 +127,36 @@ impl State {
     }
 }
 
+/// Why the state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The file holds nothing (what a power loss can leave).
+    #[error("is empty")]
+    Empty,
+    /// The file is not ours, or truncated.
+    #[error("is not an allocation file ({0})")]
+    NotOurs(#[source] serde_json::Error),
+    /// Writing it failed (a read-only or full disk).
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The allocations could not be encoded.
+    #[error("encoding the allocations: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
 /// The file's allocations, or why it is not an allocation file.
-pub fn parse(bytes: &[u8]) -> Result<Saved, String> {
+pub fn parse(bytes: &[u8]) -> Result<Saved, StateError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err("is empty".into());
+        return Err(StateError::Empty);
     }
-    serde_json::from_slice(bytes).map_err(|e| format!("is not an allocation file ({e})"))
+    serde_json::from_slice(bytes).map_err(StateError::NotOurs)
 }
 
 /// `allocations.json.corrupt-<secs>`, beside the file.
@@ -226,7 +250,8 @@ mod tests {
         // The directory goes away (a disk unmounted, a full disk): the write fails.
         std::fs::remove_dir_all(&d).unwrap();
         let e = st.save(&one("192.0.2.2")).unwrap_err();
-        assert!(e.contains("allocations.json"), "{e}");
+        assert!(matches!(e, StateError::Write { .. }), "{e}");
+        assert!(e.to_string().contains("allocations.json"), "{e}");
         assert!(st.owes_write());
         assert_eq!(st.failures, 1);
         // What the file holds is still the old set: a restart would claim it, and the retry
