@@ -421,7 +421,15 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", opts.config.display());
-                dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
+                dirty = reload(
+                    &opts,
+                    &mut config,
+                    &mut announcers,
+                    &mut runtime,
+                    router_id,
+                    &status,
+                )
+                .await;
                 elector.set_roster(roster(&config, &opts.node_name, alone));
             }
             d = data.recv() => {
@@ -487,7 +495,15 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
                 if m != mtime {
                     mtime = m;
                     info!("{} changed: reloading", opts.config.display());
-                    dirty = reload(&opts, &mut config, &mut announcers, router_id, &status).await;
+                    dirty = reload(
+                    &opts,
+                    &mut config,
+                    &mut announcers,
+                    &mut runtime,
+                    router_id,
+                    &status,
+                )
+                .await;
                     elector.set_roster(roster(&config, &opts.node_name, alone));
                 }
             }
@@ -594,6 +610,7 @@ async fn reload(
     opts: &Options,
     config: &mut Config,
     announcers: &mut Announcers,
+    runtime: &mut lb_core::Runtime,
     router_id: Ipv4Addr,
     status: &SharedStatus,
 ) -> bool {
@@ -616,6 +633,8 @@ async fn reload(
         error!("refused the new configuration, the old one keeps running: {e:#}");
         return false;
     }
+    // A mode turned on or off: the runtime drives the new set from the next pass.
+    runtime.set_announcers(announcers.list());
     *config = new;
     true
 }

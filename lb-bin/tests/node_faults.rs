@@ -245,6 +245,38 @@ fn local_delivery_names_what_failed_and_retries_it() {
     drop(ns);
 }
 
+/// A reload that turns layer 2 on (the first L2Advertisement) starts the layer 2 announcer and
+/// hands it to the runtime: the address answers, and nothing is reported as unannounced.
+#[test]
+fn a_reload_that_turns_layer2_on_starts_its_announcer() {
+    let Some(mut net) = net("lbr") else { return };
+    let without_l2: String = l2_config()
+        .split("---\n")
+        .filter(|doc| !doc.contains("kind: L2Advertisement"))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    start(&mut net, "node1", &without_l2, &[]);
+    assert!(
+        until(10, || status(&net).is_some_and(|s| s["ready"] == true)),
+        "{}",
+        net.log("node1")
+    );
+    assert!(
+        !net.ping_once("cl", L2_VIP),
+        "answered with no L2Advertisement"
+    );
+    std::fs::write(net.path("node1.yaml"), l2_config()).unwrap();
+    ok(&["kill", "-HUP", &net.pid("node1").to_string()]);
+    assert!(
+        pings(&net),
+        "the L2 VIP answers after the reload:\n{}",
+        net.log("node1")
+    );
+    let st = status(&net).expect("/status");
+    assert_eq!(st["apply_errors"], serde_json::json!([]), "{st}");
+    assert_eq!(st["ready"], true, "{st}");
+}
+
 #[test]
 fn a_dummy_interface_left_by_a_crashed_run_is_taken_over() {
     let Some(mut net) = net("lbk") else { return };
