@@ -741,6 +741,15 @@ fn speakers_fail_over_while_the_api(fault: api::Fault, tag: &str) {
         assert_eq!(net.neighbour("cl", &ip), Some(survivor_mac.clone()), "{ip}");
     }
 
+    // `/status` says why the survivor's writes wait.
+    let survivor_host = host(&survivor);
+    let api_error = || {
+        net.get(&survivor_host, "127.0.0.1:7472", "/status")
+            .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+            .and_then(|s| s.get("api_error").cloned())
+    };
+    assert!(until(15, || api_error().is_some()), "{}", logs(&net));
+    eprintln!("{fault:?}: api_error {:?}", api_error());
     // The API returns: the survivor's status objects catch up.
     api.set_fault(api::Fault::None);
     // (The dead nodes' objects stay: each speaker writes only its own.)
@@ -755,6 +764,7 @@ fn speakers_fail_over_while_the_api(fault: api::Fault, tag: &str) {
         "{}",
         logs(&net)
     );
+    assert!(until(10, || api_error().is_none()), "{:?}", api_error());
     let st = net.signal(&format!("speaker{}", &survivor[4..]), "-TERM");
     assert!(st.success(), "{}", logs(&net));
 }

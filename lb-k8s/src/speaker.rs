@@ -575,29 +575,28 @@ impl ApiWriter {
                 let Some(wish) = rx.borrow_and_update().clone() else {
                     continue;
                 };
+                // One bound for the whole round, so that a hung server is reported within
+                // `timeout`, whatever it hangs on.
+                let round = async {
+                    let (writes, err) = writer.sync(&client, &store, &opts, &wish.statuses).await;
+                    let unsent = events.update(&store, &node, &wish.plan).await;
+                    (writes, err, unsent)
+                };
                 let mut errors = Vec::new();
-                match tokio::time::timeout(
-                    timeout,
-                    writer.sync(&client, &store, &opts, &wish.statuses),
-                )
-                .await
-                {
-                    Ok((writes, err)) => {
+                match tokio::time::timeout(timeout, round).await {
+                    Ok((writes, err, unsent)) => {
                         if writes > 0 || err.is_some() {
                             metrics.update(err.is_none());
                         }
                         errors.extend(err.map(|e| format!("status objects: {e}")));
+                        if unsent > 0 {
+                            errors.push(format!("{unsent} event(s) not sent"));
+                        }
                     }
                     Err(_) => {
                         metrics.update(false);
-                        errors.push(format!("status objects: no answer within {timeout:?}"));
+                        errors.push(format!("no answer within {timeout:?}"));
                     }
-                }
-                match tokio::time::timeout(timeout, events.update(&store, &node, &wish.plan)).await
-                {
-                    Ok(0) => {}
-                    Ok(n) => errors.push(format!("{n} event(s) not sent")),
-                    Err(_) => errors.push(format!("events: no answer within {timeout:?}")),
                 }
                 retry = !errors.is_empty();
                 let error = (!errors.is_empty()).then(|| errors.join("; "));
