@@ -7,9 +7,9 @@ use std::sync::Arc;
 #[cfg(feature = "bgp")]
 use std::time::Duration;
 
-use anyhow::Result;
+use crate::error::Result;
 #[cfg(not(all(feature = "l2", feature = "bgp")))]
-use anyhow::bail;
+use crate::error::Error;
 use lb_core::config::Config;
 use lb_core::{Announcer, Protocol, RecordingAnnouncer};
 
@@ -30,20 +30,25 @@ fn wanted(config: &Config) -> Result<(bool, bool)> {
     let wants_bgp = !config.bgp_advertisements.is_empty() || !config.peers.is_empty();
     #[cfg(not(feature = "l2"))]
     if wants_l2 {
-        bail!("the configuration has L2Advertisements but this build lacks the 'l2' feature");
+        return Err(Error::MissingFeature {
+            objects: "L2Advertisements",
+            feature: "l2",
+        });
     }
     #[cfg(not(feature = "bgp"))]
     if wants_bgp {
-        bail!("the configuration has BGP objects but this build lacks the 'bgp' feature");
+        return Err(Error::MissingFeature {
+            objects: "BGP objects",
+            feature: "bgp",
+        });
     }
     Ok((wants_l2, wants_bgp))
 }
 
 #[cfg(feature = "l2")]
 fn start_l2() -> Result<Arc<lb_announce_l2::L2Announcer>> {
-    lb_announce_l2::L2Announcer::start(lb_announce_l2::announcer::Config::default())
-        .map(Arc::new)
-        .map_err(|e| anyhow::anyhow!("starting the layer 2 announcer: {e}"))
+    let a = lb_announce_l2::L2Announcer::start(lb_announce_l2::announcer::Config::default())?;
+    Ok(Arc::new(a))
 }
 
 impl Announcers {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Result;
+use crate::error::{Error, Result};
 use kube::Client;
 use lb_core::LeaderElector;
 use lb_k8s::lease::{LeaseConfig, LeaseElector};
@@ -83,8 +83,8 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         elector.clone(),
         metrics.clone(),
     ));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {

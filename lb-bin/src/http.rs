@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -67,7 +66,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     status: SharedStatus,
     metrics: SharedMetrics,
-) -> Result<()> {
+) {
     let app = router(status, metrics);
     let mut open: VecDeque<Conn> = VecDeque::new();
     loop {
@@ -126,15 +125,15 @@ pub async fn spawn(
     addr: std::net::SocketAddr,
     status: SharedStatus,
     metrics: SharedMetrics,
-) -> Result<()> {
+) -> crate::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("--http {addr}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = serve(listener, status, metrics).await {
-            tracing::error!("{e:#}");
-        }
-    });
+        .map_err(|source| crate::Error::Bind {
+            flag: "--http",
+            addr,
+            source,
+        })?;
+    tokio::spawn(serve(listener, status, metrics));
     Ok(())
 }
 

@@ -18,9 +18,12 @@
 
 pub mod announcers;
 pub mod controller;
+pub mod error;
 pub mod http;
 pub mod local;
 pub mod members;
 pub mod speaker;
 pub mod standalone;
 pub mod state;
+
+pub use error::{Error, Result};

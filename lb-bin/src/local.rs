@@ -14,7 +14,72 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use lb_core::runtime::LocalError;
+
+/// What went wrong with local delivery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `ip` could not be run (not installed, say).
+    #[error("running ip (iproute2): {0}")]
+    Spawn(#[source] std::io::Error),
+    /// An `ip` command failed; what it printed.
+    #[error("ip {command}: {stderr}")]
+    Ip {
+        /// The arguments, as typed after `ip`.
+        command: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// The ARP sysctls are not set as local delivery needs.
+    #[error("local delivery needs ARP sysctls (or run with --local-delivery=false): {}", join(.0))]
+    Sysctls(Vec<SysctlProblem>),
+    /// The interface exists and was not made by lb-bin.
+    #[error(
+        "--dummy-interface {dev}: an interface of that name exists and lb-bin did not create it (its alias is not \"{MARK}\"); taking it over would remove its addresses. Name an interface that does not exist (default lb0), or delete this one if it is a leftover"
+    )]
+    NotOurs {
+        /// The interface's name.
+        dev: String,
+    },
+    /// Neither a dummy interface nor a bridge could be made.
+    #[error("no dummy interface ({dummy}), nor a bridge: {bridge}")]
+    NoDevice {
+        /// Why the dummy interface failed.
+        dummy: Box<Error>,
+        /// Why the bridge failed.
+        bridge: Box<Error>,
+    },
+}
+
+fn join(problems: &[SysctlProblem]) -> String {
+    let words: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    words.join("; ")
+}
+
+/// A sysctl that local delivery needs set higher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SysctlProblem {
+    /// Its dotted name (`net.ipv4.conf.all.arp_ignore`).
+    pub name: String,
+    /// Its value, if it could be read.
+    pub value: Option<u32>,
+    /// The least value that works.
+    pub min: u32,
+    /// What goes wrong below it.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for SysctlProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, min) = (&self.name, self.min);
+        match self.value {
+            Some(v) => write!(f, "{name} is {v}")?,
+            None => write!(f, "{name} is unreadable")?,
+        }
+        write!(f, "; set it to {min} (sysctl -w {name}={min}), {}", self.why)
+    }
+}
 
 /// The sysctls local delivery needs, as (path under /proc/sys, minimum, why).
 const SYSCTLS: [(&str, u32, &str); 2] = [
@@ -30,17 +95,19 @@ const SYSCTLS: [(&str, u32, &str); 2] = [
     ),
 ];
 
-/// What is wrong with the ARP sysctls, as sentences that say what to set; empty if nothing.
-pub fn check_sysctls(read: impl Fn(&str) -> Option<String>) -> Vec<String> {
+/// What is wrong with the ARP sysctls (each says what to set); empty if nothing. `read` gives a
+/// file's text by its path under /proc/sys.
+pub fn check_sysctls(read: impl Fn(&str) -> Option<String>) -> Vec<SysctlProblem> {
     let mut out = Vec::new();
     for (path, min, why) in SYSCTLS {
-        let v = read(path).and_then(|t| t.trim().parse::<u32>().ok());
-        if v.is_none_or(|v| v < min) {
-            let name = path.replace('/', ".");
-            out.push(format!(
-                "{name} is {}; set it to {min} (sysctl -w {name}={min}), {why}",
-                v.map_or("unreadable".to_string(), |v| v.to_string())
-            ));
+        let value = read(path).and_then(|t| t.trim().parse::<u32>().ok());
+        if value.is_none_or(|v| v < min) {
+            out.push(SysctlProblem {
+                name: path.replace('/', "."),
+                value,
+                min,
+                why,
+            });
         }
     }
     out
@@ -52,29 +119,30 @@ pub struct LocalDelivery {
     dev: String,
     have: BTreeSet<IpAddr>,
     want: BTreeSet<IpAddr>,
-    errors: Vec<String>,
+    errors: Vec<LocalError>,
 }
 
 /// The alias (`ip link set DEV alias ...`) that marks an interface lb-bin created.
 pub const MARK: &str = "lb-bin local delivery";
 
-fn ip(args: &[&str]) -> Result<()> {
-    let o = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
+/// Runs `ip` with `args`; its standard output if it succeeded.
+fn ip_output(args: &[&str]) -> Result<Vec<u8>, Error> {
+    let o = Command::new("ip").args(args).output().map_err(Error::Spawn)?;
     if !o.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
+        return Err(Error::Ip {
+            command: args.join(" "),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        });
     }
-    Ok(())
+    Ok(o.stdout)
+}
+
+fn ip(args: &[&str]) -> Result<(), Error> {
+    ip_output(args).map(drop)
 }
 
 /// `ip -force -batch -`: every command in one process; an error if any failed.
-fn ip_batch(commands: &[Vec<String>]) -> Result<()> {
+fn ip_batch(commands: &[Vec<String>]) -> Result<(), Error> {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["-force", "-batch", "-"])
@@ -82,20 +150,21 @@ fn ip_batch(commands: &[Vec<String>]) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .context("running ip (iproute2)")?;
+        .map_err(Error::Spawn)?;
     let mut text = String::new();
     for c in commands {
         text.push_str(&c.join(" "));
         text.push('\n');
     }
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(text.as_bytes())
-            .context("writing to ip -batch")?;
+        stdin.write_all(text.as_bytes()).map_err(Error::Spawn)?;
     }
-    let o = child.wait_with_output().context("running ip -batch")?;
+    let o = child.wait_with_output().map_err(Error::Spawn)?;
     if !o.status.success() {
-        bail!("ip -batch: {}", String::from_utf8_lossy(&o.stderr).trim());
+        return Err(Error::Ip {
+            command: "-force -batch -".into(),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -118,13 +187,10 @@ impl Verb {
 impl LocalDelivery {
     /// Creates the dummy interface `dev` (marked with [`MARK`]), or takes over one an earlier
     /// run made and removes every address it left; refuses any other existing interface.
-    pub fn setup(dev: &str) -> Result<LocalDelivery> {
+    pub fn setup(dev: &str) -> Result<LocalDelivery, Error> {
         let problems = check_sysctls(|p| std::fs::read_to_string(format!("/proc/sys/{p}")).ok());
         if !problems.is_empty() {
-            bail!(
-                "local delivery needs ARP sysctls (or run with --local-delivery=false): {}",
-                problems.join("; ")
-            );
+            return Err(Error::Sysctls(problems));
         }
         let sys = std::path::Path::new("/sys/class/net").join(dev);
         if sys.exists() {
@@ -132,16 +198,18 @@ impl LocalDelivery {
             // other holds addresses the host needs.
             let alias = std::fs::read_to_string(sys.join("ifalias")).unwrap_or_default();
             if alias.trim() != MARK {
-                bail!(
-                    "--dummy-interface {dev}: an interface of that name exists and lb-bin did not create it (its alias is not \"{MARK}\"); taking it over would remove its addresses. Name an interface that does not exist (default lb0), or delete this one if it is a leftover"
-                );
+                return Err(Error::NotOurs {
+                    dev: dev.to_string(),
+                });
             }
         } else {
             // A bridge without ports receives nothing either: the stand-in on kernels built
             // without the dummy driver.
-            if let Err(e) = ip(&["link", "add", dev, "type", "dummy"]) {
-                ip(&["link", "add", dev, "type", "bridge"])
-                    .with_context(|| format!("no dummy interface ({e:#}), nor a bridge"))?;
+            if let Err(dummy) = ip(&["link", "add", dev, "type", "dummy"]) {
+                ip(&["link", "add", dev, "type", "bridge"]).map_err(|bridge| Error::NoDevice {
+                    dummy: Box::new(dummy),
+                    bridge: Box::new(bridge),
+                })?;
             }
             ip(&["link", "set", dev, "alias", MARK])?;
         }
@@ -157,7 +225,7 @@ impl LocalDelivery {
 
     /// Puts on the interface every address of `want` it lacks (before they are announced, so
     /// the first packet the announcement draws is delivered); returns the errors.
-    pub fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+    pub fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
         self.want = want.clone();
         let missing: Vec<IpAddr> = want.difference(&self.have).copied().collect();
         let errors = self.change(Verb::Add, missing);
@@ -167,7 +235,7 @@ impl LocalDelivery {
 
     /// Makes the interface hold exactly `want` (removals after the announcer let go of them);
     /// returns the errors (each address is tried).
-    pub fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+    pub fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
         let extra: Vec<IpAddr> = self.have.difference(want).copied().collect();
         let mut errors = self.change(Verb::Del, extra);
         errors.extend(self.add(want));
@@ -178,7 +246,7 @@ impl LocalDelivery {
     /// Adds or deletes `addrs`: all in one `ip` process (a takeover of many addresses waits for
     /// one, not one each). If that fails, the interface is read to learn what did change (or
     /// was so before), and the rest is tried one by one so that each failure is named.
-    fn change(&mut self, verb: Verb, addrs: Vec<IpAddr>) -> Vec<String> {
+    fn change(&mut self, verb: Verb, addrs: Vec<IpAddr>) -> Vec<LocalError> {
         let command = |a: IpAddr| {
             let mut c = vec!["addr".to_string(), verb.word().into(), host(a)];
             c.extend(["dev".to_string(), self.dev.clone()]);
@@ -207,7 +275,7 @@ impl LocalDelivery {
             if rest.contains(&a) {
                 let c = command(a);
                 if let Err(e) = ip(&c.iter().map(String::as_str).collect::<Vec<_>>()) {
-                    errors.push(format!("{e:#}"));
+                    errors.push(LocalError::new(a, e));
                     continue;
                 }
             }
@@ -220,19 +288,9 @@ impl LocalDelivery {
     }
 
     /// The addresses the interface holds now.
-    fn present(&self) -> Result<BTreeSet<IpAddr>> {
-        let o = Command::new("ip")
-            .args(["-o", "addr", "show", "dev", &self.dev])
-            .output()
-            .context("running ip (iproute2)")?;
-        if !o.status.success() {
-            bail!(
-                "ip addr show dev {}: {}",
-                self.dev,
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        Ok(parse_addresses(&String::from_utf8_lossy(&o.stdout)))
+    fn present(&self) -> Result<BTreeSet<IpAddr>, Error> {
+        let out = ip_output(&["-o", "addr", "show", "dev", &self.dev])?;
+        Ok(parse_addresses(&String::from_utf8_lossy(&out)))
     }
 
     /// Whether the interface differs from what was asked (an `ip` call failed): the caller
@@ -242,18 +300,18 @@ impl LocalDelivery {
     }
 
     /// Tries again what failed; returns the errors that remain.
-    pub fn retry(&mut self) -> Vec<String> {
+    pub fn retry(&mut self) -> Vec<LocalError> {
         let want = self.want.clone();
         self.sync(&want)
     }
 
     /// The errors of the last change (empty once it succeeded).
-    pub fn errors(&self) -> &[String] {
+    pub fn errors(&self) -> &[LocalError] {
         &self.errors
     }
 
     /// Removes every address (on shutdown).
-    pub fn clear(&mut self) -> Vec<String> {
+    pub fn clear(&mut self) -> Vec<LocalError> {
         self.sync(&BTreeSet::new())
     }
 }
@@ -272,11 +330,11 @@ fn parse_addresses(text: &str) -> BTreeSet<IpAddr> {
 }
 
 impl lb_core::runtime::LocalAddresses for LocalDelivery {
-    fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+    fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
         LocalDelivery::add(self, want)
     }
 
-    fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+    fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
         LocalDelivery::sync(self, want)
     }
 
@@ -321,6 +379,7 @@ mod tests {
             }
         });
         assert_eq!(bad.len(), 2);
+        let bad: Vec<String> = bad.iter().map(ToString::to_string).collect();
         assert!(
             bad[0].contains("sysctl -w net.ipv4.conf.all.arp_ignore=1"),
             "{}",

@@ -283,7 +283,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 http: Some(http),
                 ml_secret_name: (!ml_secret_name.is_empty()).then_some(ml_secret_name),
             };
-            runtime()?.block_on(async { lb_bin::controller::run(clients().await?, opts).await })?;
+            runtime()?.block_on(async {
+                let clients = clients().await?;
+                lb_bin::controller::run(clients, opts).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Speaker {
@@ -312,7 +316,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 secret_name: ml_secret_name,
                 insecure_membership,
             };
-            runtime()?.block_on(async { lb_bin::speaker::run(clients().await?, opts).await })?;
+            runtime()?.block_on(async {
+                let clients = clients().await?;
+                lb_bin::speaker::run(clients, opts).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {
@@ -402,8 +410,22 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("lb-bin: {e:#}");
+            eprintln!("lb-bin: {}", chain(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each said once: the library's errors already name their cause in
+/// their message, the contexts added here do not.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Error, Result};
 use futures::StreamExt;
 use lb_core::elect::LeaderElector;
 use lb_k8s::metrics::Metrics;
@@ -131,8 +131,8 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         .into_iter()
         .map(|k| store.spawn_watch(watch_client.clone(), k))
         .collect();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
     info!(node = %node, "waiting for the first list of every watched kind");
     let mut changes = store.changes();
     while !store.synced() {
@@ -148,7 +148,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         Some(ip) => ip,
         None => match addrs.iter().find(|(n, _)| *n == node) {
             Some((_, ip)) => *ip,
-            None => bail!("Node {node} has no address; pass --advertise-address"),
+            None => return Err(Error::NoNodeAddress { node }),
         },
     };
     let advertise = SocketAddr::new(own, opts.bind.port());
@@ -205,7 +205,11 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         roster: Some(roster_now.clone()),
     })
     .await
-    .with_context(|| format!("membership on {}", opts.bind))?;
+    .map_err(|source| Error::Bind {
+        flag: "--bind",
+        addr: opts.bind,
+        source,
+    })?;
     let mut key_ids = elector.status().key_ids;
     info!(node = %node, %advertise, "joined membership");
     let rid = router_id(&node, own);
@@ -364,7 +368,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             }
             m = members_stream.next() => {
                 let Some(m) = m else {
-                    bail!("the membership task has stopped");
+                    return Err(Error::MembershipStopped);
                 };
                 if m.members != members {
                     info!(members = ?m.members, "membership changed");

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Error, Result};
 use futures::StreamExt;
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
@@ -161,12 +161,16 @@ pub type SharedMetrics = Arc<Mutex<String>>;
 
 /// Reads and validates the file; a file with errors is refused with all of them.
 pub fn load(path: &Path) -> Result<Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let l = load_str(&text);
     if !l.is_valid() {
-        let errs: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
-        bail!("{} has errors:\n  {}", path.display(), errs.join("\n  "));
+        return Err(Error::InvalidConfig {
+            path: path.to_path_buf(),
+            errors: l.errors,
+        });
     }
     for w in &l.errors {
         warn!("config: {w}");
@@ -186,9 +190,23 @@ fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> 
         );
         return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), bind.port()));
     };
-    let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
-    probe.connect(seed)?;
-    Ok(SocketAddr::new(probe.local_addr()?.ip(), bind.port()))
+    let towards = || {
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), 0))?;
+        probe.connect(seed)?;
+        probe.local_addr()
+    };
+    let ip = towards()
+        .map_err(|source| Error::Advertise {
+            seed: *seed,
+            source,
+        })?
+        .ip();
+    Ok(SocketAddr::new(ip, bind.port()))
+}
+
+/// Errors as the status shows them.
+fn words<E: std::fmt::Display>(errors: &[E]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -205,7 +223,10 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     for j in &opts.join {
         let found = tokio::net::lookup_host(j)
             .await
-            .with_context(|| format!("--join {j}"))?;
+            .map_err(|source| Error::Resolve {
+                name: j.clone(),
+                source,
+            })?;
         seeds.extend(found);
     }
     let advertise = advertise_addr(opts.bind, &seeds)?;
@@ -234,7 +255,11 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         roster: roster(&config, &opts.node_name, alone),
     })
     .await
-    .with_context(|| format!("membership on {}", opts.bind))?;
+    .map_err(|source| Error::Bind {
+        flag: "--bind",
+        addr: opts.bind,
+        source,
+    })?;
     info!(node = %opts.node_name, %advertise, sealed = elector.status().sealed, "joined membership");
     let mut key_mtime = opts.secret_key_file.as_deref().and_then(modified);
     let mut announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
@@ -266,15 +291,13 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     };
 
     let mut members_stream = elector.watch();
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
     // A changed file is seen within this, and an allocator that waits for the others' ledgers
     // decides within this of the wait's end.
     let mut poll = tokio::time::interval(Duration::from_millis(250));
-    let mut data = elector
-        .take_data()
-        .context("the membership's data channel was taken")?;
+    let mut data = elector.take_data().ok_or(Error::MembershipStopped)?;
     let mut agreement = Agreement::new(
         &opts.node_name,
         elector.status().generation,
@@ -376,7 +399,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             st.ready = apply_errors.is_empty();
             st.apply_errors = apply_errors;
             st.skipped_peers = announcers.skipped();
-            st.local_delivery_errors = applied.local_errors.clone();
+            st.local_delivery_errors = words(&applied.local_errors);
             st.members = members.iter().cloned().collect();
             st.allocator = agree::allocator(&members).cloned();
             st.state_error = state.error.clone();
@@ -405,7 +428,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         tokio::select! {
             m = members_stream.next() => {
                 let Some(m) = m else {
-                    bail!("the membership task has stopped");
+                    return Err(Error::MembershipStopped);
                 };
                 if m.members != members {
                     info!(members = ?m.members, "membership changed");
@@ -434,7 +457,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             }
             d = data.recv() => {
                 let Some((from, chunk)) = d else {
-                    bail!("the membership task has stopped");
+                    return Err(Error::MembershipStopped);
                 };
                 match ledgers.push(&from, &chunk) {
                     Ok(Some(l)) => {
@@ -465,7 +488,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             _ = poll.tick() => {
                 if runtime.local_pending() {
                     let errors = runtime.retry_local();
-                    status.lock().unwrap_or_else(|e| e.into_inner()).local_delivery_errors = errors;
+                    status.lock().unwrap_or_else(|e| e.into_inner()).local_delivery_errors = words(&errors);
                 }
                 if state.owes_write() {
                     let _ = state.save(&last_agreed);
@@ -530,7 +553,7 @@ fn security(opts: &Options) -> Result<Security> {
             if opts.insecure_membership {
                 warn!("--insecure-membership is ignored: --secret-key-file seals the membership");
             }
-            let keys = read_key_file(path).map_err(|e| anyhow::anyhow!("--secret-key-file {e}"))?;
+            let keys = read_key_file(path)?;
             Ok(Security::Sealed(keys))
         }
         None if opts.insecure_membership => {
@@ -541,10 +564,9 @@ fn security(opts: &Options) -> Result<Security> {
             Ok(Security::Insecure)
         }
         None if opts.join.is_empty() => Ok(Security::Insecure),
-        None => bail!(
-            "--join needs a membership key, or anyone who reaches UDP port {} could join and steer which node owns each address: pass --secret-key-file FILE (the same on every node; make one with `openssl rand -base64 128 > FILE`; MetalLB's memberlist secretkey works as is), or --insecure-membership to accept that risk",
-            opts.bind.port()
-        ),
+        None => Err(Error::NeedKey {
+            port: opts.bind.port(),
+        }),
     }
 }
 

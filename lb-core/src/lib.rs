@@ -84,4 +84,4 @@ pub use config::load_str;
 pub use config::{Config, ConfigError};
 pub use elect::{LeaderElector, Membership, StaticElector};
 pub use plan::{Announcement, Plan, PlanInput, plan};
-pub use runtime::{Rules, Runtime};
+pub use runtime::{LocalError, Rules, Runtime};

@@ -30,14 +30,35 @@ use crate::plan::{Announcement, MissingEndpoints, Plan, PlanInput, plan};
 /// that local sockets get their traffic. They go on before the announcement and come off after
 /// it is withdrawn.
 pub trait LocalAddresses: Send + Debug {
-    /// Adds every address of `want` that is missing; returns what failed, in words.
-    fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String>;
-    /// Makes the set exactly `want`; returns what failed, in words.
-    fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String>;
+    /// Adds every address of `want` that is missing; returns what failed, one error an address.
+    fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError>;
+    /// Makes the set exactly `want`; returns what failed, one error an address.
+    fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError>;
     /// Whether the host differs from what was last asked (something failed): the caller
     /// retries with [`Runtime::retry_local`]. The default: never.
     fn pending(&self) -> bool {
         false
+    }
+}
+
+/// What [`LocalAddresses`] could not do for one address, with the cause.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{address}: {source}")]
+#[non_exhaustive]
+pub struct LocalError {
+    /// The address that could not be put on or taken off.
+    pub address: IpAddr,
+    /// Why (for lb-bin's dummy interface, the failed `ip` command and what it said).
+    pub source: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl LocalError {
+    /// An error for `address` caused by `source`.
+    pub fn new(address: IpAddr, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        LocalError {
+            address,
+            source: Arc::new(source),
+        }
     }
 }
 
@@ -78,7 +99,7 @@ pub struct Applied {
     /// What each announcer refused; the node is not ready while this is not empty.
     pub errors: Vec<AnnounceError>,
     /// What [`LocalAddresses`] could not do (retry with [`Runtime::retry_local`]).
-    pub local_errors: Vec<String>,
+    pub local_errors: Vec<LocalError>,
     /// Each announcement of the plan with when it began (Unix seconds, from `now`).
     pub announced: Vec<(Announcement, u64)>,
 }
@@ -250,7 +271,7 @@ impl Runtime {
     }
 
     /// Tries again what [`LocalAddresses`] could not do; returns what still fails.
-    pub fn retry_local(&mut self) -> Vec<String> {
+    pub fn retry_local(&mut self) -> Vec<LocalError> {
         let want = self.want_local.clone();
         match &mut self.local {
             Some(l) => l.sync(&want),
@@ -260,7 +281,7 @@ impl Runtime {
 
     /// Withdraws everything: each announcer's [`Announcer::shutdown`], then the local
     /// addresses come off.
-    pub async fn shutdown(&mut self) -> Vec<String> {
+    pub async fn shutdown(&mut self) -> Vec<LocalError> {
         for a in &self.announcers {
             a.shutdown().await;
         }
@@ -286,7 +307,7 @@ mod tests {
     }
 
     impl LocalAddresses for Host {
-        fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+        fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
             self.have.extend(want);
             self.log
                 .lock()
@@ -294,7 +315,7 @@ mod tests {
                 .push("add".into());
             Vec::new()
         }
-        fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<String> {
+        fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
             self.have = want.clone();
             self.log
                 .lock()
