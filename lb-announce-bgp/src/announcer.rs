@@ -190,8 +190,11 @@ pub fn sessions_for(
 /// What [`BgpAnnouncer::reconcile`] did, by peer name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
+    /// Peers whose session started.
     pub started: Vec<String>,
+    /// Peers removed (sent a Cease).
     pub stopped: Vec<String>,
+    /// Peers whose settings changed (the session was restarted with the new ones).
     pub restarted: Vec<String>,
 }
 
@@ -307,6 +310,7 @@ impl BgpAnnouncer {
         done
     }
 
+    /// Each peer's session status, by peer name.
     pub fn statuses(&self) -> BTreeMap<String, SessionStatus> {
         self.lock()
             .iter()

@@ -21,6 +21,7 @@ use crate::packet::{
 /// How the remote AS is checked (MetalLB's `peerASN` / `dynamicASN`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RemoteAs {
+    /// Exactly this AS.
     Fixed(u32),
     /// Any AS equal to ours.
     Internal,
@@ -28,20 +29,26 @@ pub enum RemoteAs {
     External,
 }
 
+/// One session's settings, as the state machine needs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Our AS.
     pub local_as: u32,
+    /// Our BGP identifier.
     pub router_id: Ipv4Addr,
+    /// What the peer's AS must be.
     pub remote_as: RemoteAs,
     /// Proposed hold time, seconds: 0 (no keepalives) or at least 3.
     pub hold_time: u16,
     /// Upper bound on the keepalive interval, if configured; otherwise hold time / 3.
     pub keepalive: Option<u16>,
+    /// The address families offered (Multiprotocol capabilities).
     pub families: Vec<AfiSafi>,
     /// Announce graceful restart: the restart time, and whether we are restarting now.
     pub graceful_restart: Option<(u16, bool)>,
     /// First connect-retry delay; it doubles on each failure up to `connect_retry_max`.
     pub connect_retry: Duration,
+    /// The longest connect-retry delay.
     pub connect_retry_max: Duration,
     /// Never open the connection; wait for the peer to (RFC 4271 PassiveTcpEstablishment).
     pub passive: bool,
@@ -81,25 +88,37 @@ impl Config {
     }
 }
 
+/// RFC 4271 §8.2.2 session states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum State {
+    /// Not trying.
     Idle,
+    /// Waiting for our connection to open.
     Connect,
+    /// Waiting for the peer to connect, or to retry.
     Active,
+    /// OPEN sent, waiting for the peer's.
     OpenSent,
+    /// OPENs exchanged, waiting for a KEEPALIVE.
     OpenConfirm,
+    /// Routes can be exchanged.
     Established,
 }
 
+/// The machine's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
+    /// Between connection attempts.
     ConnectRetry,
+    /// The peer has been silent too long.
     Hold,
+    /// Time to send a KEEPALIVE.
     Keepalive,
 }
 
 // `Received` carries a whole message, most often an UPDATE whose contents are already on the
 // heap; boxing it would add an allocation per message.
+/// What the state machine reacts to.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -107,14 +126,20 @@ pub enum Input {
     Start,
     /// Administrative stop: Cease with this RFC 4486 subcode (2 shutdown, 3 de-configured).
     Stop {
+        /// The subcode.
         cease: u8,
     },
+    /// The TCP connection opened.
     TcpConnected,
+    /// The TCP connection could not be opened.
     TcpFailed,
+    /// The TCP connection closed.
     TcpClosed,
+    /// A message arrived.
     Received(Message),
     /// The bytes received could not be decoded.
     Malformed(DecodeError),
+    /// A timer fired.
     Expired(Timer),
     /// We sent an UPDATE: it counts as a keepalive (RFC 4271 §4.4).
     UpdateSent,
@@ -127,13 +152,19 @@ pub enum Input {
 /// What the session agreed on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The peer's AS.
     pub remote_as: u32,
+    /// The peer's BGP identifier.
     pub remote_id: Ipv4Addr,
     /// 0 when keepalives are off.
     pub hold_time: u16,
+    /// Seconds between our KEEPALIVEs (0 when the hold time is 0).
     pub keepalive: u16,
+    /// Families both sides offered.
     pub families: Vec<AfiSafi>,
+    /// How messages are encoded on this session (4-octet AS, extended messages).
     pub ctx: Context,
+    /// Whether the peer takes ROUTE-REFRESH.
     pub route_refresh: bool,
     /// The peer's graceful restart capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestart>,
@@ -146,10 +177,13 @@ pub enum Down {
     Sent(Notification),
     /// The peer sent this NOTIFICATION.
     Received(Notification),
+    /// The TCP connection closed.
     TcpClosed,
+    /// The TCP connection failed.
     TcpFailed,
 }
 
+/// What the caller does for the state machine, in order.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -157,10 +191,15 @@ pub enum Output {
     Connect,
     /// Close the TCP connection (after sending what precedes this output).
     Disconnect,
+    /// Send this message.
     Send(Message),
+    /// Start (or restart) the timer.
     Arm(Timer, Duration),
+    /// Stop the timer.
     Cancel(Timer),
+    /// The state is now this.
     StateChanged(State),
+    /// The session is up, with these terms.
     Established(Negotiated),
     /// The session went down; the Adj-RIB-Out must be re-sent on the next session.
     SessionDown(Down),
@@ -172,6 +211,7 @@ pub enum Output {
 /// four minutes).
 const OPEN_WAIT: Duration = Duration::from_secs(240);
 
+/// The RFC 4271 state machine of one session, with no IO: feed it [`Input`]s, carry out its [`Output`]s.
 #[derive(Clone, Debug)]
 pub struct Fsm {
     cfg: Config,
@@ -186,7 +226,9 @@ pub struct Fsm {
 /// Which of two connections to the same peer survives (RFC 4271 §6.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
+    /// The existing connection.
     Existing,
+    /// The new connection.
     New,
 }
 
@@ -216,6 +258,7 @@ pub fn resolve_collision(
 }
 
 impl Fsm {
+    /// A machine in Idle.
     pub fn new(cfg: Config) -> Self {
         let retry = cfg.connect_retry;
         Fsm {
@@ -227,10 +270,12 @@ impl Fsm {
         }
     }
 
+    /// The current state.
     pub fn state(&self) -> State {
         self.state
     }
 
+    /// What the session agreed on, while established.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
     }
@@ -250,6 +295,7 @@ impl Fsm {
         }
     }
 
+    /// Reacts to `input`; returns what to do, in order.
     pub fn handle(&mut self, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         match (self.state, input) {

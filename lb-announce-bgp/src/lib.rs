@@ -38,6 +38,8 @@
 //!
 //! A speaker announcing to a peer is `examples/announce_prefixes.rs`.
 
+#![deny(missing_docs)]
+
 #[cfg(feature = "runtime")]
 pub mod announcer;
 pub mod fsm;

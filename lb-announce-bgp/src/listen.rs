@@ -69,6 +69,7 @@ impl Listener {
         })
     }
 
+    /// The address listened on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }

@@ -35,22 +35,29 @@ use crate::packet::{
 /// The attributes of one route besides its prefix.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteAttrs {
+    /// RFC 1997 communities.
     pub communities: Vec<u32>,
+    /// RFC 8092 large communities.
     pub large_communities: Vec<(u32, u32, u32)>,
     /// Sent to iBGP peers only.
     pub local_pref: Option<u32>,
 }
 
+/// One peer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
+    /// The state machine's settings.
     pub fsm: fsm::Config,
+    /// Where the peer is reached.
     pub address: SocketAddr,
     /// Source address to connect from.
     pub source: Option<IpAddr>,
     /// Next hop for IPv6 prefixes when the session runs over IPv4 (and the reverse); by default
     /// the session's own local address is used for its family.
     pub next_hop_v4: Option<Ipv4Addr>,
+    /// Next hop for IPv6 prefixes over an IPv4 session.
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// How long a connection attempt may take.
     pub connect_timeout: Duration,
     /// TCP-MD5 password (RFC 2385).
     pub md5_password: Option<String>,
@@ -94,12 +101,17 @@ impl PeerConfig {
 /// What a session looks like from outside.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionStatus {
+    /// The state machine's state.
     pub state: State,
+    /// When the session last became established (none while down).
     pub established_since: Option<SystemTime>,
     /// Prefixes in the Adj-RIB-Out (announced to the peer now).
     pub prefixes_announced: usize,
+    /// UPDATEs sent.
     pub updates_sent: u64,
+    /// UPDATEs received.
     pub updates_received: u64,
+    /// Why the session last went down.
     pub last_down: Option<String>,
     /// ROUTE-REFRESH requests answered late (at most one full resend per second per family).
     pub refreshes_deferred: u64,
@@ -250,10 +262,12 @@ impl Session {
         let _ = self.events.send(Event::PeerDown);
     }
 
+    /// The session's status now.
     pub fn status(&self) -> SessionStatus {
         self.status.borrow().clone()
     }
 
+    /// The status as it changes.
     pub fn watch(&self) -> watch::Receiver<SessionStatus> {
         self.status.clone()
     }

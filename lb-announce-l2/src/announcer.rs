@@ -39,6 +39,7 @@ use crate::wire::{MAX_FRAME_LEN, Mac};
 pub struct ProbeConfig {
     /// Probes sent per attempt.
     pub count: u32,
+    /// Between probes.
     pub interval: Duration,
     /// Wait after the last probe for an answer.
     pub wait: Duration,
@@ -54,6 +55,7 @@ impl Default for ProbeConfig {
     }
 }
 
+/// How the layer 2 announcer behaves; [`Config::default`] is what lb-bin runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Interface name patterns never used unless an advertisement names them.
@@ -62,6 +64,7 @@ pub struct Config {
     pub rescan: Duration,
     /// Gratuitous rounds after the first one, at `gratuitous_interval`.
     pub gratuitous_repeats: u32,
+    /// Between gratuitous rounds.
     pub gratuitous_interval: Duration,
     /// Re-send gratuitous frames for every address this often (MetalLB #2910).
     pub refresh: Option<Duration>,
@@ -91,14 +94,25 @@ pub enum State {
     /// Checking that nobody else uses it.
     Probing,
     /// Answered for, since this time.
-    Announcing { since: SystemTime },
+    Announcing {
+        /// When announcing began.
+        since: SystemTime,
+    },
     /// Another station answered the probe; retried later.
-    Conflict { mac: Mac, since: SystemTime },
+    Conflict {
+        /// The station that answered.
+        mac: Mac,
+        /// When.
+        since: SystemTime,
+    },
 }
 
+/// One address as the announcer serves it (`/status`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressStatus {
+    /// The address.
     pub ip: IpAddr,
+    /// Where it stands.
     pub state: State,
     /// Interfaces it is answered on now.
     pub interfaces: Vec<String>,
@@ -119,8 +133,10 @@ pub struct IpCounters {
     pub conflicts: u64,
 }
 
+/// The announcer's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Per address.
     pub per_ip: BTreeMap<IpAddr, IpCounters>,
     /// Frames dropped as malformed (`lb_layer2_malformed_frames_total`).
     pub malformed_frames: u64,
@@ -178,20 +194,29 @@ impl Counters {
 /// Something that happened, for logs, status writers and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// Probing began.
     Probing(IpAddr),
     /// Answered for, and the first gratuitous round was sent.
     Announcing(IpAddr),
+    /// Another station answered a probe for `ip`, or claimed it while announced.
     Conflict {
+        /// The address.
         ip: IpAddr,
+        /// The other station.
         mac: Mac,
     },
+    /// No longer answered for.
     Withdrawn(IpAddr),
+    /// An interface came up (or appeared) and answers now.
     InterfaceUp(String),
+    /// An interface went down (or vanished).
     InterfaceDown(String),
 }
 
+/// Why the announcer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// No raw packet socket: the process lacks CAP_NET_RAW.
     #[error(
         "cannot open a raw packet socket ({0}); the layer 2 announcer needs CAP_NET_RAW (run as root or grant the capability)"
     )]
@@ -305,15 +330,18 @@ impl L2Announcer {
         rx.await.map_err(|_| stopped())
     }
 
+    /// Events as they happen (a slow receiver misses the oldest).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
     }
 
+    /// Every announced or probed address and where it stands.
     pub fn status(&self) -> Vec<AddressStatus> {
         let s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
         s.values().cloned().collect()
     }
 
+    /// The counters now.
     pub fn counters(&self) -> Counters {
         self.shared.counters().clone()
     }

@@ -37,25 +37,36 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
 /// An interface as the kernel describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
+    /// The interface index.
     pub index: u32,
+    /// Its name.
     pub name: String,
+    /// Its hardware address.
     pub mac: Mac,
+    /// `IFF_*` flags.
     pub flags: u32,
     /// ARPHRD type; 1 is Ethernet.
     pub kind: u32,
     /// Enslaved to a bond or bridge.
     pub has_master: bool,
+    /// Its IPv6 link-local address, the source of our neighbour advertisements.
     pub link_local: Option<Ipv6Addr>,
 }
 
 /// Why an interface does not answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
+    /// It is down.
     Down,
+    /// It is the loopback.
     Loopback,
+    /// It has `IFF_NOARP`.
     NoArp,
+    /// It is not Ethernet.
     NotEthernet,
+    /// It is enslaved to a bond or bridge (the master answers).
     Enslaved,
+    /// It matches an exclude pattern.
     Excluded,
 }
 

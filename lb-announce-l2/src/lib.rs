@@ -39,6 +39,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 #[cfg(feature = "runtime")]
 pub mod announcer;
 #[cfg(feature = "runtime")]

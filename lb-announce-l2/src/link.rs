@@ -12,7 +12,9 @@ use tokio::io::unix::AsyncFd;
 
 use crate::wire::Mac;
 
+/// The ARP ethertype.
 pub const ETH_P_ARP: u16 = 0x0806;
+/// The IPv6 ethertype.
 pub const ETH_P_IPV6: u16 = 0x86dd;
 
 /// A raw socket bound to one interface and one EtherType.
@@ -130,6 +132,7 @@ impl PacketSocket {
         self.membership(mac, libc::PACKET_ADD_MEMBERSHIP)
     }
 
+    /// Stops receiving frames sent to multicast `mac`.
     pub fn leave(&self, mac: Mac) -> io::Result<()> {
         self.membership(mac, libc::PACKET_DROP_MEMBERSHIP)
     }

@@ -46,6 +46,7 @@ impl Announced {
         }
     }
 
+    /// The interfaces `ip` is answered on, if it is announced.
     pub fn scope(&self, ip: IpAddr) -> Option<&Interfaces> {
         match ip {
             IpAddr::V4(a) => self.v4.get(&a),
@@ -58,10 +59,12 @@ impl Announced {
         self.scope(ip).is_some_and(|s| s.includes(interface))
     }
 
+    /// How many addresses are announced.
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
 
+    /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -78,9 +81,13 @@ impl Announced {
 /// The interface a frame arrived on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
+    /// The interface index.
     pub index: u32,
+    /// Its name.
     pub name: String,
+    /// Its hardware address (the answers' sender).
     pub mac: Mac,
+    /// Its IPv6 link-local address.
     pub link_local: Option<Ipv6Addr>,
 }
 
@@ -93,6 +100,7 @@ pub enum Ignored {
     NotARequest,
     /// Unicast to another station.
     NotForUs,
+    /// For an address this node does not announce.
     NotOwned,
     /// Owned, but not announced on this interface.
     NotOnThisInterface,
@@ -103,17 +111,24 @@ pub enum Ignored {
 pub enum Verdict {
     /// Send the first `len` bytes of the buffer: the answer for `ip`.
     Reply {
+        /// The address answered for.
         ip: IpAddr,
+        /// The length of the answer.
         len: usize,
     },
     /// Another station (`mac`) uses `ip`, one of ours. When `len > 0` the buffer holds our
     /// defence (an NA answering its duplicate address detection probe).
     Conflict {
+        /// The address.
         ip: IpAddr,
+        /// The other station.
         mac: Mac,
+        /// The length of the defence (0: none).
         len: usize,
     },
+    /// Nothing to do, and why.
     Ignore(Ignored),
+    /// The frame does not parse.
     Malformed(WireError),
 }
 

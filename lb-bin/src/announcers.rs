@@ -7,9 +7,9 @@ use std::sync::Arc;
 #[cfg(feature = "bgp")]
 use std::time::Duration;
 
-use crate::error::Result;
 #[cfg(not(all(feature = "l2", feature = "bgp")))]
 use crate::error::Error;
+use crate::error::Result;
 use lb_core::config::Config;
 use lb_core::{Announcer, Protocol, RecordingAnnouncer};
 

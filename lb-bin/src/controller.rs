@@ -16,13 +16,17 @@ use crate::standalone::{SharedMetrics, SharedStatus};
 /// Everything `lb-bin controller` is told.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// `--lb-class`: only services of this class (none: services with no class).
     pub lb_class: Option<String>,
+    /// Where the metallb.io objects live.
     pub namespace: String,
     /// This replica's identity in the Lease and in events (the pod name).
     pub identity: String,
+    /// The Lease that elects the leader.
     pub lease_name: String,
     /// The Lease's duration (15 s as client-go's default).
     pub lease: Duration,
+    /// Where `/metrics`, `/healthz` and `/status` are served.
     pub http: Option<SocketAddr>,
     /// The membership key Secret to create when it is missing (MetalLB's `--ml-secret-name`);
     /// `None` leaves it to the operator.

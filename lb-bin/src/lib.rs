@@ -16,6 +16,8 @@
 //! assert!(lb_bin::local::check_sysctls(host).is_empty());
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod announcers;
 pub mod controller;
 pub mod error;

@@ -77,7 +77,11 @@ impl std::fmt::Display for SysctlProblem {
             Some(v) => write!(f, "{name} is {v}")?,
             None => write!(f, "{name} is unreadable")?,
         }
-        write!(f, "; set it to {min} (sysctl -w {name}={min}), {}", self.why)
+        write!(
+            f,
+            "; set it to {min} (sysctl -w {name}={min}), {}",
+            self.why
+        )
     }
 }
 
@@ -127,7 +131,10 @@ pub const MARK: &str = "lb-bin local delivery";
 
 /// Runs `ip` with `args`; its standard output if it succeeded.
 fn ip_output(args: &[&str]) -> Result<Vec<u8>, Error> {
-    let o = Command::new("ip").args(args).output().map_err(Error::Spawn)?;
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(Error::Spawn)?;
     if !o.status.success() {
         return Err(Error::Ip {
             command: args.join(" "),

@@ -42,11 +42,15 @@ pub enum Security {
 /// Everything the membership is told at start.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// This node's name.
     pub name: String,
+    /// The UDP address to listen on.
     pub bind: SocketAddr,
     /// The address others reach this node at.
     pub advertise: SocketAddr,
+    /// Members to join at start.
     pub seeds: Vec<SocketAddr>,
+    /// Sealed with a key, or not.
     pub security: Security,
     /// The known nodes (`None`: any holder of the key).
     pub roster: Option<Roster>,
@@ -98,6 +102,7 @@ pub struct MembershipStatus {
     pub generation: u64,
     /// The ids of the keys held, the sending key first.
     pub key_ids: Vec<String>,
+    /// Counters of refused datagrams.
     #[serde(flatten)]
     pub stats: Stats,
     /// The last key trouble seen, in words (another node without our key, or we without its).
@@ -453,9 +458,8 @@ impl LeaderElector for SwimElector {
         let (done, wait) = oneshot::channel();
         self.control
             .send(Control::Leave(done))
-            .map_err(|_| ElectError::Failed("membership task has stopped".into()))?;
-        wait.await
-            .map_err(|_| ElectError::Failed("membership task has stopped".into()))
+            .map_err(|_| ElectError::Stopped)?;
+        wait.await.map_err(|_| ElectError::Stopped)
     }
 }
 

@@ -36,11 +36,13 @@ const API_ROUND: Duration = Duration::from_secs(10);
 /// Everything `lb-bin speaker` is told.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// What decides the announcements.
     pub k8s: lb_k8s::speaker::Options,
     /// Membership (UDP).
     pub bind: SocketAddr,
     /// The address other speakers reach this one at; default: this Node's InternalIP.
     pub advertise: Option<IpAddr>,
+    /// Where `/metrics`, `/healthz` and `/status` are served.
     pub http: Option<SocketAddr>,
     /// The Secret (in the speaker's namespace) whose `secretkey` seals the membership, as
     /// MetalLB's `memberlist`; reloaded when it changes.

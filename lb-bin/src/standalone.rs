@@ -41,11 +41,17 @@ const LEDGER_EVERY: Duration = Duration::from_secs(1);
 /// Everything `lb-bin standalone` is told.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The configuration file (reloaded on change and on SIGHUP).
     pub config: PathBuf,
+    /// This node's name.
     pub node_name: String,
+    /// `--join`: members to join (host:port).
     pub join: Vec<String>,
+    /// The membership's UDP address.
     pub bind: SocketAddr,
+    /// Where the allocations are kept across restarts.
     pub state_dir: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/status` are served.
     pub http: Option<SocketAddr>,
     /// The dummy interface for local delivery; `None` turns it off.
     pub local_delivery: Option<String>,
@@ -61,9 +67,13 @@ pub struct Options {
 /// What `/status` shows and `/readyz` reads.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Status {
+    /// This node's name.
     pub node: String,
+    /// Whether the last plan was applied in full.
     pub ready: bool,
+    /// The live members.
     pub members: Vec<String>,
+    /// What this node announces.
     pub announcements: Vec<StatusAnnouncement>,
     /// The last configuration that was refused, with its errors.
     pub config_errors: Vec<String>,
@@ -106,13 +116,19 @@ pub struct Status {
     pub state_moved_aside: Option<PathBuf>,
 }
 
+/// One announcement in `/status`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct StatusAnnouncement {
+    /// The service (`namespace/name`).
     pub service: String,
+    /// The address.
     pub ip: IpAddr,
+    /// Layer 2 or BGP.
     pub protocol: lb_core::Protocol,
+    /// Interfaces answered on (layer 2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<String>>,
+    /// Peers announced to (BGP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<String>>,
     /// Seconds since the Unix epoch when this node started announcing it.
@@ -154,6 +170,7 @@ impl StatusAnnouncement {
     }
 }
 
+/// The status, shared with the HTTP server.
 pub type SharedStatus = Arc<Mutex<Status>>;
 
 /// The announcers' metrics text for `/metrics`, refreshed after every pass and every second.

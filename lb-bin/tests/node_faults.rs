@@ -229,7 +229,10 @@ fn local_delivery_names_what_failed_and_retries_it() {
         let words = |e: &[lb_core::LocalError]| -> Vec<String> {
             e.iter().map(ToString::to_string).collect()
         };
-        assert!(words(&errors).iter().all(|e| e.contains("lb0")), "{errors:?}");
+        assert!(
+            words(&errors).iter().all(|e| e.contains("lb0")),
+            "{errors:?}"
+        );
         let failed: BTreeSet<IpAddr> = errors.iter().map(|e| e.address).collect();
         assert_eq!(failed, more);
         assert!(l.pending());

@@ -153,6 +153,7 @@ pub struct RecordingAnnouncer {
 }
 
 impl RecordingAnnouncer {
+    /// A recorder that takes announcements of `protocol`.
     pub fn new(protocol: Protocol) -> Self {
         RecordingAnnouncer {
             protocol,

@@ -17,16 +17,26 @@ use tokio::sync::watch;
 /// A view of the live members. `epoch` grows with every change seen by this elector.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
+    /// The live candidates' names.
     pub members: BTreeSet<String>,
+    /// Grows by one with each change this elector sees.
     pub epoch: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why an elector could not do what was asked.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ElectError {
+    /// The elector's task has ended (it cannot leave or resign any more).
+    #[error("election: the elector has stopped")]
+    Stopped,
+    /// Anything else an elector reports (one of your own, say), with its cause.
     #[error("election: {0}")]
-    Failed(String),
+    Other(std::sync::Arc<dyn std::error::Error + Send + Sync>),
 }
 
+/// Who the live candidates are, as a watched value; the runtime decides ownership over them.
+/// See the module docs.
 #[async_trait]
 pub trait LeaderElector: Send + Sync + Debug {
     /// This member's own name.

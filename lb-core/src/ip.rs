@@ -13,15 +13,19 @@ use serde::Serialize;
 /// An address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Family {
+    /// IPv4.
     #[serde(rename = "IPv4")]
     V4,
+    /// IPv6.
     #[serde(rename = "IPv6")]
     V6,
 }
 
 impl Family {
+    /// Both families, IPv4 first.
     pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
 
+    /// The family of `ip`.
     pub fn of(ip: IpAddr) -> Family {
         match ip {
             IpAddr::V4(_) => Family::V4,
@@ -45,6 +49,7 @@ impl Family {
         }
     }
 
+    /// The other family.
     pub fn other(self) -> Family {
         match self {
             Family::V4 => Family::V6,
@@ -91,14 +96,19 @@ pub fn is_buggy(ip: IpAddr) -> bool {
 /// Why an address range did not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RangeError {
+    /// Neither a CIDR nor `start-end`.
     #[error("not a CIDR or an address range (write a single address as 192.0.2.1/32)")]
     Syntax,
+    /// A bad CIDR.
     #[error("invalid CIDR: {0}")]
     Cidr(String),
+    /// A bad address.
     #[error("invalid address {0:?}")]
     Address(String),
+    /// The two ends are of different families.
     #[error("range start and end are of different families")]
     MixedFamilies,
+    /// The start is after the end.
     #[error("range start is after its end")]
     Reversed,
 }
@@ -156,18 +166,23 @@ impl IpRange {
         Ok(IpRange::from_network(net))
     }
 
+    /// The range's family.
     pub fn family(&self) -> Family {
         self.family
     }
+    /// The first address, as a number.
     pub fn start(&self) -> u128 {
         self.start
     }
+    /// The last address, as a number.
     pub fn end(&self) -> u128 {
         self.end
     }
+    /// The first address.
     pub fn first(&self) -> IpAddr {
         from_u128(self.family, self.start)
     }
+    /// The last address.
     pub fn last(&self) -> IpAddr {
         from_u128(self.family, self.end)
     }
@@ -177,10 +192,12 @@ impl IpRange {
         (self.end - self.start).saturating_add(1)
     }
 
+    /// Whether `ip` is in the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         Family::of(ip) == self.family && (self.start..=self.end).contains(&to_u128(ip))
     }
 
+    /// Whether the two ranges share an address.
     pub fn overlaps(&self, other: &IpRange) -> bool {
         self.family == other.family && self.start <= other.end && other.start <= self.end
     }

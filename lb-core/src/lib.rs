@@ -65,6 +65,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod alloc;
 pub mod announce;
 pub mod config;

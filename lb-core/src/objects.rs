@@ -23,11 +23,14 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// A service's identity: namespace and name. Ordered, so every iteration is deterministic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ServiceKey {
+    /// The namespace.
     pub namespace: String,
+    /// The name.
     pub name: String,
 }
 
 impl ServiceKey {
+    /// The key of service `name` in `namespace`.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         ServiceKey {
             namespace: namespace.into(),
@@ -42,23 +45,32 @@ impl fmt::Display for ServiceKey {
     }
 }
 
+/// `spec.externalTrafficPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TrafficPolicy {
+    /// Any node may announce; traffic is spread over every node.
     Cluster,
+    /// Only nodes with a ready endpoint of the service announce.
     Local,
 }
 
+/// `spec.ipFamilyPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FamilyPolicy {
+    /// One family.
     SingleStack,
+    /// Both families where the cluster has them, else one.
     PreferDualStack,
+    /// Both families, or nothing.
     RequireDualStack,
 }
 
 /// A service port as the sharing rules see it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Port {
+    /// `TCP`, `UDP` or `SCTP`.
     pub protocol: String,
+    /// The port number.
     pub port: u16,
 }
 
@@ -75,19 +87,27 @@ impl Port {
 /// What lb-core needs of a `v1` Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
+    /// Namespace and name.
     pub key: ServiceKey,
+    /// `metadata.labels`.
     pub labels: Labels,
+    /// `metadata.annotations`.
     pub annotations: BTreeMap<String, String>,
     /// `spec.type == LoadBalancer`.
     pub load_balancer: bool,
+    /// `spec.loadBalancerClass`: a service with another class is left to another controller.
     pub load_balancer_class: Option<String>,
     /// `spec.loadBalancerIP` (deprecated upstream, still honoured).
     pub load_balancer_ip: Option<String>,
+    /// `spec.ports`.
     pub ports: Vec<Port>,
+    /// `spec.selector`.
     pub selector: Labels,
+    /// `spec.externalTrafficPolicy`.
     pub traffic_policy: TrafficPolicy,
     /// `spec.ipFamilies`; empty means "the cluster default", IPv4.
     pub ip_families: Vec<Family>,
+    /// `spec.ipFamilyPolicy`.
     pub family_policy: FamilyPolicy,
     /// The addresses in `status.loadBalancer.ingress`: what the service held before.
     pub status_ips: Vec<IpAddr>,
@@ -96,7 +116,9 @@ pub struct Service {
 /// What lb-core needs of a `v1` Node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
+    /// The node's name.
     pub name: String,
+    /// `metadata.labels`.
     pub labels: Labels,
     /// The `NetworkUnavailable` condition is True.
     pub network_unavailable: bool,
@@ -117,6 +139,7 @@ impl Node {
         }
     }
 
+    /// Whether the node carries the `exclude-from-external-load-balancers` label.
     pub fn excluded_from_load_balancers(&self) -> bool {
         self.labels.contains_key(EXCLUDE_LB_LABEL)
     }
@@ -125,15 +148,20 @@ impl Node {
 /// What lb-core needs of a Namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Namespace {
+    /// The namespace's name.
     pub name: String,
+    /// `metadata.labels`.
     pub labels: Labels,
 }
 
 /// One endpoint of an EndpointSlice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `nodeName`.
     pub node: Option<String>,
+    /// `conditions.ready`.
     pub ready: Option<bool>,
+    /// `conditions.serving`.
     pub serving: Option<bool>,
 }
 
@@ -147,10 +175,13 @@ impl Endpoint {
 /// What lb-core needs of a `discovery.k8s.io/v1` EndpointSlice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointSlice {
+    /// The slice's namespace.
     pub namespace: String,
+    /// The slice's name.
     pub name: String,
     /// From the `kubernetes.io/service-name` label.
     pub service: Option<String>,
+    /// `endpoints`.
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -158,7 +189,7 @@ pub struct EndpointSlice {
 
 /// `metadata` as written; every field we do not use is ignored, as Kubernetes objects carry many.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawMeta {
+pub(crate) struct RawMeta {
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -171,7 +202,7 @@ pub struct RawMeta {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RawService {
+pub(crate) struct RawService {
     #[serde(default)]
     pub spec: RawServiceSpec,
     #[serde(default)]
@@ -180,7 +211,7 @@ pub struct RawService {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RawServiceSpec {
+pub(crate) struct RawServiceSpec {
     #[serde(default, rename = "type")]
     pub type_: Option<String>,
     #[serde(default)]
@@ -201,7 +232,7 @@ pub struct RawServiceSpec {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RawServicePort {
+pub(crate) struct RawServicePort {
     #[serde(default)]
     pub protocol: Option<String>,
     pub port: u16,
@@ -209,31 +240,31 @@ pub struct RawServicePort {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RawServiceStatus {
+pub(crate) struct RawServiceStatus {
     #[serde(default)]
     pub load_balancer: Option<RawLbStatus>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawLbStatus {
+pub(crate) struct RawLbStatus {
     #[serde(default)]
     pub ingress: Vec<RawIngress>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawIngress {
+pub(crate) struct RawIngress {
     #[serde(default)]
     pub ip: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawNode {
+pub(crate) struct RawNode {
     #[serde(default)]
     pub status: RawNodeStatus,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawNodeStatus {
+pub(crate) struct RawNodeStatus {
     #[serde(default)]
     pub conditions: Vec<RawCondition>,
     #[serde(default)]
@@ -241,7 +272,7 @@ pub struct RawNodeStatus {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawNodeAddress {
+pub(crate) struct RawNodeAddress {
     #[serde(rename = "type", default)]
     pub type_: String,
     #[serde(default)]
@@ -268,7 +299,7 @@ impl RawNodeStatus {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawCondition {
+pub(crate) struct RawCondition {
     #[serde(rename = "type")]
     pub type_: String,
     pub status: String,
@@ -276,14 +307,14 @@ pub struct RawCondition {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RawEndpointSlice {
+pub(crate) struct RawEndpointSlice {
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RawEndpoint {
+pub(crate) struct RawEndpoint {
     #[serde(default)]
     pub node_name: Option<String>,
     #[serde(default)]
@@ -291,7 +322,7 @@ pub struct RawEndpoint {
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct RawEndpointConditions {
+pub(crate) struct RawEndpointConditions {
     #[serde(default)]
     pub ready: Option<bool>,
     #[serde(default)]

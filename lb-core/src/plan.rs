@@ -54,12 +54,15 @@ pub enum MissingEndpoints {
 /// Everything `plan` reads.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanInput<'a> {
+    /// The configuration.
     pub config: &'a Config,
+    /// Every service's addresses.
     pub allocations: &'a BTreeMap<ServiceKey, Allocation>,
     /// Live members; nodes without a Node object are taken with only their host-name label.
     pub members: &'a BTreeSet<String>,
     /// The node to plan for.
     pub node: &'a str,
+    /// What a service without EndpointSlices gets.
     pub missing_endpoints: MissingEndpoints,
     /// Announce from nodes labelled `exclude-from-external-load-balancers` too.
     pub ignore_exclude_label: bool,
@@ -68,7 +71,9 @@ pub struct PlanInput<'a> {
 /// Interfaces an L2 announcement goes out on.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Interfaces {
+    /// Every interface.
     All,
+    /// Only these (`interfaces` of the L2Advertisements).
     Only(BTreeSet<String>),
 }
 
@@ -85,6 +90,7 @@ impl Interfaces {
         }
     }
 
+    /// Whether `name` is among them.
     pub fn includes(&self, name: &str) -> bool {
         match self {
             Interfaces::All => true,
@@ -106,11 +112,15 @@ impl Serialize for Interfaces {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BgpRoute {
+    /// The prefix announced (the address, or its aggregate).
     #[serde(serialize_with = "display")]
     pub prefix: IpNetwork,
+    /// The peers it goes to.
     pub peers: Vec<String>,
+    /// `localPref`, for iBGP peers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_pref: Option<u32>,
+    /// Communities attached.
     pub communities: Vec<Community>,
 }
 
@@ -122,17 +132,28 @@ fn display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Erro
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "protocol")]
 pub enum How {
+    /// By ARP and NDP.
     #[serde(rename = "layer2")]
-    Layer2 { interfaces: Interfaces },
+    Layer2 {
+        /// The interfaces to answer on.
+        interfaces: Interfaces,
+    },
+    /// By BGP.
     #[serde(rename = "bgp")]
-    Bgp { routes: Vec<BgpRoute> },
+    Bgp {
+        /// The routes, one per advertisement that applies.
+        routes: Vec<BgpRoute>,
+    },
 }
 
 /// One address of one service that this node announces.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Announcement {
+    /// The service.
     pub service: ServiceKey,
+    /// The address.
     pub ip: IpAddr,
+    /// How it is announced.
     #[serde(flatten)]
     pub how: How,
 }
@@ -140,15 +161,20 @@ pub struct Announcement {
 /// The plan of one node: what it announces, and why it announces nothing for the others.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
+    /// What this node announces, in a stable order.
     pub announcements: Vec<Announcement>,
     /// Per service and protocol: why this node does not announce it.
     pub skipped: Vec<Skip>,
 }
 
+/// Why this node does not announce a service by one protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Skip {
+    /// The service.
     pub service: ServiceKey,
+    /// The protocol.
     pub protocol: Protocol,
+    /// Why not, in words (shown in `plan` and `/status`).
     pub reason: String,
 }
 
@@ -215,6 +241,7 @@ pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::B
         .collect()
 }
 
+/// What `input.node` announces: see the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     // Every live member and the planning node itself, with their labels, once.

@@ -11,7 +11,7 @@ pub type Labels = BTreeMap<String, String>;
 /// A label selector as written in YAML.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawSelector {
+pub(crate) struct RawSelector {
     #[serde(default)]
     pub match_labels: Labels,
     #[serde(default)]
@@ -20,7 +20,7 @@ pub struct RawSelector {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RawRequirement {
+pub(crate) struct RawRequirement {
     pub key: String,
     pub operator: String,
     #[serde(default)]
@@ -45,8 +45,11 @@ pub struct Selector {
 /// What is wrong with a selector; `field` is relative to the selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelectorError {
+    /// The field, relative to the selector (`matchExpressions[0].operator`).
     pub field: String,
+    /// The value as written.
     pub value: String,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -64,7 +67,7 @@ impl Selector {
         }
     }
 
-    pub fn from_raw(raw: &RawSelector) -> Result<Self, SelectorError> {
+    pub(crate) fn from_raw(raw: &RawSelector) -> Result<Self, SelectorError> {
         for key in raw.match_labels.keys() {
             check_key(key, &format!("matchLabels.{key}"))?;
         }
@@ -108,10 +111,12 @@ impl Selector {
         })
     }
 
+    /// Whether it selects everything (it has no requirement).
     pub fn is_everything(&self) -> bool {
         self.labels.is_empty() && self.exprs.is_empty()
     }
 
+    /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &Labels) -> bool {
         self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && self.exprs.iter().all(|(k, op)| match op {

@@ -18,7 +18,9 @@ pub const CONDITION_TYPE: &str = "configReconcilerValid";
 /// The object a component reports in: its name and labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reporter {
+    /// The ConfigurationState object's name.
     pub name: String,
+    /// Its labels.
     pub labels: BTreeMap<String, String>,
 }
 

@@ -44,8 +44,11 @@ pub fn pool_annotation() -> String {
 /// What a Service's status should become. Empty `ips` clears it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceWrite {
+    /// The Service.
     pub key: ServiceKey,
+    /// Its addresses, primary family first.
     pub ips: Vec<IpAddr>,
+    /// The pool they come from (the `ip-allocated-from-pool` annotation).
     pub pool: Option<String>,
 }
 
@@ -76,18 +79,26 @@ pub fn fenced(mut patch: Value, resource_version: &str) -> Value {
 /// An event about a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEvent {
+    /// The Service.
     pub key: ServiceKey,
+    /// A Warning event; otherwise Normal.
     pub warning: bool,
+    /// The event's reason (`IPAllocated`, `AllocationFailed`, ...).
     pub reason: &'static str,
+    /// The event's message.
     pub message: String,
 }
 
 /// What one pass decided.
 #[derive(Clone, Debug, Default)]
 pub struct Pass {
+    /// Service status writes.
     pub writes: Vec<ServiceWrite>,
+    /// Service events.
     pub events: Vec<ServiceEvent>,
+    /// Each IPAddressPool's status.
     pub pools: BTreeMap<String, IPAddressPoolStatus>,
+    /// Each pool's counts, for metrics.
     pub counts: BTreeMap<String, lb_core::alloc::PoolUsage>,
     /// Configuration errors (of every kind read), as text.
     pub config_errors: Vec<String>,
@@ -337,6 +348,7 @@ pub struct Options {
     pub namespace: String,
     /// The reporting controller's name in events, and this replica's identity.
     pub reporter: String,
+    /// This replica's identity (the Lease holder name).
     pub instance: String,
     /// A full pass at least this often (retries failed writes).
     pub resync: Duration,

@@ -46,6 +46,7 @@ pub struct IPAddressPoolSpec {
     /// Skip IPv4 addresses ending in .0 and .255.
     #[serde(default, rename = "avoidBuggyIPs")]
     pub avoid_buggy_ips: bool,
+    /// Which namespaces and services may use the pool, and its priority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<ServiceAllocation>,
 }
@@ -57,10 +58,13 @@ pub struct ServiceAllocation {
     /// Lower is preferred; 0 ranks after every positive priority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Namespaces admitted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Namespaces admitted by label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespace_selectors: Vec<LabelSelector>,
+    /// Services admitted by label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
 }
@@ -69,12 +73,16 @@ pub struct ServiceAllocation {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolStatus {
+    /// IPv4 addresses held by services.
     #[serde(rename = "assignedIPv4")]
     pub assigned_ipv4: i64,
+    /// IPv6 addresses held by services.
     #[serde(rename = "assignedIPv6")]
     pub assigned_ipv6: i64,
+    /// IPv4 addresses free.
     #[serde(rename = "availableIPv4")]
     pub available_ipv4: i64,
+    /// IPv6 addresses free.
     #[serde(rename = "availableIPv6")]
     pub available_ipv6: i64,
 }
@@ -94,16 +102,22 @@ pub struct IPAddressPoolStatus {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct L2AdvertisementSpec {
+    /// Pools announced, by name (with the selectors: none means every pool).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_address_pools: Vec<String>,
+    /// Pools announced, by label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_address_pool_selectors: Vec<LabelSelector>,
+    /// Nodes that announce; none means every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
+    /// Interfaces answered on; none means every suitable one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<String>,
+    /// Services announced; none means every service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+    /// Nodes preferred as owners, by weight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preferred_node_selectors: Vec<PreferredNodeSelector>,
 }
@@ -111,8 +125,10 @@ pub struct L2AdvertisementSpec {
 /// A soft preference for the nodes that announce.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 pub struct PreferredNodeSelector {
+    /// The weight (higher wins).
     #[schemars(range(min = 1, max = 100))]
     pub weight: i32,
+    /// The nodes it prefers.
     pub preference: LabelSelector,
 }
 
@@ -142,12 +158,14 @@ fn default_aggregation_v6() -> Option<i32> {
 ).message("serviceSelectors can only be used with the default aggregation lengths"))]
 #[serde(rename_all = "camelCase")]
 pub struct BGPAdvertisementSpec {
+    /// The IPv4 prefix length announced (32: each address).
     #[serde(
         default = "default_aggregation_v4",
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(range(min = 1, max = 32))]
     pub aggregation_length: Option<i32>,
+    /// The IPv6 prefix length announced (128: each address).
     #[serde(
         default = "default_aggregation_v6",
         rename = "aggregationLengthV6",
@@ -162,14 +180,19 @@ pub struct BGPAdvertisementSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 63))]
     pub communities: Vec<String>,
+    /// Pools announced, by name (with the selectors: none means every pool).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_address_pools: Vec<String>,
+    /// Pools announced, by label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_address_pool_selectors: Vec<LabelSelector>,
+    /// Nodes that announce; none means every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
+    /// Peers announced to; none means every peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// Services announced; none means every service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
 }
@@ -177,8 +200,10 @@ pub struct BGPAdvertisementSpec {
 /// `dynamicASN`: peer with whatever AS the router has, of this kind.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum DynamicAsnMode {
+    /// The peer's AS equals ours.
     #[serde(rename = "internal")]
     Internal,
+    /// The peer's AS differs from ours.
     #[serde(rename = "external")]
     External,
 }
@@ -190,8 +215,10 @@ fn default_peer_port() -> Option<u16> {
 /// A reference to a `kubernetes.io/basic-auth` Secret holding the BGP password.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct SecretReference {
+    /// The Secret's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The Secret's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -220,58 +247,76 @@ pub mod v1beta2 {
     #[x_kube(validation = Rule::new("!has(self.password) || !has(self.passwordSecret)").message("password and passwordSecret are exclusive"))]
     #[serde(rename_all = "camelCase")]
     pub struct BGPPeerSpec {
+        /// Our AS.
         #[serde(rename = "myASN")]
         pub my_asn: u32,
+        /// The peer's AS (or use dynamicASN).
         #[serde(rename = "peerASN", default, skip_serializing_if = "Option::is_none")]
         pub peer_asn: Option<u32>,
+        /// Accept whatever AS the peer says, internal or external, instead of peerASN.
         #[serde(
             rename = "dynamicASN",
             default,
             skip_serializing_if = "Option::is_none"
         )]
         pub dynamic_asn: Option<DynamicAsnMode>,
+        /// The AS the peer sees us as, if it differs from myASN.
         #[serde(rename = "localASN", default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1, max = 4294967295u32))]
         pub local_asn: Option<u32>,
+        /// The peer's address (or use interface).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub peer_address: Option<String>,
         /// Unnumbered peering on this interface.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub interface: Option<String>,
+        /// The address to connect from.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub source_address: Option<String>,
+        /// The peer's TCP port (179).
         #[serde(default = "default_peer_port", skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1, max = 16384))]
         pub peer_port: Option<u16>,
         /// A Go duration (`90s`): 0 or at least 3 s.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub hold_time: Option<String>,
+        /// A Go duration: the longest wait between KEEPALIVEs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub keepalive_time: Option<String>,
+        /// A Go duration: the wait between connection attempts.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[x_kube(validation = Rule::new("duration(self).getSeconds() >= 1 && duration(self).getSeconds() <= 65535").message("connect time should be between 1 second to 65535"))]
         #[x_kube(validation = Rule::new("duration(self).getMilliseconds() % 1000 == 0").message("connect time should contain a whole number of seconds"))]
         pub connect_time: Option<String>,
+        /// Our BGP identifier (an IPv4 address).
         #[serde(rename = "routerID", default, skip_serializing_if = "Option::is_none")]
         pub router_id: Option<String>,
+        /// Nodes that peer; none means every node.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub node_selectors: Vec<LabelSelector>,
+        /// TCP-MD5 password, inline.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub password: Option<String>,
+        /// A Secret of type kubernetes.io/basic-auth holding the TCP-MD5 password.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub password_secret: Option<SecretReference>,
+        /// The BFDProfile the session uses.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub bfd_profile: Option<String>,
+        /// Announce graceful restart (RFC 4724).
         #[serde(default)]
         #[x_kube(validation = Rule::new("self == oldSelf").message("EnableGracefulRestart cannot be changed after creation"))]
         pub enable_graceful_restart: bool,
+        /// The peer is more than one hop away.
         #[serde(default)]
         pub ebgp_multi_hop: bool,
+        /// A VRF to peer from (not supported by this build; the peer is reported).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub vrf: Option<String>,
         /// Deprecated: use dualStackAddressFamily.
         #[serde(rename = "disableMP", default)]
         pub disable_mp: bool,
+        /// Carry IPv4 and IPv6 prefixes over this one session.
         #[serde(default)]
         pub dual_stack_address_family: bool,
     }
@@ -285,16 +330,22 @@ pub mod v1beta1 {
     #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
     #[serde(rename_all = "camelCase")]
     pub struct NodeSelector {
+        /// Labels that must match exactly.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         pub match_labels: BTreeMap<String, String>,
+        /// Label requirements.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub match_expressions: Vec<MatchExpression>,
     }
 
+    /// One label requirement.
     #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
     pub struct MatchExpression {
+        /// The label.
         pub key: String,
+        /// In, NotIn, Exists or DoesNotExist.
         pub operator: String,
+        /// The values for In and NotIn.
         #[schemars(length(min = 1))]
         pub values: Vec<String>,
     }
@@ -317,28 +368,40 @@ pub mod v1beta1 {
     )]
     #[serde(rename_all = "camelCase")]
     pub struct BGPPeerSpec {
+        /// Our AS.
         #[serde(rename = "myASN")]
         pub my_asn: u32,
+        /// The peer's AS.
         #[serde(rename = "peerASN")]
         pub peer_asn: u32,
+        /// The peer's address.
         pub peer_address: String,
+        /// The address to connect from.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub source_address: Option<String>,
+        /// The peer's TCP port (179).
         #[serde(default = "default_peer_port", skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1, max = 16384))]
         pub peer_port: Option<u16>,
+        /// A Go duration: how long the peer may be silent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub hold_time: Option<String>,
+        /// A Go duration: the longest wait between KEEPALIVEs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub keepalive_time: Option<String>,
+        /// Our BGP identifier (an IPv4 address).
         #[serde(rename = "routerID", default, skip_serializing_if = "Option::is_none")]
         pub router_id: Option<String>,
+        /// Nodes that peer; none means every node.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub node_selectors: Vec<NodeSelector>,
+        /// TCP-MD5 password.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub password: Option<String>,
+        /// The BFDProfile the session uses.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub bfd_profile: Option<String>,
+        /// The peer is more than one hop away.
         #[serde(default)]
         pub ebgp_multi_hop: bool,
     }
@@ -367,6 +430,7 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
     pub transmit_interval: Option<u32>,
+    /// Packets missed before the session is declared down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 255))]
     pub detect_multiplier: Option<u32>,
@@ -374,10 +438,13 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: Option<u32>,
+    /// Echo mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo_mode: Option<bool>,
+    /// Wait for the peer to start the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passive_mode: Option<bool>,
+    /// The least TTL of packets accepted (multihop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 254))]
     pub minimum_ttl: Option<u32>,
@@ -393,12 +460,15 @@ pub struct BFDProfileSpec {
     namespaced
 )]
 pub struct CommunitySpec {
+    /// Aliases for communities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<CommunityAlias>,
 }
 
+/// A named community.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct CommunityAlias {
+    /// The alias.
     pub name: String,
     /// `AS:value` or `large:G:L1:L2`.
     pub value: String,
@@ -408,12 +478,15 @@ pub struct CommunityAlias {
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceOnNode {
+    /// The node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
     pub node: Option<String>,
+    /// The service's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
     pub service_name: Option<String>,
+    /// The service's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("Value is immutable"))]
     pub service_namespace: Option<String>,
@@ -440,14 +513,18 @@ pub struct ServiceL2StatusSpec {}
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MetalLBServiceL2Status {
+    /// Which service on which node.
     #[serde(flatten)]
     pub service: ServiceOnNode,
+    /// Interfaces the address is answered on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceInfo>,
 }
 
+/// An interface name.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub struct InterfaceInfo {
+    /// The interface.
     pub name: String,
 }
 
@@ -472,6 +549,7 @@ pub struct ServiceBGPStatusSpec {}
 #[derive(KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MetalLBServiceBGPStatus {
+    /// Which service on which node.
     #[serde(flatten)]
     pub service: ServiceOnNode,
     /// The configured peers the service is advertised to (not their session state).
@@ -499,8 +577,11 @@ pub struct ConfigurationStateSpec {}
 /// A configuration's validation result.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum ConfigurationResult {
+    /// The configuration is valid.
     Valid,
+    /// The configuration has errors.
     Invalid,
+    /// Not reported yet.
     #[default]
     Unknown,
 }
@@ -509,6 +590,7 @@ pub enum ConfigurationResult {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigurationStateStatus {
+    /// The validation result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ConfigurationResult>,
     /// The configuration errors, one a line; empty when the result is Valid.

@@ -28,7 +28,9 @@ use tracing::{info, warn};
 /// Lease timing.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
+    /// The Lease's name.
     pub name: String,
+    /// The Lease's namespace.
     pub namespace: String,
     /// This replica's identity (the pod name).
     pub identity: String,

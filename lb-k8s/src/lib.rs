@@ -38,6 +38,8 @@
 //! [`controller::run`] drives it against a cluster, with a [`Clients`] pair and a
 //! `LeaderElector` (a Lease: [`lease::LeaseElector`]).
 
+#![deny(missing_docs)]
+
 pub mod configstate;
 pub mod controller;
 pub mod crds;

@@ -49,6 +49,7 @@ impl Metrics {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Each pool's counts.
     pub fn set_pools(&self, pools: BTreeMap<String, PoolUsage>) {
         self.lock().pools = pools;
     }
@@ -62,6 +63,7 @@ impl Metrics {
         }
     }
 
+    /// Whether a configuration is loaded, and whether the newest one failed and an older one runs.
     pub fn config(&self, loaded: bool, stale: bool) {
         let mut m = self.lock();
         m.config_loaded = loaded;
@@ -73,14 +75,17 @@ impl Metrics {
         self.lock().ready = ready;
     }
 
+    /// Whether the component is ready.
     pub fn is_ready(&self) -> bool {
         self.lock().ready
     }
 
+    /// Whether this replica holds the Lease.
     pub fn leader(&self, leader: bool) {
         self.lock().leader = leader;
     }
 
+    /// One reconcile pass: how long it took and whether its writes succeeded.
     pub fn reconciled(&self, took: Duration, ok: bool) {
         let mut m = self.lock();
         m.reconciles += 1;
@@ -101,10 +106,12 @@ impl Metrics {
         self.lock().held = n;
     }
 
+    /// The speaker's announcements, as (service, address, protocol, node).
     pub fn set_announced(&self, announced: Vec<[String; 4]>) {
         self.lock().announced = announced;
     }
 
+    /// More metrics text, appended as it is (the announcers' and membership's).
     pub fn set_extra(&self, text: String) {
         self.lock().extra = text;
     }

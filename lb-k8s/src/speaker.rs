@@ -35,15 +35,19 @@ use crate::store::{Kind, Store};
 
 /// Labels MetalLB puts on the status kinds.
 pub const NODE_LABEL: &str = "metallb.io/node";
+/// The label naming the service a status object is about.
 pub const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
+/// The label naming that service's namespace.
 pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
 
 /// `lb-bin speaker`'s settings that decide what is announced.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// This node's name.
     pub node_name: String,
     /// Where the metallb.io objects and BGP password Secrets live.
     pub namespace: String,
+    /// `--lb-class`: only services of this class (none: services with no class).
     pub lb_class: Option<String>,
     /// `--ignore-exclude-lb`: announce from nodes labelled exclude-from-external-load-balancers.
     pub ignore_exclude_label: bool,
@@ -76,6 +80,7 @@ pub fn kinds(opts: &Options) -> Vec<Kind> {
 /// What one decision gives.
 #[derive(Clone, Debug, Default)]
 pub struct Decision {
+    /// What this node announces.
     pub plan: Plan,
     /// The configuration the plan was made from (the metallb.io part may be the previous one).
     pub config: Config,
@@ -197,7 +202,9 @@ impl Core {
 /// The status objects this node should have, by service.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WantedStatuses {
+    /// ServiceL2Status objects by service.
     pub l2: BTreeMap<ServiceKey, MetalLBServiceL2Status>,
+    /// ServiceBGPStatus objects by service.
     pub bgp: BTreeMap<ServiceKey, MetalLBServiceBGPStatus>,
 }
 
@@ -449,6 +456,7 @@ impl std::fmt::Debug for AssignedEvents {
 }
 
 impl AssignedEvents {
+    /// Writes `nodeAssigned` events from `node` through `client`.
     pub fn new(client: Client, node: &str) -> Self {
         AssignedEvents {
             recorder: kube::runtime::events::Recorder::new(

@@ -20,8 +20,11 @@ use tracing::{debug, warn};
 /// One kind to watch: its API resource, and an optional namespace and label selector.
 #[derive(Clone, Debug)]
 pub struct Kind {
+    /// The API resource.
     pub resource: ApiResource,
+    /// Only this namespace; none means every namespace.
     pub namespace: Option<String>,
+    /// Only objects matching this label selector.
     pub labels: Option<String>,
 }
 
@@ -35,11 +38,13 @@ impl Kind {
         }
     }
 
+    /// Only in namespace `ns`.
     pub fn in_namespace(mut self, ns: &str) -> Kind {
         self.namespace = Some(ns.to_string());
         self
     }
 
+    /// Only objects matching `selector`.
     pub fn with_labels(mut self, selector: &str) -> Kind {
         self.labels = Some(selector.to_string());
         self

@@ -32,7 +32,9 @@ pub use update::{
     Update, UpdateBuilder,
 };
 
+/// The 16 ones every message starts with.
 pub const MARKER: [u8; 16] = [0xff; 16];
+/// The length of a message header.
 pub const HEADER_LEN: usize = 19;
 /// RFC 4271: the largest message without the extended message capability.
 pub const MAX_MESSAGE_LEN: usize = 4096;
@@ -48,12 +50,16 @@ const TYPE_ROUTE_REFRESH: u8 = 5;
 /// An address family (AFI, SAFI).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AfiSafi {
+    /// Address family identifier.
     pub afi: u16,
+    /// Subsequent address family identifier.
     pub safi: u8,
 }
 
 impl AfiSafi {
+    /// IPv4 unicast.
     pub const IPV4_UNICAST: AfiSafi = AfiSafi { afi: 1, safi: 1 };
+    /// IPv6 unicast.
     pub const IPV6_UNICAST: AfiSafi = AfiSafi { afi: 2, safi: 1 };
 }
 
@@ -71,7 +77,9 @@ impl fmt::Display for AfiSafi {
 /// between AFI and SAFI is the RFC 7313 message subtype (0 = normal request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteRefresh {
+    /// The family whose routes are asked for.
     pub family: AfiSafi,
+    /// 0 for a request (RFC 2918); 1 and 2 mark an enhanced refresh (RFC 7313).
     pub subtype: u8,
 }
 
@@ -92,13 +100,19 @@ impl Default for Context {
 
 // An UPDATE is the large variant and by far the most common one; boxing it would cost an
 // allocation per message for no gain.
+/// A BGP message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
+    /// OPEN.
     Open(Open),
+    /// UPDATE.
     Update(Update),
+    /// NOTIFICATION.
     Notification(Notification),
+    /// KEEPALIVE.
     Keepalive,
+    /// ROUTE-REFRESH.
     RouteRefresh(RouteRefresh),
 }
 
@@ -111,16 +125,22 @@ pub enum DecodeError {
     /// RFC 4271 §6.1: length < 19, > 4096, or wrong for the type.
     #[error("message header: bad length {0}")]
     BadLength(u16),
+    /// The message type is not one of the five.
     #[error("message header: unknown type {0}")]
     BadType(u8),
+    /// The OPEN's version is not 4.
     #[error("OPEN: unsupported version {0}")]
     UnsupportedVersion(u8),
+    /// The BGP identifier is 0 or otherwise unusable.
     #[error("OPEN: bad BGP identifier")]
     BadBgpId,
+    /// The hold time is 1 or 2.
     #[error("OPEN: unacceptable hold time {0} (must be 0 or at least 3)")]
     UnacceptableHoldTime(u16),
+    /// An optional parameter other than capabilities.
     #[error("OPEN: unsupported optional parameter {0}")]
     UnsupportedOptionalParameter(u8),
+    /// The OPEN does not parse.
     #[error("OPEN: malformed ({0})")]
     MalformedOpen(&'static str),
     /// RFC 7606 §3: an error that cannot be confined to the UPDATE's routes.
@@ -129,8 +149,10 @@ pub enum DecodeError {
     /// RFC 4271 §6.3 / RFC 7606 §5.3: an NLRI that cannot be parsed.
     #[error("UPDATE: invalid network field ({0})")]
     InvalidNetworkField(String),
+    /// A NOTIFICATION shorter than its fixed part.
     #[error("NOTIFICATION: too short")]
     MalformedNotification,
+    /// A ROUTE-REFRESH of the wrong length.
     #[error("ROUTE-REFRESH: bad length")]
     MalformedRouteRefresh,
 }
@@ -164,6 +186,7 @@ impl DecodeError {
 /// A message read from the wire, with what RFC 7606 made of its errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decoded {
+    /// The message.
     pub message: Message,
     /// Empty for a clean message.
     pub rfc7606: Vec<Rfc7606>,
@@ -251,6 +274,7 @@ impl Message {
         finish_header(out, start, ty);
     }
 
+    /// The message on the wire, encoded as `ctx` says.
     pub fn to_bytes(&self, ctx: &Context) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(ctx, &mut out);

@@ -10,14 +10,19 @@ use std::fmt;
 
 use super::DecodeError;
 
+/// A NOTIFICATION message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
+    /// Error code.
     pub code: u8,
+    /// Error subcode.
     pub subcode: u8,
+    /// Data.
     pub data: Vec<u8>,
 }
 
 impl Notification {
+    /// A NOTIFICATION with no data.
     pub fn new(code: u8, subcode: u8) -> Self {
         Notification {
             code,

@@ -35,27 +35,40 @@ pub struct GracefulRestart {
     pub families: Vec<(AfiSafi, bool)>,
 }
 
+/// An OPEN capability.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Capability {
+    /// Multiprotocol extensions (RFC 4760).
     Multiprotocol(AfiSafi),
+    /// Route refresh (RFC 2918).
     RouteRefresh,
     /// (NLRI family, next hop AFI) pairs.
     ExtendedNextHop(Vec<(AfiSafi, u16)>),
+    /// Graceful restart (RFC 4724).
     GracefulRestart(GracefulRestart),
+    /// 4-octet AS numbers (RFC 6793), with our AS.
     FourOctetAs(u32),
+    /// Any other, kept as received.
     Unknown {
+        /// The capability code.
         code: u8,
+        /// Its value.
         value: Vec<u8>,
     },
 }
 
+/// An OPEN message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Open {
+    /// The version (4).
     pub version: u8,
     /// The 2-octet field; `AS_TRANS` when the real number needs 4 octets.
     pub my_as: u16,
+    /// Hold time, seconds.
     pub hold_time: u16,
+    /// BGP identifier.
     pub bgp_id: Ipv4Addr,
+    /// Capabilities.
     pub capabilities: Vec<Capability>,
 }
 
@@ -112,6 +125,7 @@ impl Open {
         }
     }
 
+    /// Whether a capability matches `pred`.
     pub fn has(&self, pred: impl Fn(&Capability) -> bool) -> bool {
         self.capabilities.iter().any(pred)
     }

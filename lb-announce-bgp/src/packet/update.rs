@@ -35,22 +35,31 @@ const MP_REACH: u8 = 14;
 const MP_UNREACH: u8 = 15;
 const LARGE_COMMUNITIES: u8 = 32;
 
+/// ORIGIN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Origin {
+    /// IGP.
     Igp,
+    /// EGP.
     Egp,
+    /// INCOMPLETE.
     Incomplete,
 }
 
 /// An AS_PATH segment (types 1-4; 3 and 4 are confederation segments, RFC 5065).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AsSegment {
+    /// AS_SET.
     Set(Vec<u32>),
+    /// AS_SEQUENCE.
     Sequence(Vec<u32>),
+    /// AS_CONFED_SEQUENCE.
     ConfedSequence(Vec<u32>),
+    /// AS_CONFED_SET.
     ConfedSet(Vec<u32>),
 }
 
+/// AS_PATH: its segments.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AsPath(pub Vec<AsSegment>);
 
@@ -65,50 +74,74 @@ impl AsPath {
     }
 }
 
+/// MP_REACH_NLRI (RFC 4760).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MpReach {
+    /// The family.
     pub family: AfiSafi,
     /// One next hop, or for IPv6 a global and a link-local one (RFC 2545 §3).
     pub next_hops: Vec<IpAddr>,
+    /// The prefixes reached.
     pub nlri: Vec<IpNetwork>,
 }
 
+/// MP_UNREACH_NLRI (RFC 4760).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MpUnreach {
+    /// The family.
     pub family: AfiSafi,
+    /// The prefixes withdrawn.
     pub withdrawn: Vec<IpNetwork>,
 }
 
 /// An attribute kept as it came: unknown optional attributes travel on unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawAttribute {
+    /// Attribute flags.
     pub flags: u8,
+    /// Type code.
     pub code: u8,
+    /// Value.
     pub value: Vec<u8>,
 }
 
+/// The path attributes of an UPDATE.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PathAttributes {
+    /// ORIGIN.
     pub origin: Option<Origin>,
+    /// AS_PATH.
     pub as_path: Option<AsPath>,
+    /// NEXT_HOP (IPv4 routes outside MP_REACH_NLRI).
     pub next_hop: Option<Ipv4Addr>,
+    /// MULTI_EXIT_DISC.
     pub med: Option<u32>,
+    /// LOCAL_PREF.
     pub local_pref: Option<u32>,
+    /// ATOMIC_AGGREGATE.
     pub atomic_aggregate: bool,
+    /// AGGREGATOR: AS and address.
     pub aggregator: Option<(u32, Ipv4Addr)>,
     /// RFC 1997 communities, as sent.
     pub communities: Vec<u32>,
     /// RFC 8092 (global administrator, local data 1, local data 2).
     pub large_communities: Vec<(u32, u32, u32)>,
+    /// MP_REACH_NLRI.
     pub mp_reach: Option<MpReach>,
+    /// MP_UNREACH_NLRI.
     pub mp_unreach: Option<MpUnreach>,
+    /// Attributes this crate does not interpret, passed as received.
     pub other: Vec<RawAttribute>,
 }
 
+/// An UPDATE message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Update {
+    /// Withdrawn IPv4 prefixes.
     pub withdrawn: Vec<Ipv4Network>,
+    /// Path attributes.
     pub attributes: PathAttributes,
+    /// Reachable IPv4 prefixes.
     pub nlri: Vec<Ipv4Network>,
 }
 
@@ -116,9 +149,19 @@ pub struct Update {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rfc7606 {
     /// The UPDATE's routes were turned into withdrawals (§2 "treat-as-withdraw").
-    TreatAsWithdraw { code: u8, reason: String },
+    TreatAsWithdraw {
+        /// The attribute's type code.
+        code: u8,
+        /// What was wrong.
+        reason: String,
+    },
     /// The attribute was dropped and the rest of the UPDATE kept (§2 "attribute discard").
-    AttributeDiscarded { code: u8, reason: String },
+    AttributeDiscarded {
+        /// The attribute's type code.
+        code: u8,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl Update {
@@ -780,6 +823,7 @@ fn encode_attributes(a: &PathAttributes, ctx: &Context, out: &mut Vec<u8>) {
 pub struct TooLarge {
     /// Octets of the message without any prefix.
     pub fixed: usize,
+    /// The message size limit.
     pub max_len: usize,
 }
 
@@ -798,12 +842,14 @@ impl std::error::Error for TooLarge {}
 /// Packs prefixes that share attributes into as few UPDATEs as the size limit allows.
 #[derive(Clone, Copy, Debug)]
 pub struct UpdateBuilder {
+    /// How the messages are encoded.
     pub ctx: Context,
     /// 4096 unless the extended message capability (RFC 8654) was negotiated.
     pub max_len: usize,
 }
 
 impl UpdateBuilder {
+    /// A builder for `ctx`, with the 4096-octet limit.
     pub fn new(ctx: Context) -> Self {
         UpdateBuilder {
             ctx,

@@ -15,12 +15,17 @@ use pnet_packet::ethernet::EtherTypes;
 
 use super::{Mac, WireError};
 
+/// The length of an ARP packet for Ethernet and IPv4.
 pub const LEN: usize = 28;
 
+/// The ARP operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArpOp {
+    /// Who has?
     Request,
+    /// Is at.
     Reply,
+    /// Any other.
     Unknown(u16),
 }
 
@@ -42,12 +47,18 @@ impl ArpOp {
     }
 }
 
+/// An ARP packet for Ethernet and IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArpRepr {
+    /// The operation.
     pub op: ArpOp,
+    /// Sender hardware address.
     pub sha: Mac,
+    /// Sender protocol address.
     pub spa: Ipv4Addr,
+    /// Target hardware address.
     pub tha: Mac,
+    /// Target protocol address.
     pub tpa: Ipv4Addr,
 }
 

@@ -11,6 +11,7 @@ use pnet_packet::ethernet::{EtherType as PnetEtherType, EthernetPacket, MutableE
 
 use super::{Mac, WireError};
 
+/// The length of an Ethernet II header.
 pub const HEADER_LEN: usize = 14;
 
 /// An EtherType value; the two this crate speaks are named.
@@ -18,14 +19,20 @@ pub const HEADER_LEN: usize = 14;
 pub struct EtherType(pub u16);
 
 impl EtherType {
+    /// ARP.
     pub const ARP: EtherType = EtherType(0x0806);
+    /// IPv6.
     pub const IPV6: EtherType = EtherType(0x86dd);
 }
 
+/// An Ethernet II header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EthernetRepr {
+    /// Destination.
     pub dst: Mac,
+    /// Source.
     pub src: Mac,
+    /// What the payload is.
     pub ethertype: EtherType,
 }
 

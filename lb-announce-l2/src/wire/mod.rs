@@ -24,27 +24,49 @@ pub use pnet_base::MacAddr as Mac;
 /// Why a frame was dropped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The frame ends before what is being read.
     #[error("{what}: truncated ({got} of {need} bytes)")]
     Truncated {
+        /// What was being read.
         what: &'static str,
+        /// Bytes needed.
         need: usize,
+        /// Bytes present.
         got: usize,
     },
+    /// An ARP packet for another hardware or protocol type.
     #[error(
         "ARP for hardware type {htype} / protocol 0x{ptype:04x} (lengths {hlen}/{plen}); only Ethernet/IPv4 is handled"
     )]
     ArpNotEthernetIpv4 {
+        /// Hardware type.
         htype: u16,
+        /// Protocol type.
         ptype: u16,
+        /// Hardware address length.
         hlen: u8,
+        /// Protocol address length.
         plen: u8,
     },
+    /// Not IPv6.
     #[error("IPv6: version field is {0}")]
     Ipv6Version(u8),
+    /// The IPv6 payload length runs past the frame.
     #[error("IPv6: payload length {declared} exceeds the {available} bytes present")]
-    Ipv6Length { declared: usize, available: usize },
+    Ipv6Length {
+        /// What the header says.
+        declared: usize,
+        /// What the frame holds.
+        available: usize,
+    },
+    /// The ICMPv6 checksum is wrong.
     #[error("ICMPv6 checksum 0x{got:04x}, computed 0x{want:04x}")]
-    Checksum { got: u16, want: u16 },
+    Checksum {
+        /// The frame's.
+        got: u16,
+        /// The computed one.
+        want: u16,
+    },
     /// RFC 4861 §7.1.1 / §7.1.2: "The IP Hop Limit field has a value of 255".
     #[error("neighbor discovery with hop limit {0} (RFC 4861 requires 255)")]
     HopLimit(u8),
@@ -56,7 +78,10 @@ pub enum WireError {
     MulticastTarget(Ipv6Addr),
     /// RFC 4861: "All included options have a length that is greater than zero".
     #[error("neighbor discovery option at byte {offset} has length zero or runs past the end")]
-    BadOption { offset: usize },
+    BadOption {
+        /// Where the option starts.
+        offset: usize,
+    },
     /// RFC 4861 §7.1.1: "If the IP source address is the unspecified address, the IP destination
     /// address is a solicited-node multicast address" and "there is no source link-layer
     /// address option in the message".
@@ -73,13 +98,20 @@ pub enum WireError {
 /// A frame as the responder sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
+    /// An ARP packet.
     Arp {
+        /// Its Ethernet header.
         eth: EthernetRepr,
+        /// The packet.
         arp: ArpRepr,
     },
+    /// A neighbor discovery message.
     Ndisc {
+        /// Its Ethernet header.
         eth: EthernetRepr,
+        /// Its IPv6 header.
         ip: Ipv6Repr,
+        /// The message.
         msg: NdiscRepr,
     },
     /// Well formed, not ARP or neighbor discovery.

@@ -32,39 +32,57 @@ use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 
 use super::{Mac, WireError, checksum};
 
+/// The length of an IPv6 header.
 pub const IPV6_HEADER_LEN: usize = 40;
 /// Type, code, checksum, flags/reserved, target.
 const NDISC_FIXED_LEN: usize = 24;
 const LLA_OPTION_LEN: usize = 8;
+/// A neighbour advertisement with its target link-layer address option.
 pub const NA_WITH_OPTION_LEN: usize = NDISC_FIXED_LEN + LLA_OPTION_LEN;
 const NS_TYPE: u8 = 135;
 const NA_TYPE: u8 = 136;
 const OPT_SOURCE_LLA: u8 = 1;
 const OPT_TARGET_LLA: u8 = 2;
 
+/// The IPv6 header fields neighbor discovery checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv6Repr {
+    /// Source.
     pub src: Ipv6Addr,
+    /// Destination.
     pub dst: Ipv6Addr,
+    /// Hop limit (255 for neighbor discovery).
     pub hop_limit: u8,
 }
 
+/// A neighbour advertisement's flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NaFlags {
+    /// R: the sender is a router.
     pub router: bool,
+    /// S: it answers a solicitation.
     pub solicited: bool,
+    /// O: it overrides a cached entry.
     pub override_: bool,
 }
 
+/// A neighbor discovery message we handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NdiscRepr {
+    /// Who has `target`?
     NeighborSolicit {
+        /// The address asked for.
         target: Ipv6Addr,
+        /// The asker's link-layer address (none in duplicate address detection).
         source_lladdr: Option<Mac>,
     },
+    /// `target` is at `target_lladdr`.
     NeighborAdvert {
+        /// R, S and O.
         flags: NaFlags,
+        /// The address advertised.
         target: Ipv6Addr,
+        /// Its link-layer address.
         target_lladdr: Option<Mac>,
     },
 }
@@ -79,6 +97,7 @@ impl NdiscRepr {
         NDISC_FIXED_LEN + if has_option { LLA_OPTION_LEN } else { 0 }
     }
 
+    /// The address the message is about.
     pub fn target(&self) -> Ipv6Addr {
         match self {
             NdiscRepr::NeighborSolicit { target, .. }

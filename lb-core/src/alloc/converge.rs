@@ -13,14 +13,18 @@ use crate::objects::ServiceKey;
 /// status shows.
 #[derive(Clone, Debug)]
 pub struct Input {
+    /// The service.
     pub key: ServiceKey,
+    /// What it asks for, or why its annotations or spec cannot be served.
     pub request: Result<Request, RequestError>,
+    /// The addresses its status shows now (kept when still valid).
     pub status_ips: Vec<IpAddr>,
 }
 
 /// What one pass decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// Services with addresses, and which.
     pub allocated: BTreeMap<ServiceKey, Allocation>,
     /// Services left without addresses, with the reason.
     pub pending: BTreeMap<ServiceKey, AllocError>,

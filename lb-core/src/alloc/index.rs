@@ -78,10 +78,12 @@ pub struct Occupancy {
 }
 
 impl Occupancy {
+    /// How many indexes are in the set.
     pub fn len(&self) -> u128 {
         self.count
     }
 
+    /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -99,6 +101,7 @@ impl Occupancy {
             .map(|(&s, &e)| (s, e))
     }
 
+    /// Whether index `i` is in the set.
     pub fn contains(&self, i: u128) -> bool {
         self.run_containing(i).is_some()
     }

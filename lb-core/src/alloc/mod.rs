@@ -33,6 +33,7 @@ pub use request::{Request, RequestError, annotation};
 /// The addresses a service holds and the pool they come from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Allocation {
+    /// The IPAddressPool the addresses come from.
     pub pool: String,
     /// One address, or one per family for dual-stack; the service's primary family first.
     pub ips: Vec<IpAddr>,
@@ -41,9 +42,13 @@ pub struct Allocation {
 /// Counts of one pool, for metrics and pool status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PoolUsage {
+    /// IPv4 addresses held by services.
     pub ipv4_in_use: u128,
+    /// IPv6 addresses held by services.
     pub ipv6_in_use: u128,
+    /// IPv4 addresses in the pool (avoided ones not counted).
     pub ipv4_total: u128,
+    /// IPv6 addresses in the pool.
     pub ipv6_total: u128,
 }
 
@@ -76,40 +81,67 @@ impl fmt::Display for SharingConflict {
 /// Why a service got no addresses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AllocError {
+    /// The service's request is malformed.
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// The `address-pool` annotation names no pool.
     #[error("no IPAddressPool named {0}")]
     UnknownPool(String),
+    /// The named pool's `serviceAllocation` does not admit the service.
     #[error(
         "IPAddressPool {0} does not admit this service (serviceAllocation namespaces or selectors)"
     )]
     PoolNotAllowed(String),
+    /// A requested address is in no pool.
     #[error("{0} is in no IPAddressPool")]
     NotInPool(IpAddr),
+    /// A requested address is in another pool than the one the service names.
     #[error(
         "{ip} is in IPAddressPool {actual}, but the service asks for IPAddressPool {requested}"
     )]
     WrongPool {
+        /// The address.
         ip: IpAddr,
+        /// The pool it is in.
         actual: String,
+        /// The pool the service names.
         requested: String,
     },
+    /// The requested addresses come from two pools.
     #[error("the requested addresses are in different pools ({0} and {1})")]
     MixedPools(String, String),
+    /// A requested address ends in .0 or .255 and its pool avoids those.
     #[error("{ip} ends in .0 or .255, which IPAddressPool {pool} avoids (avoidBuggyIPs)")]
-    BuggyIp { ip: IpAddr, pool: String },
+    BuggyIp {
+        /// The address.
+        ip: IpAddr,
+        /// The pool.
+        pool: String,
+    },
+    /// A requested address is held by a service it may not share with.
     #[error("{ip} is in use by {holder} and cannot be shared: {why}")]
     InUse {
+        /// The address.
         ip: IpAddr,
+        /// The service holding it.
         holder: ServiceKey,
+        /// Why they cannot share.
         why: SharingConflict,
     },
+    /// The addresses are not those the service requests (for [`Allocator::assign`]).
     #[error("{0:?} are not the addresses the service requests")]
     NotRequested(Vec<IpAddr>),
+    /// No pool admits the service.
     #[error("no IPAddressPool admits this service")]
     NoPool,
+    /// Every admitting pool is full.
     #[error("no free {families} address in {pools}")]
-    Exhausted { families: String, pools: String },
+    Exhausted {
+        /// The families asked for (`IPv4`, `IPv4 and IPv6`).
+        families: String,
+        /// The pools tried.
+        pools: String,
+    },
 }
 
 /// The allocation decisions. One implementation ([`PoolAllocator`]); the trait lets embedders

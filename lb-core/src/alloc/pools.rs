@@ -213,10 +213,12 @@ pub struct PoolAllocator {
 }
 
 impl PoolAllocator {
+    /// An allocator over `pools` that hands out each pool's lowest free address.
     pub fn new(pools: &[Pool]) -> Self {
         PoolAllocator::with_placement(pools, Placement::Lowest)
     }
 
+    /// An allocator over `pools` that places addresses as `placement` says.
     pub fn with_placement(pools: &[Pool], placement: Placement) -> Self {
         let mut a = PoolAllocator {
             placement,

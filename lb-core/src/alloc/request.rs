@@ -9,52 +9,85 @@ use crate::selector::Labels;
 
 /// The annotation names MetalLB reads, without prefix.
 pub mod annotation {
+    /// Addresses the service asks for, comma-separated.
     pub const LOAD_BALANCER_IPS: &str = "loadBalancerIPs";
+    /// The pool the service asks for.
     pub const ADDRESS_POOL: &str = "address-pool";
+    /// Services with the same value may share an address.
     pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
     /// Written by the controller with the pool an allocation came from.
     pub const IP_ALLOCATED_FROM_POOL: &str = "ip-allocated-from-pool";
     /// The annotations read from services (the fourth, `ip-allocated-from-pool`, is written).
     pub const READ: [&str; 3] = [LOAD_BALANCER_IPS, ADDRESS_POOL, ALLOW_SHARED_IP];
+    /// The current prefix of MetalLB's annotations.
     pub const PREFIX: &str = "metallb.io/";
+    /// The older prefix, still read (and reported as deprecated).
     pub const LEGACY_PREFIX: &str = "metallb.universe.tf/";
 }
 
 /// A service request that cannot be served as written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// Both the annotation and `spec.loadBalancerIP` are set.
     #[error("set metallb.io/loadBalancerIPs or spec.loadBalancerIP, not both")]
     BothIpFields,
+    /// A requested address does not parse.
     #[error("{field}: {value:?} is not an IP address")]
-    BadIp { field: String, value: String },
+    BadIp {
+        /// Where it was written.
+        field: String,
+        /// What was written.
+        value: String,
+    },
+    /// More than one address of a family was requested.
     #[error("{field}: at most one address per family may be requested")]
-    TooManyIps { field: String },
+    TooManyIps {
+        /// Where they were written.
+        field: String,
+    },
+    /// A requested address is of a family the service does not have.
     #[error("{field}: {ip} is {got}, but the service is single-stack {want}")]
     WrongFamily {
+        /// Where it was written.
         field: String,
+        /// The address.
         ip: IpAddr,
+        /// Its family.
         got: Family,
+        /// The service's family.
         want: Family,
     },
+    /// A dual-stack request lacks one of the families.
     #[error("{field}: a dual-stack service needs one IPv4 and one IPv6 address")]
-    NeedBothFamilies { field: String },
+    NeedBothFamilies {
+        /// Where the addresses were written.
+        field: String,
+    },
 }
 
 /// Everything the allocator decides on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The service.
     pub key: ServiceKey,
+    /// Its namespace's labels (for `serviceAllocation.namespaceSelectors`).
     pub namespace_labels: Labels,
+    /// The service's labels (for `serviceAllocation.serviceSelectors`).
     pub labels: Labels,
     /// The families to allocate, primary first: one for SingleStack, both otherwise.
     pub families: Vec<Family>,
+    /// `spec.ipFamilyPolicy`.
     pub policy: FamilyPolicy,
+    /// Addresses asked for by annotation or `spec.loadBalancerIP`.
     pub requested_ips: Vec<IpAddr>,
+    /// The pool asked for by annotation.
     pub pool: Option<String>,
+    /// The `allow-shared-ip` annotation.
     pub sharing_key: Option<String>,
     /// Services may share an IP only with equal backend keys: empty for
     /// `externalTrafficPolicy: Cluster`, the rendered pod selector for `Local`.
     pub backend_key: String,
+    /// The service's ports (services sharing an address may not share a port).
     pub ports: Vec<Port>,
     /// Legacy-prefixed annotations in use (MetalLB emits `deprecatedAnnotation` for them).
     pub deprecated_annotations: Vec<String>,
@@ -83,6 +116,7 @@ impl Request {
         self.families.first().copied().unwrap_or(Family::V4)
     }
 
+    /// The request of `svc`, whose namespace has `namespace_labels`.
     pub fn from_service(svc: &Service, namespace_labels: Labels) -> Result<Self, RequestError> {
         let mut deprecated = Vec::new();
         let mut get = |name: &str| -> Option<String> {

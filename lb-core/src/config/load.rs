@@ -34,7 +34,9 @@ const DEFAULT_NAMESPACE: &str = "default";
 /// The result of loading: the configuration of every object that passed, and every finding.
 #[derive(Clone, Debug, Default)]
 pub struct Loaded {
+    /// The valid objects (bad ones are left out).
     pub config: Config,
+    /// Every finding: errors (an object left out) and warnings.
     pub errors: Vec<ConfigError>,
 }
 

@@ -12,7 +12,7 @@
 //! the configuration keeps working.
 
 mod load;
-pub mod raw;
+pub(crate) mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -41,6 +41,7 @@ pub enum Severity {
 /// A problem found in one object, naming the object and the field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
 pub struct ConfigError {
+    /// Whether the object was left out.
     pub severity: Severity,
     /// `Kind namespace/name`, or a document position when the object has no name yet.
     pub object: String,
@@ -48,6 +49,7 @@ pub struct ConfigError {
     pub field: String,
     /// The offending value, quoted in the message.
     pub value: Option<String>,
+    /// What is wrong, in words.
     pub message: String,
 }
 
@@ -67,9 +69,13 @@ impl fmt::Display for ConfigError {
 /// `IPAddressPool.spec.serviceAllocation`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolAllocation {
+    /// `serviceAllocation.priority`: lower numbers are tried first.
     pub priority: i32,
+    /// `serviceAllocation.namespaces`: namespaces admitted by name.
     pub namespaces: BTreeSet<String>,
+    /// `serviceAllocation.namespaceSelectors`.
     pub namespace_selectors: Vec<Selector>,
+    /// `serviceAllocation.serviceSelectors`.
     pub service_selectors: Vec<Selector>,
 }
 
@@ -95,12 +101,17 @@ impl PoolAllocation {
 /// A validated `IPAddressPool`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pool {
+    /// The pool's name.
     pub name: String,
+    /// The pool's labels (for advertisements' `ipAddressPoolSelectors`).
     pub labels: Labels,
     /// The address ranges, sorted.
     pub ranges: Vec<IpRange>,
+    /// `autoAssign`: whether services that name no pool get addresses from it.
     pub auto_assign: bool,
+    /// `avoidBuggyIPs`: skip addresses ending in .0 and .255.
     pub avoid_buggy_ips: bool,
+    /// `serviceAllocation`, if any.
     pub allocation: Option<PoolAllocation>,
 }
 
@@ -124,6 +135,7 @@ impl Pool {
         self.ranges.iter().any(|r| r.family() == family)
     }
 
+    /// Whether `ip` is in one of the pool's ranges.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.ranges.iter().any(|r| r.contains(ip))
     }
@@ -147,11 +159,14 @@ impl Pool {
 /// Which pools an advertisement covers: by name, by label, or (neither set) all of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolSelection {
+    /// Pools named (`ipAddressPools`).
     pub names: BTreeSet<String>,
+    /// Pools selected by label (`ipAddressPoolSelectors`).
     pub selectors: Vec<Selector>,
 }
 
 impl PoolSelection {
+    /// Whether `pool` is selected; an empty selection selects every pool.
     pub fn selects(&self, pool: &Pool) -> bool {
         (self.names.is_empty() && self.selectors.is_empty())
             || self.names.contains(&pool.name)
@@ -162,11 +177,15 @@ impl PoolSelection {
 /// A validated `L2Advertisement`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L2Advertisement {
+    /// The advertisement's name.
     pub name: String,
+    /// The pools it announces.
     pub pools: PoolSelection,
+    /// `nodeSelectors`: the nodes that may announce; empty means all.
     pub node_selectors: Vec<Selector>,
     /// Empty means every interface.
     pub interfaces: Vec<String>,
+    /// `serviceSelectors`: the services it applies to; empty means all.
     pub service_selectors: Vec<Selector>,
     /// `preferredNodeSelectors`: (weight, selector).
     pub preferred: Vec<(u32, Selector)>,
@@ -175,7 +194,9 @@ pub struct L2Advertisement {
 /// A BGP community: legacy (RFC 1997) or large (RFC 8092).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Community {
+    /// A 32-bit community (`A:B`).
     Legacy(u32),
+    /// A large community (`large:G:L1:L2`).
     Large(u32, u32, u32),
 }
 
@@ -223,19 +244,28 @@ impl Serialize for Community {
 /// A validated `BGPAdvertisement`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BgpAdvertisement {
+    /// The advertisement's name.
     pub name: String,
+    /// The pools it announces.
     pub pools: PoolSelection,
+    /// `aggregationLength`: the IPv4 prefix length announced (32 announces each address).
     pub aggregation_length: u8,
+    /// `aggregationLengthV6`.
     pub aggregation_length_v6: u8,
+    /// `localPref`, for iBGP peers.
     pub local_pref: Option<u32>,
+    /// `communities`, resolved from Community objects.
     pub communities: BTreeSet<Community>,
+    /// `nodeSelectors`: the nodes that may announce; empty means all.
     pub node_selectors: Vec<Selector>,
     /// Names of BGPPeers; empty means every peer.
     pub peers: BTreeSet<String>,
+    /// `serviceSelectors`: the services it applies to; empty means all.
     pub service_selectors: Vec<Selector>,
 }
 
 impl BgpAdvertisement {
+    /// The prefix length announced for addresses of `family`.
     pub fn aggregation_for(&self, family: Family) -> u8 {
         match family {
             Family::V4 => self.aggregation_length,
@@ -243,6 +273,7 @@ impl BgpAdvertisement {
         }
     }
 
+    /// Whether the advertisement goes to `peer` (its `peers` list is empty or names it).
     pub fn targets_peer(&self, peer: &str) -> bool {
         self.peers.is_empty() || self.peers.contains(peer)
     }
@@ -251,6 +282,7 @@ impl BgpAdvertisement {
 /// The remote AS of a peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum PeerAsn {
+    /// `peerASN`.
     Fixed(u32),
     /// `dynamicASN: internal`: whatever the peer says, equal to ours.
     Internal,
@@ -261,6 +293,7 @@ pub enum PeerAsn {
 /// Where a peer is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerTarget {
+    /// A neighbour address.
     Address(IpAddr),
     /// BGP unnumbered over this interface.
     Interface(String),
@@ -269,8 +302,15 @@ pub enum PeerTarget {
 /// A TCP-MD5 password, inline or in a Secret. Debug output never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Password {
+    /// `password`, inline.
     Plain(String),
-    Secret { namespace: String, name: String },
+    /// `passwordSecret`: a Secret of type `kubernetes.io/basic-auth`.
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
 }
 
 impl fmt::Debug for Password {
@@ -285,24 +325,43 @@ impl fmt::Debug for Password {
 /// A validated `BGPPeer` (either served version).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BgpPeer {
+    /// The peer's name.
     pub name: String,
+    /// `myASN`.
     pub my_asn: u32,
+    /// The remote AS.
     pub peer_asn: PeerAsn,
+    /// `localASN`: our AS as the peer sees it, if it differs from `myASN`.
     pub local_asn: Option<u32>,
+    /// Where the peer is reached.
     pub target: PeerTarget,
+    /// `sourceAddress`.
     pub source_address: Option<IpAddr>,
+    /// `peerPort` (179).
     pub port: u16,
+    /// `holdTime`.
     pub hold_time: Option<Duration>,
+    /// `keepaliveTime`.
     pub keepalive_time: Option<Duration>,
+    /// `connectTime`: how long to wait between connection attempts.
     pub connect_time: Option<Duration>,
+    /// `routerID`.
     pub router_id: Option<Ipv4Addr>,
+    /// `nodeSelectors`: the nodes that peer; empty means all.
     pub node_selectors: Vec<Selector>,
+    /// The TCP-MD5 password, if any.
     pub password: Option<Password>,
+    /// `bfdProfile`.
     pub bfd_profile: Option<String>,
+    /// `enableGracefulRestart`.
     pub graceful_restart: bool,
+    /// `ebgpMultiHop`.
     pub ebgp_multihop: bool,
+    /// `vrf` (rejected by this build; kept for reports).
     pub vrf: Option<String>,
+    /// `disableMP`: one session per family.
     pub disable_mp: bool,
+    /// `dualStackAddressFamily`: both families over this session.
     pub dual_stack_address_family: bool,
 }
 
@@ -330,29 +389,46 @@ impl BgpPeer {
 /// A validated `BFDProfile` (intervals in milliseconds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BfdProfile {
+    /// The profile's name.
     pub name: String,
+    /// `receiveInterval`.
     pub receive_interval: u32,
+    /// `transmitInterval`.
     pub transmit_interval: u32,
+    /// `detectMultiplier`.
     pub detect_multiplier: u32,
+    /// `echoInterval`.
     pub echo_interval: u32,
+    /// `echoMode`.
     pub echo_mode: bool,
+    /// `passiveMode`.
     pub passive_mode: bool,
+    /// `minimumTtl`.
     pub minimum_ttl: u32,
 }
 
 /// The whole validated configuration and the cluster objects read with it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    /// IPAddressPools by name.
     pub pools: BTreeMap<String, Pool>,
+    /// L2Advertisements.
     pub l2_advertisements: Vec<L2Advertisement>,
+    /// BGPAdvertisements.
     pub bgp_advertisements: Vec<BgpAdvertisement>,
+    /// BGPPeers by name.
     pub peers: BTreeMap<String, BgpPeer>,
+    /// BFDProfiles by name.
     pub bfd_profiles: BTreeMap<String, BfdProfile>,
     /// Community aliases from `Community` objects.
     pub communities: BTreeMap<String, Community>,
+    /// Services (from the file or the API).
     pub services: BTreeMap<ServiceKey, Service>,
+    /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
+    /// Namespaces by name.
     pub namespaces: BTreeMap<String, Namespace>,
+    /// EndpointSlices.
     pub endpoint_slices: Vec<EndpointSlice>,
     /// Secret data (decoded), by (namespace, name).
     pub secrets: BTreeMap<(String, String), BTreeMap<String, String>>,

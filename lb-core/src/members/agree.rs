@@ -48,9 +48,13 @@ pub struct Ledger {
 /// A service that a decision moved off an address another ledger gave it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Moved {
+    /// The service (`namespace/name`).
     pub service: String,
+    /// What the other ledger gave it.
     pub from: Vec<IpAddr>,
+    /// What it holds now.
     pub to: Vec<IpAddr>,
+    /// Why it moved.
     pub why: String,
 }
 
@@ -97,7 +101,9 @@ pub struct Heard {
 pub struct Decision {
     /// The new ledger, to send to every member.
     pub ledger: Option<Ledger>,
+    /// Services moved off a contested address.
     pub moved: Vec<Moved>,
+    /// The allocations that follow.
     pub outcome: Outcome,
 }
 

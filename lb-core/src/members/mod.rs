@@ -45,8 +45,11 @@ const INBOX: usize = 4096;
 /// next generation: a new identity at the same address that wins over the old one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Member {
+    /// The node's name.
     pub name: String,
+    /// Where its membership socket is reached.
     pub addr: SocketAddr,
+    /// Its run: grows by one each time the node rejoins.
     pub generation: u64,
 }
 
@@ -139,11 +142,19 @@ pub struct Stats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A datagram from `from` was refused.
-    Rejected { from: SocketAddr, why: Reject },
+    Rejected {
+        /// The sender.
+        from: SocketAddr,
+        /// Why.
+        why: Reject,
+    },
     /// `from` could not open our datagrams: it holds `theirs` and we seal with `ours`.
     KeyMismatch {
+        /// The sender.
         from: SocketAddr,
+        /// The key ids it sealed with.
         theirs: Vec<KeyId>,
+        /// The key id we seal with (none when unsealed).
         ours: Option<KeyId>,
     },
     /// This node was declared down by the others and came back as a new generation.
@@ -243,6 +254,7 @@ impl Swim {
         }
     }
 
+    /// This node's own identity.
     pub fn identity(&self) -> &Member {
         self.foca.identity()
     }
@@ -263,6 +275,7 @@ impl Swim {
         self.roster = roster;
     }
 
+    /// Counters of what was refused and why.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

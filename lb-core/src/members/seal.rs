@@ -118,6 +118,7 @@ impl Key {
         Ok(Key { id: KeyId(id), prk })
     }
 
+    /// The key's id (a hash of it, safe to show).
     pub fn id(&self) -> KeyId {
         self.id
     }
@@ -135,13 +136,20 @@ impl Key {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The key file or Secret holds no key.
     #[error("it holds no key")]
     Empty,
+    /// A key is too short to be safe.
     #[error(
         "key {} is {len} bytes long; at least {KEY_MIN_LEN} are needed (make one with `openssl rand -base64 128`)",
         index + 1
     )]
-    TooShort { index: usize, len: usize },
+    TooShort {
+        /// Its position, from 0.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
 }
 
 /// The keys a node holds: the first seals, every one opens.
@@ -231,8 +239,11 @@ pub enum Reject {
     /// Opened, but seen before or older than what the sender sent since.
     #[error("replayed or stale (sender {name}, run {epoch}, counter {counter})")]
     Replay {
+        /// The sender.
         name: String,
+        /// The sender's run.
         epoch: u64,
+        /// The datagram's counter.
         counter: u64,
     },
     /// Opened, but the sender is not a known node.
@@ -355,10 +366,12 @@ impl Sealer {
         out
     }
 
+    /// The name this sealer sends as.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The run this sealer sends as.
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -373,12 +386,17 @@ fn nonce(counter: u64) -> Nonce {
 /// A datagram that opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Opened {
+    /// What the datagram carries.
     pub kind: Kind,
+    /// The sender's name.
     pub sender: String,
     /// The key it was sealed with.
     pub key: KeyId,
+    /// The sender's run.
     pub epoch: u64,
+    /// The sender's counter (grows with each datagram of the run).
     pub counter: u64,
+    /// The opened contents.
     pub payload: Vec<u8>,
 }
 
@@ -490,6 +508,7 @@ fn header(data: &[u8]) -> Result<Header<'_>, Reject> {
 }
 
 impl Opener {
+    /// An opener that has seen nothing yet.
     pub fn new() -> Opener {
         Opener::default()
     }
