@@ -3,7 +3,6 @@
 //! send only the difference.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,6 +11,8 @@ use async_trait::async_trait;
 use ipnetwork::IpNetwork;
 use lb_core::announce::{AnnounceError, Announcer, Protocol};
 use lb_core::config::{BgpPeer, Community, PeerAsn, PeerTarget};
+use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
+use lb_core::metrics::{Kind, family};
 use lb_core::plan::{Announcement, How};
 
 use crate::fsm::{self, RemoteAs, State};
@@ -318,56 +319,59 @@ impl BgpAnnouncer {
             .collect()
     }
 
-    /// Prometheus text under MetalLB's native speaker metric names.
-    pub fn render_metrics(&self) -> String {
+    /// Writes each session's metrics under MetalLB's native speaker metric names, and the
+    /// peers this build skips (`lb_bgp_peer_skipped`).
+    pub fn collect(&self, out: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        let skipped = self.skipped();
+        family(
+            out,
+            "lb_bgp_peer_skipped",
+            "A BGPPeer this build cannot serve (see /status and the log).",
+            Kind::Gauge,
+            skipped.iter().map(|(p, _)| ([("peer", p.as_str())], 1)),
+        )?;
         let st = self.statuses();
-        let mut out = String::new();
-        /// (name, type, help, value of a session)
-        type Metric = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&SessionStatus) -> u64,
-        );
+        /// (name, kind, help, value of a session)
+        type Metric = (&'static str, Kind, &'static str, fn(&SessionStatus) -> u64);
         let metrics: [Metric; 5] = [
             (
                 "metallb_bgp_session_up",
-                "gauge",
+                Kind::Gauge,
                 "BGP session state (1 is up, 0 is down)",
                 |s| u64::from(s.state == State::Established),
             ),
             (
                 "metallb_bgp_updates_total",
-                "counter",
+                Kind::Counter,
                 "Number of BGP UPDATE messages sent",
                 |s| s.updates_sent,
             ),
             (
                 "lb_bgp_updates_received_total",
-                "counter",
+                Kind::Counter,
                 "Number of BGP UPDATE messages received",
                 |s| s.updates_received,
             ),
             (
                 "metallb_bgp_announced_prefixes_total",
-                "gauge",
+                Kind::Gauge,
                 "Number of prefixes currently being advertised on the BGP session",
                 |s| s.prefixes_announced as u64,
             ),
             (
                 "lb_bgp_routes_refused",
-                "gauge",
+                Kind::Gauge,
                 "Routes not sent because their path attributes do not fit one UPDATE",
                 |s| s.routes_refused as u64,
             ),
         ];
         for (name, kind, help, get) in metrics {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (peer, s) in &st {
-                let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", get(s));
-            }
+            let series = st
+                .iter()
+                .map(|(peer, s)| ([("peer", peer.as_str())], get(s)));
+            family(out, name, help, kind, series)?;
         }
-        out
+        Ok(())
     }
 
     /// Also takes connections that the peers open, on `addr` (`[::]:179` for every address);
@@ -422,16 +426,8 @@ impl Announcer for BgpAnnouncer {
         Ok(())
     }
 
-    fn metrics(&self) -> String {
-        let mut out = String::new();
-        let skipped = self.skipped();
-        if !skipped.is_empty() {
-            out.push_str("# HELP lb_bgp_peer_skipped A BGPPeer this build cannot serve (see /status and the log).\n# TYPE lb_bgp_peer_skipped gauge\n");
-            for (p, _) in &skipped {
-                let _ = writeln!(out, "lb_bgp_peer_skipped{{peer=\"{p}\"}} 1");
-            }
-        }
-        out + &self.render_metrics()
+    fn collect_metrics(&self, out: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        self.collect(out)
     }
 
     /// A Cease to every peer (2 s to say it), then the sessions close.

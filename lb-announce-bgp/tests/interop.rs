@@ -158,7 +158,7 @@ fn bgp_announcer_sends_plan_announcements_from_a_metallb_peer_to_bird() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let a = BgpAnnouncer::start([("router".to_string(), peer)]);
+            let a = std::sync::Arc::new(BgpAnnouncer::start([("router".to_string(), peer)]));
             let ann = Announcement {
                 service: ServiceKey::new("default", "web"),
                 ip: "203.0.113.40".parse().unwrap(),
@@ -211,7 +211,9 @@ fn bgp_announcer_sends_plan_announcements_from_a_metallb_peer_to_bird() {
                     && seen.contains("BGP.large_community: (64512, 4, 0)"),
                 "{seen}"
             );
-            let m = a.render_metrics();
+            let m = lb_core::metrics::render(vec![Box::new(lb_core::metrics::AnnouncerMetrics(
+                a.clone(),
+            ))]);
             a.stop(Duration::from_secs(2)).await;
             m
         })

@@ -16,13 +16,14 @@
 //! repeated; an optional refresh repeats them forever.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use lb_core::announce::{AnnounceError, Announcer, Protocol};
+use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
+use lb_core::metrics::{Kind, family, single};
 use lb_core::plan::{Announcement, How, Interfaces};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -145,49 +146,62 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        type Metric = (&'static str, &'static str, fn(&IpCounters) -> u64);
+    /// Writes the counters as metrics: MetalLB's per-address ones under MetalLB's names.
+    pub fn collect(&self, out: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        type Metric = (&'static str, &'static str, Kind, fn(&IpCounters) -> u64);
         let metrics: [Metric; 4] = [
             (
                 "metallb_layer2_requests_received",
                 "ARP/NDP requests received for announced addresses",
+                Kind::Untyped,
                 |c| c.requests_received,
             ),
             (
                 "metallb_layer2_responses_sent",
                 "ARP/NDP responses sent",
+                Kind::Untyped,
                 |c| c.responses_sent,
             ),
             (
                 "metallb_layer2_gratuitous_sent",
                 "gratuitous ARP / unsolicited NA sent",
+                Kind::Untyped,
                 |c| c.gratuitous_sent,
             ),
             (
                 "lb_layer2_conflicts_total",
                 "another station seen using an address of ours",
+                Kind::Counter,
                 |c| c.conflicts,
             ),
         ];
-        for (name, help, get) in metrics {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (ip, c) in &self.per_ip {
-                let _ = writeln!(out, "{name}{{ip=\"{ip}\"}} {}", get(c));
-            }
+        for (name, help, kind, get) in metrics {
+            let series = self
+                .per_ip
+                .iter()
+                .map(|(ip, c)| ([("ip", ip.to_string())], get(c)));
+            family(out, name, help, kind, series)?;
         }
-        let _ = writeln!(
+        single(
             out,
-            "# HELP lb_layer2_malformed_frames_total frames dropped as malformed\n# TYPE lb_layer2_malformed_frames_total counter\nlb_layer2_malformed_frames_total {}",
-            self.malformed_frames
-        );
-        let _ = writeln!(
+            "lb_layer2_malformed_frames_total",
+            "frames dropped as malformed",
+            Kind::Counter,
+            self.malformed_frames,
+        )?;
+        single(
             out,
-            "# HELP lb_layer2_send_errors_total frames the kernel refused to send\n# TYPE lb_layer2_send_errors_total counter\nlb_layer2_send_errors_total {}",
-            self.send_errors
-        );
-        out
+            "lb_layer2_send_errors_total",
+            "frames the kernel refused to send",
+            Kind::Counter,
+            self.send_errors,
+        )
+    }
+}
+
+impl lb_core::metrics::prometheus_client::collector::Collector for Counters {
+    fn encode(&self, mut out: DescriptorEncoder<'_>) -> std::fmt::Result {
+        self.collect(&mut out)
     }
 }
 
@@ -396,8 +410,8 @@ impl Announcer for L2Announcer {
         L2Announcer::reannounce(self);
     }
 
-    fn metrics(&self) -> String {
-        self.counters().render()
+    fn collect_metrics(&self, out: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        self.counters().collect(out)
     }
 
     async fn shutdown(&self) {

@@ -171,7 +171,10 @@ async fn status_json(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     let text = s.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(header::CONTENT_TYPE, lb_core::metrics::CONTENT_TYPE)],
+        text,
+    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,9 @@ use futures::stream::BoxStream;
 use lb_core::elect::{ElectError, LeaderElector, Membership};
 pub use lb_core::members::seal::{KeyError, KeyId, Keyring};
 pub use lb_core::members::{Event, Member, Roster, Stats, Swim, lan_config};
+use lb_core::metrics::prometheus_client::collector::Collector;
+use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
+use lb_core::metrics::{Kind, family, single};
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -110,16 +112,20 @@ pub struct MembershipStatus {
     pub key_problem: Option<String>,
 }
 
-impl MembershipStatus {
-    /// Prometheus text: `lb_members_rejected_total{reason}` and friends.
-    pub fn metrics(&self) -> String {
-        let mut s = String::new();
-        s.push_str("# HELP lb_members_rejected_total Membership datagrams dropped before SWIM saw them, by reason.\n");
-        s.push_str("# TYPE lb_members_rejected_total counter\n");
-        for reason in lb_core::members::seal::Reject::LABELS {
+/// `lb_members_rejected_total{reason}` and friends.
+impl Collector for MembershipStatus {
+    fn encode(&self, mut out: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let rejected = lb_core::members::seal::Reject::LABELS.iter().map(|reason| {
             let n = self.stats.rejected.get(reason).copied().unwrap_or(0);
-            let _ = writeln!(s, "lb_members_rejected_total{{reason=\"{reason}\"}} {n}");
-        }
+            ([("reason", *reason)], n)
+        });
+        family(
+            &mut out,
+            "lb_members_rejected_total",
+            "Membership datagrams dropped before SWIM saw them, by reason.",
+            Kind::Counter,
+            rejected,
+        )?;
         for (name, help, v) in [
             (
                 "lb_members_accepted_total",
@@ -147,14 +153,15 @@ impl MembershipStatus {
                 self.stats.undead_withheld,
             ),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            single(&mut out, name, help, Kind::Counter, v)?;
         }
-        let _ = writeln!(
-            s,
-            "# HELP lb_members_sealed Whether membership datagrams are sealed with a key.\n# TYPE lb_members_sealed gauge\nlb_members_sealed {}",
-            u8::from(self.sealed)
-        );
-        s
+        single(
+            &mut out,
+            "lb_members_sealed",
+            "Whether membership datagrams are sealed with a key.",
+            Kind::Gauge,
+            u64::from(self.sealed),
+        )
     }
 }
 

@@ -384,13 +384,15 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
             }
             _ = tick.tick() => {
                 let m = elector.status();
-                metrics.set_extra(runtime.metrics() + &m.metrics());
+                let mut parts = vec![metrics.collector("speaker")];
+                parts.extend(runtime.collectors());
+                parts.push(Box::new(m.clone()));
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.membership = m;
                 // The API writer's latest word, whether or not a pass ran since.
                 st.api_error = api_writes.outcome().error;
                 drop(st);
-                *text.lock().unwrap_or_else(|e| e.into_inner()) = metrics.render("speaker");
+                *text.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

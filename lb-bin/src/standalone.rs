@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use futures::StreamExt;
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
+use lb_core::metrics::prometheus_client::collector::Collector;
+use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
+use lb_core::metrics::{Kind, single};
 use lb_core::plan::{Announcement, How};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -221,6 +224,49 @@ fn advertise_addr(bind: SocketAddr, seeds: &[SocketAddr]) -> Result<SocketAddr> 
     Ok(SocketAddr::new(ip, bind.port()))
 }
 
+/// A standalone node's own metrics: agreement on allocations and the state file.
+#[derive(Debug)]
+struct NodeMetrics {
+    disputed: u64,
+    moved: u64,
+    state_write_failures: u64,
+    state_write_pending: bool,
+}
+
+impl Collector for NodeMetrics {
+    fn encode(&self, mut out: DescriptorEncoder<'_>) -> std::fmt::Result {
+        for (name, help, kind, value) in [
+            (
+                "lb_allocation_disputed",
+                "Services whose address the live members do not agree on yet (not announced).",
+                Kind::Gauge,
+                self.disputed,
+            ),
+            (
+                "lb_allocation_moved_total",
+                "Services the allocator moved off a contested address.",
+                Kind::Counter,
+                self.moved,
+            ),
+            (
+                "lb_state_write_failures_total",
+                "Writes of the state file that failed.",
+                Kind::Counter,
+                self.state_write_failures,
+            ),
+            (
+                "lb_state_write_pending",
+                "Whether the state file misses the last allocations (a write failed; retried).",
+                Kind::Gauge,
+                u64::from(self.state_write_pending),
+            ),
+        ] {
+            single(&mut out, name, help, kind, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// Errors as the status shows them.
 fn words<E: std::fmt::Display>(errors: &[E]) -> Vec<String> {
     errors.iter().map(ToString::to_string).collect()
@@ -288,22 +334,15 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
     let set_metrics = |a: &lb_core::Runtime| {
         let m = elector.status();
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        let agreement = format!(
-            "# HELP lb_allocation_disputed Services whose address the live members do not agree on yet (not announced).\n\
-             # TYPE lb_allocation_disputed gauge\nlb_allocation_disputed {}\n\
-             # HELP lb_allocation_moved_total Services the allocator moved off a contested address.\n\
-             # TYPE lb_allocation_moved_total counter\nlb_allocation_moved_total {}\n\
-             # HELP lb_state_write_failures_total Writes of the state file that failed.\n\
-             # TYPE lb_state_write_failures_total counter\nlb_state_write_failures_total {}\n\
-             # HELP lb_state_write_pending Whether the state file misses the last allocations (a write failed; retried).\n\
-             # TYPE lb_state_write_pending gauge\nlb_state_write_pending {}\n",
-            st.disputed.len(),
-            st.moved_total,
-            st.state_write_failures,
-            u8::from(st.state_error.is_some()),
-        );
-        *metrics.lock().unwrap_or_else(|e| e.into_inner()) =
-            a.metrics() + &m.metrics() + &agreement;
+        let mut parts = a.collectors();
+        parts.push(Box::new(m.clone()));
+        parts.push(Box::new(NodeMetrics {
+            disputed: st.disputed.len() as u64,
+            moved: st.moved_total,
+            state_write_failures: st.state_write_failures,
+            state_write_pending: st.state_error.is_some(),
+        }));
+        *metrics.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
         st.membership = m;
     };
 

@@ -129,10 +129,14 @@ pub trait Announcer: Send + Sync + Debug {
     /// ARP / unsolicited NA). The default does nothing.
     fn reannounce(&self) {}
 
-    /// The announcer's counters, as Prometheus text (appended to `/metrics`). The default has
-    /// none.
-    fn metrics(&self) -> String {
-        String::new()
+    /// Writes the announcer's metrics (for `/metrics`) with [`crate::metrics::family`]. The
+    /// default has none.
+    fn collect_metrics(
+        &self,
+        out: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        let _ = out;
+        Ok(())
     }
 
     /// Withdraws everything it announced (BGP: a Cease to each peer) before the process goes.

@@ -74,6 +74,7 @@ pub mod elect;
 pub mod ip;
 #[cfg(feature = "membership")]
 pub mod members;
+pub mod metrics;
 pub mod objects;
 pub mod plan;
 pub mod runtime;

@@ -147,9 +147,15 @@ impl Runtime {
         self.announcers = announcers;
     }
 
-    /// The announcers' counters, as Prometheus text.
-    pub fn metrics(&self) -> String {
-        self.announcers.iter().map(|a| a.metrics()).collect()
+    /// The announcers' metrics, as collectors for [`crate::metrics::render`].
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus_client::collector::Collector>> {
+        self.announcers
+            .iter()
+            .map(|a| {
+                Box::new(crate::metrics::AnnouncerMetrics(a.clone()))
+                    as Box<dyn prometheus_client::collector::Collector>
+            })
+            .collect()
     }
 
     /// The plan for this node: `plan`'s rules over the elector's live members, the only place

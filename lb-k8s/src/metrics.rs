@@ -3,11 +3,14 @@
 //! a pool or service that goes away takes its series with it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb_core::alloc::PoolUsage;
+use lb_core::metrics::prometheus_client::collector::Collector;
+use lb_core::metrics::prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use lb_core::metrics::prometheus_client::metrics::MetricType;
+use lb_core::metrics::{Kind, family, single};
 
 /// Upper bounds of the reconcile-duration histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -32,8 +35,6 @@ struct Inner {
     duration_sum: f64,
     /// (service, protocol, node, ip) announced by this speaker.
     announced: Vec<[String; 4]>,
-    /// Text from the announcers (L2 and BGP counters), appended as is.
-    extra: String,
 }
 
 /// Shared metrics of one component. Cheap to clone.
@@ -94,10 +95,10 @@ impl Metrics {
         }
         let s = took.as_secs_f64();
         m.duration_sum += s;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                m.duration_buckets[i] += 1;
-            }
+        // Each pass counts in the first bucket it fits (the encoder makes them cumulative);
+        // one slower than every bound counts only in +Inf, which is `reconciles`.
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            m.duration_buckets[i] += 1;
         }
     }
 
@@ -111,137 +112,159 @@ impl Metrics {
         self.lock().announced = announced;
     }
 
-    /// More metrics text, appended as it is (the announcers' and membership's).
-    pub fn set_extra(&self, text: String) {
-        self.lock().extra = text;
+    /// The Prometheus text exposition of this component alone.
+    pub fn render(&self, component: &str) -> String {
+        lb_core::metrics::render(vec![self.collector(component)])
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, component: &str) -> String {
-        let m = self.lock();
-        let mut o = String::new();
-        if !m.pools.is_empty() {
-            let gauges: [(&str, &str, Count); 6] = [
-                (
-                    "metallb_allocator_addresses_total",
-                    "Usable addresses per pool",
-                    |c| c.ipv4_total + c.ipv6_total,
-                ),
-                (
-                    "metallb_allocator_ipv4_addresses_total",
-                    "Usable IPv4 addresses per pool",
-                    |c| c.ipv4_total,
-                ),
-                (
-                    "metallb_allocator_ipv6_addresses_total",
-                    "Usable IPv6 addresses per pool",
-                    |c| c.ipv6_total,
-                ),
-                (
-                    "metallb_allocator_addresses_in_use_total",
-                    "Addresses in use per pool",
-                    |c| c.ipv4_in_use + c.ipv6_in_use,
-                ),
-                (
-                    "metallb_allocator_ipv4_addresses_in_use_total",
-                    "IPv4 addresses in use per pool",
-                    |c| c.ipv4_in_use,
-                ),
-                (
-                    "metallb_allocator_ipv6_addresses_in_use_total",
-                    "IPv6 addresses in use per pool",
-                    |c| c.ipv6_in_use,
-                ),
-            ];
-            for (name, help, f) in gauges {
-                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
-                for (pool, c) in &m.pools {
-                    let _ = writeln!(o, "{name}{{pool=\"{}\"}} {}", escape(pool), capped(f(c)));
-                }
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP metallb_k8s_client_updates_total Writes to the API server\n# TYPE metallb_k8s_client_updates_total counter\nmetallb_k8s_client_updates_total {}",
-            m.updates
-        );
-        let _ = writeln!(
-            o,
-            "# HELP metallb_k8s_client_update_errors_total Failed writes to the API server\n# TYPE metallb_k8s_client_update_errors_total counter\nmetallb_k8s_client_update_errors_total {}",
-            m.update_errors
-        );
-        let _ = writeln!(
-            o,
-            "# HELP metallb_k8s_client_config_loaded_bool 1 once a configuration has been loaded\n# TYPE metallb_k8s_client_config_loaded_bool gauge\nmetallb_k8s_client_config_loaded_bool {}",
-            u8::from(m.config_loaded)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP metallb_k8s_client_config_stale_bool 1 while the newest configuration has errors and the previous one runs\n# TYPE metallb_k8s_client_config_stale_bool gauge\nmetallb_k8s_client_config_stale_bool {}",
-            u8::from(m.config_stale)
-        );
-        if component == "controller" {
-            let _ = writeln!(
-                o,
-                "# HELP lb_controller_leader 1 while this replica holds the Lease\n# TYPE lb_controller_leader gauge\nlb_controller_leader {}",
-                u8::from(m.leader)
-            );
-            let _ = writeln!(
-                o,
-                "# HELP lb_controller_held_services Services whose address is kept unchanged because its pool failed to load\n# TYPE lb_controller_held_services gauge\nlb_controller_held_services {}",
-                m.held
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# HELP lb_reconcile_total Reconcile passes\n# TYPE lb_reconcile_total counter\nlb_reconcile_total{{component=\"{component}\"}} {}",
-            m.reconciles
-        );
-        let _ = writeln!(
-            o,
-            "# HELP lb_reconcile_errors_total Reconcile passes with a failed write\n# TYPE lb_reconcile_errors_total counter\nlb_reconcile_errors_total{{component=\"{component}\"}} {}",
-            m.reconcile_errors
-        );
-        let _ = writeln!(
-            o,
-            "# HELP lb_reconcile_duration_seconds Time of one reconcile pass, writes included\n# TYPE lb_reconcile_duration_seconds histogram"
-        );
-        for (b, n) in BUCKETS.iter().zip(m.duration_buckets) {
-            let _ = writeln!(
-                o,
-                "lb_reconcile_duration_seconds_bucket{{component=\"{component}\",le=\"{b}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "lb_reconcile_duration_seconds_bucket{{component=\"{component}\",le=\"+Inf\"}} {}\nlb_reconcile_duration_seconds_sum{{component=\"{component}\"}} {}\nlb_reconcile_duration_seconds_count{{component=\"{component}\"}} {}",
-            m.reconciles, m.duration_sum, m.reconciles
-        );
-        if component == "speaker" {
-            let _ = writeln!(
-                o,
-                "# HELP metallb_speaker_announced Services this node announces\n# TYPE metallb_speaker_announced gauge"
-            );
-            for [service, protocol, node, ip] in &m.announced {
-                let _ = writeln!(
-                    o,
-                    "metallb_speaker_announced{{service=\"{}\",protocol=\"{}\",node=\"{}\",ip=\"{}\"}} 1",
-                    escape(service),
-                    escape(protocol),
-                    escape(node),
-                    escape(ip)
-                );
-            }
-        }
-        o.push_str(&m.extra);
-        o
+    /// This component's metrics as a collector, to render with others (the announcers', the
+    /// membership's) through [`lb_core::metrics::render`].
+    pub fn collector(&self, component: &str) -> Box<dyn Collector> {
+        Box::new(Component {
+            metrics: self.clone(),
+            name: component.to_string(),
+        })
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One component's metrics, labelled with its name.
+#[derive(Debug)]
+struct Component {
+    metrics: Metrics,
+    name: String,
+}
+
+impl Collector for Component {
+    fn encode(&self, mut out: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let m = self.metrics.lock();
+        let component = [("component", self.name.as_str())];
+        let gauges: [(&str, &str, Count); 6] = [
+            (
+                "metallb_allocator_addresses_total",
+                "Usable addresses per pool",
+                |c| c.ipv4_total + c.ipv6_total,
+            ),
+            (
+                "metallb_allocator_ipv4_addresses_total",
+                "Usable IPv4 addresses per pool",
+                |c| c.ipv4_total,
+            ),
+            (
+                "metallb_allocator_ipv6_addresses_total",
+                "Usable IPv6 addresses per pool",
+                |c| c.ipv6_total,
+            ),
+            (
+                "metallb_allocator_addresses_in_use_total",
+                "Addresses in use per pool",
+                |c| c.ipv4_in_use + c.ipv6_in_use,
+            ),
+            (
+                "metallb_allocator_ipv4_addresses_in_use_total",
+                "IPv4 addresses in use per pool",
+                |c| c.ipv4_in_use,
+            ),
+            (
+                "metallb_allocator_ipv6_addresses_in_use_total",
+                "IPv6 addresses in use per pool",
+                |c| c.ipv6_in_use,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            let series = m
+                .pools
+                .iter()
+                .map(|(pool, c)| ([("pool", pool.as_str())], capped(f(c))));
+            family(&mut out, name, help, Kind::Gauge, series)?;
+        }
+        single(
+            &mut out,
+            "metallb_k8s_client_updates_total",
+            "Writes to the API server",
+            Kind::Counter,
+            m.updates,
+        )?;
+        single(
+            &mut out,
+            "metallb_k8s_client_update_errors_total",
+            "Failed writes to the API server",
+            Kind::Counter,
+            m.update_errors,
+        )?;
+        single(
+            &mut out,
+            "metallb_k8s_client_config_loaded_bool",
+            "1 once a configuration has been loaded",
+            Kind::Gauge,
+            u64::from(m.config_loaded),
+        )?;
+        single(
+            &mut out,
+            "metallb_k8s_client_config_stale_bool",
+            "1 while the newest configuration has errors and the previous one runs",
+            Kind::Gauge,
+            u64::from(m.config_stale),
+        )?;
+        if self.name == "controller" {
+            single(
+                &mut out,
+                "lb_controller_leader",
+                "1 while this replica holds the Lease",
+                Kind::Gauge,
+                u64::from(m.leader),
+            )?;
+            single(
+                &mut out,
+                "lb_controller_held_services",
+                "Services whose address is kept unchanged because its pool failed to load",
+                Kind::Gauge,
+                m.held as u64,
+            )?;
+        }
+        family(
+            &mut out,
+            "lb_reconcile_total",
+            "Reconcile passes",
+            Kind::Counter,
+            [(component, m.reconciles)],
+        )?;
+        family(
+            &mut out,
+            "lb_reconcile_errors_total",
+            "Reconcile passes with a failed write",
+            Kind::Counter,
+            [(component, m.reconcile_errors)],
+        )?;
+        let buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(m.duration_buckets).collect();
+        let mut histogram = out.encode_descriptor(
+            "lb_reconcile_duration_seconds",
+            "Time of one reconcile pass, writes included",
+            None,
+            MetricType::Histogram,
+        )?;
+        histogram
+            .encode_family(&component)?
+            .encode_histogram::<NoLabelSet>(m.duration_sum, m.reconciles, &buckets, None)?;
+        if self.name == "speaker" {
+            let series = m.announced.iter().map(|[service, protocol, node, ip]| {
+                let labels = [
+                    ("service", service.as_str()),
+                    ("protocol", protocol.as_str()),
+                    ("node", node.as_str()),
+                    ("ip", ip.as_str()),
+                ];
+                (labels, 1)
+            });
+            family(
+                &mut out,
+                "metallb_speaker_announced",
+                "Services this node announces",
+                Kind::Gauge,
+                series,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

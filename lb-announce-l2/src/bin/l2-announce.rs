@@ -143,7 +143,8 @@ async fn main() -> ExitCode {
                         }
                         say("ok");
                     } else if line == "counters" {
-                        for l in announcer.counters().render().lines().filter(|l| !l.starts_with('#')) {
+                        let text = lb_core::metrics::render(vec![Box::new(announcer.counters())]);
+                        for l in text.lines().filter(|l| !l.starts_with('#')) {
                             say(&format!("counter {l}"));
                         }
                         say("ok");
