@@ -22,14 +22,7 @@ use lb_core::objects::ServiceKey;
 const FILLS: [(usize, &str); 3] = [(1_000, "1k"), (64_000, "64k"), (1_000_000, "1M")];
 
 fn pool(cidr: &str) -> Pool {
-    Pool {
-        name: "bench".into(),
-        labels: Default::default(),
-        ranges: vec![IpRange::parse(cidr).expect("cidr")],
-        auto_assign: true,
-        avoid_buggy_ips: false,
-        allocation: None,
-    }
+    Pool::new("bench", vec![IpRange::parse(cidr).expect("cidr")])
 }
 
 fn request(i: usize, family: Family) -> Request {

@@ -58,14 +58,7 @@ fn main() {
         return;
     }
     let range = IpRange::parse("2001:db8::/64").expect("cidr");
-    let pool = Pool {
-        name: "v6".into(),
-        labels: Default::default(),
-        ranges: vec![range],
-        auto_assign: true,
-        avoid_buggy_ips: false,
-        allocation: None,
-    };
+    let pool = Pool::new("v6", vec![range]);
     println!("heap bytes per allocated address, {N} services in {range}:");
     for scattered in [false, true] {
         let reqs = requests();

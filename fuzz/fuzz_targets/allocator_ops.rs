@@ -58,19 +58,12 @@ fn pools(specs: &[PoolSpec]) -> Vec<Pool> {
         if out.iter().any(|p| p.ranges.iter().any(|r| r.overlaps(&range))) {
             continue;
         }
-        out.push(Pool {
-            name: format!("p{i}"),
-            labels: Default::default(),
-            ranges: vec![range],
-            auto_assign: true,
-            avoid_buggy_ips: s.avoid_buggy,
-            allocation: s.pinned_to_b.then(|| PoolAllocation {
-                priority: 0,
-                namespaces: ["b".to_string()].into(),
-                namespace_selectors: vec![],
-                service_selectors: vec![],
-            }),
-        });
+        let mut pool = Pool::new(format!("p{i}"), vec![range]);
+        pool.avoid_buggy_ips = s.avoid_buggy;
+        pool.allocation = s
+            .pinned_to_b
+            .then(|| PoolAllocation::for_namespaces(["b"]));
+        out.push(pool);
     }
     out
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use lb_core::alloc::converge::inputs_from;
 use lb_core::alloc::{PoolAllocator, converge};
-use lb_core::plan::{MissingEndpoints, PlanInput, plan};
+use lb_core::plan::{PlanInput, plan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
@@ -22,13 +22,12 @@ fuzz_target!(|text: &str| {
     let mut members: BTreeSet<String> = config.nodes.keys().cloned().collect();
     members.insert("fuzz-node".to_string());
     for node in &members {
-        let _ = plan(&PlanInput {
-            config: &config,
-            allocations: &outcome.allocated,
-            members: &members,
+        let _ = plan(&PlanInput::new(
+            &config,
+            &outcome.allocated,
+            &members,
             node,
-            missing_endpoints: MissingEndpoints::ServeEverywhere,
-            ignore_exclude_label: false,
-        });
+            lb_core::Rules::standalone(),
+        ));
     }
 });

@@ -217,28 +217,14 @@ fn ours(lab: &Lab, n: u32) -> (f64, f64, f64) {
                     .build()
                     .expect("runtime");
                 let s = rt.block_on(async {
-                    Session::start(PeerConfig {
-                        fsm: Config {
-                            local_as: 64512,
-                            router_id: Ipv4Addr::new(192, 0, 2, 10),
-                            remote_as: RemoteAs::Fixed(64500),
-                            hold_time: 90,
-                            keepalive: None,
-                            families: vec![AfiSafi::IPV4_UNICAST],
-                            graceful_restart: None,
-                            connect_retry: Duration::from_millis(100),
-                            connect_retry_max: Duration::from_secs(1),
-                            passive: false,
-                        },
-                        address: "192.0.2.1:179".parse().expect("addr"),
-                        source: None,
-                        next_hop_v4: None,
-                        next_hop_v6: None,
-                        connect_timeout: Duration::from_secs(3),
-                        md5_password: None,
-                        ttl: None,
-                        ttl_security: None,
-                    })
+                    let mut fsm =
+                        Config::new(64512, Ipv4Addr::new(192, 0, 2, 10), RemoteAs::Fixed(64500));
+                    fsm.families = vec![AfiSafi::IPV4_UNICAST];
+                    fsm.connect_retry = Duration::from_millis(100);
+                    fsm.connect_retry_max = Duration::from_secs(1);
+                    let mut peer = PeerConfig::new(fsm, "192.0.2.1:179".parse().expect("addr"));
+                    peer.connect_timeout = Duration::from_secs(3);
+                    Session::start(peer)
                 });
                 s.set_routes(routes);
                 let t0 = lab.wait_established();

@@ -45,6 +45,14 @@ pub enum PeerError {
         /// The interface it names.
         interface: String,
     },
+    /// The peer is reached in a way this build does not know.
+    #[error("BGPPeer {peer}: this build cannot reach it ({target:?})")]
+    Target {
+        /// The BGPPeer's name.
+        peer: String,
+        /// How it is reached.
+        target: PeerTarget,
+    },
 }
 
 /// The session configuration for a MetalLB `BGPPeer`.
@@ -65,6 +73,12 @@ pub fn peer_config(
             return Err(PeerError::Unnumbered {
                 peer: peer.name.clone(),
                 interface: i.clone(),
+            });
+        }
+        other => {
+            return Err(PeerError::Target {
+                peer: peer.name.clone(),
+                target: other.clone(),
             });
         }
     };

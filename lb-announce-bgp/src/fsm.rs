@@ -31,6 +31,7 @@ pub enum RemoteAs {
 
 /// One session's settings, as the state machine needs them.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Our AS.
     pub local_as: u32,
@@ -55,6 +56,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// A session from `local_as` (identified by `router_id`) to a peer whose AS is
+    /// `remote_as`: hold time 90 s, IPv4 and IPv6 unicast offered, no graceful restart,
+    /// connect retries from 1 s doubling to 120 s, connecting out as well as accepting.
+    pub fn new(local_as: u32, router_id: Ipv4Addr, remote_as: RemoteAs) -> Self {
+        Config {
+            local_as,
+            router_id,
+            remote_as,
+            hold_time: 90,
+            keepalive: None,
+            families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
+            graceful_restart: None,
+            connect_retry: Duration::from_secs(1),
+            connect_retry_max: Duration::from_secs(120),
+            passive: false,
+        }
+    }
+
     /// The OPEN we send.
     pub fn open(&self) -> Open {
         let mut caps: Vec<Capability> = self
@@ -107,6 +126,7 @@ pub enum State {
 
 /// The machine's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Timer {
     /// Between connection attempts.
     ConnectRetry,
@@ -121,6 +141,7 @@ pub enum Timer {
 /// What the state machine reacts to.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Input {
     /// Administrative start (ManualStart).
     Start,
@@ -172,6 +193,7 @@ pub struct Negotiated {
 
 /// Why a session went down.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Down {
     /// We sent this NOTIFICATION.
     Sent(Notification),
@@ -186,6 +208,7 @@ pub enum Down {
 /// What the caller does for the state machine, in order.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Output {
     /// Open the TCP connection.
     Connect,

@@ -45,6 +45,7 @@ pub struct RouteAttrs {
 
 /// One peer's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PeerConfig {
     /// The state machine's settings.
     pub fsm: fsm::Config,

@@ -9,18 +9,18 @@ use lb_announce_bgp::fsm::*;
 use lb_announce_bgp::packet::*;
 
 fn cfg() -> Config {
-    Config {
-        local_as: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 10),
-        remote_as: RemoteAs::Fixed(64500),
-        hold_time: 90,
-        keepalive: None,
-        families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
-        graceful_restart: Some((120, false)),
-        connect_retry: Duration::from_secs(1),
-        connect_retry_max: Duration::from_secs(8),
-        passive: false,
-    }
+    let mut c = Config::new(64512, Ipv4Addr::new(192, 0, 2, 10), RemoteAs::Fixed(64500));
+    c.graceful_restart = Some((120, false));
+    c.connect_retry_max = Duration::from_secs(8);
+    c
+}
+
+/// The test configuration with these timers.
+fn timers(hold_time: u16, keepalive: Option<u16>) -> Config {
+    let mut c = cfg();
+    c.hold_time = hold_time;
+    c.keepalive = keepalive;
+    c
 }
 
 fn peer_open(asn: u32, hold: u16, caps: Vec<Capability>) -> Message {
@@ -484,7 +484,7 @@ proptest::proptest! {
     /// of at least 1 s and at most a third of the hold time.
     #[test]
     fn no_pair_of_timers_panics(ours in proptest::num::u16::ANY, keepalive in proptest::option::of(proptest::num::u16::ANY), theirs in proptest::num::u16::ANY) {
-        let mut f = open_sent(Config { hold_time: ours, keepalive, ..cfg() });
+        let mut f = open_sent(timers(ours, keepalive));
         let mut out = f.handle(Input::Received(peer_open(64500, theirs, mp_both())));
         if matches!(theirs, 1 | 2) {
             proptest::prop_assert_eq!(sent_notification(&out), Some((2, 6)));
@@ -500,7 +500,7 @@ proptest::proptest! {
         }
         out.extend(f.handle(Input::Received(Message::Keepalive)));
         proptest::prop_assert!(out.iter().any(|o| matches!(o, Output::Established(_))), "{:?}", out);
-        let sent = Config { hold_time: ours, keepalive, ..cfg() }.open().hold_time;
+        let sent = timers(ours, keepalive).open().hold_time;
         proptest::prop_assert!(!matches!(sent, 1 | 2), "we sent hold time {}", sent);
         if ka > 0 {
             proptest::prop_assert!(out.contains(&Output::Arm(Timer::Keepalive, Duration::from_secs(u64::from(ka)))), "{:?}", out);

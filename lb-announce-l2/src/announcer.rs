@@ -37,6 +37,7 @@ use crate::wire::{MAX_FRAME_LEN, Mac};
 
 /// Probing before the first announcement of a new address.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProbeConfig {
     /// Probes sent per attempt.
     pub count: u32,
@@ -58,6 +59,7 @@ impl Default for ProbeConfig {
 
 /// How the layer 2 announcer behaves; [`Config::default`] is what lb-bin runs with.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Interface name patterns never used unless an advertisement names them.
     pub excludes: Vec<String>,
@@ -91,6 +93,7 @@ impl Default for Config {
 
 /// Where an address stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Checking that nobody else uses it.
     Probing,
@@ -207,6 +210,7 @@ impl lb_core::metrics::prometheus_client::collector::Collector for Counters {
 
 /// Something that happened, for logs, status writers and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// Probing began.
     Probing(IpAddr),
@@ -229,6 +233,7 @@ pub enum Event {
 
 /// Why the announcer could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// No raw packet socket: the process lacks CAP_NET_RAW.
     #[error(

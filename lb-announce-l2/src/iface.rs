@@ -55,6 +55,7 @@ pub struct Link {
 
 /// Why an interface does not answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Skip {
     /// It is down.
     Down,

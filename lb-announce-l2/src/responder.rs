@@ -93,6 +93,7 @@ pub struct Interface {
 
 /// Why a frame got no answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Ignored {
     /// Neither ARP nor neighbor discovery.
     NotArpOrNdisc,
@@ -108,6 +109,7 @@ pub enum Ignored {
 
 /// What to do with a received frame. Replies are written into the caller's buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Send the first `len` bytes of the buffer: the answer for `ip`.
     Reply {

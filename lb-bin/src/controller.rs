@@ -15,6 +15,7 @@ use crate::standalone::{SharedMetrics, SharedStatus};
 
 /// Everything `lb-bin controller` is told.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// `--lb-class`: only services of this class (none: services with no class).
     pub lb_class: Option<String>,
@@ -31,6 +32,22 @@ pub struct Options {
     /// The membership key Secret to create when it is missing (MetalLB's `--ml-secret-name`);
     /// `None` leaves it to the operator.
     pub ml_secret_name: Option<String>,
+}
+
+impl Options {
+    /// The controller replica `identity` for the objects in `namespace`: services of no class,
+    /// the Lease `lb-controller` of 15 s, no HTTP, the membership Secret left alone.
+    pub fn new(namespace: impl Into<String>, identity: impl Into<String>) -> Self {
+        Options {
+            lb_class: None,
+            namespace: namespace.into(),
+            identity: identity.into(),
+            lease_name: "lb-controller".into(),
+            lease: Duration::from_secs(15),
+            http: None,
+            ml_secret_name: None,
+        }
+    }
 }
 
 /// Creates the membership Secret if it is missing, retrying while the API server is away.
@@ -67,22 +84,19 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
     });
     let (elector, lease_task) = LeaseElector::spawn(
         client.clone(),
-        LeaseConfig {
-            duration: opts.lease,
-            valid_for: opts.lease * 2 / 3,
-            retry: opts.lease * 2 / 15,
-            ..LeaseConfig::new(&opts.lease_name, &opts.namespace, &opts.identity)
-        },
+        LeaseConfig::new(&opts.lease_name, &opts.namespace, &opts.identity).timing(
+            opts.lease,
+            opts.lease * 2 / 3,
+            opts.lease * 2 / 15,
+        ),
     );
     let elector = std::sync::Arc::new(elector);
     let controller = tokio::spawn(lb_k8s::controller::run(
         clients,
-        lb_k8s::controller::Options {
-            lb_class: opts.lb_class.clone(),
-            namespace: opts.namespace.clone(),
-            reporter: "metallb-controller".into(),
-            instance: opts.identity.clone(),
-            resync: Duration::from_secs(30),
+        {
+            let mut o = lb_k8s::controller::Options::new(&opts.namespace, &opts.identity);
+            o.lb_class = opts.lb_class.clone();
+            o
         },
         elector.clone(),
         metrics.clone(),

@@ -241,18 +241,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             insecure_membership,
         } => {
             init_logs(log_format);
-            let opts = lb_bin::standalone::Options {
-                config,
-                node_name,
-                join,
-                bind,
-                state_dir,
-                http,
-                local_delivery: local_delivery.then_some(dummy_interface),
-                dry_run,
-                secret_key_file,
-                insecure_membership,
-            };
+            let mut opts = lb_bin::standalone::Options::new(config, node_name);
+            opts.join = join;
+            opts.bind = bind;
+            opts.state_dir = state_dir;
+            opts.http = http;
+            opts.local_delivery = local_delivery.then_some(dummy_interface);
+            opts.dry_run = dry_run;
+            opts.secret_key_file = secret_key_file;
+            opts.insecure_membership = insecure_membership;
             runtime()?.block_on(async {
                 let status = lb_bin::standalone::SharedStatus::default();
                 let metrics = lb_bin::standalone::SharedMetrics::default();
@@ -274,15 +271,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             log_format,
         } => {
             init_logs(log_format);
-            let opts = lb_bin::controller::Options {
-                lb_class,
-                namespace,
-                identity: identity.unwrap_or_else(default_identity),
-                lease_name,
-                lease: std::time::Duration::from_secs(lease_seconds.max(1)),
-                http: Some(http),
-                ml_secret_name: (!ml_secret_name.is_empty()).then_some(ml_secret_name),
-            };
+            let identity = identity.unwrap_or_else(default_identity);
+            let mut opts = lb_bin::controller::Options::new(namespace, identity);
+            opts.lb_class = lb_class;
+            opts.lease_name = lease_name;
+            opts.lease = std::time::Duration::from_secs(lease_seconds.max(1));
+            opts.http = Some(http);
+            opts.ml_secret_name = (!ml_secret_name.is_empty()).then_some(ml_secret_name);
             runtime()?.block_on(async {
                 let clients = clients().await?;
                 lb_bin::controller::run(clients, opts).await?;
@@ -303,19 +298,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             insecure_membership,
         } => {
             init_logs(log_format);
-            let opts = lb_bin::speaker::Options {
-                k8s: lb_k8s::speaker::Options {
-                    node_name,
-                    namespace,
-                    lb_class,
-                    ignore_exclude_label: ignore_exclude_lb,
-                },
-                bind,
-                advertise: advertise_address,
-                http: Some(http),
-                secret_name: ml_secret_name,
-                insecure_membership,
-            };
+            let mut k8s = lb_k8s::speaker::Options::new(node_name, namespace);
+            k8s.lb_class = lb_class;
+            k8s.ignore_exclude_label = ignore_exclude_lb;
+            let mut opts = lb_bin::speaker::Options::new(k8s);
+            opts.bind = bind;
+            opts.advertise = advertise_address;
+            opts.http = Some(http);
+            opts.secret_name = ml_secret_name;
+            opts.insecure_membership = insecure_membership;
             runtime()?.block_on(async {
                 let clients = clients().await?;
                 lb_bin::speaker::run(clients, opts).await?;

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 /// How a node's membership is secured.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Security {
     /// Datagrams sealed with these keys (the first seals, every one opens).
     Sealed(Keyring),
@@ -43,6 +44,7 @@ pub enum Security {
 
 /// Everything the membership is told at start.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// This node's name.
     pub name: String,
@@ -56,6 +58,20 @@ pub struct Options {
     pub security: Security,
     /// The known nodes (`None`: any holder of the key).
     pub roster: Option<Roster>,
+}
+
+impl Options {
+    /// Node `name` on `bind` (reached there), with no seeds and no roster.
+    pub fn new(name: impl Into<String>, bind: SocketAddr, security: Security) -> Self {
+        Options {
+            name: name.into(),
+            bind,
+            advertise: bind,
+            seeds: Vec::new(),
+            security,
+            roster: None,
+        }
+    }
 }
 
 /// Why a key file was refused.
@@ -442,6 +458,10 @@ fn log_event(e: &Event, logged: &mut BTreeMap<(IpAddr, &'static str), Instant>) 
         }
         Event::Rejoined => {
             info!("this node was declared down by the others; it rejoined as a new generation");
+            None
+        }
+        other => {
+            info!("membership: {other:?}");
             None
         }
     }

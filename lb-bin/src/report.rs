@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use lb_core::alloc::converge::inputs_from;
 use lb_core::alloc::{Outcome, Placement, PoolAllocator, converge};
 use lb_core::config::{Config, ConfigError, Severity, load_str};
-use lb_core::plan::{How, Interfaces, MissingEndpoints, Plan, PlanInput, Skip, plan};
+use lb_core::plan::{How, Interfaces, Plan, PlanInput, Skip, plan};
 use serde::Serialize;
 
 /// The result of `check`: every finding, and whether the file is valid.
@@ -136,14 +136,13 @@ pub fn allocate(config: &Config, placement: Placement) -> Outcome {
 pub fn plan_node(config: &Config, outcome: &Outcome, node: &str) -> Plan {
     let mut members: BTreeSet<String> = config.nodes.keys().cloned().collect();
     members.insert(node.to_string());
-    plan(&PlanInput {
+    plan(&PlanInput::new(
         config,
-        allocations: &outcome.allocated,
-        members: &members,
+        &outcome.allocated,
+        &members,
         node,
-        missing_endpoints: MissingEndpoints::ServeEverywhere,
-        ignore_exclude_label: false,
-    })
+        lb_core::Rules::standalone(),
+    ))
 }
 
 impl PlanReport {

@@ -35,6 +35,7 @@ const API_ROUND: Duration = Duration::from_secs(10);
 
 /// Everything `lb-bin speaker` is told.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// What decides the announcements.
     pub k8s: lb_k8s::speaker::Options,
@@ -51,16 +52,42 @@ pub struct Options {
     pub insecure_membership: bool,
 }
 
+impl Options {
+    /// A speaker deciding by `k8s`: membership on UDP 7946 sealed with the Secret
+    /// `memberlist`, its address the Node's, no HTTP.
+    pub fn new(k8s: lb_k8s::speaker::Options) -> Self {
+        Options {
+            k8s,
+            bind: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            advertise: None,
+            http: None,
+            secret_name: "memberlist".into(),
+            insecure_membership: false,
+        }
+    }
+}
+
+/// Why the membership Secret gives no keys.
+#[derive(Debug, thiserror::Error)]
+enum SecretKeyError {
+    #[error("Secret {0} has no secretkey")]
+    Missing(String),
+    #[error("Secret {secret}: secretkey: {source}")]
+    Bad {
+        secret: String,
+        source: lb_core::members::seal::KeyError,
+    },
+}
+
 /// The membership keys from the Secret, if it exists.
-fn secret_keys(config: &Config, opts: &Options) -> Option<Result<Keyring, String>> {
+fn secret_keys(config: &Config, opts: &Options) -> Option<Result<Keyring, SecretKeyError>> {
     let ns = &opts.k8s.namespace;
     let name = &opts.secret_name;
     let data = config.secrets.get(&(ns.clone(), name.clone()))?;
+    let secret = format!("{ns}/{name}");
     Some(match data.get("secretkey") {
-        Some(text) => {
-            Keyring::parse(text).map_err(|e| format!("Secret {ns}/{name}: secretkey: {e}"))
-        }
-        None => Err(format!("Secret {ns}/{name} has no secretkey")),
+        Some(text) => Keyring::parse(text).map_err(|source| SecretKeyError::Bad { secret, source }),
+        None => Err(SecretKeyError::Missing(secret)),
     })
 }
 

@@ -43,6 +43,7 @@ const LEDGER_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything `lb-bin standalone` is told.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// The configuration file (reloaded on change and on SIGHUP).
     pub config: PathBuf,
@@ -65,6 +66,25 @@ pub struct Options {
     pub secret_key_file: Option<PathBuf>,
     /// Talk to other nodes with plain datagrams: anyone who reaches the port can join.
     pub insecure_membership: bool,
+}
+
+impl Options {
+    /// A node named `node_name` serving the configuration file `config`, alone (no `--join`),
+    /// membership on UDP 7946, no state directory, no HTTP, no local delivery.
+    pub fn new(config: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
+        Options {
+            config: config.into(),
+            node_name: node_name.into(),
+            join: Vec::new(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            state_dir: None,
+            http: None,
+            local_delivery: None,
+            dry_run: false,
+            secret_key_file: None,
+            insecure_membership: false,
+        }
+    }
 }
 
 /// What `/status` shows and `/readyz` reads.

@@ -75,13 +75,11 @@ fn node(lab: &Lab, i: u8) -> mpsc::Sender<Cmd> {
             .unwrap();
         let me: std::net::SocketAddr = format!("192.0.2.1{i}:7946").parse().unwrap();
         let e = rt
-            .block_on(SwimElector::start(Options {
-                name: format!("node{i}"),
-                bind: me,
-                advertise: me,
-                seeds: vec!["192.0.2.11:7946".parse().unwrap()],
-                security: Security::Sealed(Keyring::parse(lab::KEY).unwrap()),
-                roster: None,
+            .block_on(SwimElector::start({
+                let key = Keyring::parse(lab::KEY).unwrap();
+                let mut o = Options::new(format!("node{i}"), me, Security::Sealed(key));
+                o.seeds = vec!["192.0.2.11:7946".parse().unwrap()];
+                o
             }))
             .unwrap();
         loop {

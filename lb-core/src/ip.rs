@@ -95,6 +95,7 @@ pub fn is_buggy(ip: IpAddr) -> bool {
 
 /// Why an address range did not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RangeError {
     /// Neither a CIDR nor `start-end`.
     #[error("not a CIDR or an address range (write a single address as 192.0.2.1/32)")]

@@ -44,6 +44,7 @@ pub fn owner_of<'a, I: IntoIterator<Item = &'a String>>(members: I, key: &str) -
 
 /// What to do for a service that no EndpointSlice names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MissingEndpoints {
     /// Standalone hosts serve locally: every node counts as having a ready endpoint.
     ServeEverywhere,
@@ -53,6 +54,7 @@ pub enum MissingEndpoints {
 
 /// Everything `plan` reads.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct PlanInput<'a> {
     /// The configuration.
     pub config: &'a Config,
@@ -66,6 +68,26 @@ pub struct PlanInput<'a> {
     pub missing_endpoints: MissingEndpoints,
     /// Announce from nodes labelled `exclude-from-external-load-balancers` too.
     pub ignore_exclude_label: bool,
+}
+
+impl<'a> PlanInput<'a> {
+    /// What `plan` reads to plan for `node`, under `rules`.
+    pub fn new(
+        config: &'a Config,
+        allocations: &'a BTreeMap<ServiceKey, Allocation>,
+        members: &'a BTreeSet<String>,
+        node: &'a str,
+        rules: crate::runtime::Rules,
+    ) -> Self {
+        PlanInput {
+            config,
+            allocations,
+            members,
+            node,
+            missing_endpoints: rules.missing_endpoints,
+            ignore_exclude_label: rules.ignore_exclude_label,
+        }
+    }
 }
 
 /// Interfaces an L2 announcement goes out on.

@@ -167,14 +167,13 @@ impl Runtime {
         members: &BTreeSet<String>,
         rules: Rules,
     ) -> Plan {
-        plan(&PlanInput {
+        plan(&PlanInput::new(
             config,
             allocations,
             members,
-            node: &self.node,
-            missing_endpoints: rules.missing_endpoints,
-            ignore_exclude_label: rules.ignore_exclude_label,
-        })
+            &self.node,
+            rules,
+        ))
     }
 
     /// Notes the live members; returns whether they grew (a node joined, a partition

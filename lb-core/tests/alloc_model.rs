@@ -37,18 +37,10 @@ const POOL_SETS: [&[PoolSpec]; 3] = [
 fn pools(set: usize) -> Vec<Pool> {
     POOL_SETS[set]
         .iter()
-        .map(|&(name, lo, hi, ns)| Pool {
-            name: name.into(),
-            labels: Default::default(),
-            ranges: vec![IpRange::new(ip(lo), ip(hi)).unwrap()],
-            auto_assign: true,
-            avoid_buggy_ips: false,
-            allocation: ns.map(|n| PoolAllocation {
-                priority: 0,
-                namespaces: [n.to_string()].into(),
-                namespace_selectors: vec![],
-                service_selectors: vec![],
-            }),
+        .map(|&(name, lo, hi, ns)| {
+            let mut p = Pool::new(name, vec![IpRange::new(ip(lo), ip(hi)).unwrap()]);
+            p.allocation = ns.map(|n| PoolAllocation::for_namespaces([n]));
+            p
         })
         .collect()
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lb_core::Rules;
 use lb_core::alloc::converge::inputs_from;
 use lb_core::alloc::{Allocation, PoolAllocator, converge};
 use lb_core::config::{Community, Config, load_str};
@@ -37,14 +38,15 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 impl World {
     fn plan_with(&self, node: &str, members: &[&str], missing: MissingEndpoints) -> Plan {
         let members: BTreeSet<String> = members.iter().map(|s| s.to_string()).collect();
-        plan(&PlanInput {
-            config: &self.config,
-            allocations: &self.allocations,
-            members: &members,
+        let mut rules = Rules::cluster(false);
+        rules.missing_endpoints = missing;
+        plan(&PlanInput::new(
+            &self.config,
+            &self.allocations,
+            &members,
             node,
-            missing_endpoints: missing,
-            ignore_exclude_label: false,
-        })
+            rules,
+        ))
     }
 
     fn plan(&self, node: &str) -> Plan {

@@ -341,17 +341,32 @@ impl Core {
 
 /// `lb-bin controller`'s settings.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// `--lb-class`: serve only services of this class (None: only services with no class).
     pub lb_class: Option<String>,
     /// Where the metallb.io objects live.
     pub namespace: String,
-    /// The reporting controller's name in events, and this replica's identity.
+    /// The reporting controller's name in events (`metallb-controller`).
     pub reporter: String,
     /// This replica's identity (the Lease holder name).
     pub instance: String,
     /// A full pass at least this often (retries failed writes).
     pub resync: Duration,
+}
+
+impl Options {
+    /// A controller for the objects in `namespace`, run by the replica `instance`: services of
+    /// no class, events as `metallb-controller`, a full pass every 30 s.
+    pub fn new(namespace: impl Into<String>, instance: impl Into<String>) -> Self {
+        Options {
+            lb_class: None,
+            namespace: namespace.into(),
+            reporter: "metallb-controller".into(),
+            instance: instance.into(),
+            resync: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The kinds the controller watches.

@@ -619,12 +619,25 @@ pub fn all() -> Result<Vec<CustomResourceDefinition>, kube::core::crd::MergeErro
     ])
 }
 
-/// [`all`] as multi-document YAML, as `lb-bin crds` prints it and `deploy/crds.yaml` holds it.
-pub fn yaml() -> Result<String, String> {
+/// Why the CRDs could not be written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrdError {
+    /// The versions of a kind do not merge into one CRD.
+    #[error("merging CRD versions: {0}")]
+    Merge(#[from] kube::core::crd::MergeError),
+    /// A CRD does not serialize as YAML.
+    #[error("writing a CRD as YAML: {0}")]
+    Yaml(#[from] serde_saphyr::ser::Error),
+}
+
+/// [`all`] as multi-document YAML, as `lb-bin crds` prints it and `deploy/01-crds.yaml` holds
+/// it.
+pub fn yaml() -> Result<String, CrdError> {
     let mut out = String::new();
-    for crd in all().map_err(|e| e.to_string())? {
+    for crd in all()? {
         out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd).map_err(|e| e.to_string())?);
+        out.push_str(&serde_saphyr::to_string(&crd)?);
     }
     Ok(out)
 }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 /// Lease timing.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LeaseConfig {
     /// The Lease's name.
     pub name: String,
@@ -53,6 +54,15 @@ impl LeaseConfig {
             valid_for: Duration::from_secs(10),
             retry: Duration::from_secs(2),
         }
+    }
+
+    /// With other timings: the lease `duration`, how long a renewal keeps leadership valid
+    /// (`valid_for`, below `duration`), and the wait between attempts (`retry`).
+    pub fn timing(mut self, duration: Duration, valid_for: Duration, retry: Duration) -> Self {
+        self.duration = duration;
+        self.valid_for = valid_for;
+        self.retry = retry;
+        self
     }
 }
 

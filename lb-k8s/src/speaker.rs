@@ -22,7 +22,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use lb_core::alloc::Allocation;
 use lb_core::config::{Config, Severity, load_values};
 use lb_core::objects::ServiceKey;
-use lb_core::plan::{How, Interfaces, MissingEndpoints, Plan, PlanInput, plan};
+use lb_core::plan::{How, Interfaces, Plan, PlanInput, plan};
 use serde_json::{Value, json};
 
 use crate::controller::pool_annotation;
@@ -42,6 +42,7 @@ pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
 
 /// `lb-bin speaker`'s settings that decide what is announced.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// This node's name.
     pub node_name: String,
@@ -51,6 +52,19 @@ pub struct Options {
     pub lb_class: Option<String>,
     /// `--ignore-exclude-lb`: announce from nodes labelled exclude-from-external-load-balancers.
     pub ignore_exclude_label: bool,
+}
+
+impl Options {
+    /// The speaker of `node_name`, reading the objects in `namespace`: services of no class,
+    /// the exclude label honoured.
+    pub fn new(node_name: impl Into<String>, namespace: impl Into<String>) -> Self {
+        Options {
+            node_name: node_name.into(),
+            namespace: namespace.into(),
+            lb_class: None,
+            ignore_exclude_label: false,
+        }
+    }
 }
 
 /// The kinds the speaker watches.
@@ -182,14 +196,14 @@ impl Core {
             _ => self.last_good = Some(config.clone()),
         }
         let allocations = allocations_from_status(&config, opts.lb_class.as_deref());
-        let plan = plan(&PlanInput {
-            config: &config,
-            allocations: &allocations,
+        let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
+        let plan = plan(&PlanInput::new(
+            &config,
+            &allocations,
             members,
-            node: &opts.node_name,
-            missing_endpoints: MissingEndpoints::NoEndpoints,
-            ignore_exclude_label: opts.ignore_exclude_label,
-        });
+            &opts.node_name,
+            rules,
+        ));
         Decision {
             plan,
             config,

@@ -15,13 +15,14 @@ use serde_json::{Value, json};
 const ANNO: &str = "metallb.io/ip-allocated-from-pool";
 
 fn options() -> Options {
-    Options {
-        lb_class: None,
-        namespace: "metallb-system".into(),
-        reporter: "metallb-controller".into(),
-        instance: "test".into(),
-        resync: Duration::from_millis(200),
-    }
+    options_for("test")
+}
+
+/// The options of replica `id`: a full pass every 200 ms.
+fn options_for(id: &str) -> Options {
+    let mut o = Options::new("metallb-system", id);
+    o.resync = Duration::from_millis(200);
+    o
 }
 
 /// The controller's view of a Lease's leadership.
@@ -40,20 +41,16 @@ struct Replica {
 }
 
 fn replica(lease_client: &kube::Client, client: kube::Client, id: &str) -> Replica {
-    let cfg = LeaseConfig {
-        duration: Duration::from_secs(2),
-        valid_for: Duration::from_millis(1200),
-        retry: Duration::from_millis(100),
-        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
-    };
+    let cfg = LeaseConfig::new("metallb-controller", "metallb-system", id).timing(
+        Duration::from_secs(2),
+        Duration::from_millis(1200),
+        Duration::from_millis(100),
+    );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (leader, lease) = lease::spawn(lease_client.clone(), cfg, stop_rx);
     let ctrl = tokio::spawn(run(
         lb_k8s::Clients::single(client),
-        Options {
-            instance: id.into(),
-            ..options()
-        },
+        options_for(id),
         elector(id, leader.clone()),
         Metrics::default(),
     ));
@@ -425,9 +422,10 @@ async fn only_services_of_the_configured_class_are_served() {
     api.put("services", mine);
     let task = tokio::spawn(run(
         lb_k8s::Clients::single(client),
-        Options {
-            lb_class: Some("example.com/lb".into()),
-            ..options()
+        {
+            let mut o = options();
+            o.lb_class = Some("example.com/lb".into());
+            o
         },
         elector("test", Leadership::always()),
         Metrics::default(),
@@ -562,19 +560,17 @@ async fn a_new_leader_or_a_restart_with_a_broken_pool_keeps_its_addresses_and_wr
     api.put("ipaddresspools", pool("main", &["192.0.2.0/29"]));
     api.put("ipaddresspools", pool("other", &["198.51.100.0/29"]));
     api.put("services", lb_service("default", "web", &[80]));
-    let lease_cfg = |id: &str| LeaseConfig {
-        duration: Duration::from_secs(2),
-        valid_for: Duration::from_millis(1200),
-        retry: Duration::from_millis(100),
-        ..LeaseConfig::new("metallb-controller", "metallb-system", id)
+    let lease_cfg = |id: &str| {
+        LeaseConfig::new("metallb-controller", "metallb-system", id).timing(
+            Duration::from_secs(2),
+            Duration::from_millis(1200),
+            Duration::from_millis(100),
+        )
     };
     let replica = |id: &str, leadership: Leadership, metrics: Metrics| {
         tokio::spawn(run(
             lb_k8s::Clients::single(client.clone()),
-            Options {
-                instance: id.into(),
-                ..options()
-            },
+            options_for(id),
             elector(id, leadership),
             metrics,
         ))
@@ -723,12 +719,11 @@ async fn a_deposed_leaders_delayed_write_is_refused_and_the_new_leaders_status_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_with_the_same_identity_never_both_lead() {
     let (api, client) = FakeApi::start();
-    let cfg = LeaseConfig {
-        duration: Duration::from_secs(2),
-        valid_for: Duration::from_millis(1200),
-        retry: Duration::from_millis(100),
-        ..LeaseConfig::new("metallb-controller", "metallb-system", "same")
-    };
+    let cfg = LeaseConfig::new("metallb-controller", "metallb-system", "same").timing(
+        Duration::from_secs(2),
+        Duration::from_millis(1200),
+        Duration::from_millis(100),
+    );
     let (_s1, r1) = tokio::sync::watch::channel(false);
     let (_s2, r2) = tokio::sync::watch::channel(false);
     let (l1, t1) = lease::spawn(client.clone(), cfg.clone(), r1);

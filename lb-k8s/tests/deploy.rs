@@ -220,12 +220,7 @@ fn rbac_grants_each_component_what_it_uses_and_no_wildcards() {
             .chain(r.api_groups.iter().flatten());
         assert!(all.into_iter().all(|s| s != "*"), "wildcard in {r:?}");
     }
-    let speaker_opts = lb_k8s::speaker::Options {
-        node_name: "n".into(),
-        namespace: "metallb-system".into(),
-        lb_class: None,
-        ignore_exclude_label: false,
-    };
+    let speaker_opts = lb_k8s::speaker::Options::new("n", "metallb-system");
     for (component, kinds) in [
         ("controller", lb_k8s::controller::kinds("metallb-system")),
         ("speaker", lb_k8s::speaker::kinds(&speaker_opts)),

@@ -16,12 +16,7 @@ use serde_json::{Value, json};
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
 fn opts(node: &str) -> Options {
-    Options {
-        node_name: node.into(),
-        namespace: "metallb-system".into(),
-        lb_class: None,
-        ignore_exclude_label: false,
-    }
+    Options::new(node, "metallb-system")
 }
 
 fn node(name: &str, labels: Value) -> Value {

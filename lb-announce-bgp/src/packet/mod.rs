@@ -118,6 +118,7 @@ pub enum Message {
 
 /// Why a message could not be read, and so which NOTIFICATION closes the session.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// RFC 4271 §6.1: "If the Marker field of the message header is not as expected".
     #[error("message header: marker is not all ones")]

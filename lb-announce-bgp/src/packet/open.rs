@@ -37,6 +37,7 @@ pub struct GracefulRestart {
 
 /// An OPEN capability.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Capability {
     /// Multiprotocol extensions (RFC 4760).
     Multiprotocol(AfiSafi),

@@ -147,6 +147,7 @@ pub struct Update {
 
 /// How RFC 7606 dealt with an error in a received UPDATE that did not reset the session.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rfc7606 {
     /// The UPDATE's routes were turned into withdrawals (§2 "treat-as-withdraw").
     TreatAsWithdraw {

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use ipnetwork::IpNetwork;
 use lb_announce_bgp::fsm::{Config, RemoteAs};
 use lb_announce_bgp::listen::Listener;
-use lb_announce_bgp::packet::AfiSafi;
 use lb_announce_bgp::session::{PeerConfig, RouteAttrs, Session, SessionStatus};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -561,28 +560,17 @@ impl Lab {
                 .enable_all()
                 .build()
                 .unwrap();
-            let mut cfg = PeerConfig {
-                fsm: Config {
-                    local_as,
-                    router_id: Ipv4Addr::new(192, 0, 2, 10),
-                    remote_as: RemoteAs::Fixed(remote_as),
-                    hold_time: 9,
-                    keepalive: None,
-                    families: vec![AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST],
-                    graceful_restart: None,
-                    connect_retry: Duration::from_millis(200),
-                    connect_retry_max: Duration::from_secs(2),
-                    passive: false,
-                },
-                address: "192.0.2.1:179".parse().unwrap(),
-                source: None,
-                next_hop_v4: None,
-                next_hop_v6: Some("2001:db8::10".parse().unwrap()),
-                connect_timeout: Duration::from_secs(3),
-                md5_password: None,
-                ttl: None,
-                ttl_security: None,
-            };
+            let mut fsm = Config::new(
+                local_as,
+                Ipv4Addr::new(192, 0, 2, 10),
+                RemoteAs::Fixed(remote_as),
+            );
+            fsm.hold_time = 9;
+            fsm.connect_retry = Duration::from_millis(200);
+            fsm.connect_retry_max = Duration::from_secs(2);
+            let mut cfg = PeerConfig::new(fsm, "192.0.2.1:179".parse().unwrap());
+            cfg.next_hop_v6 = Some("2001:db8::10".parse().unwrap());
+            cfg.connect_timeout = Duration::from_secs(3);
             tweak(&mut cfg);
             let session = rt.block_on(async { Session::start(cfg.clone()) });
             let mut speaker = Speaker {

@@ -63,13 +63,11 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let config = Config {
-        refresh: args.refresh.map(Duration::from_secs_f64),
-        gratuitous_repeats: args.repeats,
-        probe: args.probe.then(ProbeConfig::default),
-        conflict_retry: Duration::from_secs_f64(args.conflict_retry),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.refresh = args.refresh.map(Duration::from_secs_f64);
+    config.gratuitous_repeats = args.repeats;
+    config.probe = args.probe.then(ProbeConfig::default);
+    config.conflict_retry = Duration::from_secs_f64(args.conflict_retry);
     let announcer = match L2Announcer::start(config) {
         Ok(a) => a,
         Err(e) => {
@@ -92,6 +90,7 @@ async fn main() -> ExitCode {
                 Event::Withdrawn(ip) => format!("withdrawn {ip}"),
                 Event::InterfaceUp(n) => format!("interface-up {n}"),
                 Event::InterfaceDown(n) => format!("interface-down {n}"),
+                other => format!("event {other:?}"),
             });
         }
     });

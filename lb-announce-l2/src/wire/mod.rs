@@ -23,6 +23,7 @@ pub use pnet_base::MacAddr as Mac;
 
 /// Why a frame was dropped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The frame ends before what is being read.
     #[error("{what}: truncated ({got} of {need} bytes)")]

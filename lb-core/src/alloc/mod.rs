@@ -54,6 +54,7 @@ pub struct PoolUsage {
 
 /// Why an address already in use cannot be shared with a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SharingConflict {
     /// The service has no `allow-shared-ip` key.
     NoKey,
@@ -80,6 +81,7 @@ impl fmt::Display for SharingConflict {
 
 /// Why a service got no addresses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AllocError {
     /// The service's request is malformed.
     #[error(transparent)]

@@ -183,6 +183,7 @@ impl Holder {
 
 /// How a fresh address is picked in a pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Placement {
     /// The lowest free address, as MetalLB does.
     #[default]

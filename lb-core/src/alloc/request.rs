@@ -27,6 +27,7 @@ pub mod annotation {
 
 /// A service request that cannot be served as written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// Both the annotation and `spec.loadBalancerIP` are set.
     #[error("set metallb.io/loadBalancerIPs or spec.loadBalancerIP, not both")]
@@ -67,6 +68,7 @@ pub enum RequestError {
 
 /// Everything the allocator decides on.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Request {
     /// The service.
     pub key: ServiceKey,

@@ -1051,7 +1051,7 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
     let mut duration = |field: &str, v: &Option<String>| -> Option<Duration> {
         let text = v.as_ref()?;
         parse_go_duration(text)
-            .map_err(|m| r.error(field, Some(text), m))
+            .map_err(|e| r.error(field, Some(text), e.to_string()))
             .ok()
     };
     let hold = duration("spec.holdTime", &spec.hold_time);
@@ -1233,9 +1233,14 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
     (!r.failed).then_some(peer)
 }
 
+/// A text that is not a Go `time.Duration`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a duration (write e.g. 90s, 1m30s, 500ms): {0:?}")]
+pub struct DurationError(pub String);
+
 /// Parses a Go `time.Duration` string (`90s`, `1m30s`, `500ms`, `1h`).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("not a duration (write e.g. 90s, 1m30s, 500ms): {s:?}");
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    let bad = || DurationError(s.to_string());
     if s == "0" {
         return Ok(Duration::ZERO);
     }

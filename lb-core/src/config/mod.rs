@@ -68,6 +68,7 @@ impl fmt::Display for ConfigError {
 
 /// `IPAddressPool.spec.serviceAllocation`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolAllocation {
     /// `serviceAllocation.priority`: lower numbers are tried first.
     pub priority: i32,
@@ -80,6 +81,16 @@ pub struct PoolAllocation {
 }
 
 impl PoolAllocation {
+    /// Admits only the namespaces `names`, at priority 0.
+    pub fn for_namespaces(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        PoolAllocation {
+            priority: 0,
+            namespaces: names.into_iter().map(Into::into).collect(),
+            namespace_selectors: Vec::new(),
+            service_selectors: Vec::new(),
+        }
+    }
+
     /// Whether a service in a namespace with these labels, itself with these labels, may draw from
     /// the pool. With neither namespaces nor namespace selectors, every namespace is admitted.
     pub fn admits(&self, namespace: &str, namespace_labels: &Labels, labels: &Labels) -> bool {
@@ -100,6 +111,7 @@ impl PoolAllocation {
 
 /// A validated `IPAddressPool`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Pool {
     /// The pool's name.
     pub name: String,
@@ -176,6 +188,7 @@ impl PoolSelection {
 
 /// A validated `L2Advertisement`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct L2Advertisement {
     /// The advertisement's name.
     pub name: String,
@@ -243,6 +256,7 @@ impl Serialize for Community {
 
 /// A validated `BGPAdvertisement`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BgpAdvertisement {
     /// The advertisement's name.
     pub name: String,
@@ -292,6 +306,7 @@ pub enum PeerAsn {
 
 /// Where a peer is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PeerTarget {
     /// A neighbour address.
     Address(IpAddr),
@@ -301,6 +316,7 @@ pub enum PeerTarget {
 
 /// A TCP-MD5 password, inline or in a Secret. Debug output never shows it.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Password {
     /// `password`, inline.
     Plain(String),
@@ -324,6 +340,7 @@ impl fmt::Debug for Password {
 
 /// A validated `BGPPeer` (either served version).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BgpPeer {
     /// The peer's name.
     pub name: String,
@@ -388,6 +405,7 @@ impl BgpPeer {
 
 /// A validated `BFDProfile` (intervals in milliseconds).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BfdProfile {
     /// The profile's name.
     pub name: String,
@@ -409,6 +427,7 @@ pub struct BfdProfile {
 
 /// The whole validated configuration and the cluster objects read with it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// IPAddressPools by name.
     pub pools: BTreeMap<String, Pool>,

@@ -140,6 +140,7 @@ pub struct Stats {
 
 /// A refusal worth telling the operator about (the caller logs it, rate-limited).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A datagram from `from` was refused.
     Rejected {
