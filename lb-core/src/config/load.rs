@@ -966,7 +966,65 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
     if spec.my_asn.is_none() {
         r.error("spec.myASN", None, "myASN is required");
     }
-    let peer_asn = match (spec.peer_asn, spec.dynamic_asn.as_deref()) {
+    let peer_asn = peer_asn(&mut r, &spec);
+    let local_asn = asn(&mut r, "spec.localASN", spec.local_asn);
+    let target = peer_target(&mut r, &spec);
+    let source_address = peer_source(&mut r, &spec, target.as_ref());
+    let port = peer_port(&mut r, &spec);
+    let (hold_time, keepalive_time, connect) = peer_timers(&mut r, &spec);
+    let router_id = spec.router_id.as_ref().and_then(|a| {
+        a.parse::<Ipv4Addr>()
+            .map_err(|_| {
+                r.error(
+                    "spec.routerID",
+                    Some(a),
+                    "a router ID must be an IPv4 address",
+                )
+            })
+            .ok()
+    });
+    let password = peer_password(&mut r, obj, c, &spec);
+    if let Some(profile) = &spec.bfd_profile
+        && !c.bfd_profiles.contains_key(profile)
+    {
+        r.error(
+            "spec.bfdProfile",
+            Some(profile),
+            "no valid BFDProfile has this name",
+        );
+    }
+    let node_selectors = r.selectors("spec.nodeSelectors", &spec.node_selectors);
+    let (Some(my_asn), Some(peer_asn), Some(target)) = (my_asn, peer_asn, target) else {
+        return None;
+    };
+    let peer = BgpPeer {
+        name: obj.name.clone(),
+        my_asn,
+        peer_asn,
+        local_asn,
+        target,
+        source_address,
+        port,
+        hold_time,
+        keepalive_time,
+        connect_time: connect,
+        router_id,
+        node_selectors,
+        password,
+        bfd_profile: spec.bfd_profile.clone(),
+        graceful_restart: spec.enable_graceful_restart,
+        ebgp_multihop: spec.ebgp_multi_hop,
+        vrf: spec.vrf.clone().filter(|v| !v.is_empty()),
+        disable_mp: spec.disable_mp,
+        dual_stack_address_family: spec.dual_stack_address_family,
+    };
+    peer_warnings(&mut r, &peer);
+    (!r.failed).then_some(peer)
+}
+
+/// `peerASN` or `dynamicASN`, exactly one.
+fn peer_asn(r: &mut Report<'_>, spec: &BgpPeerSpec) -> Option<PeerAsn> {
+    match (spec.peer_asn, spec.dynamic_asn.as_deref()) {
         (Some(_), Some(_)) => {
             r.error(
                 "spec.dynamicASN",
@@ -983,7 +1041,7 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             );
             None
         }
-        (Some(_), None) => asn(&mut r, "spec.peerASN", spec.peer_asn).map(PeerAsn::Fixed),
+        (Some(_), None) => asn(r, "spec.peerASN", spec.peer_asn).map(PeerAsn::Fixed),
         (None, Some("internal")) => Some(PeerAsn::Internal),
         (None, Some("external")) => Some(PeerAsn::External),
         (None, Some(other)) => {
@@ -994,9 +1052,12 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             );
             None
         }
-    };
-    let local_asn = asn(&mut r, "spec.localASN", spec.local_asn);
-    let target = match (&spec.peer_address, &spec.interface) {
+    }
+}
+
+/// `peerAddress` or `interface` (unnumbered), exactly one.
+fn peer_target(r: &mut Report<'_>, spec: &BgpPeerSpec) -> Option<PeerTarget> {
+    match (&spec.peer_address, &spec.interface) {
         (Some(_), Some(_)) => {
             r.error(
                 "spec.interface",
@@ -1021,13 +1082,21 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             }
         },
         (None, Some(i)) => Some(PeerTarget::Interface(i.clone())),
-    };
-    let source_address = spec.source_address.as_ref().and_then(|a| {
+    }
+}
+
+/// `sourceAddress`, of the peer address's family.
+fn peer_source(
+    r: &mut Report<'_>,
+    spec: &BgpPeerSpec,
+    target: Option<&PeerTarget>,
+) -> Option<IpAddr> {
+    let source_address: Option<IpAddr> = spec.source_address.as_ref().and_then(|a| {
         a.parse::<IpAddr>()
             .map_err(|_| r.error("spec.sourceAddress", Some(a), "not an IP address"))
             .ok()
     });
-    if let (Some(src), Some(PeerTarget::Address(dst))) = (source_address, &target)
+    if let (Some(src), Some(PeerTarget::Address(dst))) = (source_address, target)
         && Family::of(src) != Family::of(*dst)
     {
         r.error(
@@ -1036,7 +1105,12 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             "source and peer addresses are of different families",
         );
     }
-    let port = match spec.peer_port {
+    source_address
+}
+
+/// `peerPort`, 179 when unset or out of range (reported).
+fn peer_port(r: &mut Report<'_>, spec: &BgpPeerSpec) -> u16 {
+    match spec.peer_port {
         None => 179,
         Some(p) if (1..=16384).contains(&p) => p as u16,
         Some(p) => {
@@ -1047,7 +1121,15 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             );
             179
         }
-    };
+    }
+}
+
+/// `holdTime`, `keepaliveTime` (each derived from the other when only one is set, as MetalLB
+/// does) and `connectTime`, checked against RFC 4271.
+fn peer_timers(
+    r: &mut Report<'_>,
+    spec: &BgpPeerSpec,
+) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
     let mut duration = |field: &str, v: &Option<String>| -> Option<Duration> {
         let text = v.as_ref()?;
         parse_go_duration(text)
@@ -1112,18 +1194,17 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             "must be whole seconds between 1s and 65535s",
         );
     }
-    let router_id = spec.router_id.as_ref().and_then(|a| {
-        a.parse::<Ipv4Addr>()
-            .map_err(|_| {
-                r.error(
-                    "spec.routerID",
-                    Some(a),
-                    "a router ID must be an IPv4 address",
-                )
-            })
-            .ok()
-    });
-    let password = match (&spec.password, &spec.password_secret) {
+    (hold_time, keepalive_time, connect)
+}
+
+/// `password` or `passwordSecret` (which must name a basic-auth Secret with a password).
+fn peer_password(
+    r: &mut Report<'_>,
+    obj: &Object,
+    c: &Config,
+    spec: &BgpPeerSpec,
+) -> Option<Password> {
+    match (&spec.password, &spec.password_secret) {
         (Some(_), Some(_)) => {
             r.error(
                 "spec.passwordSecret",
@@ -1167,41 +1248,12 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             })
         }
         (None, None) => None,
-    };
-    if let Some(profile) = &spec.bfd_profile
-        && !c.bfd_profiles.contains_key(profile)
-    {
-        r.error(
-            "spec.bfdProfile",
-            Some(profile),
-            "no valid BFDProfile has this name",
-        );
     }
-    let node_selectors = r.selectors("spec.nodeSelectors", &spec.node_selectors);
-    let (Some(my_asn), Some(peer_asn), Some(target)) = (my_asn, peer_asn, target) else {
-        return None;
-    };
-    let peer = BgpPeer {
-        name: obj.name.clone(),
-        my_asn,
-        peer_asn,
-        local_asn,
-        target,
-        source_address,
-        port,
-        hold_time,
-        keepalive_time,
-        connect_time: connect,
-        router_id,
-        node_selectors,
-        password,
-        bfd_profile: spec.bfd_profile.clone(),
-        graceful_restart: spec.enable_graceful_restart,
-        ebgp_multihop: spec.ebgp_multi_hop,
-        vrf: spec.vrf.clone().filter(|v| !v.is_empty()),
-        disable_mp: spec.disable_mp,
-        dual_stack_address_family: spec.dual_stack_address_family,
-    };
+}
+
+/// What a valid peer still deserves a word about: what this build skips, deprecations, and
+/// multihop on iBGP.
+fn peer_warnings(r: &mut Report<'_>, peer: &BgpPeer) {
     if let PeerTarget::Interface(i) = &peer.target {
         r.warn(
             "spec.interface",
@@ -1230,7 +1282,6 @@ fn load_peer(obj: &Object, c: &Config, errors: &mut Vec<ConfigError>) -> Option<
             "ebgpMultiHop cannot be set on an iBGP peer",
         );
     }
-    (!r.failed).then_some(peer)
 }
 
 /// A text that is not a Go `time.Duration`.
