@@ -127,6 +127,9 @@ fn ip_set(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
     ips.iter().copied().collect()
 }
 
+/// An event to say about a service: (service, warning, reason, message).
+type Said = (ServiceKey, bool, &'static str, String);
+
 impl Core {
     /// One level-triggered pass over every object the controller watches.
     pub fn pass(&mut self, objects: Vec<Value>, lb_class: Option<&str>) -> Pass {
@@ -140,62 +143,11 @@ impl Core {
                 .collect(),
             ..Pass::default()
         };
-        let pool_errors = loaded
-            .errors
-            .iter()
-            .any(|e| e.severity == Severity::Error && e.object.starts_with("IPAddressPool "));
-        let new_pools: Vec<_> = loaded.config.pools.values().cloned().collect();
-        // A broken pool keeps the previous pools in force (MetalLB's stale config), so a typo
-        // never takes addresses away from running services.
-        if pool_errors && self.alloc.is_some() {
-            pass.stale = true;
-        } else if self.alloc.is_none() {
-            self.alloc = Some(PoolAllocator::new(&new_pools));
-            self.pools = new_pools;
-        } else if new_pools != self.pools {
-            if let Some(a) = &mut self.alloc {
-                a.set_pools(&new_pools);
-            }
-            self.pools = new_pools;
-        }
-        let Some(alloc) = self.alloc.as_mut() else {
+        pass.stale = self.adopt_pools(&loaded);
+        if self.alloc.is_none() {
             return pass;
-        };
-        // Addresses from a pool that failed to load and is not in force (this Core started,
-        // or took over, while it was broken) are held: claimed by nobody else, never cleared,
-        // nothing written for them, until the pool is fixed or deleted.
-        let broken: BTreeSet<String> = loaded
-            .errors
-            .iter()
-            .filter(|e| e.severity == Severity::Error)
-            .filter_map(|e| e.object.strip_prefix("IPAddressPool "))
-            .map(|o| o.rsplit('/').next().unwrap_or(o).to_string())
-            .filter(|name| !self.pools.iter().any(|p| p.name == *name))
-            .collect();
-        let anno = pool_annotation();
-        let held: BTreeMap<ServiceKey, String> = if broken.is_empty() {
-            BTreeMap::new()
-        } else {
-            loaded
-                .config
-                .services
-                .values()
-                .filter(|svc| svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class)
-                .filter_map(|svc| {
-                    let named = svc.annotations.get(&anno).filter(|p| broken.contains(*p));
-                    // No pool in force holds the address: it may be the broken pool's.
-                    let orphan = !svc.status_ips.is_empty()
-                        && !svc
-                            .status_ips
-                            .iter()
-                            .any(|ip| self.pools.iter().any(|p| p.contains(*ip)));
-                    let pool = named.cloned().or_else(|| {
-                        orphan.then(|| broken.iter().cloned().collect::<Vec<_>>().join(", "))
-                    })?;
-                    (!svc.status_ips.is_empty()).then(|| (svc.key.clone(), pool))
-                })
-                .collect()
-        };
+        }
+        let held = self.held(&loaded, lb_class);
         pass.held = held.keys().cloned().collect();
         let inputs: Vec<_> = inputs_from(&loaded.config, lb_class)
             .into_iter()
@@ -209,84 +161,14 @@ impl Core {
                     .then(|| (i.key.clone(), r.deprecated_annotations.clone()))
             })
             .collect();
+        let Some(alloc) = self.alloc.as_mut() else {
+            return pass;
+        };
         let outcome = converge(alloc, inputs);
-
         let mut events = Vec::new();
         for svc in loaded.config.services.values() {
-            let key = &svc.key;
-            let observed_pool = svc.annotations.get(&anno).cloned();
-            let observed = ip_set(&svc.status_ips);
             let ours = svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class;
-            if let Some(pool) = held.get(key) {
-                let ips: Vec<String> = svc.status_ips.iter().map(IpAddr::to_string).collect();
-                events.push((
-                    key.clone(),
-                    true,
-                    "AddressHeld",
-                    format!(
-                        "pool {pool} has errors and is not loaded; keeping {ips:?} unchanged until it is fixed or deleted"
-                    ),
-                ));
-                continue;
-            }
-            if !ours {
-                if observed_pool.is_some() {
-                    pass.writes.push(ServiceWrite {
-                        key: key.clone(),
-                        ips: Vec::new(),
-                        pool: None,
-                    });
-                    let why = if svc.load_balancer {
-                        "the service's loadBalancerClass is not ours anymore"
-                    } else {
-                        "the service is not of type LoadBalancer anymore"
-                    };
-                    events.push((key.clone(), false, "ClearAssignment", why.to_string()));
-                }
-                continue;
-            }
-            if let Some(why) = outcome.cleared.get(key) {
-                events.push((
-                    key.clone(),
-                    true,
-                    "ClearAssignment",
-                    format!("current IP not allowed by config, clearing: {why}"),
-                ));
-            }
-            if let Some(a) = outcome.allocated.get(key) {
-                if observed != ip_set(&a.ips) || observed_pool.as_deref() != Some(&a.pool) {
-                    pass.writes.push(ServiceWrite {
-                        key: key.clone(),
-                        ips: a.ips.clone(),
-                        pool: Some(a.pool.clone()),
-                    });
-                }
-                // Re-claiming what the status already shows (a restart, a new leader) is no
-                // news; only new addresses are.
-                if observed != ip_set(&a.ips) {
-                    let ips: Vec<String> = a.ips.iter().map(IpAddr::to_string).collect();
-                    events.push((
-                        key.clone(),
-                        false,
-                        "IPAllocated",
-                        format!("Assigned IP {ips:?}"),
-                    ));
-                }
-            } else if let Some(why) = outcome.pending.get(key) {
-                if !observed.is_empty() || observed_pool.is_some() {
-                    pass.writes.push(ServiceWrite {
-                        key: key.clone(),
-                        ips: Vec::new(),
-                        pool: None,
-                    });
-                }
-                events.push((
-                    key.clone(),
-                    true,
-                    "AllocationFailed",
-                    format!("Failed to allocate IP for \"{key}\": {why}"),
-                ));
-            }
+            decide_service(svc, ours, &held, &outcome, &mut pass.writes, &mut events);
         }
         for (key, names) in &deprecated {
             if self.told_deprecated.get(key) != Some(names) {
@@ -302,9 +184,82 @@ impl Core {
             }
         }
         self.told_deprecated = deprecated;
-        // Only a change of what is said about a service is an event.
         let present: BTreeSet<&ServiceKey> = loaded.config.services.keys().collect();
+        pass.events = self.news(events, &present);
+        self.pool_statuses(&mut pass);
+        pass
+    }
+
+    /// Takes the loaded pools into force, unless one has errors and others are in force: a
+    /// broken pool keeps the previous pools (MetalLB's stale config), so a typo never takes
+    /// addresses away from running services. Returns whether the pools in force are stale.
+    fn adopt_pools(&mut self, loaded: &lb_core::config::Loaded) -> bool {
+        let pool_errors = loaded
+            .errors
+            .iter()
+            .any(|e| e.severity == Severity::Error && e.object.starts_with("IPAddressPool "));
+        let new_pools: Vec<_> = loaded.config.pools.values().cloned().collect();
+        if pool_errors && self.alloc.is_some() {
+            return true;
+        }
+        if self.alloc.is_none() {
+            self.alloc = Some(PoolAllocator::new(&new_pools));
+            self.pools = new_pools;
+        } else if new_pools != self.pools {
+            if let Some(a) = &mut self.alloc {
+                a.set_pools(&new_pools);
+            }
+            self.pools = new_pools;
+        }
+        false
+    }
+
+    /// The services whose addresses come from a pool that failed to load and is not in force
+    /// (this Core started, or took over, while it was broken), with that pool: claimed by
+    /// nobody else, never cleared, nothing written for them, until the pool is fixed or
+    /// deleted.
+    fn held(
+        &self,
+        loaded: &lb_core::config::Loaded,
+        lb_class: Option<&str>,
+    ) -> BTreeMap<ServiceKey, String> {
+        let broken: BTreeSet<String> = loaded
+            .errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error)
+            .filter_map(|e| e.object.strip_prefix("IPAddressPool "))
+            .map(|o| o.rsplit('/').next().unwrap_or(o).to_string())
+            .filter(|name| !self.pools.iter().any(|p| p.name == *name))
+            .collect();
+        if broken.is_empty() {
+            return BTreeMap::new();
+        }
+        let anno = pool_annotation();
+        loaded
+            .config
+            .services
+            .values()
+            .filter(|svc| svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class)
+            .filter_map(|svc| {
+                let named = svc.annotations.get(&anno).filter(|p| broken.contains(*p));
+                // No pool in force holds the address: it may be the broken pool's.
+                let orphan = !svc.status_ips.is_empty()
+                    && !svc
+                        .status_ips
+                        .iter()
+                        .any(|ip| self.pools.iter().any(|p| p.contains(*ip)));
+                let pool = named.cloned().or_else(|| {
+                    orphan.then(|| broken.iter().cloned().collect::<Vec<_>>().join(", "))
+                })?;
+                (!svc.status_ips.is_empty()).then(|| (svc.key.clone(), pool))
+            })
+            .collect()
+    }
+
+    /// The events worth sending: only a change of what is said about a service is news.
+    fn news(&mut self, events: Vec<Said>, present: &BTreeSet<&ServiceKey>) -> Vec<ServiceEvent> {
         self.last_event.retain(|k, _| present.contains(k));
+        let mut out = Vec::new();
         for (key, warning, reason, message) in events {
             let said = (reason, message.clone());
             if self.last_event.get(&key) == Some(&said) {
@@ -315,13 +270,19 @@ impl Core {
             if reason != "ClearAssignment" && reason != "deprecatedAnnotation" {
                 self.last_event.insert(key.clone(), said);
             }
-            pass.events.push(ServiceEvent {
+            out.push(ServiceEvent {
                 key,
                 warning,
                 reason,
                 message,
             });
         }
+        out
+    }
+
+    /// Each pool's counts and status.
+    fn pool_statuses(&self, pass: &mut Pass) {
+        let Some(alloc) = &self.alloc else { return };
         for pool in &self.pools {
             let u = alloc.usage(&pool.name).unwrap_or_default();
             pass.counts.insert(pool.name.clone(), u);
@@ -335,7 +296,88 @@ impl Core {
                 },
             );
         }
-        pass
+    }
+}
+
+/// What one service's status should become after `outcome`, and what to say about it. `ours`:
+/// of type LoadBalancer and of our class.
+fn decide_service(
+    svc: &lb_core::objects::Service,
+    ours: bool,
+    held: &BTreeMap<ServiceKey, String>,
+    outcome: &lb_core::alloc::Outcome,
+    writes: &mut Vec<ServiceWrite>,
+    events: &mut Vec<Said>,
+) {
+    let key = &svc.key;
+    let observed_pool = svc.annotations.get(&pool_annotation()).cloned();
+    let observed = ip_set(&svc.status_ips);
+    let clear = || ServiceWrite {
+        key: key.clone(),
+        ips: Vec::new(),
+        pool: None,
+    };
+    if let Some(pool) = held.get(key) {
+        let ips: Vec<String> = svc.status_ips.iter().map(IpAddr::to_string).collect();
+        events.push((
+            key.clone(),
+            true,
+            "AddressHeld",
+            format!(
+                "pool {pool} has errors and is not loaded; keeping {ips:?} unchanged until it is fixed or deleted"
+            ),
+        ));
+        return;
+    }
+    if !ours {
+        if observed_pool.is_some() {
+            writes.push(clear());
+            let why = if svc.load_balancer {
+                "the service's loadBalancerClass is not ours anymore"
+            } else {
+                "the service is not of type LoadBalancer anymore"
+            };
+            events.push((key.clone(), false, "ClearAssignment", why.to_string()));
+        }
+        return;
+    }
+    if let Some(why) = outcome.cleared.get(key) {
+        events.push((
+            key.clone(),
+            true,
+            "ClearAssignment",
+            format!("current IP not allowed by config, clearing: {why}"),
+        ));
+    }
+    if let Some(a) = outcome.allocated.get(key) {
+        if observed != ip_set(&a.ips) || observed_pool.as_deref() != Some(&a.pool) {
+            writes.push(ServiceWrite {
+                key: key.clone(),
+                ips: a.ips.clone(),
+                pool: Some(a.pool.clone()),
+            });
+        }
+        // Re-claiming what the status already shows (a restart, a new leader) is no news;
+        // only new addresses are.
+        if observed != ip_set(&a.ips) {
+            let ips: Vec<String> = a.ips.iter().map(IpAddr::to_string).collect();
+            events.push((
+                key.clone(),
+                false,
+                "IPAllocated",
+                format!("Assigned IP {ips:?}"),
+            ));
+        }
+    } else if let Some(why) = outcome.pending.get(key) {
+        if !observed.is_empty() || observed_pool.is_some() {
+            writes.push(clear());
+        }
+        events.push((
+            key.clone(),
+            true,
+            "AllocationFailed",
+            format!("Failed to allocate IP for \"{key}\": {why}"),
+        ));
     }
 }
 
