@@ -433,26 +433,12 @@ pub async fn run(
         .into_iter()
         .map(|k| store.spawn_watch(clients.watch.clone(), k))
         .collect();
-    let client = clients.write;
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: opts.reporter.clone(),
-            instance: Some(opts.instance.clone()),
-        },
-    );
-    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), &opts.namespace);
+    let mut writes = Writes::new(clients.write, &opts, &store, elector.as_ref(), &metrics);
     let mut changes = store.changes();
     let mut views = elector.watch();
     let mut core: Option<Core> = None;
-    // Writes sent, by the resourceVersion of the object they were computed from: while the
-    // store still shows that version, the write is in flight and is not repeated.
-    let mut sent: BTreeMap<ServiceKey, String> = BTreeMap::new();
-    let mut sent_pools: BTreeMap<String, IPAddressPoolStatus> = BTreeMap::new();
     let mut tick = tokio::time::interval(opts.resync);
-    let mut told_errors: Vec<String> = Vec::new();
-    let mut told_held: Vec<ServiceKey> = Vec::new();
-    let mut reported: Option<Vec<String>> = None;
+    let mut told = Told::default();
     // After a failed write, the next pass comes sooner than the resync.
     let mut retry_in: Option<Duration> = None;
     loop {
@@ -464,9 +450,7 @@ pub async fn run(
         if !leader {
             // A replica that gains leadership must start from the status it then observes.
             core = None;
-            sent.clear();
-            sent_pools.clear();
-            reported = None;
+            writes.forget();
         } else if store.synced() {
             let started = Instant::now();
             let c = core.get_or_insert_with(Core::default);
@@ -474,151 +458,11 @@ pub async fn run(
             metrics.config(true, pass.stale);
             metrics.set_pools(pass.counts.clone());
             metrics.set_held(pass.held.len());
-            if pass.held != told_held {
-                if !pass.held.is_empty() {
-                    warn!(
-                        services = ?pass.held.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "their pool failed to load: their addresses are kept and nothing is written for them until it is fixed or deleted"
-                    );
-                }
-                told_held = pass.held.clone();
-            }
-            if pass.config_errors != told_errors {
-                for e in &pass.config_errors {
-                    warn!("configuration: {e}");
-                }
-                if pass.stale {
-                    warn!("the pools have errors: the previous pools stay in force");
-                }
-                told_errors = pass.config_errors.clone();
-            }
-            // ConfigurationState "controller": written when what it says changes.
-            if reported.as_ref() != Some(&pass.config_errors) && elector.is_member() {
-                let r = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    crate::configstate::report(
-                        client.clone(),
-                        &opts.namespace,
-                        &crate::configstate::Reporter::controller(),
-                        &pass.config_errors,
-                    ),
-                )
-                .await;
-                match r {
-                    Ok(Ok(())) => reported = Some(pass.config_errors.clone()),
-                    Ok(Err(e)) => warn!("writing ConfigurationState controller: {e}"),
-                    Err(_) => warn!("writing ConfigurationState controller: timed out"),
-                }
-            }
-            let mut ok = true;
-            for w in &pass.writes {
-                let rv = store
-                    .get("services", &w.key.namespace, &w.key.name)
-                    .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                if sent.get(&w.key) == Some(&rv) {
-                    continue;
-                }
-                // Leadership is checked just before each write: a term can end mid-pass.
-                if !elector.is_member() {
-                    ok = false;
-                    break;
-                }
-                let api: Api<Service> = Api::namespaced(client.clone(), &w.key.namespace);
-                // Fenced: the write applies only to the version this pass read. A write
-                // delayed past the end of our term, or raced by anyone, is refused (409) by
-                // the API server; the next pass starts from what the watch shows then.
-                let r = api
-                    .patch_status(
-                        &w.key.name,
-                        &PatchParams::default(),
-                        &Patch::Merge(fenced(w.patch(), &rv)),
-                    )
-                    .await;
-                metrics.update(r.is_ok());
-                match r {
-                    Ok(_) => {
-                        info!(service = %w.key, ips = ?w.ips, pool = ?w.pool, "status written");
-                        sent.insert(w.key.clone(), rv);
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => {
-                        ok = false;
-                        info!(service = %w.key, "the service changed since it was read; reading it again");
-                    }
-                    Err(e) => {
-                        ok = false;
-                        warn!(service = %w.key, "writing status: {e}");
-                    }
-                }
-            }
-            for e in &pass.events {
-                if !elector.is_member() {
-                    break;
-                }
-                let Some(svc) = store.get("services", &e.key.namespace, &e.key.name) else {
-                    continue;
-                };
-                let reference = ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Service".into()),
-                    name: Some(e.key.name.clone()),
-                    namespace: Some(e.key.namespace.clone()),
-                    uid: svc
-                        .pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    ..ObjectReference::default()
-                };
-                let ev = Event {
-                    type_: if e.warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: e.reason.to_string(),
-                    note: Some(e.message.clone()),
-                    action: e.reason.to_string(),
-                    secondary: None,
-                };
-                let r = recorder.publish(&ev, &reference).await;
-                metrics.update(r.is_ok());
-                if let Err(err) = r {
-                    warn!(service = %e.key, reason = e.reason, "publishing event: {err}");
-                }
-            }
-            for (name, status) in &pass.pools {
-                let observed = store
-                    .get("ipaddresspools", &opts.namespace, name)
-                    .and_then(|o| o.get("status").cloned())
-                    .and_then(|s| serde_json::from_value::<IPAddressPoolStatus>(s).ok());
-                if observed.as_ref() == Some(status) || sent_pools.get(name) == Some(status) {
-                    continue;
-                }
-                if !elector.is_member() {
-                    break;
-                }
-                let rv = store
-                    .get("ipaddresspools", &opts.namespace, name)
-                    .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let r = pools
-                    .patch_status(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Merge(fenced(json!({"status": status}), &rv)),
-                    )
-                    .await;
-                metrics.update(r.is_ok());
-                match r {
-                    Ok(_) => {
-                        sent_pools.insert(name.clone(), status.clone());
-                    }
-                    Err(e) => warn!(pool = %name, "writing pool status: {e}"),
-                }
-            }
-            sent.retain(|k, _| pass.writes.iter().any(|w| &w.key == k));
+            told.log(&pass);
+            writes.config_state(&pass).await;
+            let ok = writes.services(&pass).await;
+            writes.events(&pass).await;
+            writes.pools(&pass).await;
             metrics.reconciled(started.elapsed(), ok);
             retry_in = (!ok).then_some(Duration::from_secs(1));
         }
@@ -640,5 +484,237 @@ pub async fn run(
     }
     for w in watches.drain(..) {
         w.abort();
+    }
+}
+
+/// What the log was last told, so that it hears each change once.
+#[derive(Debug, Default)]
+struct Told {
+    errors: Vec<String>,
+    held: Vec<ServiceKey>,
+}
+
+impl Told {
+    fn log(&mut self, pass: &Pass) {
+        if pass.held != self.held {
+            if !pass.held.is_empty() {
+                warn!(
+                    services = ?pass.held.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "their pool failed to load: their addresses are kept and nothing is written for them until it is fixed or deleted"
+                );
+            }
+            self.held = pass.held.clone();
+        }
+        if pass.config_errors != self.errors {
+            for e in &pass.config_errors {
+                warn!("configuration: {e}");
+            }
+            if pass.stale {
+                warn!("the pools have errors: the previous pools stay in force");
+            }
+            self.errors = pass.config_errors.clone();
+        }
+    }
+}
+
+/// The leader's writes, and what was already sent.
+struct Writes<'a> {
+    client: kube::Client,
+    namespace: String,
+    store: &'a Store,
+    elector: &'a dyn lb_core::LeaderElector,
+    metrics: &'a Metrics,
+    recorder: Recorder,
+    pools: Api<IPAddressPool>,
+    /// Writes sent, by the resourceVersion of the object they were computed from: while the
+    /// store still shows that version, the write is in flight and is not repeated.
+    sent: BTreeMap<ServiceKey, String>,
+    sent_pools: BTreeMap<String, IPAddressPoolStatus>,
+    /// What the ConfigurationState says now.
+    reported: Option<Vec<String>>,
+}
+
+impl<'a> Writes<'a> {
+    fn new(
+        client: kube::Client,
+        opts: &Options,
+        store: &'a Store,
+        elector: &'a dyn lb_core::LeaderElector,
+        metrics: &'a Metrics,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: opts.reporter.clone(),
+                instance: Some(opts.instance.clone()),
+            },
+        );
+        Writes {
+            pools: Api::namespaced(client.clone(), &opts.namespace),
+            client,
+            namespace: opts.namespace.clone(),
+            store,
+            elector,
+            metrics,
+            recorder,
+            sent: BTreeMap::new(),
+            sent_pools: BTreeMap::new(),
+            reported: None,
+        }
+    }
+
+    /// Leadership was lost: a new term starts from what it then observes.
+    fn forget(&mut self) {
+        self.sent.clear();
+        self.sent_pools.clear();
+        self.reported = None;
+    }
+
+    /// ConfigurationState "controller": written when what it says changes.
+    async fn config_state(&mut self, pass: &Pass) {
+        if self.reported.as_ref() != Some(&pass.config_errors) && self.elector.is_member() {
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                crate::configstate::report(
+                    self.client.clone(),
+                    &self.namespace,
+                    &crate::configstate::Reporter::controller(),
+                    &pass.config_errors,
+                ),
+            )
+            .await;
+            match r {
+                Ok(Ok(())) => self.reported = Some(pass.config_errors.clone()),
+                Ok(Err(e)) => warn!("writing ConfigurationState controller: {e}"),
+                Err(_) => warn!("writing ConfigurationState controller: timed out"),
+            }
+        }
+    }
+
+    /// The Services' status, each fenced by the version the pass read; false if one failed.
+    async fn services(&mut self, pass: &Pass) -> bool {
+        let mut ok = true;
+        for w in &pass.writes {
+            let rv = self
+                .store
+                .get("services", &w.key.namespace, &w.key.name)
+                .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if self.sent.get(&w.key) == Some(&rv) {
+                continue;
+            }
+            // Leadership is checked just before each write: a term can end mid-pass.
+            if !self.elector.is_member() {
+                ok = false;
+                break;
+            }
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &w.key.namespace);
+            // Fenced: the write applies only to the version this pass read. A write
+            // delayed past the end of our term, or raced by anyone, is refused (409) by
+            // the API server; the next pass starts from what the watch shows then.
+            let r = api
+                .patch_status(
+                    &w.key.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(fenced(w.patch(), &rv)),
+                )
+                .await;
+            self.metrics.update(r.is_ok());
+            match r {
+                Ok(_) => {
+                    info!(service = %w.key, ips = ?w.ips, pool = ?w.pool, "status written");
+                    self.sent.insert(w.key.clone(), rv);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    ok = false;
+                    info!(service = %w.key, "the service changed since it was read; reading it again");
+                }
+                Err(e) => {
+                    ok = false;
+                    warn!(service = %w.key, "writing status: {e}");
+                }
+            }
+        }
+        self.sent
+            .retain(|k, _| pass.writes.iter().any(|w| &w.key == k));
+        ok
+    }
+
+    /// The pass's events.
+    async fn events(&self, pass: &Pass) {
+        for e in &pass.events {
+            if !self.elector.is_member() {
+                break;
+            }
+            let Some(svc) = self.store.get("services", &e.key.namespace, &e.key.name) else {
+                continue;
+            };
+            let reference = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                name: Some(e.key.name.clone()),
+                namespace: Some(e.key.namespace.clone()),
+                uid: svc
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                ..ObjectReference::default()
+            };
+            let ev = Event {
+                type_: if e.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: e.reason.to_string(),
+                note: Some(e.message.clone()),
+                action: e.reason.to_string(),
+                secondary: None,
+            };
+            let r = self.recorder.publish(&ev, &reference).await;
+            self.metrics.update(r.is_ok());
+            if let Err(err) = r {
+                warn!(service = %e.key, reason = e.reason, "publishing event: {err}");
+            }
+        }
+    }
+
+    /// Each IPAddressPool's status, when it differs from what it shows.
+    async fn pools(&mut self, pass: &Pass) {
+        for (name, status) in &pass.pools {
+            let observed = self
+                .store
+                .get("ipaddresspools", &self.namespace, name)
+                .and_then(|o| o.get("status").cloned())
+                .and_then(|s| serde_json::from_value::<IPAddressPoolStatus>(s).ok());
+            if observed.as_ref() == Some(status) || self.sent_pools.get(name) == Some(status) {
+                continue;
+            }
+            if !self.elector.is_member() {
+                break;
+            }
+            let rv = self
+                .store
+                .get("ipaddresspools", &self.namespace, name)
+                .and_then(|o| o.pointer("/metadata/resourceVersion").cloned())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let r = self
+                .pools
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(fenced(json!({"status": status}), &rv)),
+                )
+                .await;
+            self.metrics.update(r.is_ok());
+            match r {
+                Ok(_) => {
+                    self.sent_pools.insert(name.clone(), status.clone());
+                }
+                Err(e) => warn!(pool = %name, "writing pool status: {e}"),
+            }
+        }
     }
 }
