@@ -27,5 +27,6 @@ pub mod members;
 pub mod speaker;
 pub mod standalone;
 pub mod state;
+mod stop;
 
 pub use error::{Error, Result};

@@ -15,13 +15,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::stop::Stop;
 use futures::StreamExt;
 use lb_core::elect::LeaderElector;
 use lb_k8s::metrics::Metrics;
 use lb_k8s::speaker::{ApiWriter, Core, kinds};
 use lb_k8s::store::Store;
 use serde_json::Value;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::announcers::Announcers;
@@ -89,6 +89,264 @@ fn secret_keys(config: &Config, opts: &Options) -> Option<Result<Keyring, Secret
         Some(text) => Keyring::parse(text).map_err(|source| SecretKeyError::Bad { secret, source }),
         None => Err(SecretKeyError::Missing(secret)),
     })
+}
+
+/// What the speaker's decision loop keeps between passes.
+struct Speaker {
+    opts: Options,
+    rid: Ipv4Addr,
+    core: Core,
+    store: Store,
+    elector: SwimElector,
+    /// The roster the membership has now.
+    roster_now: Roster,
+    /// The ids of the membership keys in use.
+    key_ids: Vec<String>,
+    announcers: Announcers,
+    runtime: lb_core::Runtime,
+    /// The configuration the announcers were started for.
+    started_for: Config,
+    state: StateReport,
+    api_writes: ApiWriter,
+    write_client: kube::Client,
+    metrics: Metrics,
+    status: SharedStatus,
+}
+
+impl Speaker {
+    /// Decides from what the watches show and `members`, and applies it: the roster and keys
+    /// of the membership, the announcers (only what changed moves), the plan, the status
+    /// objects (by the API writer) and `/status`.
+    async fn pass(&mut self, members: &BTreeSet<String>) {
+        let started = std::time::Instant::now();
+        let node = self.opts.k8s.node_name.clone();
+        let mut d = self
+            .core
+            .decide(self.store.values(), members, &self.opts.k8s);
+        crate::members::without_l2_if_refused(members, &mut d.plan.announcements);
+        self.metrics.config(true, d.stale);
+        let ns = &self.opts.k8s.namespace;
+        self.state
+            .report(&self.write_client, ns, &node, &d.config_errors);
+        let r = roster(&d.config, &node);
+        if r != self.roster_now {
+            self.elector.set_roster(Some(r.clone()));
+            self.roster_now = r;
+        }
+        if !self.opts.insecure_membership {
+            reload_keys(&self.elector, &d.config, &self.opts, &mut self.key_ids);
+        }
+        if self.started_for != d.config {
+            // Only what changed moves: one peer's edit (a rotated Secret password included)
+            // re-establishes that session alone; new sessions start empty and get the plan
+            // below.
+            match self.announcers.update(&d.config, &node, self.rid).await {
+                Ok(()) => {
+                    self.runtime.set_announcers(self.announcers.list());
+                    self.started_for = d.config.clone();
+                }
+                Err(e) => error!("new announcers refused, the old ones stay: {e:#}"),
+            }
+        }
+        let applied = self
+            .runtime
+            .apply(&d.plan, &BTreeSet::new(), crate::standalone::now_secs())
+            .await;
+        let apply_errors: Vec<String> = applied.errors.iter().map(ToString::to_string).collect();
+        for e in &apply_errors {
+            error!("announcing: {e}");
+        }
+        self.api_writes.want(&node, &d.plan);
+        self.metrics.set_announced(announced_rows(&d.plan, &node));
+        self.metrics
+            .reconciled(started.elapsed(), apply_errors.is_empty());
+        // Not ready while the plan did not apply (an announcer refused it).
+        self.metrics.set_ready(apply_errors.is_empty());
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.node = node;
+        st.ready = apply_errors.is_empty();
+        st.apply_errors = apply_errors;
+        st.skipped_peers = self.announcers.skipped().to_vec();
+        st.members = members.iter().cloned().collect();
+        st.announcements = applied
+            .announced
+            .iter()
+            .map(|(a, t)| StatusAnnouncement::of(a, *t))
+            .collect();
+        st.api_error = self.api_writes.outcome().error;
+        st.config_errors = d.config_errors;
+    }
+}
+
+/// A speaker in the membership.
+struct Joined {
+    elector: SwimElector,
+    /// This node's address.
+    own: IpAddr,
+    /// The Nodes, bound to their addresses.
+    roster_now: Roster,
+    /// Whether other Nodes have addresses to join.
+    has_seeds: bool,
+}
+
+/// Joins the membership: this node's address, the Secret's keys (waited for), the Nodes as
+/// the roster; `None` if stopped meanwhile.
+async fn join(
+    core: &mut Core,
+    store: &Store,
+    opts: &Options,
+    stop: &mut Stop,
+) -> Result<Option<Joined>> {
+    let node = &opts.k8s.node_name;
+    let (own, seeds) = own_address(store, opts)?;
+    let has_seeds = !seeds.is_empty();
+    let advertise = SocketAddr::new(own, opts.bind.port());
+    let security = tokio::select! {
+        s = security(core, store, opts) => s,
+        _ = stop.wait() => return Ok(None),
+    };
+    let only_me = BTreeSet::from([node.clone()]);
+    let roster_now = roster(
+        &core.decide(store.values(), &only_me, &opts.k8s).config,
+        node,
+    );
+    let mut o = crate::members::Options::new(node.clone(), opts.bind, security);
+    o.advertise = advertise;
+    o.seeds = seeds;
+    o.roster = Some(roster_now.clone());
+    let elector = SwimElector::start(o).await.map_err(|source| Error::Bind {
+        flag: "--bind",
+        addr: opts.bind,
+        source,
+    })?;
+    info!(node = %node, %advertise, "joined membership");
+    Ok(Some(Joined {
+        elector,
+        own,
+        roster_now,
+        has_seeds,
+    }))
+}
+
+/// This node's membership address (`--advertise-address`, else its Node's) and the others'
+/// (the seeds).
+fn own_address(store: &Store, opts: &Options) -> Result<(IpAddr, Vec<SocketAddr>)> {
+    let node = &opts.k8s.node_name;
+    let addrs = node_addresses(store);
+    let own = match opts.advertise {
+        Some(ip) => ip,
+        None => match addrs.iter().find(|(n, _)| n == node) {
+            Some((_, ip)) => *ip,
+            None => return Err(Error::NoNodeAddress { node: node.clone() }),
+        },
+    };
+    let seeds = addrs
+        .iter()
+        .filter(|(n, _)| n != node)
+        .map(|(_, ip)| SocketAddr::new(*ip, opts.bind.port()))
+        .collect();
+    Ok((own, seeds))
+}
+
+/// How the membership is secured: the Secret's keys, waited for (announcing nothing) while the
+/// Secret is missing or bad: without it a speaker cannot tell the others from strangers, and
+/// the controller creates it. `--insecure-membership` does without.
+async fn security(core: &mut Core, store: &Store, opts: &Options) -> Security {
+    if opts.insecure_membership {
+        warn!(
+            "--insecure-membership: anyone who reaches UDP port {} can join and steer which node owns each address",
+            opts.bind.port()
+        );
+        return Security::Insecure;
+    }
+    let only_me = BTreeSet::from([opts.k8s.node_name.clone()]);
+    let mut changes = store.changes();
+    let mut waited = 0u32;
+    loop {
+        let d = core.decide(store.values(), &only_me, &opts.k8s);
+        match secret_keys(&d.config, opts) {
+            Some(Ok(keys)) => return Security::Sealed(keys),
+            Some(Err(e)) if waited.is_multiple_of(50) => {
+                error!("membership key: {e}; waiting for a good one")
+            }
+            None if waited.is_multiple_of(50) => warn!(
+                "waiting for Secret {}/{} (key secretkey) to seal the membership; the controller creates it",
+                opts.k8s.namespace, opts.secret_name
+            ),
+            _ => {}
+        }
+        waited += 1;
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// Takes the Secret's keys when they changed; a Secret gone or bad keeps the running keys.
+fn reload_keys(elector: &SwimElector, config: &Config, opts: &Options, ids: &mut Vec<String>) {
+    match secret_keys(config, opts) {
+        Some(Ok(keys)) => {
+            let now: Vec<String> = keys.ids().iter().map(ToString::to_string).collect();
+            if now != *ids {
+                info!(keys = ?now, "membership keys reloaded from the Secret");
+                elector.set_keys(keys);
+                *ids = now;
+            }
+        }
+        Some(Err(e)) => error!("membership key refused, the running keys stay: {e}"),
+        None => warn!("the membership Secret is gone; the running keys stay"),
+    }
+}
+
+/// ConfigurationState speaker-<node>, written when what it says changes, by a task of its
+/// own: the decision loop does not wait for the API server.
+#[derive(Debug, Default)]
+struct StateReport {
+    /// What the object says now.
+    said: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StateReport {
+    fn report(&mut self, client: &kube::Client, namespace: &str, node: &str, errors: &[String]) {
+        let said = self.said.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if said.as_deref() == Some(errors) || self.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (client, ns, errors) = (client.clone(), namespace.to_string(), errors.to_vec());
+        let (reporter, done) = (
+            lb_k8s::configstate::Reporter::speaker(node),
+            self.said.clone(),
+        );
+        self.task = Some(tokio::spawn(async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(5),
+                lb_k8s::configstate::report(client, &ns, &reporter, &errors),
+            )
+            .await;
+            match r {
+                Ok(Ok(())) => *done.lock().unwrap_or_else(|e| e.into_inner()) = Some(errors),
+                Ok(Err(e)) => warn!("writing ConfigurationState {}: {e}", reporter.name),
+                Err(_) => warn!("writing ConfigurationState {}: timed out", reporter.name),
+            }
+        }));
+    }
+}
+
+/// `metallb_speaker_announced`'s rows: (service, protocol, node, address).
+fn announced_rows(plan: &lb_core::Plan, node: &str) -> Vec<[String; 4]> {
+    plan.announcements
+        .iter()
+        .map(|a| {
+            [
+                a.service.to_string(),
+                lb_core::Protocol::of(a).to_string(),
+                node.to_string(),
+                a.ip.to_string(),
+            ]
+        })
+        .collect()
 }
 
 /// The known nodes: every Node, bound to its InternalIPs.
@@ -160,87 +418,26 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         .into_iter()
         .map(|k| store.spawn_watch(watch_client.clone(), k))
         .collect();
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    let mut stop = Stop::new()?;
     info!(node = %node, "waiting for the first list of every watched kind");
     let mut changes = store.changes();
     while !store.synced() {
         tokio::select! {
             _ = changes.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => warn!("still waiting for the API server"),
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = stop.wait() => return Ok(()),
         }
     }
-    let addrs = node_addresses(&store);
-    let own = match opts.advertise {
-        Some(ip) => ip,
-        None => match addrs.iter().find(|(n, _)| *n == node) {
-            Some((_, ip)) => *ip,
-            None => return Err(Error::NoNodeAddress { node }),
-        },
-    };
-    let advertise = SocketAddr::new(own, opts.bind.port());
-    let seeds: Vec<SocketAddr> = addrs
-        .iter()
-        .filter(|(n, _)| *n != node)
-        .map(|(_, ip)| SocketAddr::new(*ip, opts.bind.port()))
-        .collect();
-    let has_seeds = !seeds.is_empty();
     let mut core = Core::default();
-    let only_me = BTreeSet::from([node.clone()]);
-    let security = if opts.insecure_membership {
-        warn!(
-            "--insecure-membership: anyone who reaches UDP port {} can join and steer which node owns each address",
-            opts.bind.port()
-        );
-        Security::Insecure
-    } else {
-        // The controller creates the Secret when it is missing; without it a speaker cannot
-        // tell the others from strangers, so it waits (announcing nothing yet).
-        let mut waited = 0u32;
-        loop {
-            let d = core.decide(store.values(), &only_me, &opts.k8s);
-            match secret_keys(&d.config, &opts) {
-                Some(Ok(keys)) => break Security::Sealed(keys),
-                Some(Err(e)) if waited.is_multiple_of(50) => {
-                    error!("membership key: {e}; waiting for a good one")
-                }
-                None if waited.is_multiple_of(50) => warn!(
-                    "waiting for Secret {}/{} (key secretkey) to seal the membership; the controller creates it",
-                    opts.k8s.namespace, opts.secret_name
-                ),
-                _ => {}
-            }
-            waited += 1;
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = term.recv() => return Ok(()),
-                _ = int.recv() => return Ok(()),
-            }
-        }
+    let Some(Joined {
+        elector,
+        own,
+        roster_now,
+        has_seeds,
+    }) = join(&mut core, &store, &opts, &mut stop).await?
+    else {
+        return Ok(());
     };
-    let mut roster_now = roster(
-        &core.decide(store.values(), &only_me, &opts.k8s).config,
-        &node,
-    );
-    let elector = SwimElector::start(crate::members::Options {
-        name: node.clone(),
-        bind: opts.bind,
-        advertise,
-        seeds,
-        security,
-        roster: Some(roster_now.clone()),
-    })
-    .await
-    .map_err(|source| Error::Bind {
-        flag: "--bind",
-        addr: opts.bind,
-        source,
-    })?;
-    let mut key_ids = elector.status().key_ids;
-    info!(node = %node, %advertise, "joined membership");
     let rid = router_id(&node, own);
     let mut members_stream = elector.watch();
     // A speaker that (re)starts alone would elect itself owner of every address for a moment
@@ -251,7 +448,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
 
     // Status objects and events go through a task of their own: the loop below never waits
     // for the API server, so a hung or failing API cannot delay a takeover.
-    let mut api_writes = ApiWriter::spawn(
+    let api_writes = ApiWriter::spawn(
         write_client.clone(),
         store.clone(),
         opts.k8s.clone(),
@@ -259,135 +456,32 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         API_ROUND,
         metrics.clone(),
     );
-    let mut apply_errors: Vec<String> = Vec::new();
-    let state_reported: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>> =
-        std::sync::Arc::default();
-    let mut state_task: Option<tokio::task::JoinHandle<()>> = None;
     let first = core.decide(store.values(), &elector.current().members, &opts.k8s);
-    let mut announcers = Announcers::start(&first.config, &node, rid, false)?;
-    let mut runtime = lb_core::Runtime::new(node.clone(), announcers.list());
-    // The configuration the announcers were started for.
-    let mut started_for = first.config.clone();
+    let announcers = Announcers::start(&first.config, &node, rid, false)?;
     let mut members: BTreeSet<String> = elector.current().members;
+    let mut sp = Speaker {
+        runtime: lb_core::Runtime::new(node.clone(), announcers.list()),
+        announcers,
+        started_for: first.config,
+        key_ids: elector.status().key_ids,
+        elector,
+        roster_now,
+        rid,
+        core,
+        store: store.clone(),
+        state: StateReport::default(),
+        api_writes,
+        write_client,
+        metrics: metrics.clone(),
+        status: status.clone(),
+        opts,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;
-    // The plan last applied, each announcement with when it began (`/status` since).
-    let mut announced: Vec<(lb_core::Announcement, u64)> = Vec::new();
     loop {
         status.lock().unwrap_or_else(|e| e.into_inner()).turned = Some(std::time::Instant::now());
-        if dirty {
-            let started = std::time::Instant::now();
-            let mut d = core.decide(store.values(), &members, &opts.k8s);
-            crate::members::without_l2_if_refused(&members, &mut d.plan.announcements);
-            metrics.config(true, d.stale);
-            // ConfigurationState speaker-<node>, written on change by a task of its own: the
-            // decision loop does not wait for the API server.
-            let told = state_reported
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if told.as_ref() != Some(&d.config_errors)
-                && state_task
-                    .as_ref()
-                    .is_none_or(|t: &tokio::task::JoinHandle<()>| t.is_finished())
-            {
-                let (client, ns, errors) = (
-                    write_client.clone(),
-                    opts.k8s.namespace.clone(),
-                    d.config_errors.clone(),
-                );
-                let (reporter, done) = (
-                    lb_k8s::configstate::Reporter::speaker(&node),
-                    state_reported.clone(),
-                );
-                state_task = Some(tokio::spawn(async move {
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        lb_k8s::configstate::report(client, &ns, &reporter, &errors),
-                    )
-                    .await;
-                    match r {
-                        Ok(Ok(())) => {
-                            *done.lock().unwrap_or_else(|e| e.into_inner()) = Some(errors)
-                        }
-                        Ok(Err(e)) => warn!("writing ConfigurationState {}: {e}", reporter.name),
-                        Err(_) => warn!("writing ConfigurationState {}: timed out", reporter.name),
-                    }
-                }));
-            }
-            let r = roster(&d.config, &node);
-            if r != roster_now {
-                elector.set_roster(Some(r.clone()));
-                roster_now = r;
-            }
-            if !opts.insecure_membership {
-                match secret_keys(&d.config, &opts) {
-                    Some(Ok(keys)) => {
-                        let ids: Vec<String> = keys.ids().iter().map(ToString::to_string).collect();
-                        if ids != key_ids {
-                            info!(keys = ?ids, "membership keys reloaded from the Secret");
-                            elector.set_keys(keys);
-                            key_ids = ids;
-                        }
-                    }
-                    Some(Err(e)) => error!("membership key refused, the running keys stay: {e}"),
-                    None => warn!("the membership Secret is gone; the running keys stay"),
-                }
-            }
-            if started_for != d.config {
-                // Only what changed moves: one peer's edit (a rotated Secret password
-                // included) re-establishes that session alone.
-                match announcers.update(&d.config, &node, rid).await {
-                    Ok(()) => {
-                        runtime.set_announcers(announcers.list());
-                        started_for = d.config.clone();
-                        // New sessions start empty.
-                        dirty = true;
-                    }
-                    Err(e) => error!("new announcers refused, the old ones stay: {e:#}"),
-                }
-            }
-            if dirty {
-                let applied = runtime
-                    .apply(&d.plan, &BTreeSet::new(), crate::standalone::now_secs())
-                    .await;
-                apply_errors = applied.errors.iter().map(ToString::to_string).collect();
-                for e in &apply_errors {
-                    error!("announcing: {e}");
-                }
-                announced = applied.announced;
-            }
-            api_writes.want(&node, &d.plan);
-            metrics.set_announced(
-                d.plan
-                    .announcements
-                    .iter()
-                    .map(|a| {
-                        [
-                            a.service.to_string(),
-                            lb_core::Protocol::of(a).to_string(),
-                            node.clone(),
-                            a.ip.to_string(),
-                        ]
-                    })
-                    .collect(),
-            );
-            metrics.reconciled(started.elapsed(), apply_errors.is_empty());
-            // Not ready while the plan did not apply (an announcer refused it).
-            metrics.set_ready(apply_errors.is_empty());
-            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-            st.node = node.clone();
-            st.ready = apply_errors.is_empty();
-            st.apply_errors = apply_errors.clone();
-            st.skipped_peers = announcers.skipped().to_vec();
-            st.members = members.iter().cloned().collect();
-            st.announcements = announced
-                .iter()
-                .map(|(a, t)| StatusAnnouncement::of(a, *t))
-                .collect();
-            st.api_error = api_writes.outcome().error;
-            st.config_errors = d.config_errors.clone();
-            dirty = false;
+        if std::mem::take(&mut dirty) {
+            sp.pass(&members).await;
         }
         tokio::select! {
             r = changes.changed() => {
@@ -405,34 +499,32 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                     members = m.members;
                     dirty = true;
                     if grew {
-                        runtime.reannounce();
+                        sp.runtime.reannounce();
                     }
                 }
             }
             _ = tick.tick() => {
-                let m = elector.status();
+                let m = sp.elector.status();
                 let mut parts = vec![metrics.collector("speaker")];
-                parts.extend(runtime.collectors());
+                parts.extend(sp.runtime.collectors());
                 parts.push(Box::new(m.clone()));
+                *text.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.membership = m;
                 // The API writer's latest word, whether or not a pass ran since.
-                st.api_error = api_writes.outcome().error;
-                drop(st);
-                *text.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
+                st.api_error = sp.api_writes.outcome().error;
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.wait() => break,
         }
     }
     info!("stopping: leaving the cluster so that others take over");
-    if let Err(e) = elector.resign().await {
+    if let Err(e) = sp.elector.resign().await {
         warn!("leaving: {e}");
     }
     status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
-    runtime.shutdown().await;
+    sp.runtime.shutdown().await;
     // Others announce what this node did: its status objects go.
-    if !api_writes.clear(&node, Duration::from_secs(2)).await {
+    if !sp.api_writes.clear(&node, Duration::from_secs(2)).await {
         warn!("could not remove this node's status objects within 2 s");
     }
     for w in watches {
