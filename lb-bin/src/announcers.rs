@@ -13,6 +13,19 @@ use crate::error::Result;
 use lb_core::config::Config;
 use lb_core::{Announcer, Protocol, RecordingAnnouncer};
 
+/// The BGP router id of `node` whose address is `ip`: the address itself when it is IPv4,
+/// else one derived from the node's name (the same on every run).
+pub fn router_id(node: &str, ip: std::net::IpAddr) -> Ipv4Addr {
+    match ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => Ipv4Addr::from(u32::from_be_bytes(
+            lb_core::plan::election_hash(node, "router-id")[..4]
+                .try_into()
+                .unwrap_or([192, 0, 2, 1]),
+        )),
+    }
+}
+
 /// The announcers this build has, for one node.
 #[derive(Debug)]
 pub struct Announcers {

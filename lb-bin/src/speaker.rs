@@ -392,17 +392,6 @@ fn node_addresses(store: &Store) -> Vec<(String, IpAddr)> {
     out
 }
 
-fn router_id(node: &str, ip: IpAddr) -> Ipv4Addr {
-    match ip {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => Ipv4Addr::from(u32::from_be_bytes(
-            lb_core::plan::election_hash(node, "router-id")[..4]
-                .try_into()
-                .unwrap_or([192, 0, 2, 1]),
-        )),
-    }
-}
-
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
     let (watch_client, write_client) = (clients.watch, clients.write);
@@ -438,7 +427,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
     else {
         return Ok(());
     };
-    let rid = router_id(&node, own);
+    let rid = crate::announcers::router_id(&node, own);
     let mut members_stream = elector.watch();
     // A speaker that (re)starts alone would elect itself owner of every address for a moment
     // and claim them all by gratuitous ARP: give the membership a moment to find the others.

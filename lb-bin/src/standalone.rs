@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::stop::Stop;
 use futures::StreamExt;
 use lb_core::config::{Config, load_str};
 use lb_core::elect::LeaderElector;
@@ -300,8 +301,114 @@ pub(crate) fn now_secs() -> u64 {
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) -> Result<()> {
-    let mut config = load(&opts.config)?;
-    let mut state = State::open(opts.state_dir.as_deref());
+    let config = load(&opts.config)?;
+    let state = State::open(opts.state_dir.as_deref());
+    let (elector, router_id, alone) = join(&opts, &config).await?;
+    let announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
+    let mut runtime = lb_core::Runtime::new(opts.node_name.clone(), announcers.list());
+    if let Some(dev) = opts.local_delivery.as_deref().filter(|_| !opts.dry_run) {
+        runtime = runtime.with_local(Box::new(LocalDelivery::setup(dev)?));
+    }
+    let mut members_stream = elector.watch();
+    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signal)?;
+    let mut stop = Stop::new()?;
+    // A changed file is seen within this, and an allocator that waits for the others' ledgers
+    // decides within this of the wait's end.
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    let mut data = elector.take_data().ok_or(Error::MembershipStopped)?;
+    let agreement = Agreement::new(
+        &opts.node_name,
+        elector.status().generation,
+        state.saved.clone(),
+    );
+    status
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .state_moved_aside = state.moved_aside.clone();
+    // With seeds, give the membership a moment to find the cluster first, so that a node
+    // starting alongside others does not announce everything for an instant.
+    if !opts.join.is_empty() {
+        crate::members::wait_for_others(&mut members_stream).await;
+    }
+    let mut node = Node {
+        key_mtime: opts.secret_key_file.as_deref().and_then(modified),
+        mtime: modified(&opts.config),
+        members: elector.current().members,
+        opts,
+        config,
+        state,
+        elector,
+        router_id,
+        alone,
+        announcers,
+        runtime,
+        agreement,
+        ledgers: Reassembly::default(),
+        unsure: Vec::new(),
+        started: std::time::Instant::now(),
+        last_sent: std::time::Instant::now(),
+        previous: None,
+        last_agreed: BTreeMap::new(),
+        printed: None,
+        status,
+        metrics,
+    };
+    // The members found so far learn this node's ledger (empty yet) at once: an allocator
+    // waits for every member's before it decides.
+    node.tell_ledger();
+    let mut dirty = true;
+    // Set when members appeared since the last pass.
+    let mut grew = false;
+    loop {
+        node.status().turned = Some(std::time::Instant::now());
+        if std::mem::take(&mut dirty) {
+            node.pass(std::mem::take(&mut grew)).await;
+        }
+        tokio::select! {
+            m = members_stream.next() => {
+                let Some(m) = m else {
+                    return Err(Error::MembershipStopped);
+                };
+                if m.members != node.members {
+                    info!(members = ?m.members, "membership changed");
+                    grew = !m.members.is_subset(&node.members);
+                    node.members = m.members;
+                    if grew {
+                        // A newcomer (or a new allocator) learns the cluster's ledger at once.
+                        node.tell_ledger();
+                    }
+                    dirty = true;
+                }
+            }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", node.opts.config.display());
+                dirty = node.reload().await;
+            }
+            d = data.recv() => {
+                let Some((from, chunk)) = d else {
+                    return Err(Error::MembershipStopped);
+                };
+                dirty |= node.heard(&from, &chunk);
+            }
+            _ = poll.tick() => dirty |= node.poll().await,
+            _ = stop.wait() => break,
+        }
+    }
+    info!("stopping: leaving the cluster so that others take over");
+    if let Err(e) = node.elector.resign().await {
+        warn!("leaving: {e}");
+    }
+    node.status().ready = false;
+    for e in node.runtime.shutdown().await {
+        error!("local delivery: {e}");
+    }
+    Ok(())
+}
+
+/// Joins the membership: the `--join` seeds resolved, this node's address towards them, the
+/// key, the Nodes of the file as the roster. Returns the elector, the BGP router id and
+/// whether this node runs alone (no `--join`, no key).
+async fn join(opts: &Options, config: &Config) -> Result<(SwimElector, Ipv4Addr, bool)> {
     let mut seeds = Vec::new();
     for j in &opts.join {
         let found = tokio::net::lookup_host(j)
@@ -313,15 +420,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         seeds.extend(found);
     }
     let advertise = advertise_addr(opts.bind, &seeds)?;
-    let router_id = match advertise.ip() {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => Ipv4Addr::from(u32::from_be_bytes(
-            lb_core::plan::election_hash(&opts.node_name, "router-id")[..4]
-                .try_into()
-                .unwrap_or([192, 0, 2, 1]),
-        )),
-    };
-    let security = security(&opts)?;
+    let router_id = crate::announcers::router_id(&opts.node_name, advertise.ip());
+    let security = security(opts)?;
     let alone =
         opts.join.is_empty() && matches!(security, Security::Insecure) && !opts.insecure_membership;
     if !alone && config.nodes.is_empty() {
@@ -329,296 +429,279 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
             "the configuration names no Node: any holder of the membership key may join and own addresses; list the nodes as v1 Node objects (with their InternalIP) to bind names to addresses"
         );
     }
-    let elector = SwimElector::start(crate::members::Options {
-        name: opts.node_name.clone(),
-        bind: opts.bind,
-        advertise,
-        seeds,
-        security,
-        roster: roster(&config, &opts.node_name, alone),
-    })
-    .await
-    .map_err(|source| Error::Bind {
+    let mut o = crate::members::Options::new(opts.node_name.clone(), opts.bind, security);
+    o.advertise = advertise;
+    o.seeds = seeds;
+    o.roster = roster(config, &opts.node_name, alone);
+    let elector = SwimElector::start(o).await.map_err(|source| Error::Bind {
         flag: "--bind",
         addr: opts.bind,
         source,
     })?;
     info!(node = %opts.node_name, %advertise, sealed = elector.status().sealed, "joined membership");
-    let mut key_mtime = opts.secret_key_file.as_deref().and_then(modified);
-    let mut announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
-    let mut runtime = lb_core::Runtime::new(opts.node_name.clone(), announcers.list());
-    if let Some(dev) = opts.local_delivery.as_deref().filter(|_| !opts.dry_run) {
-        runtime = runtime.with_local(Box::new(LocalDelivery::setup(dev)?));
+    Ok((elector, router_id, alone))
+}
+
+/// A standalone node between passes.
+struct Node {
+    opts: Options,
+    config: Config,
+    state: State,
+    elector: SwimElector,
+    router_id: Ipv4Addr,
+    /// No `--join` and no key: the roster is this node alone.
+    alone: bool,
+    announcers: Announcers,
+    runtime: lb_core::Runtime,
+    agreement: Agreement,
+    ledgers: Reassembly,
+    /// The live members.
+    members: BTreeSet<String>,
+    /// Services whose allocation the last pass was unsure of.
+    unsure: Vec<String>,
+    started: std::time::Instant,
+    /// When this node last sent the ledger it follows.
+    last_sent: std::time::Instant,
+    /// Addresses allocated in the previous pass. Only an address that appears after that is
+    /// new to the whole cluster (every node reads the same file); at start-up this node
+    /// cannot tell, and probing an address another node announces would read as a conflict.
+    previous: Option<BTreeSet<IpAddr>>,
+    /// What the last pass agreed: a state write that failed is retried with it.
+    last_agreed: BTreeMap<lb_core::objects::ServiceKey, lb_core::Allocation>,
+    /// The announcements a dry run last printed.
+    printed: Option<Vec<StatusAnnouncement>>,
+    key_mtime: Option<SystemTime>,
+    mtime: Option<SystemTime>,
+    status: SharedStatus,
+    metrics: SharedMetrics,
+}
+
+impl Node {
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
-    let mut printed: Option<Vec<StatusAnnouncement>> = None;
-    let set_metrics = |a: &lb_core::Runtime| {
-        let m = elector.status();
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        let mut parts = a.collectors();
+
+    /// Sends the ledger this node follows to every member.
+    fn tell_ledger(&mut self) {
+        self.elector
+            .broadcast(agree::chunks(self.agreement.current(), LEDGER_CHUNK));
+        self.last_sent = std::time::Instant::now();
+    }
+
+    /// The allocator decides when it may (it has every member's ledger, or waited long enough)
+    /// and tells the others.
+    fn allocate(&mut self) {
+        self.agreement.retain_members(&self.members);
+        if !self
+            .agreement
+            .may_decide(self.started.elapsed(), &self.members)
+        {
+            return;
+        }
+        let d = self.agreement.decide(&self.config);
+        for (k, why) in &d.outcome.pending {
+            warn!(service = %k, "pending: {why}");
+        }
+        for m in &d.moved {
+            warn!(service = %m.service, from = ?m.from, to = ?m.to, "address moved: {}", m.why);
+        }
+        if !d.moved.is_empty() {
+            let mut st = self.status();
+            st.moved_total += d.moved.len() as u64;
+            st.moved = d.moved.clone();
+        }
+        if let Some(l) = d.ledger {
+            info!(version = ?l.version, services = l.entries.len(), "allocated; telling the others");
+            self.elector.broadcast(agree::chunks(&l, LEDGER_CHUNK));
+            self.last_sent = std::time::Instant::now();
+        }
+    }
+
+    /// One pass: allocate (if this node is the allocator), follow the agreed allocations,
+    /// plan and apply; `grew`: members appeared since the last pass.
+    async fn pass(&mut self, grew: bool) {
+        self.allocate();
+        let (agreed, unsure) = self.agreement.agreed(&self.config);
+        self.unsure = unsure;
+        let allocated: BTreeSet<IpAddr> = agreed
+            .values()
+            .flat_map(|a| a.ips.iter().copied())
+            .collect();
+        let fresh: BTreeSet<IpAddr> = match &self.previous {
+            Some(p) => allocated.difference(p).copied().collect(),
+            None => BTreeSet::new(),
+        };
+        // Only addresses the cluster's allocator adds after this node first followed a
+        // ledger are new to the cluster: the first ledger adopted (at start, or after a
+        // restart) holds addresses others announce, and probing them would delay a takeover.
+        if !self.agreement.current().decided_by.is_empty() {
+            self.previous = Some(allocated);
+        }
+        // A failed write is retried every poll and shown; what was agreed is announced all
+        // the same (the file still holds the last set written, which a restart claims only
+        // until the others' ledgers arrive).
+        let _ = self.state.save(&agreed);
+        let members = self.members.clone();
+        self.runtime.note_members(&members);
+        let mut p = self.runtime.plan(
+            &self.config,
+            &agreed,
+            &members,
+            lb_core::Rules::standalone(),
+        );
+        self.last_agreed = agreed;
+        crate::members::without_l2_if_refused(&members, &mut p.announcements);
+        // New addresses go on the dummy interface before they are announced, so the first
+        // packet a gratuitous ARP draws is delivered; old ones come off after.
+        let applied = self.runtime.apply(&p, &fresh, now_secs()).await;
+        for e in &applied.local_errors {
+            error!("local delivery: {e} (retried)");
+        }
+        let apply_errors: Vec<String> = applied.errors.iter().map(ToString::to_string).collect();
+        for e in &apply_errors {
+            error!("announcing: {e}");
+        }
+        if grew {
+            self.runtime.reannounce();
+        }
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.node = self.opts.node_name.clone();
+        // Not ready while the plan did not apply (an announcer refused it).
+        st.ready = apply_errors.is_empty();
+        st.apply_errors = apply_errors;
+        st.skipped_peers = self.announcers.skipped();
+        st.local_delivery_errors = words(&applied.local_errors);
+        st.members = members.iter().cloned().collect();
+        st.allocator = agree::allocator(&members).cloned();
+        st.state_error = self.state.error.clone();
+        st.state_write_failures = self.state.failures;
+        let mut disputed = self.agreement.disputed(&members);
+        disputed.extend(self.unsure.iter().cloned());
+        st.disputed = disputed.into_iter().collect();
+        st.ledgers = self.agreement.followed();
+        st.announcements = applied
+            .announced
+            .iter()
+            .map(|(a, t)| StatusAnnouncement::of(a, *t))
+            .collect();
+        if self.opts.dry_run && self.printed.as_ref() != Some(&st.announcements) {
+            print_plan(&st);
+            self.printed = Some(st.announcements.clone());
+        }
+        drop(st);
+        self.publish_metrics();
+        info!(
+            members = members.len(),
+            announcements = p.announcements.len(),
+            "plan applied"
+        );
+    }
+
+    /// A chunk of another member's ledger; returns whether a pass is due (a ledger adopted,
+    /// or one the allocator must weigh).
+    fn heard(&mut self, from: &str, chunk: &[u8]) -> bool {
+        let l = match self.ledgers.push(from, chunk) {
+            Ok(Some(l)) => l,
+            Ok(None) => return false,
+            Err(e) => {
+                warn!(from = %from, "ledger refused: {e}");
+                return false;
+            }
+        };
+        let heard = self.agreement.hear(from, l, &self.members);
+        if heard.adopted || heard.first {
+            // The others learn at once that this node follows it, and a member heard for the
+            // first time gets this node's ledger (it may have sent its own before it knew
+            // this node).
+            self.tell_ledger();
+        }
+        let due = heard.adopted || agree::allocator(&self.members) == Some(&self.opts.node_name);
+        if !due {
+            // What the others follow changed: the disputes, without a pass.
+            let mut disputed = self.agreement.disputed(&self.members);
+            disputed.extend(self.unsure.iter().cloned());
+            let followed = self.agreement.followed();
+            let mut st = self.status();
+            st.disputed = disputed.into_iter().collect();
+            st.ledgers = followed;
+        }
+        due
+    }
+
+    /// The periodic work: retries (local addresses, the state file), metrics, the ledger
+    /// repeated, the key file and the configuration file followed. Returns whether a pass is
+    /// due.
+    async fn poll(&mut self) -> bool {
+        let mut due = false;
+        if self.runtime.local_pending() {
+            let errors = self.runtime.retry_local();
+            self.status().local_delivery_errors = words(&errors);
+        }
+        if self.state.owes_write() {
+            let _ = self.state.save(&self.last_agreed);
+            let (error, failures) = (self.state.error.clone(), self.state.failures);
+            let mut st = self.status();
+            st.state_error = error;
+            st.state_write_failures = failures;
+        }
+        self.publish_metrics();
+        if agree::allocator(&self.members) == Some(&self.opts.node_name)
+            && self.agreement.current().decided_by != self.opts.node_name
+        {
+            // Waiting for the others' ledgers: try again.
+            due = true;
+        }
+        if self.last_sent.elapsed() >= LEDGER_EVERY {
+            self.tell_ledger();
+        }
+        if let Some(path) = &self.opts.secret_key_file {
+            let m = modified(path);
+            if m != self.key_mtime {
+                self.key_mtime = m;
+                reload_keys(path, &self.elector, &self.status);
+            }
+        }
+        let m = modified(&self.opts.config);
+        if m != self.mtime {
+            self.mtime = m;
+            info!("{} changed: reloading", self.opts.config.display());
+            due |= self.reload().await;
+        }
+        due
+    }
+
+    /// Loads the file again (see [`reload`]) and gives the membership its roster; returns
+    /// whether the configuration changed.
+    async fn reload(&mut self) -> bool {
+        let changed = reload(
+            &self.opts,
+            &mut self.config,
+            &mut self.announcers,
+            &mut self.runtime,
+            self.router_id,
+            &self.status,
+        )
+        .await;
+        self.elector
+            .set_roster(roster(&self.config, &self.opts.node_name, self.alone));
+        changed
+    }
+
+    /// `/metrics`: the announcers', the membership's and this node's own.
+    fn publish_metrics(&self) {
+        let m = self.elector.status();
+        let mut parts = self.runtime.collectors();
         parts.push(Box::new(m.clone()));
+        let mut st = self.status();
         parts.push(Box::new(NodeMetrics {
             disputed: st.disputed.len() as u64,
             moved: st.moved_total,
             state_write_failures: st.state_write_failures,
             state_write_pending: st.state_error.is_some(),
         }));
-        *metrics.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
+        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
         st.membership = m;
-    };
-
-    let mut members_stream = elector.watch();
-    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signal)?;
-    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
-    // A changed file is seen within this, and an allocator that waits for the others' ledgers
-    // decides within this of the wait's end.
-    let mut poll = tokio::time::interval(Duration::from_millis(250));
-    let mut data = elector.take_data().ok_or(Error::MembershipStopped)?;
-    let mut agreement = Agreement::new(
-        &opts.node_name,
-        elector.status().generation,
-        state.saved.clone(),
-    );
-    let mut ledgers = Reassembly::default();
-    let mut unsure_now: Vec<String> = Vec::new();
-    let started = std::time::Instant::now();
-    let elapsed = || started.elapsed();
-    let mut last_sent = std::time::Instant::now();
-    let mut mtime = modified(&opts.config);
-    // With seeds, give the membership a moment to find the cluster first, so that a node
-    // starting alongside others does not announce everything for an instant.
-    if !opts.join.is_empty() {
-        crate::members::wait_for_others(&mut members_stream).await;
     }
-    let mut members: BTreeSet<String> = elector.current().members;
-    // The members found so far learn this node's ledger (empty yet) at once: an allocator
-    // waits for every member's before it decides.
-    elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
-    let mut dirty = true;
-    // Set when members appeared since the last pass.
-    let mut grew = false;
-    // Addresses allocated in the previous pass. Only an address that appears after that is
-    // new to the whole cluster (every node reads the same file); at start-up this node cannot
-    // tell, and probing an address another node announces would read as a conflict.
-    let mut previous: Option<BTreeSet<IpAddr>> = None;
-    // What the last pass agreed: a state write that failed is retried with it.
-    let mut last_agreed = BTreeMap::new();
-    {
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        st.state_moved_aside = state.moved_aside.clone();
-    }
-    loop {
-        status.lock().unwrap_or_else(|e| e.into_inner()).turned = Some(std::time::Instant::now());
-        if dirty {
-            dirty = false;
-            agreement.retain_members(&members);
-            if agreement.may_decide(elapsed(), &members) {
-                let d = agreement.decide(&config);
-                for (k, why) in &d.outcome.pending {
-                    warn!(service = %k, "pending: {why}");
-                }
-                for m in &d.moved {
-                    warn!(service = %m.service, from = ?m.from, to = ?m.to, "address moved: {}", m.why);
-                }
-                if !d.moved.is_empty() {
-                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                    st.moved_total += d.moved.len() as u64;
-                    st.moved = d.moved.clone();
-                }
-                if let Some(l) = d.ledger {
-                    info!(version = ?l.version, services = l.entries.len(), "allocated; telling the others");
-                    elector.broadcast(agree::chunks(&l, LEDGER_CHUNK));
-                    last_sent = std::time::Instant::now();
-                }
-            }
-            let (agreed, unsure) = agreement.agreed(&config);
-            unsure_now = unsure.clone();
-            let allocated: BTreeSet<IpAddr> = agreed
-                .values()
-                .flat_map(|a| a.ips.iter().copied())
-                .collect();
-            let fresh: BTreeSet<IpAddr> = match &previous {
-                Some(p) => allocated.difference(p).copied().collect(),
-                None => BTreeSet::new(),
-            };
-            // Only addresses the cluster's allocator adds after this node first followed a
-            // ledger are new to the cluster: the first ledger adopted (at start, or after a
-            // restart) holds addresses others announce, and probing them would delay a takeover.
-            if !agreement.current().decided_by.is_empty() {
-                previous = Some(allocated);
-            }
-            // A failed write is retried every poll and shown; what was agreed is announced
-            // all the same (the file still holds the last set written, which a restart claims
-            // only until the others' ledgers arrive).
-            let _ = state.save(&agreed);
-            last_agreed = agreed.clone();
-            runtime.note_members(&members);
-            let mut p = runtime.plan(&config, &agreed, &members, lb_core::Rules::standalone());
-            crate::members::without_l2_if_refused(&members, &mut p.announcements);
-            // New addresses go on the dummy interface before they are announced, so the first
-            // packet a gratuitous ARP draws is delivered; old ones come off after.
-            let applied = runtime.apply(&p, &fresh, now_secs()).await;
-            for e in &applied.local_errors {
-                error!("local delivery: {e} (retried)");
-            }
-            let apply_errors: Vec<String> =
-                applied.errors.iter().map(ToString::to_string).collect();
-            for e in &apply_errors {
-                error!("announcing: {e}");
-            }
-            if std::mem::take(&mut grew) {
-                runtime.reannounce();
-            }
-            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-            st.node = opts.node_name.clone();
-            // Not ready while the plan did not apply (an announcer refused it).
-            st.ready = apply_errors.is_empty();
-            st.apply_errors = apply_errors;
-            st.skipped_peers = announcers.skipped();
-            st.local_delivery_errors = words(&applied.local_errors);
-            st.members = members.iter().cloned().collect();
-            st.allocator = agree::allocator(&members).cloned();
-            st.state_error = state.error.clone();
-            st.state_write_failures = state.failures;
-            let mut disputed = agreement.disputed(&members);
-            disputed.extend(unsure);
-            st.disputed = disputed.into_iter().collect();
-            st.ledgers = agreement.followed();
-            st.announcements = applied
-                .announced
-                .iter()
-                .map(|(a, t)| StatusAnnouncement::of(a, *t))
-                .collect();
-            if opts.dry_run && printed.as_ref() != Some(&st.announcements) {
-                print_plan(&st);
-                printed = Some(st.announcements.clone());
-            }
-            drop(st);
-            set_metrics(&runtime);
-            info!(
-                members = members.len(),
-                announcements = p.announcements.len(),
-                "plan applied"
-            );
-        }
-        tokio::select! {
-            m = members_stream.next() => {
-                let Some(m) = m else {
-                    return Err(Error::MembershipStopped);
-                };
-                if m.members != members {
-                    info!(members = ?m.members, "membership changed");
-                    grew = !m.members.is_subset(&members);
-                    if grew {
-                        // A newcomer (or a new allocator) learns the cluster's ledger at once.
-                        elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
-                        last_sent = std::time::Instant::now();
-                    }
-                    members = m.members;
-                    dirty = true;
-                }
-            }
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading {}", opts.config.display());
-                dirty = reload(
-                    &opts,
-                    &mut config,
-                    &mut announcers,
-                    &mut runtime,
-                    router_id,
-                    &status,
-                )
-                .await;
-                elector.set_roster(roster(&config, &opts.node_name, alone));
-            }
-            d = data.recv() => {
-                let Some((from, chunk)) = d else {
-                    return Err(Error::MembershipStopped);
-                };
-                match ledgers.push(&from, &chunk) {
-                    Ok(Some(l)) => {
-                        // An adopted ledger, or one the allocator must weigh: a new pass.
-                        let heard = agreement.hear(&from, l, &members);
-                        let adopted = heard.adopted;
-                        if adopted || heard.first {
-                            // The others learn at once that this node follows it, and a
-                            // member heard for the first time gets this node's ledger (it may
-                            // have sent its own before it knew this node).
-                            elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
-                            last_sent = std::time::Instant::now();
-                        }
-                        dirty |= adopted || agree::allocator(&members) == Some(&opts.node_name);
-                        if !dirty {
-                            // What the others follow changed: the disputes, without a pass.
-                            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                            let mut disputed = agreement.disputed(&members);
-                            disputed.extend(unsure_now.iter().cloned());
-                            st.disputed = disputed.into_iter().collect();
-                            st.ledgers = agreement.followed();
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => warn!(from = %from, "ledger refused: {e}"),
-                }
-            }
-            _ = poll.tick() => {
-                if runtime.local_pending() {
-                    let errors = runtime.retry_local();
-                    status.lock().unwrap_or_else(|e| e.into_inner()).local_delivery_errors = words(&errors);
-                }
-                if state.owes_write() {
-                    let _ = state.save(&last_agreed);
-                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                    st.state_error = state.error.clone();
-                    st.state_write_failures = state.failures;
-                }
-                set_metrics(&runtime);
-                if agree::allocator(&members) == Some(&opts.node_name)
-                    && agreement.current().decided_by != opts.node_name
-                {
-                    // Waiting for the others' ledgers: try again.
-                    dirty = true;
-                }
-                if last_sent.elapsed() >= LEDGER_EVERY {
-                    elector.broadcast(agree::chunks(agreement.current(), LEDGER_CHUNK));
-                    last_sent = std::time::Instant::now();
-                }
-                if let Some(path) = &opts.secret_key_file {
-                    let m = modified(path);
-                    if m != key_mtime {
-                        key_mtime = m;
-                        reload_keys(path, &elector, &status);
-                    }
-                }
-                let m = modified(&opts.config);
-                if m != mtime {
-                    mtime = m;
-                    info!("{} changed: reloading", opts.config.display());
-                    dirty = reload(
-                    &opts,
-                    &mut config,
-                    &mut announcers,
-                    &mut runtime,
-                    router_id,
-                    &status,
-                )
-                .await;
-                    elector.set_roster(roster(&config, &opts.node_name, alone));
-                }
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
-    info!("stopping: leaving the cluster so that others take over");
-    if let Err(e) = elector.resign().await {
-        warn!("leaving: {e}");
-    }
-    status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
-    for e in runtime.shutdown().await {
-        error!("local delivery: {e}");
-    }
-    Ok(())
 }
 
 /// How the membership is secured: a key file seals it; without one a node that talks to others
