@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +15,10 @@ use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
 use lb_core::metrics::{Kind, family};
 use lb_core::plan::{Announcement, How};
 
+use crate::bfd::{
+    self,
+    driver::{Bfd, BfdStatus, PeerBfd},
+};
 use crate::fsm::{self, RemoteAs, State};
 use crate::listen::Listener;
 use crate::packet::AfiSafi;
@@ -174,7 +178,9 @@ pub fn routes_per_peer(
 #[derive(Debug)]
 pub struct BgpAnnouncer {
     /// name → (the configuration it runs with, the session).
-    sessions: Mutex<BTreeMap<String, (PeerConfig, Session)>>,
+    sessions: Arc<Mutex<BTreeMap<String, (PeerConfig, Session)>>>,
+    /// The BFD sessions of the peers whose BGPPeer names a BFDProfile (started with the first).
+    bfd: Mutex<Option<Bfd>>,
     /// Peers valid for MetalLB that this speaker cannot serve (unnumbered, vrf), with why:
     /// skipped alone; their routes wait for them and are no error.
     skipped: Mutex<Vec<(String, String)>>,
@@ -202,6 +208,33 @@ pub fn sessions_for(
     (sessions, skipped)
 }
 
+/// The BFD sessions `config` asks of `node`: one per served peer whose BGPPeer names a
+/// BFDProfile, with that profile's timers; multihop for an `ebgpMultiHop` peer (as FRR does).
+pub fn bfd_for(
+    config: &lb_core::config::Config,
+    sessions: &Named<PeerConfig>,
+) -> BTreeMap<String, PeerBfd> {
+    sessions
+        .iter()
+        .filter_map(|(name, c)| {
+            let peer = config.peers.get(name)?;
+            let profile = config.bfd_profiles.get(peer.bfd_profile.as_ref()?)?;
+            let ms = |v: u32| Duration::from_millis(u64::from(v));
+            let mut timers = bfd::fsm::Config::new(
+                ms(profile.transmit_interval),
+                ms(profile.receive_interval),
+                u8::try_from(profile.detect_multiplier).unwrap_or(u8::MAX),
+            );
+            timers.passive = profile.passive_mode;
+            let mut b = PeerBfd::single_hop(c.address.ip(), timers);
+            b.local = c.source;
+            b.multihop = peer.ebgp_multihop;
+            b.min_ttl = u8::try_from(profile.minimum_ttl).unwrap_or(254);
+            Some((name.clone(), b))
+        })
+        .collect()
+}
+
 /// What [`BgpAnnouncer::reconcile`] did, by peer name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -217,7 +250,7 @@ impl BgpAnnouncer {
     /// Starts one session per (name, configuration).
     pub fn start(peers: impl IntoIterator<Item = (String, PeerConfig)>) -> Self {
         BgpAnnouncer {
-            sessions: Mutex::new(
+            sessions: Arc::new(Mutex::new(
                 peers
                     .into_iter()
                     .map(|(n, c)| {
@@ -225,7 +258,8 @@ impl BgpAnnouncer {
                         (n, (c, s))
                     })
                     .collect(),
-            ),
+            )),
+            bfd: Mutex::default(),
             skipped: Mutex::default(),
         }
     }
@@ -234,8 +268,10 @@ impl BgpAnnouncer {
     /// serve are logged and shown by [`BgpAnnouncer::skipped`].
     pub fn for_node(config: &lb_core::config::Config, node: &str, router_id: Ipv4Addr) -> Self {
         let (sessions, skipped) = sessions_for(config, node, router_id);
+        let bfd = bfd_for(config, &sessions);
         let a = BgpAnnouncer::start(sessions);
         a.set_skipped(skipped);
+        a.set_bfd(bfd);
         a
     }
 
@@ -250,7 +286,41 @@ impl BgpAnnouncer {
     ) -> Reconciled {
         let (sessions, skipped) = sessions_for(config, node, router_id);
         self.set_skipped(skipped);
-        self.reconcile(sessions, grace).await
+        let bfd = bfd_for(config, &sessions);
+        let done = self.reconcile(sessions, grace).await;
+        self.set_bfd(bfd);
+        done
+    }
+
+    /// Makes the BFD sessions exactly `peers` (by BGP peer name; see [`bfd_for`]). When one
+    /// goes from Up to Down, that peer's BGP session drops at once (RFC 5882) and reconnects as
+    /// usual.
+    pub fn set_bfd(&self, peers: BTreeMap<String, PeerBfd>) {
+        let mut bfd = self.bfd.lock().unwrap_or_else(|e| e.into_inner());
+        if bfd.is_none() && peers.is_empty() {
+            return;
+        }
+        let b = bfd.get_or_insert_with(|| {
+            let sessions = self.sessions.clone();
+            Bfd::start(Arc::new(move |name: &str| {
+                let sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, s)) = sessions.get(name) {
+                    tracing::warn!(peer = %name, "BFD went down: dropping the BGP session");
+                    s.peer_down();
+                }
+            }))
+        });
+        b.set_peers(peers);
+    }
+
+    /// Each peer's BFD session status, by peer name.
+    pub fn bfd_statuses(&self) -> BTreeMap<String, BfdStatus> {
+        self.bfd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Bfd::statuses)
+            .unwrap_or_default()
     }
 
     fn set_skipped(&self, skipped: Vec<(String, String)>) {
@@ -379,6 +449,47 @@ impl BgpAnnouncer {
                 |s| s.routes_refused as u64,
             ),
         ];
+        let bfd = self.bfd_statuses();
+        /// (MetalLB's name, kind, help, value of a BFD session)
+        type BfdMetric = (&'static str, Kind, &'static str, fn(&BfdStatus) -> u64);
+        let bfd_metrics: [BfdMetric; 5] = [
+            (
+                "metallb_bfd_session_up",
+                Kind::Gauge,
+                "BFD session state (1 is up, 0 is down)",
+                |s| u64::from(s.state == bfd::packet::State::Up),
+            ),
+            (
+                "metallb_bfd_control_packet_input",
+                Kind::Untyped,
+                "Number of received BFD control packets",
+                |s| s.counters.received,
+            ),
+            (
+                "metallb_bfd_control_packet_output",
+                Kind::Untyped,
+                "Number of sent BFD control packets",
+                |s| s.counters.sent,
+            ),
+            (
+                "metallb_bfd_session_up_events",
+                Kind::Untyped,
+                "Number of times the BFD session came up",
+                |s| s.counters.up_events,
+            ),
+            (
+                "metallb_bfd_session_down_events",
+                Kind::Untyped,
+                "Number of times the BFD session went down",
+                |s| s.counters.down_events,
+            ),
+        ];
+        for (name, kind, help, get) in bfd_metrics {
+            let series = bfd
+                .iter()
+                .map(|(peer, s)| ([("peer", peer.as_str())], get(s)));
+            family(out, name, help, kind, series)?;
+        }
         for (name, kind, help, get) in metrics {
             let series = st
                 .iter()
@@ -398,8 +509,13 @@ impl BgpAnnouncer {
         Ok(l)
     }
 
-    /// Sends Cease to every peer and closes the sessions.
+    /// Takes the BFD sessions administratively down, sends Cease to every peer and closes the
+    /// sessions.
     pub async fn stop(&self, grace: Duration) {
+        let bfd = self.bfd.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(b) = bfd {
+            b.stop().await;
+        }
         let sessions = std::mem::take(&mut *self.lock());
         for (_, (_, s)) in sessions {
             s.stop(grace).await;

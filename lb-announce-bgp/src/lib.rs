@@ -42,6 +42,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod announcer;
+pub mod bfd;
 pub mod fsm;
 #[cfg(feature = "runtime")]
 pub mod listen;

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 
 /// Linux `struct tcp_md5sig` (include/uapi/linux/tcp.h), 216 bytes on x86_64.
@@ -105,6 +105,84 @@ pub fn set_min_ttl(fd: RawFd, ipv6: bool, min: u8) -> io::Result<()> {
     }
 }
 
+/// Asks the kernel to report each received datagram's TTL / hop limit ([`recv_with_ttl`]).
+pub fn set_recv_ttl(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)
+    } else {
+        set_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+    }
+}
+
+/// Receives one datagram without blocking: its length, its sender and the TTL (IPv4) or hop
+/// limit (IPv6) it arrived with, if the kernel reported one ([`set_recv_ttl`]). UDP's
+/// `IP_MINTTL` is not enforced by Linux, so BFD checks the TTL itself (RFC 5881 §5).
+pub fn recv_with_ttl(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u8>)> {
+    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` points to memory of the length given, alive for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ttl = None;
+    // SAFETY: the kernel filled `msg_controllen` bytes of `control` with cmsghdrs; the CMSG
+    // macros walk them within that length, and each data read is of the int the kernel wrote.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+            if (level == libc::IPPROTO_IP && kind == libc::IP_TTL)
+                || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_HOPLIMIT)
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                ttl = u8::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = match i32::from(addr.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a =
+                unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            SocketAddr::new(
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                u16::from_be(a.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a =
+                unsafe { &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            SocketAddr::new(
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+                u16::from_be(a.sin6_port),
+            )
+        }
+        f => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("datagram from address family {f}"),
+            ));
+        }
+    };
+    Ok((n as usize, from, ttl))
+}
+
 /// The IPv4 minimum TTL set on a socket.
 #[cfg(test)]
 pub fn get_min_ttl(fd: RawFd) -> io::Result<i32> {
@@ -151,6 +229,46 @@ mod tests {
             if !v6 {
                 assert_eq!(s.ttl().unwrap(), 255);
             }
+        }
+    }
+
+    #[test]
+    fn a_datagrams_ttl_and_hop_limit_are_read() {
+        use std::os::fd::AsRawFd;
+        for (v6, ttl) in [(false, 255u8), (false, 7), (true, 255), (true, 9)] {
+            let (r, s) = if v6 {
+                (
+                    std::net::UdpSocket::bind("[::1]:0"),
+                    std::net::UdpSocket::bind("[::1]:0"),
+                )
+            } else {
+                (
+                    std::net::UdpSocket::bind("127.0.0.1:0"),
+                    std::net::UdpSocket::bind("127.0.0.1:0"),
+                )
+            };
+            let (Ok(r), Ok(s)) = (r, s) else { continue };
+            set_recv_ttl(r.as_raw_fd(), v6).unwrap();
+            set_ttl(s.as_raw_fd(), v6, ttl).unwrap();
+            s.send_to(b"bfd", r.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 16];
+            let mut got = None;
+            for _ in 0..100 {
+                match recv_with_ttl(r.as_raw_fd(), &mut buf) {
+                    Ok(x) => {
+                        got = Some(x);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let (n, from, seen) = got.expect("the datagram");
+            assert_eq!(&buf[..n], b"bfd");
+            assert_eq!(from, s.local_addr().unwrap());
+            assert_eq!(seen, Some(ttl), "v6 {v6}");
         }
     }
 

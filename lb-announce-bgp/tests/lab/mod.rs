@@ -437,6 +437,26 @@ impl Lab {
         }
     }
 
+    /// Both namespaces, and FRR in the router namespace running `daemons` (zebra first) with
+    /// the configuration `conf`.
+    pub fn with_frr_conf(conf: &str, daemons: &[&str]) -> Option<Lab> {
+        let lab = Lab::namespaces()?;
+        if !installed("test -x /usr/lib/frr/bgpd", "FRR") {
+            return None;
+        }
+        let f = lab.dir.join("frr.conf");
+        std::fs::write(&f, conf).unwrap();
+        ok(&["chmod", "755", lab.dir.to_str().unwrap()]);
+        ok(&["chmod", "644", f.to_str().unwrap()]);
+        let run_dir = format!("/var/run/frr/{}", lab.tag);
+        ok(&["mkdir", "-p", &run_dir]);
+        ok(&["chown", "frr:frr", &run_dir]);
+        for daemon in daemons {
+            lab.start_frr_daemon(daemon);
+        }
+        Some(lab)
+    }
+
     fn start_frr_daemon(&self, daemon: &str) {
         ok(&[
             "ip",

@@ -519,6 +519,13 @@ fn load_bfd_profile(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<BfdPr
         echo_mode: spec.echo_mode,
         passive_mode: spec.passive_mode,
     };
+    if p.echo_mode {
+        r.warn(
+            "spec.echoMode",
+            None,
+            "echo mode is not implemented: the sessions run in asynchronous mode at transmitInterval/receiveInterval, which detects a failure as fast without asking the peer to forward our own packets back",
+        );
+    }
     (!r.failed).then_some(p)
 }
 

@@ -1,0 +1,273 @@
+//! BFD against BIRD's `protocol bfd` and FRR's bfdd in network namespaces this test creates
+//! (the lab of interop.rs): the session comes up whoever starts it, both sides agree on the
+//! intervals RFC 5880 §6.8.2–§6.8.4 give, and when the peer's packets stop (dropped by
+//! nftables, no link change) our BGP session to it drops within the detection time, long
+//! before its hold time, and comes back with BFD.
+//!
+//! ```text
+//!  ns node   eth0 192.0.2.10/24   our BgpAnnouncer + BFD, AS 64512 (in-process, via setns)
+//!  ns router eth0 192.0.2.1/24    BIRD or FRR (bgpd + bfdd), AS 64500, passive BGP
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    unsafe_code
+)]
+
+mod lab;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use lab::*;
+use lb_announce_bgp::BgpAnnouncer;
+use lb_announce_bgp::bfd::driver::{BfdStatus, PeerBfd};
+use lb_announce_bgp::bfd::fsm::Config as Timers;
+use lb_announce_bgp::bfd::packet::{Diag, State as BfdState};
+use lb_announce_bgp::fsm::{Config, RemoteAs, State};
+use lb_announce_bgp::session::PeerConfig;
+
+const MS: Duration = Duration::from_millis(1);
+const ROUTER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+/// Runs `f` on a thread inside the node namespace with a current-thread runtime (every
+/// socket the announcer and BFD open is the node's); the daemons are probed with async
+/// commands so the runtime keeps sending BFD packets meanwhile.
+fn in_node<T: Send + 'static>(
+    lab: &Lab,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+) -> T {
+    let ns = std::fs::File::open(format!("/run/netns/{}", lab.ns("node"))).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on a descriptor we own, for this thread only.
+        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(f())
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Our BGP session to the router (eBGP 64512 → 64500, hold time 9 s).
+fn bgp_peer() -> PeerConfig {
+    let mut fsm = Config::new(64512, Ipv4Addr::new(192, 0, 2, 10), RemoteAs::Fixed(64500));
+    fsm.hold_time = 9;
+    fsm.connect_retry = Duration::from_millis(200);
+    fsm.connect_retry_max = Duration::from_millis(500);
+    let mut c = PeerConfig::new(fsm, "192.0.2.1:179".parse().unwrap());
+    c.connect_timeout = Duration::from_secs(2);
+    c
+}
+
+/// Output of a command run in the router namespace (without blocking the runtime).
+async fn sh(args: Vec<String>) -> String {
+    let o = tokio::process::Command::new(&args[0])
+        .args(&args[1..])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Polls `probe` every 50 ms until `pred` holds, for at most `secs` seconds.
+async fn until<T>(
+    secs: u64,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> T,
+    pred: impl Fn(&T) -> bool,
+) -> T
+where
+    T: std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = probe().await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {v:?}");
+        tokio::time::sleep(50 * MS).await;
+    }
+}
+
+fn router_bfd(a: &BgpAnnouncer) -> Option<BfdStatus> {
+    a.bfd_statuses().remove("router")
+}
+
+/// Drops (or lets through again) the UDP packets the router sends to port 3784.
+async fn cut_router_bfd(lab_ns: &str, cut: bool) {
+    let nft = |cmd: &str| {
+        vec![
+            "ip".to_string(),
+            "netns".into(),
+            "exec".into(),
+            lab_ns.to_string(),
+            "nft".into(),
+            cmd.to_string(),
+        ]
+    };
+    if cut {
+        sh(nft("add table inet lbbfd")).await;
+        sh(nft(
+            "add chain inet lbbfd out { type filter hook output priority 0; policy accept; }",
+        ))
+        .await;
+        sh(nft("add rule inet lbbfd out udp dport 3784 drop")).await;
+    } else {
+        sh(nft("delete table inet lbbfd")).await;
+    }
+}
+
+/// The common part: BFD up, BGP up with a route at the router, then the router's BFD packets
+/// cut: our BGP session must leave Established within the detection time (not the 9 s hold
+/// time), with diag "control detection time expired"; then both come back.
+async fn cut_and_restore(
+    a: &BgpAnnouncer,
+    router_ns: &str,
+    has_route: impl AsyncFn() -> bool,
+) -> Duration {
+    let st = until(
+        20,
+        "BGP established",
+        async || a.statuses()["router"].state,
+        |s| *s == State::Established,
+    )
+    .await;
+    assert_eq!(st, State::Established);
+    announce(a).await;
+    until(
+        20,
+        "the route at the router",
+        async || has_route().await,
+        |h| *h,
+    )
+    .await;
+    let detect = router_bfd(a).unwrap().detection_time;
+    cut_router_bfd(router_ns, true).await;
+    let t0 = Instant::now();
+    until(
+        10,
+        "BGP dropped after BFD down",
+        async || a.statuses()["router"].state,
+        |s| *s != State::Established,
+    )
+    .await;
+    let took = t0.elapsed();
+    let b = router_bfd(a).unwrap();
+    assert_eq!((b.state, b.diag), (BfdState::Down, Diag::Expired), "{b:?}");
+    eprintln!("BFD detection {detect:?}: BGP dropped {took:?} after the cut");
+    // Within the detection time plus the polling of this test, far below the hold time.
+    assert!(
+        took < detect + 400 * MS,
+        "BGP dropped {took:?} after the cut"
+    );
+    cut_router_bfd(router_ns, false).await;
+    until(
+        20,
+        "BFD up again",
+        async || router_bfd(a).map(|s| s.state),
+        |s| *s == Some(BfdState::Up),
+    )
+    .await;
+    until(
+        20,
+        "BGP established again",
+        async || a.statuses()["router"].state,
+        |s| *s == State::Established,
+    )
+    .await;
+    until(
+        20,
+        "the route back at the router",
+        async || has_route().await,
+        |h| *h,
+    )
+    .await;
+    took
+}
+
+/// Announces 203.0.113.30/32 to the router.
+async fn announce(a: &BgpAnnouncer) {
+    use lb_core::Announcer;
+    use lb_core::plan::{Announcement, BgpRoute, How};
+    let ann = Announcement {
+        service: lb_core::objects::ServiceKey::new("default", "web"),
+        ip: "203.0.113.30".parse().unwrap(),
+        how: How::Bgp {
+            routes: vec![BgpRoute {
+                prefix: "203.0.113.30/32".parse().unwrap(),
+                peers: vec!["router".into()],
+                local_pref: None,
+                communities: Vec::new(),
+            }],
+        },
+    };
+    a.announce(&[ann]).await.unwrap();
+}
+
+#[test]
+fn bfd_with_bird_negotiates_the_rfc_intervals_and_drops_bgp_within_the_detection_time() {
+    let Some(lab) = Lab::namespaces() else { return };
+    lab.start_bird(
+        "router",
+        "bird",
+        "router id 192.0.2.1;\nprotocol device {}\nprotocol bfd {\n  interface \"eth0\" { min rx interval 200 ms; min tx interval 150 ms; idle tx interval 300 ms; multiplier 3; };\n}\nprotocol bgp lb {\n  local 192.0.2.1 as 64500;\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  bfd on;\n  hold time 9;\n  error wait time 1, 2;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
+    );
+    let ctl = lab.dir.join("bird.ctl").to_string_lossy().into_owned();
+    let router_ns = lab.ns("router");
+    let took = in_node(&lab, move || {
+        Box::pin(async move {
+            let birdc = |cmd: &str| vec!["birdc".to_string(), "-s".into(), ctl.clone(), cmd.into()];
+            let a = BgpAnnouncer::start([("router".to_string(), bgp_peer())]);
+            // Ours: send every 50 ms, receive every 100 ms, ×3. BIRD: 150 / 200, ×3.
+            let bfd = PeerBfd::single_hop(ROUTER, Timers::new(50 * MS, 100 * MS, 3));
+            a.set_bfd(BTreeMap::from([("router".to_string(), bfd)]));
+            let up = until(
+                20,
+                "BFD up",
+                async || router_bfd(&a),
+                |s| s.as_ref().is_some_and(|s| s.state == BfdState::Up),
+            )
+            .await
+            .unwrap();
+            // §6.8.7: we send at max(our 50, BIRD's rx 200); §6.8.4: we declare it down after
+            // BIRD's 3 × max(our rx 100, BIRD's tx 150). The Poll that follows Up settles the
+            // fast rate.
+            until(
+                5,
+                "the negotiated intervals",
+                async || router_bfd(&a).map(|s| (s.tx_interval, s.detection_time)),
+                |v| *v == Some((200 * MS, 450 * MS)),
+            )
+            .await;
+            assert_ne!(up.remote_discr, 0);
+            // BIRD's view: it sends every max(150, our rx 100) = 0.150 s and times out after
+            // our 3 × max(its rx 200, our tx 50) = 0.600 s.
+            let view = until(
+                5,
+                "BIRD's view of the session",
+                async || sh(birdc("show bfd sessions")).await,
+                |o| o.contains("192.0.2.10") && o.contains("Up"),
+            )
+            .await;
+            assert!(view.contains("0.150") && view.contains("0.600"), "{view}");
+            let has = async || {
+                sh(birdc("show route 203.0.113.30/32"))
+                    .await
+                    .contains("203.0.113.30/32")
+            };
+            let took = cut_and_restore(&a, &router_ns, has).await;
+            a.stop(Duration::from_secs(1)).await;
+            took
+        })
+    });
+    assert!(took < Duration::from_secs(2));
+}
