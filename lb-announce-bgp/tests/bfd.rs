@@ -67,14 +67,14 @@ fn bgp_peer() -> PeerConfig {
     c
 }
 
-/// Output of a command run in the router namespace (without blocking the runtime).
+/// The standard output of a command (run without blocking the runtime).
 async fn sh(args: Vec<String>) -> String {
     let o = tokio::process::Command::new(&args[0])
         .args(&args[1..])
         .output()
         .await
         .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Polls `probe` every 50 ms until `pred` holds, for at most `secs` seconds.
@@ -270,4 +270,86 @@ fn bfd_with_bird_negotiates_the_rfc_intervals_and_drops_bgp_within_the_detection
         })
     });
     assert!(took < Duration::from_secs(2));
+}
+
+/// FRR (zebra, bfdd, bgpd) as AS 64500 with BFD profile `fast` (tx 150 ms, rx 200 ms, ×3)
+/// on its passive BGP neighbor 192.0.2.10; `passive` makes FRR's BFD wait for ours.
+fn frr(passive: bool) -> Option<Lab> {
+    let passive = if passive { "  passive-mode\n" } else { "" };
+    Lab::with_frr_conf(
+        &format!(
+            "frr defaults traditional\nhostname lbr\nbfd\n profile fast\n  transmit-interval 150\n  receive-interval 200\n  detect-multiplier 3\n{passive} !\n peer 192.0.2.10\n  profile fast\n !\n!\nrouter bgp 64500\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor 192.0.2.10 remote-as 64512\n neighbor 192.0.2.10 passive\n neighbor 192.0.2.10 timers connect 1\n neighbor 192.0.2.10 bfd\n neighbor 192.0.2.10 bfd profile fast\n address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n"
+        ),
+        &["zebra", "bfdd", "bgpd"],
+    )
+}
+
+/// Both ways of starting: FRR active with ours passive (it speaks first), and FRR passive
+/// with ours active. Each side sees the other's intervals, the Poll after Up included (our
+/// transmit interval goes from the one second of a session not Up to 50 ms).
+#[test]
+fn bfd_with_frr_comes_up_whoever_starts_and_drops_bgp_within_the_detection_time() {
+    for ours_passive in [true, false] {
+        let Some(lab) = frr(!ours_passive) else { return };
+        let tag = lab.tag.clone();
+        let router_ns = lab.ns("router");
+        let took = in_node(&lab, move || {
+            Box::pin(async move {
+                let vtysh = |cmd: &str| {
+                    vec![
+                        "vtysh".to_string(),
+                        "-N".into(),
+                        tag.clone(),
+                        "-c".into(),
+                        cmd.into(),
+                    ]
+                };
+                let a = BgpAnnouncer::start([("router".to_string(), bgp_peer())]);
+                let mut timers = Timers::new(50 * MS, 100 * MS, 3);
+                timers.passive = ours_passive;
+                let bfd = PeerBfd::single_hop(ROUTER, timers);
+                a.set_bfd(BTreeMap::from([("router".to_string(), bfd)]));
+                until(
+                    20,
+                    "BFD up",
+                    async || router_bfd(&a).map(|s| s.state),
+                    |s| *s == Some(BfdState::Up),
+                )
+                .await;
+                // Ours: max(our tx 50, FRR's rx 200) and 3 × max(our rx 100, FRR's tx 150).
+                until(
+                    5,
+                    "the negotiated intervals",
+                    async || router_bfd(&a).map(|s| (s.tx_interval, s.detection_time)),
+                    |v| *v == Some((200 * MS, 450 * MS)),
+                )
+                .await;
+                // FRR's view of us: up, our 50 / 100 ×3 after the Poll.
+                let view = until(
+                    10,
+                    "FRR's view of the session",
+                    async || sh(vtysh("show bfd peer 192.0.2.10 json")).await,
+                    |o| {
+                        serde_json::from_str::<serde_json::Value>(o).is_ok_and(|v| {
+                            v["status"] == "up"
+                                && v["remote-transmit-interval"] == 50
+                                && v["remote-receive-interval"] == 100
+                        })
+                    },
+                )
+                .await;
+                let v: serde_json::Value = serde_json::from_str(&view).unwrap();
+                assert_eq!(v["remote-detect-multiplier"], 3, "{view}");
+                let has = async || {
+                    sh(vtysh("show bgp ipv4 unicast 203.0.113.30/32 json"))
+                        .await
+                        .contains("\"paths\"")
+                };
+                let took = cut_and_restore(&a, &router_ns, has).await;
+                a.stop(Duration::from_secs(1)).await;
+                took
+            })
+        });
+        assert!(took < Duration::from_secs(2));
+    }
 }

@@ -274,11 +274,12 @@ impl ControlPacket {
 mod tests {
     use super::*;
 
-    /// Captured from FRR 8.4 bfdd (tcpdump -x) in a namespace: Down, diag 0, mult 3, my
-    /// discriminator 0x2c21f0a7, your 0, intervals 300,000 µs, echo 50,000 µs.
+    /// Captured from FRR 8.4 bfdd (`tcpdump -x` in a namespace, TTL 255, from port 49152):
+    /// Down, diag 0, multiplier 3, my discriminator 0xaf17f2de, yours 0, both intervals one
+    /// second (as RFC 5880 §6.8.3 asks while not Up), echo 50 ms.
     const FRR_DOWN: [u8; 24] = [
-        0x20, 0x40, 0x03, 0x18, 0x2c, 0x21, 0xf0, 0xa7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x93,
-        0xe0, 0x00, 0x04, 0x93, 0xe0, 0x00, 0x00, 0xc3, 0x50,
+        0x20, 0x40, 0x03, 0x18, 0xaf, 0x17, 0xf2, 0xde, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0f, 0x42,
+        0x40, 0x00, 0x0f, 0x42, 0x40, 0x00, 0x00, 0xc3, 0x50,
     ];
 
     #[test]
@@ -287,10 +288,10 @@ mod tests {
         assert_eq!(p.state, State::Down);
         assert_eq!(p.diag, Diag::None);
         assert_eq!(p.detect_mult, 3);
-        assert_eq!(p.my_discr, 0x2c21_f0a7);
+        assert_eq!(p.my_discr, 0xaf17_f2de);
         assert_eq!(p.your_discr, 0);
-        assert_eq!(p.desired_min_tx, 300_000);
-        assert_eq!(p.required_min_rx, 300_000);
+        assert_eq!(p.desired_min_tx, 1_000_000);
+        assert_eq!(p.required_min_rx, 1_000_000);
         assert_eq!(p.required_min_echo_rx, 50_000);
         assert_eq!(p.encode(), FRR_DOWN);
     }
