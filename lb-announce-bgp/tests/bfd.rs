@@ -2,7 +2,9 @@
 //! (the lab of interop.rs): the session comes up whoever starts it, both sides agree on the
 //! intervals RFC 5880 §6.8.2–§6.8.4 give, and when the peer's packets stop (dropped by
 //! nftables, no link change) our BGP session to it drops within the detection time, long
-//! before its hold time, and comes back with BFD.
+//! before its hold time, and comes back with BFD. The daemons' BGP does not follow their BFD
+//! (BIRD's session comes from a static route, FRR's from its `bfd` block): only our side can
+//! drop the BGP session, so the tests prove our BFD → BGP path.
 //!
 //! ```text
 //!  ns node   eth0 192.0.2.10/24   our BgpAnnouncer + BFD, AS 64512 (in-process, via setns)
@@ -219,7 +221,7 @@ fn bfd_with_bird_negotiates_the_rfc_intervals_and_drops_bgp_within_the_detection
     lab.start_bird(
         "router",
         "bird",
-        "router id 192.0.2.1;\nprotocol device {}\nprotocol bfd {\n  interface \"eth0\" { min rx interval 200 ms; min tx interval 150 ms; idle tx interval 300 ms; multiplier 3; };\n}\nprotocol bgp lb {\n  local 192.0.2.1 as 64500;\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  bfd on;\n  hold time 9;\n  error wait time 1, 2;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
+        "router id 192.0.2.1;\nprotocol device {}\nprotocol bfd {\n  interface \"eth0\" { min rx interval 200 ms; min tx interval 150 ms; idle tx interval 300 ms; multiplier 3; };\n}\nprotocol static {\n  ipv4;\n  route 198.51.100.99/32 via 192.0.2.10 bfd;\n}\nprotocol bgp lb {\n  local 192.0.2.1 as 64500;\n  neighbor 192.0.2.10 as 64512;\n  passive on;\n  hold time 9;\n  error wait time 1, 2;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n",
     );
     let ctl = lab.dir.join("bird.ctl").to_string_lossy().into_owned();
     let router_ns = lab.ns("router");
@@ -278,7 +280,7 @@ fn frr(passive: bool) -> Option<Lab> {
     let passive = if passive { "  passive-mode\n" } else { "" };
     Lab::with_frr_conf(
         &format!(
-            "frr defaults traditional\nhostname lbr\nbfd\n profile fast\n  transmit-interval 150\n  receive-interval 200\n  detect-multiplier 3\n{passive} !\n peer 192.0.2.10\n  profile fast\n !\n!\nrouter bgp 64500\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor 192.0.2.10 remote-as 64512\n neighbor 192.0.2.10 passive\n neighbor 192.0.2.10 timers connect 1\n neighbor 192.0.2.10 bfd\n neighbor 192.0.2.10 bfd profile fast\n address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n"
+            "frr defaults traditional\nhostname lbr\nbfd\n profile fast\n  transmit-interval 150\n  receive-interval 200\n  detect-multiplier 3\n{passive} !\n peer 192.0.2.10\n  profile fast\n !\n!\nrouter bgp 64500\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor 192.0.2.10 remote-as 64512\n neighbor 192.0.2.10 passive\n neighbor 192.0.2.10 timers connect 1\n address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n"
         ),
         &["zebra", "bfdd", "bgpd"],
     )
