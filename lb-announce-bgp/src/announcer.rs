@@ -677,6 +677,46 @@ mod tests {
         assert!(peer_config(&u.config.peers["u"], Ipv4Addr::new(192, 0, 2, 10), None).is_err());
     }
 
+    #[test]
+    fn a_peer_naming_a_bfd_profile_gets_a_bfd_session_with_its_timers() {
+        let l = lb_core::load_str(
+            "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 100, transmitInterval: 50, detectMultiplier: 4, passiveMode: true, minimumTtl: 250}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: near}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1, sourceAddress: 192.0.2.10, bfdProfile: fast}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: far}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 198.51.100.1, ebgpMultiHop: true, bfdProfile: fast}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: plain}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.2}\n",
+        );
+        assert!(l.is_valid(), "{:?}", l.errors);
+        let (sessions, _) = sessions_for(&l.config, "n1", Ipv4Addr::new(192, 0, 2, 10));
+        let bfd = bfd_for(&l.config, &sessions);
+        assert_eq!(bfd.keys().collect::<Vec<_>>(), ["far", "near"]);
+        let near = &bfd["near"];
+        let ms = Duration::from_millis;
+        assert_eq!(near.peer, "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(near.local, Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(
+            (
+                near.config.desired_min_tx,
+                near.config.required_min_rx,
+                near.config.detect_mult,
+                near.config.passive
+            ),
+            (ms(50), ms(100), 4, true)
+        );
+        assert!(!near.multihop);
+        assert!(bfd["far"].multihop && bfd["far"].min_ttl == 250);
+    }
+
+    #[test]
+    fn echo_mode_is_a_warning_that_says_it_runs_without() {
+        let l = lb_core::load_str(
+            "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: e}\nspec: {echoMode: true}\n",
+        );
+        assert!(l.is_valid());
+        assert!(l.config.bfd_profiles.contains_key("e"));
+        let w: Vec<String> = l.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            w.iter().any(|w| w.contains("echoMode") && w.contains("asynchronous mode")),
+            "{w:?}"
+        );
+    }
+
     /// A passive session (it never connects out: nothing leaves this machine).
     fn passive(hold: u16, password: Option<&str>) -> PeerConfig {
         let l = lb_core::load_str(

@@ -292,7 +292,9 @@ fn frr(passive: bool) -> Option<Lab> {
 #[test]
 fn bfd_with_frr_comes_up_whoever_starts_and_drops_bgp_within_the_detection_time() {
     for ours_passive in [true, false] {
-        let Some(lab) = frr(!ours_passive) else { return };
+        let Some(lab) = frr(!ours_passive) else {
+            return;
+        };
         let tag = lab.tag.clone();
         let router_ns = lab.ns("router");
         let took = in_node(&lab, move || {

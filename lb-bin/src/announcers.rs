@@ -2,6 +2,7 @@
 //! step with it: standalone mode and the Kubernetes speaker hand [`Announcers::list`] to
 //! lb-core's [`Runtime`](lb_core::Runtime), which drives them.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 #[cfg(feature = "bgp")]
@@ -177,4 +178,57 @@ impl Announcers {
         }
         Vec::new()
     }
+
+    /// Each BFD session, by BGP peer name, as `/status` shows it.
+    pub fn bfd(&self) -> BTreeMap<String, BfdView> {
+        #[cfg(feature = "bgp")]
+        if let Some(a) = &self.bgp {
+            return a
+                .bfd_statuses()
+                .into_iter()
+                .map(|(name, s)| {
+                    let view = BfdView {
+                        peer: s.peer,
+                        state: s.state.to_string(),
+                        diagnostic: s.diag.to_string(),
+                        local_discriminator: s.local_discr,
+                        remote_discriminator: s.remote_discr,
+                        transmit_interval_ms: s.tx_interval.as_millis() as u64,
+                        detection_time_ms: s.detection_time.as_millis() as u64,
+                        up_events: s.counters.up_events,
+                        down_events: s.counters.down_events,
+                        error: s.error,
+                    };
+                    (name, view)
+                })
+                .collect();
+        }
+        BTreeMap::new()
+    }
+}
+
+/// A BFD session in `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BfdView {
+    /// The peer's address.
+    pub peer: std::net::IpAddr,
+    /// `Up`, `Init`, `Down` or `AdminDown`.
+    pub state: String,
+    /// Why it last left Up.
+    pub diagnostic: String,
+    /// Our discriminator.
+    pub local_discriminator: u32,
+    /// The peer's (0 while unknown).
+    pub remote_discriminator: u32,
+    /// The interval packets go out at now (before jitter), as RFC 5880 §6.8.7 negotiates it.
+    pub transmit_interval_ms: u64,
+    /// The silence after which the session goes down (§6.8.4).
+    pub detection_time_ms: u64,
+    /// Times it came Up.
+    pub up_events: u64,
+    /// Times it went from Up to Down.
+    pub down_events: u64,
+    /// Why it cannot run, if so (its sockets could not be opened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -167,6 +167,7 @@ impl Speaker {
         st.ready = apply_errors.is_empty();
         st.apply_errors = apply_errors;
         st.skipped_peers = self.announcers.skipped().to_vec();
+        st.bfd = self.announcers.bfd();
         st.members = members.iter().cloned().collect();
         st.announcements = applied
             .announced
@@ -500,6 +501,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                 *text.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.membership = m;
+                st.bfd = sp.announcers.bfd();
                 // The API writer's latest word, whether or not a pass ran since.
                 st.api_error = sp.api_writes.outcome().error;
             }

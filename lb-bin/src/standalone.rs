@@ -129,6 +129,9 @@ pub struct Status {
     pub local_delivery_errors: Vec<String>,
     /// BGPPeers this build cannot serve (unnumbered, vrf), with why: skipped alone.
     pub skipped_peers: Vec<(String, String)>,
+    /// The BFD sessions, by BGP peer name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bfd: BTreeMap<String, crate::announcers::BfdView>,
     /// Why the last write to the Kubernetes API failed (speaker; retried every second).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_error: Option<String>,
@@ -570,6 +573,7 @@ impl Node {
         st.ready = apply_errors.is_empty();
         st.apply_errors = apply_errors;
         st.skipped_peers = self.announcers.skipped();
+        st.bfd = self.announcers.bfd();
         st.local_delivery_errors = words(&applied.local_errors);
         st.members = members.iter().cloned().collect();
         st.allocator = agree::allocator(&members).cloned();
@@ -701,6 +705,7 @@ impl Node {
         }));
         *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
         st.membership = m;
+        st.bfd = self.announcers.bfd();
     }
 }
 
