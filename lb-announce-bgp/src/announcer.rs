@@ -712,7 +712,8 @@ mod tests {
         assert!(l.config.bfd_profiles.contains_key("e"));
         let w: Vec<String> = l.errors.iter().map(ToString::to_string).collect();
         assert!(
-            w.iter().any(|w| w.contains("echoMode") && w.contains("asynchronous mode")),
+            w.iter()
+                .any(|w| w.contains("echoMode") && w.contains("asynchronous mode")),
             "{w:?}"
         );
     }

@@ -16,8 +16,10 @@
 //! session); `listen` the passive side shared by all sessions; `announcer` `BgpAnnouncer` with
 //! MetalLB's metric names. Proven against BIRD, FRR, GoBGP and ExaBGP (tests/interop.rs,
 //! tests/transport.rs); `examples/converge.rs` measures 100,000 prefixes to BIRD beside
-//! BIRD -> BIRD. BFD is still to come: a session takes its "peer is down" from outside through
-//! the same path as a closed connection.
+//! BIRD -> BIRD. `bfd` is BFD (RFC 5880, single hop and multihop): the codec and state machine
+//! without IO, and with `runtime` the UDP driver; `BgpAnnouncer` runs a BFD session for each
+//! peer whose BGPPeer names a BFDProfile and drops that BGP session when it goes down (tested
+//! against BIRD and FRR in tests/bfd.rs).
 //!
 //! Feature `runtime` (default) brings the tokio parts (`session`, `listen`, `announcer`);
 //! without it the codec and the FSM stand alone.
