@@ -239,6 +239,7 @@ impl Session {
             four_octet: Arc::new(AtomicBool::new(true)),
             candidate: false,
             link_local: None,
+            other_next_hop: None,
             refreshed: HashMap::new(),
             refresh_due: HashMap::new(),
         };
@@ -338,6 +339,9 @@ struct Driver {
     /// Our link-local address on the interface shared with an on-link IPv6 peer: the second
     /// IPv6 next hop (RFC 2545 §3).
     link_local: Option<Ipv6Addr>,
+    /// The next hop for the other family than the session's (`dualStackAddressFamily`): an
+    /// address of that family on the interface that holds the session's local address.
+    other_next_hop: Option<IpAddr>,
     /// When each family's routes were last resent in full for a ROUTE-REFRESH.
     refreshed: HashMap<AfiSafi, Instant>,
     /// Refreshes asked too soon, answered at this time.
@@ -634,6 +638,9 @@ impl Driver {
             }
             _ => None,
         };
+        self.other_next_hop = crate::sys::interface_addresses()
+            .ok()
+            .and_then(|a| other_family_next_hop(&a, local.ip()));
         self.conn_id += 1;
         let id = self.conn_id;
         let (reader, writer) = stream.into_split();
@@ -657,12 +664,14 @@ impl Driver {
         };
         let local = self.conn.as_ref().map(|c| c.local.ip());
         let ibgp = neg.remote_as == self.cfg.fsm.local_as;
-        let nh4 = self.cfg.next_hop_v4.or(match local {
-            Some(IpAddr::V4(a)) => Some(a),
+        // The session's own address for its family; for the other, the configured one, else
+        // one of that family on the same interface.
+        let nh4 = self.cfg.next_hop_v4.or(match (local, self.other_next_hop) {
+            (Some(IpAddr::V4(a)), _) | (_, Some(IpAddr::V4(a))) => Some(a),
             _ => None,
         });
-        let nh6 = self.cfg.next_hop_v6.or(match local {
-            Some(IpAddr::V6(a)) => Some(a),
+        let nh6 = self.cfg.next_hop_v6.or(match (local, self.other_next_hop) {
+            (Some(IpAddr::V6(a)), _) | (_, Some(IpAddr::V6(a))) => Some(a),
             _ => None,
         });
         let carried = |p: &IpNetwork| {
@@ -821,6 +830,24 @@ pub fn link_local_next_hop(if_inet6: &str, local: Ipv6Addr, peer: Ipv6Addr) -> O
         .map(|r| r.0)
 }
 
+/// The next hop for the family the session does not run over: an address of that family on
+/// the interface that holds `local` (global for IPv6, not link-local), from `addrs` (interface
+/// name, address).
+pub fn other_family_next_hop(addrs: &[(String, IpAddr)], local: IpAddr) -> Option<IpAddr> {
+    let (dev, _) = addrs.iter().find(|(_, a)| *a == local)?;
+    addrs
+        .iter()
+        .filter(|(d, _)| d == dev)
+        .map(|(_, a)| *a)
+        .find(|a| match (local, a) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => {
+                !v6.is_loopback() && !v6.is_unicast_link_local() && !v6.is_unspecified()
+            }
+            (IpAddr::V6(_), IpAddr::V4(v4)) => !v4.is_loopback() && !v4.is_unspecified(),
+            _ => false,
+        })
+}
+
 fn family_of(p: &IpNetwork) -> AfiSafi {
     match p {
         IpNetwork::V4(_) => AfiSafi::IPV4_UNICAST,
@@ -890,6 +917,26 @@ fe800000000000000c9a3ffffe0b1a2b 02 40 20 80     eth0
 20010db8000100000000000000000005 03 40 00 80     eth1
 fe800000000000000000000000000099 03 40 20 80     eth1
 ";
+
+    #[test]
+    fn the_other_familys_next_hop_is_on_the_sessions_interface() {
+        let a = |d: &str, ip: &str| (d.to_string(), ip.parse::<IpAddr>().unwrap());
+        let addrs = [
+            a("lo", "127.0.0.1"),
+            a("lo", "::1"),
+            a("eth0", "192.0.2.10"),
+            a("eth0", "fe80::1"),
+            a("eth0", "2001:db8::10"),
+            a("eth1", "198.51.100.10"),
+            a("eth1", "2001:db8:1::10"),
+        ];
+        let nh = |l: &str| other_family_next_hop(&addrs, l.parse().unwrap());
+        assert_eq!(nh("192.0.2.10"), Some("2001:db8::10".parse().unwrap()));
+        assert_eq!(nh("2001:db8::10"), Some("192.0.2.10".parse().unwrap()));
+        assert_eq!(nh("2001:db8:1::10"), Some("198.51.100.10".parse().unwrap()));
+        assert_eq!(nh("127.0.0.1"), None, "loopback has only ::1");
+        assert_eq!(nh("203.0.113.1"), None, "not ours");
+    }
 
     #[test]
     fn link_local_next_hop_is_the_interface_of_an_on_link_peer() {

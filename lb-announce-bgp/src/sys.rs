@@ -183,6 +183,52 @@ pub fn recv_with_ttl(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr
     Ok((n as usize, from, ttl))
 }
 
+/// Every address of every interface (of the calling thread's network namespace), with the
+/// interface's name.
+pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string of the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: ifa_addr points to a sockaddr whose family says which one it is.
+        let addr = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                    Some(IpAddr::from(std::net::Ipv4Addr::from(u32::from_be(
+                        a.sin_addr.s_addr,
+                    ))))
+                }
+                libc::AF_INET6 => {
+                    let a = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                    Some(IpAddr::from(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)))
+                }
+                _ => None,
+            }
+        };
+        if let Some(a) = addr {
+            out.push((name, a));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
 /// The IPv4 minimum TTL set on a socket.
 #[cfg(test)]
 pub fn get_min_ttl(fd: RawFd) -> io::Result<i32> {
@@ -270,6 +316,16 @@ mod tests {
             assert_eq!(from, s.local_addr().unwrap());
             assert_eq!(seen, Some(ttl), "v6 {v6}");
         }
+    }
+
+    #[test]
+    fn the_loopback_interface_has_its_addresses() {
+        let a = interface_addresses().unwrap();
+        assert!(
+            a.iter()
+                .any(|(n, ip)| n == "lo" && *ip == IpAddr::from([127, 0, 0, 1])),
+            "{a:?}"
+        );
     }
 
     #[test]
