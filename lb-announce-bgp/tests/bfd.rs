@@ -22,7 +22,6 @@ mod lab;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use lab::*;
@@ -36,26 +35,13 @@ use lb_announce_bgp::session::PeerConfig;
 const MS: Duration = Duration::from_millis(1);
 const ROUTER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
-/// Runs `f` on a thread inside the node namespace with a current-thread runtime (every
-/// socket the announcer and BFD open is the node's); the daemons are probed with async
-/// commands so the runtime keeps sending BFD packets meanwhile.
+/// Runs the future `f` makes inside the node namespace (see [`Lab::in_node`]); the daemons
+/// are probed with async commands so the runtime keeps sending BFD packets meanwhile.
 fn in_node<T: Send + 'static>(
     lab: &Lab,
     f: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T>>> + Send + 'static,
 ) -> T {
-    let ns = std::fs::File::open(format!("/run/netns/{}", lab.ns("node"))).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: setns on a descriptor we own, for this thread only.
-        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(f())
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    lab.in_node(move |rt| rt.block_on(f()))
 }
 
 /// Our BGP session to the router (eBGP 64512 → 64500, hold time 9 s).

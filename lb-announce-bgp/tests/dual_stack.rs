@@ -19,7 +19,6 @@
 mod lab;
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use lab::*;
@@ -59,15 +58,7 @@ fn announce_until(
     address: &'static str,
     seen: impl Fn() -> (bool, String) + Send + Sync + 'static,
 ) -> String {
-    let ns = std::fs::File::open(format!("/run/netns/{}", lab.ns("node"))).unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: setns on a descriptor we own, for this thread only.
-        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+    lab.in_node(move |rt| {
         let seen = std::sync::Arc::new(seen);
         rt.block_on(async move {
             let a = BgpAnnouncer::for_node(&config(address), "node1", Ipv4Addr::new(192, 0, 2, 10));
@@ -90,8 +81,6 @@ fn announce_until(
             out
         })
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 #[test]

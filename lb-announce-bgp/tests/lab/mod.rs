@@ -322,26 +322,11 @@ impl Lab {
         remote_as: u32,
         extra: &str,
     ) -> Option<Lab> {
-        let lab = Lab::namespaces()?;
-        if !installed("test -x /usr/lib/frr/bgpd", "FRR") {
-            return None;
-        }
         let n = neighbor;
         let conf = format!(
             "frr defaults traditional\nhostname lbr\nrouter bgp {frr_as}\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n neighbor {n} remote-as {remote_as}\n neighbor {n} passive\n neighbor {n} {extra}\n address-family ipv4 unicast\n  neighbor {n} activate\n exit-address-family\n address-family ipv6 unicast\n  neighbor {n} activate\n exit-address-family\n"
         );
-        // FRR runs as user frr: its files must be readable, its run directory its own.
-        let f = lab.dir.join("frr.conf");
-        std::fs::write(&f, conf).unwrap();
-        ok(&["chmod", "755", lab.dir.to_str().unwrap()]);
-        ok(&["chmod", "644", f.to_str().unwrap()]);
-        let run_dir = format!("/var/run/frr/{}", lab.tag);
-        ok(&["mkdir", "-p", &run_dir]);
-        ok(&["chown", "frr:frr", &run_dir]);
-        for daemon in ["zebra", "bgpd"] {
-            lab.start_frr_daemon(daemon);
-        }
-        Some(lab)
+        Lab::with_frr_conf(&conf, &["zebra", "bgpd"])
     }
 
     /// Both namespaces, and ExaBGP peering passively with 192.0.2.10 as AS 64500 (or 64512
@@ -570,16 +555,7 @@ impl Lab {
         tweak: impl FnOnce(&mut PeerConfig) + Send + 'static,
         f: impl FnOnce(&mut Speaker) -> T + Send + 'static,
     ) -> T {
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.ns("node"))).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on a descriptor we own, for this thread only; the runtime below is
-            // single-threaded, so every socket it creates belongs to the node namespace.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+        self.in_node(move |rt| {
             let mut fsm = Config::new(
                 local_as,
                 Ipv4Addr::new(192, 0, 2, 10),
@@ -605,6 +581,25 @@ impl Lab {
                 rt.block_on(s.stop(Duration::from_secs(2)));
             }
             out
+        })
+    }
+
+    /// Runs `f` on a thread of its own inside the node namespace, with a current-thread
+    /// runtime: every socket the runtime's tasks open belongs to the node namespace.
+    pub fn in_node<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(tokio::runtime::Runtime) -> T + Send + 'static,
+    ) -> T {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.ns("node"))).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: setns on a descriptor we own, for this thread only.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            f(rt)
         })
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
