@@ -104,6 +104,42 @@ fn pings(net: &Net) -> bool {
     until(10, || net.ping_once("cl", L2_VIP))
 }
 
+/// A BGPPeer naming a BFDProfile gets a BFD session to BIRD: `/status` shows it Up with the
+/// intervals RFC 5880 negotiates from both sides, and `/metrics` has MetalLB's BFD series.
+#[test]
+fn a_peer_with_a_bfd_profile_runs_bfd_shown_in_status_and_metrics() {
+    let Some(mut net) = net("lbd") else { return };
+    if !lab::bird_available() {
+        return;
+    }
+    let conf = "router id 192.0.2.100;\nprotocol device {}\nprotocol bfd {\n  interface \"eth0\" { min rx interval 200 ms; min tx interval 150 ms; multiplier 3; };\n}\nprotocol bgp lb {\n  local 192.0.2.100 as 64500;\n  neighbor 192.0.2.11 as 64512;\n  passive on;\n  hold time 9;\n  bfd on;\n  ipv4 { import all; export none; };\n}\n";
+    let b1 = net.bird("cl", "b1", conf);
+    let config = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.8/32]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed]}\n---\napiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: fast}\nspec: {receiveInterval: 100, transmitInterval: 50, detectMultiplier: 3}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s, bfdProfile: fast}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}]}\n";
+    start(&mut net, "node1", config, &[]);
+    assert!(
+        until(20, || b1.routes().contains("203.0.113.8/32")),
+        "BIRD never got the route:\n{}\n{}",
+        b1.routes(),
+        net.log("node1")
+    );
+    // Ours sends at max(50, BIRD's rx 200) and times out after BIRD's 3 x max(our rx 100,
+    // BIRD's tx 150).
+    let up = || {
+        status(&net).is_some_and(|s| {
+            s["bfd"]["router"]["state"] == "Up"
+                && s["bfd"]["router"]["transmit_interval_ms"] == 200
+                && s["bfd"]["router"]["detection_time_ms"] == 450
+        })
+    };
+    assert!(until(20, up), "{:?}\n{}", status(&net), net.log("node1"));
+    let metrics = net.get("n1", "127.0.0.1:9100", "/metrics").unwrap();
+    assert!(
+        metrics.contains("metallb_bfd_session_up{peer=\"router\"} 1")
+            && metrics.contains("metallb_bfd_control_packet_input{peer=\"router\"}"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_runs() {
     let Some(mut net) = net("lbu") else { return };
