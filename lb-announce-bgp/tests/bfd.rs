@@ -343,3 +343,69 @@ fn bfd_with_frr_comes_up_whoever_starts_and_drops_bgp_within_the_detection_time(
         assert!(took < Duration::from_secs(2));
     }
 }
+
+/// Multihop (RFC 5883) to BIRD one router away, as an `ebgpMultiHop` peer gets it (port
+/// 4784). BIRD 2.0.12 sends multihop BFD with the default TTL (64), where FRR sends 255: at
+/// MetalLB's default `minimumTtl` of 254 its packets arrive with 63 and are refused, as FRR
+/// would refuse them, and the session never comes up; with a `minimumTtl` of 60 it does.
+#[test]
+fn multihop_bfd_with_bird_one_router_away_checks_the_minimum_ttl() {
+    let Some(lab) = Lab::namespaces() else { return };
+    lab.add_far();
+    lab.start_bird(
+        "far",
+        "bird",
+        "router id 198.51.100.2;\nprotocol device {}\nprotocol bfd {\n  multihop { min rx interval 200 ms; min tx interval 150 ms; multiplier 3; };\n}\nprotocol bgp lb {\n  local 198.51.100.2 as 64500;\n  neighbor 192.0.2.10 as 64512;\n  multihop;\n  passive on;\n  bfd on;\n  hold time 9;\n  ipv4 { import all; export none; };\n}\n",
+    );
+    let ctl = lab.dir.join("bird.ctl").to_string_lossy().into_owned();
+    in_node(&lab, move || {
+        Box::pin(async move {
+            let birdc = |cmd: &str| vec!["birdc".to_string(), "-s".into(), ctl.clone(), cmd.into()];
+            let mut peer = bgp_peer();
+            peer.address = "198.51.100.2:179".parse().unwrap();
+            peer.ttl = Some(255);
+            let a = BgpAnnouncer::start([("router".to_string(), peer)]);
+            let bfd = |min_ttl: u8| {
+                let mut b = PeerBfd::single_hop(
+                    "198.51.100.2".parse().unwrap(),
+                    Timers::new(50 * MS, 100 * MS, 3),
+                );
+                b.multihop = true;
+                b.min_ttl = min_ttl;
+                BTreeMap::from([("router".to_string(), b)])
+            };
+            a.set_bfd(bfd(254));
+            // BIRD hears us (Init) but nothing of its reaches the session.
+            until(
+                10,
+                "BIRD hearing our multihop packets",
+                async || sh(birdc("show bfd sessions")).await,
+                |o| o.contains("192.0.2.10") && o.contains("Init"),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let refused = router_bfd(&a).unwrap();
+            assert_eq!(
+                (refused.state, refused.counters.received),
+                (BfdState::Down, 0),
+                "{refused:?}"
+            );
+            a.set_bfd(bfd(60));
+            until(
+                20,
+                "multihop BFD up",
+                async || router_bfd(&a).map(|s| (s.state, s.tx_interval, s.detection_time)),
+                |s| *s == Some((BfdState::Up, 200 * MS, 450 * MS)),
+            )
+            .await;
+            until(
+                10,
+                "BIRD's multihop session up",
+                async || sh(birdc("show bfd sessions")).await,
+                |o| o.contains("192.0.2.10") && o.contains("Up"),
+            )
+            .await;
+            a.stop(Duration::from_secs(1)).await;
+        })
+    });
+}

@@ -308,9 +308,10 @@ impl Driver {
             if let Some(s) = self.sessions.get_mut(&name) {
                 if s.peer.config != p.config {
                     let out = s.machine.reconfigure(p.config, now);
-                    s.peer = p;
                     Self::send_now(s, &out);
                 }
+                // A new minimum TTL applies from the next packet.
+                s.peer = p;
                 continue;
             }
             let discr = self.next_discr;
