@@ -313,6 +313,16 @@ impl BgpAnnouncer {
         b.set_peers(peers);
     }
 
+    /// BFD packets dropped before any session took them, by reason (see [`Bfd::dropped`]).
+    pub fn bfd_dropped(&self) -> BTreeMap<&'static str, u64> {
+        self.bfd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Bfd::dropped)
+            .unwrap_or_default()
+    }
+
     /// Each peer's BFD session status, by peer name.
     pub fn bfd_statuses(&self) -> BTreeMap<String, BfdStatus> {
         self.bfd
@@ -484,6 +494,15 @@ impl BgpAnnouncer {
                 |s| s.counters.down_events,
             ),
         ];
+        family(
+            out,
+            "lb_bfd_dropped_total",
+            "BFD packets dropped before any session took them, by reason",
+            Kind::Counter,
+            self.bfd_dropped()
+                .into_iter()
+                .map(|(reason, n)| ([("reason", reason)], n)),
+        )?;
         for (name, kind, help, get) in bfd_metrics {
             let series = bfd
                 .iter()

@@ -79,6 +79,9 @@ pub struct BfdStatus {
     pub error: Option<String>,
 }
 
+/// Received packets dropped before any session took them, by reason.
+type Dropped = Arc<std::sync::Mutex<BTreeMap<&'static str, u64>>>;
+
 /// Called with the peer's name when its BFD session goes from Up to Down.
 pub type OnDown = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -93,6 +96,7 @@ enum Command {
 pub struct Bfd {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<BTreeMap<String, BfdStatus>>,
+    dropped: Dropped,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -108,7 +112,9 @@ impl Bfd {
     pub fn start(on_down: OnDown) -> Bfd {
         let (commands, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(BTreeMap::new());
+        let dropped = Dropped::default();
         let driver = Driver {
+            dropped: dropped.clone(),
             origin: Instant::now(),
             sessions: BTreeMap::new(),
             sockets: BTreeMap::new(),
@@ -120,6 +126,7 @@ impl Bfd {
         Bfd {
             commands,
             status,
+            dropped,
             task,
         }
     }
@@ -133,6 +140,17 @@ impl Bfd {
     /// Every session's status, by peer name.
     pub fn statuses(&self) -> BTreeMap<String, BfdStatus> {
         self.status.borrow().clone()
+    }
+
+    /// Received packets dropped before any session took them, by reason: `malformed` (RFC
+    /// 5880 §6.8.6 checks), `no_session` (for no session of ours), `wrong_source` (a session's
+    /// discriminator from another address), `ttl` (below 255 single hop, below `minimumTtl`
+    /// multihop).
+    pub fn dropped(&self) -> BTreeMap<&'static str, u64> {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The statuses as they change.
@@ -186,6 +204,7 @@ struct Driver {
     next_discr: u32,
     status: watch::Sender<BTreeMap<String, BfdStatus>>,
     on_down: OnDown,
+    dropped: Dropped,
 }
 
 /// A socket bound to `addr` with SO_REUSEADDR, non-blocking, for tokio.
@@ -381,8 +400,18 @@ impl Driver {
         changed
     }
 
+    fn drop_packet(&self, reason: &'static str) {
+        *self
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
     fn received(&mut self, b: &[u8], from: SocketAddr, ttl: Option<u8>, multihop: bool) {
         let Ok(p) = ControlPacket::decode(b) else {
+            self.drop_packet("malformed");
             return;
         };
         let name = self
@@ -397,14 +426,22 @@ impl Driver {
                     }
             })
             .map(|(n, _)| n.clone());
-        let Some(name) = name else { return };
+        let Some(name) = name else {
+            self.drop_packet("no_session");
+            return;
+        };
         let now = self.now();
         let Some(s) = self.sessions.get_mut(&name) else {
             return;
         };
         // The sender must be the peer, and near enough (RFC 5881 §5, RFC 5883 §5).
         let min_ttl = if multihop { s.peer.min_ttl } else { 255 };
-        if s.peer.peer != from.ip() || ttl.is_none_or(|t| t < min_ttl) {
+        if s.peer.peer != from.ip() {
+            self.drop_packet("wrong_source");
+            return;
+        }
+        if ttl.is_none_or(|t| t < min_ttl) {
+            self.drop_packet("ttl");
             return;
         }
         let out = s.machine.receive(&p, now);
