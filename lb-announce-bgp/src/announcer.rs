@@ -3,7 +3,7 @@
 //! send only the difference.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,14 +41,6 @@ pub enum PeerError {
         /// The VRF it names.
         vrf: String,
     },
-    /// `interface`: unnumbered peering over the interface's link-local address.
-    #[error("BGPPeer {peer}: unnumbered peering (interface {interface}) is not supported yet")]
-    Unnumbered {
-        /// The BGPPeer's name.
-        peer: String,
-        /// The interface it names.
-        interface: String,
-    },
     /// The peer is reached in a way this build does not know.
     #[error("BGPPeer {peer}: this build cannot reach it ({target:?})")]
     Target {
@@ -71,14 +63,11 @@ pub fn peer_config(
             vrf: v.clone(),
         });
     }
-    let ip = match &peer.target {
-        PeerTarget::Address(ip) => *ip,
-        PeerTarget::Interface(i) => {
-            return Err(PeerError::Unnumbered {
-                peer: peer.name.clone(),
-                interface: i.clone(),
-            });
-        }
+    let (ip, interface) = match &peer.target {
+        PeerTarget::Address(ip) => (*ip, None),
+        // Unnumbered: the address is the neighbour heard on the interface (see
+        // `crate::neighbor`); only the port is taken from here.
+        PeerTarget::Interface(i) => (Ipv6Addr::UNSPECIFIED.into(), Some(i.clone())),
         other => {
             return Err(PeerError::Target {
                 peer: peer.name.clone(),
@@ -113,6 +102,7 @@ pub fn peer_config(
             passive: false,
         },
         address: SocketAddr::new(ip, peer.port),
+        interface,
         source: peer.source_address,
         next_hop_v4: None,
         next_hop_v6: None,
@@ -216,6 +206,9 @@ pub fn bfd_for(
 ) -> BTreeMap<String, PeerBfd> {
     sessions
         .iter()
+        // An unnumbered peer's address is learned once the session runs: BFD for it is not
+        // run yet (`check` says so).
+        .filter(|(_, c)| c.interface.is_none())
         .filter_map(|(name, c)| {
             let peer = config.peers.get(name)?;
             let profile = config.bfd_profiles.get(peer.bfd_profile.as_ref()?)?;
@@ -693,7 +686,14 @@ mod tests {
         let u = lb_core::load_str(
             "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: u}\nspec: {myASN: 1, peerASN: 2, interface: eth0}\n",
         );
-        assert!(peer_config(&u.config.peers["u"], Ipv4Addr::new(192, 0, 2, 10), None).is_err());
+        let u = peer_config(&u.config.peers["u"], Ipv4Addr::new(192, 0, 2, 10), None).unwrap();
+        assert_eq!(
+            u.interface.as_deref(),
+            Some("eth0"),
+            "unnumbered: found on eth0"
+        );
+        assert_eq!(u.address.port(), 179);
+        assert_eq!(u.ttl, Some(1), "eBGP one hop away");
     }
 
     #[test]

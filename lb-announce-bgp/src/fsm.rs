@@ -189,6 +189,8 @@ pub struct Negotiated {
     pub route_refresh: bool,
     /// The peer's graceful restart capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestart>,
+    /// Both sides offered IPv4 unicast with IPv6 next hops (RFC 8950 extended next hop).
+    pub ipv4_over_ipv6_next_hop: bool,
 }
 
 /// Why a session went down.
@@ -524,6 +526,11 @@ impl Fsm {
                 Capability::GracefulRestart(g) => Some(g.clone()),
                 _ => None,
             }),
+            ipv4_over_ipv6_next_hop: self.cfg.families.contains(&AfiSafi::IPV4_UNICAST)
+                && open.has(|c| {
+                    matches!(c, Capability::ExtendedNextHop(v)
+                        if v.contains(&(AfiSafi::IPV4_UNICAST, 2)))
+                }),
         })
     }
 

@@ -19,7 +19,10 @@
 //! BIRD -> BIRD. `bfd` is BFD (RFC 5880, single hop and multihop): the codec and state machine
 //! without IO, and with `runtime` the UDP driver; `BgpAnnouncer` runs a BFD session for each
 //! peer whose BGPPeer names a BFDProfile and drops that BGP session when it goes down (tested
-//! against BIRD and FRR in tests/bfd.rs).
+//! against BIRD and FRR in tests/bfd.rs). `nd` (Router Solicitation / Advertisement, no IO) and
+//! with `runtime` `neighbor` find an unnumbered peer on its interface; such a session runs
+//! between link-local addresses and sends IPv4 prefixes with an IPv6 next hop (RFC 8950;
+//! tests/unnumbered.rs, against FRR).
 //!
 //! Feature `runtime` (default) brings the tokio parts (`session`, `listen`, `announcer`);
 //! without it the codec and the FSM stand alone.
@@ -48,6 +51,9 @@ pub mod bfd;
 pub mod fsm;
 #[cfg(feature = "runtime")]
 pub mod listen;
+pub mod nd;
+#[cfg(feature = "runtime")]
+pub mod neighbor;
 pub mod packet;
 #[cfg(feature = "runtime")]
 pub mod session;

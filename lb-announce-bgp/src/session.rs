@@ -49,8 +49,12 @@ pub struct RouteAttrs {
 pub struct PeerConfig {
     /// The state machine's settings.
     pub fsm: fsm::Config,
-    /// Where the peer is reached.
+    /// Where the peer is reached. With `interface`, only its port counts.
     pub address: SocketAddr,
+    /// Unnumbered: the peer is the router heard on this interface, reached on its link-local
+    /// address (see [`crate::neighbor`]); IPv4 prefixes then go with an IPv6 next hop when the
+    /// peer takes them so (RFC 8950).
+    pub interface: Option<String>,
     /// Source address to connect from.
     pub source: Option<IpAddr>,
     /// Next hop for IPv6 prefixes when the session runs over IPv4 (and the reverse); by default
@@ -76,6 +80,7 @@ impl PeerConfig {
         PeerConfig {
             fsm,
             address,
+            interface: None,
             source: None,
             next_hop_v4: None,
             next_hop_v6: None,
@@ -226,7 +231,13 @@ impl Session {
         let (status_tx, status) = watch::channel(SessionStatus::default());
         let fsm = Fsm::new(cfg.fsm.clone());
         let (peer, md5_password) = (cfg.address.ip(), cfg.md5_password.clone());
+        let discovery = cfg.interface.as_deref().map(|i| {
+            let d = crate::neighbor::Discovery::start(i);
+            let rx = d.watch();
+            (d, rx)
+        });
         let driver = Driver {
+            discovery,
             cfg,
             fsm,
             events: tx.clone(),
@@ -240,6 +251,7 @@ impl Session {
             candidate: false,
             link_local: None,
             other_next_hop: None,
+            global_v6: None,
             refreshed: HashMap::new(),
             refresh_due: HashMap::new(),
         };
@@ -317,12 +329,18 @@ struct Conn {
     writer: OwnedWriteHalf,
     reader: JoinHandle<()>,
     local: SocketAddr,
+    remote: Option<SocketAddr>,
     /// Opened by us (rather than accepted): decides connection collisions.
     outbound: bool,
 }
 
 struct Driver {
     cfg: PeerConfig,
+    /// An unnumbered peer's neighbour discovery, and the neighbour as it is learned.
+    discovery: Option<(
+        crate::neighbor::Discovery,
+        watch::Receiver<crate::neighbor::Neighbor>,
+    )>,
     fsm: Fsm,
     events: mpsc::UnboundedSender<Event>,
     timers: HashMap<Timer, Instant>,
@@ -342,6 +360,9 @@ struct Driver {
     /// The next hop for the other family than the session's (`dualStackAddressFamily`): an
     /// address of that family on the interface that holds the session's local address.
     other_next_hop: Option<IpAddr>,
+    /// A session from a link-local address (unnumbered): a global IPv6 address of the same
+    /// interface, the first of the two IPv6 next hops, if it has one.
+    global_v6: Option<Ipv6Addr>,
     /// When each family's routes were last resent in full for a ROUTE-REFRESH.
     refreshed: HashMap<AfiSafi, Instant>,
     /// Refreshes asked too soon, answered at this time.
@@ -396,6 +417,9 @@ impl Driver {
                     Some(Event::Frame(_, Err(e), _credit)) => self.feed(Input::Malformed(e)).await,
                     Some(Event::Closed(_)) => self.feed(Input::TcpClosed).await,
                 },
+                Some(()) = neighbor_changed(self.discovery.as_mut().map(|(_, rx)| rx)) => {
+                    self.neighbor_changed().await;
+                }
                 _ = sleep_until(next.map(|(_, at)| at)) => {
                     if let Some((t, _)) = next {
                         self.timers.remove(&t);
@@ -536,24 +560,70 @@ impl Driver {
         }
     }
 
+    /// Where the peer is now: its configured address, or for an unnumbered peer the neighbour
+    /// heard on the interface (none yet: not reachable).
+    fn peer_address(&self) -> io::Result<SocketAddr> {
+        match (&self.discovery, &self.cfg.interface) {
+            (Some((d, rx)), Some(interface)) => match *rx.borrow() {
+                Some(n) => Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    *n.ip(),
+                    self.cfg.address.port(),
+                    0,
+                    n.scope_id(),
+                ))),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    d.error().unwrap_or_else(|| {
+                        format!("no router advertisement heard on {interface} yet")
+                    }),
+                )),
+            },
+            _ => Ok(self.cfg.address),
+        }
+    }
+
+    /// The unnumbered peer's neighbour was learned or changed: a connection to another address
+    /// is dropped, and a session waiting to retry connects now.
+    async fn neighbor_changed(&mut self) {
+        let Ok(now) = self.peer_address() else {
+            return;
+        };
+        match &self.conn {
+            Some(c) if c.remote.is_some_and(|r| r.ip() != now.ip()) => {
+                self.status.send_modify(|s| {
+                    s.last_down = Some(format!("the neighbour is now {}", now.ip()))
+                });
+                self.feed(Input::TcpClosed).await;
+            }
+            Some(_) => {}
+            None => {
+                if self.timers.remove(&Timer::ConnectRetry).is_some() {
+                    self.feed(Input::Expired(Timer::ConnectRetry)).await;
+                }
+            }
+        }
+    }
+
     fn connect(&mut self) {
         let cfg = self.cfg.clone();
         let events = self.events.clone();
+        let address = self.peer_address();
         tokio::spawn(async move {
             let attempt = async {
-                let socket = if cfg.address.is_ipv4() {
+                let address = address?;
+                let socket = if address.is_ipv4() {
                     TcpSocket::new_v4()?
                 } else {
                     TcpSocket::new_v6()?
                 };
                 if let Some(pw) = &cfg.md5_password {
-                    crate::sys::set_tcp_md5(socket.as_raw_fd(), cfg.address.ip(), pw.as_bytes())?;
+                    crate::sys::set_tcp_md5(socket.as_raw_fd(), address.ip(), pw.as_bytes())?;
                 }
-                cfg.apply_ttl(socket.as_raw_fd(), cfg.address.is_ipv6())?;
+                cfg.apply_ttl(socket.as_raw_fd(), address.is_ipv6())?;
                 if let Some(src) = cfg.source {
                     socket.bind(SocketAddr::new(src, 0))?;
                 }
-                socket.connect(cfg.address).await
+                socket.connect(address).await
             };
             let r = match tokio::time::timeout(cfg.connect_timeout, attempt).await {
                 Ok(r) => r,
@@ -630,7 +700,10 @@ impl Driver {
         };
         // An IPv4 peer accepted on a dual-stack listener shows as ::ffff:a.b.c.d.
         let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let remote = stream.peer_addr().ok();
         self.link_local = match (local.ip(), self.cfg.address.ip()) {
+            // From a link-local address the session's own address is the link-local next hop.
+            (IpAddr::V6(l), _) if l.is_unicast_link_local() => None,
             (IpAddr::V6(l), IpAddr::V6(p)) => {
                 std::fs::read_to_string("/proc/thread-self/net/if_inet6")
                     .ok()
@@ -638,9 +711,12 @@ impl Driver {
             }
             _ => None,
         };
-        self.other_next_hop = crate::sys::interface_addresses()
-            .ok()
-            .and_then(|a| other_family_next_hop(&a, local.ip()));
+        let addrs = crate::sys::interface_addresses().unwrap_or_default();
+        self.other_next_hop = other_family_next_hop(&addrs, local.ip());
+        self.global_v6 = match local.ip() {
+            IpAddr::V6(l) if l.is_unicast_link_local() => global_v6_beside(&addrs, l),
+            _ => None,
+        };
         self.conn_id += 1;
         let id = self.conn_id;
         let (reader, writer) = stream.into_split();
@@ -652,6 +728,7 @@ impl Driver {
             writer,
             reader,
             local,
+            remote,
             outbound,
         });
         self.feed(Input::TcpConnected).await;
@@ -670,16 +747,30 @@ impl Driver {
             (Some(IpAddr::V4(a)), _) | (_, Some(IpAddr::V4(a))) => Some(a),
             _ => None,
         });
-        let nh6 = self.cfg.next_hop_v6.or(match (local, self.other_next_hop) {
-            (Some(IpAddr::V6(a)), _) | (_, Some(IpAddr::V6(a))) => Some(a),
-            _ => None,
-        });
+        let nh6: Vec<Ipv6Addr> = match (self.cfg.next_hop_v6, local) {
+            // From a link-local address (unnumbered): the interface's global address if it
+            // has one, then the link-local one (RFC 2545 §3); or the link-local one alone.
+            (None, Some(IpAddr::V6(l))) if l.is_unicast_link_local() => {
+                self.global_v6.into_iter().chain([l]).collect()
+            }
+            (configured, _) => configured
+                .or(match (local, self.other_next_hop) {
+                    (Some(IpAddr::V6(a)), _) | (_, Some(IpAddr::V6(a))) => Some(a),
+                    _ => None,
+                })
+                .into_iter()
+                .chain(self.link_local)
+                .collect(),
+        };
+        // Without an IPv4 next hop, IPv4 prefixes go with the IPv6 ones to a peer that takes
+        // them so (RFC 8950; the builder puts them in MP_REACH_NLRI).
+        let v4_over_v6 = nh4.is_none() && neg.ipv4_over_ipv6_next_hop && !nh6.is_empty();
         let carried = |p: &IpNetwork| {
             let f = family_of(p);
             neg.families.contains(&f)
                 && match p {
-                    IpNetwork::V4(_) => nh4.is_some(),
-                    IpNetwork::V6(_) => nh6.is_some(),
+                    IpNetwork::V4(_) => nh4.is_some() || v4_over_v6,
+                    IpNetwork::V6(_) => !nh6.is_empty(),
                 }
         };
         let withdraw: Vec<IpNetwork> = self
@@ -715,7 +806,6 @@ impl Driver {
                 large_communities: attrs.large_communities.clone(),
                 ..Default::default()
             };
-            let nh6: Vec<Ipv6Addr> = nh6.into_iter().chain(self.link_local).collect();
             match builder.try_announce(&pa, prefixes, &nh6) {
                 Ok(m) => msgs.extend(m),
                 // Attributes no UPDATE can hold (`check` refuses such configurations): these
@@ -830,6 +920,23 @@ pub fn link_local_next_hop(if_inet6: &str, local: Ipv6Addr, peer: Ipv6Addr) -> O
         .map(|r| r.0)
 }
 
+/// A global IPv6 address on the interface that holds the link-local address `local`, from
+/// `addrs` (interface name, address).
+pub fn global_v6_beside(addrs: &[(String, IpAddr)], local: Ipv6Addr) -> Option<Ipv6Addr> {
+    let (dev, _) = addrs.iter().find(|(_, a)| *a == IpAddr::V6(local))?;
+    addrs.iter().find_map(|(d, a)| match a {
+        IpAddr::V6(v6)
+            if d == dev
+                && !v6.is_loopback()
+                && !v6.is_unicast_link_local()
+                && !v6.is_unspecified() =>
+        {
+            Some(*v6)
+        }
+        _ => None,
+    })
+}
+
 /// The next hop for the family the session does not run over: an address of that family on
 /// the interface that holds `local` (global for IPv6, not link-local), from `addrs` (interface
 /// name, address).
@@ -852,6 +959,17 @@ fn family_of(p: &IpNetwork) -> AfiSafi {
     match p {
         IpNetwork::V4(_) => AfiSafi::IPV4_UNICAST,
         IpNetwork::V6(_) => AfiSafi::IPV6_UNICAST,
+    }
+}
+
+/// Resolves when an unnumbered peer's neighbour changes (`None` when the watch is gone);
+/// pending forever for a numbered peer.
+async fn neighbor_changed(
+    rx: Option<&mut watch::Receiver<crate::neighbor::Neighbor>>,
+) -> Option<()> {
+    match rx {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -936,6 +1054,26 @@ fe800000000000000000000000000099 03 40 20 80     eth1
         assert_eq!(nh("2001:db8:1::10"), Some("198.51.100.10".parse().unwrap()));
         assert_eq!(nh("127.0.0.1"), None, "loopback has only ::1");
         assert_eq!(nh("203.0.113.1"), None, "not ours");
+    }
+
+    #[test]
+    fn an_unnumbered_sessions_global_next_hop_is_on_its_interface() {
+        let a = |d: &str, ip: &str| (d.to_string(), ip.parse::<IpAddr>().unwrap());
+        let addrs = [
+            a("eth0", "fe80::10"),
+            a("eth0", "192.0.2.10"),
+            a("eth0", "2001:db8::10"),
+            a("eth1", "fe80::11"),
+            a("eth1", "198.51.100.10"),
+        ];
+        let g = |l: &str| global_v6_beside(&addrs, l.parse().unwrap());
+        assert_eq!(g("fe80::10"), Some("2001:db8::10".parse().unwrap()));
+        assert_eq!(
+            g("fe80::11"),
+            None,
+            "eth1 has only its link-local IPv6 address"
+        );
+        assert_eq!(g("fe80::99"), None, "not ours");
     }
 
     #[test]

@@ -183,6 +183,43 @@ pub fn recv_with_ttl(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr
     Ok((n as usize, from, ttl))
 }
 
+/// The index of the interface named `name` (in the calling thread's network namespace).
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `c` is a NUL-terminated string alive for the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        i => Ok(i),
+    }
+}
+
+/// Lets only the ICMPv6 types `pass` reach a raw ICMPv6 socket (RFC 3542 §3.2 ICMP6_FILTER;
+/// on Linux a set bit blocks its type).
+pub fn icmp6_filter(fd: RawFd, pass: &[u8]) -> io::Result<()> {
+    /// Linux's ICMPV6_FILTER option at level SOL_ICMPV6 (include/uapi/linux/icmpv6.h).
+    const ICMPV6_FILTER: libc::c_int = 1;
+    let mut blocked = [u32::MAX; 8];
+    for t in pass {
+        blocked[usize::from(t >> 5)] &= !(1u32 << (t & 31));
+    }
+    // SAFETY: the option value is the 32-byte filter, alive across the call, with its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_ICMPV6,
+            ICMPV6_FILTER,
+            blocked.as_ptr().cast(),
+            size_of_val(&blocked) as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Every address of every interface (of the calling thread's network namespace), with the
 /// interface's name.
 pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {

@@ -131,6 +131,42 @@ fn packed_updates_are_read_by_netgauze() {
     }
 }
 
+/// RFC 8950: with no IPv4 next hop, IPv4 prefixes go in MP_REACH_NLRI (AFI 1) with an IPv6
+/// link-local next hop, packed like the others; netgauze reads them so and we read them back.
+#[test]
+fn ipv4_prefixes_with_an_ipv6_next_hop_are_read_by_netgauze() {
+    use ipnetwork::{IpNetwork, Ipv4Network};
+    use lb_announce_bgp::packet::{AfiSafi, Update};
+    let attrs = PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::sequence(&[64512])),
+        ..Default::default()
+    };
+    let prefixes: Vec<IpNetwork> = (0..2000u32)
+        .map(|i| IpNetwork::V4(Ipv4Network::new(Ipv4Addr::from(0xcb00_7100 + i), 32).unwrap()))
+        .collect();
+    let ll: std::net::Ipv6Addr = "fe80::c4b:2cff:fed5:22ec".parse().unwrap();
+    let msgs = UpdateBuilder::new(Context::default()).announce(&attrs, &prefixes, &[ll]);
+    assert!(msgs.len() > 1, "2000 prefixes take more than one UPDATE");
+    let mut seen = Vec::new();
+    for m in &msgs {
+        assert!(m.len() <= 4096);
+        let _ = theirs(m);
+        let Message::Update(Update {
+            nlri, attributes, ..
+        }) = ours(m)
+        else {
+            panic!("not an UPDATE");
+        };
+        assert!(nlri.is_empty() && attributes.next_hop.is_none());
+        let reach = attributes.mp_reach.expect("MP_REACH_NLRI");
+        assert_eq!(reach.family, AfiSafi::IPV4_UNICAST);
+        assert_eq!(reach.next_hops, [std::net::IpAddr::V6(ll)]);
+        seen.extend(reach.nlri);
+    }
+    assert_eq!(seen, prefixes);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

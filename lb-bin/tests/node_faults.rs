@@ -141,14 +141,14 @@ fn a_peer_with_a_bfd_profile_runs_bfd_shown_in_status_and_metrics() {
 }
 
 #[test]
-fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_runs() {
+fn a_peer_in_a_vrf_is_skipped_alone_the_other_peer_gets_routes_and_layer2_runs() {
     let Some(mut net) = net("lbu") else { return };
     if !lab::bird_available() {
         return;
     }
     let b1 = net.bird("cl", "b1", &lab::bird_conf("192.0.2.100", None));
     let config = l2_config()
-        + "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.7/32]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: unnumbered}\nspec: {myASN: 64512, peerASN: 64500, interface: eth0}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}], loadBalancerIP: 203.0.113.7}\n";
+        + "---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: routed}\nspec: {addresses: [203.0.113.7/32]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: routed}\nspec: {ipAddressPools: [routed]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.100, holdTime: 9s}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: invrf}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.101, vrf: red}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 443}], loadBalancerIP: 203.0.113.7}\n";
     // `check` warns about the peer and names it; it is no error.
     let path = net.path("check.yaml");
     std::fs::write(&path, &config).unwrap();
@@ -156,7 +156,7 @@ fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_run
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{out}");
     assert!(
-        out.contains("unnumbered") && out.contains("will be ignored"),
+        out.contains("invrf") && out.contains("will be ignored"),
         "{out}"
     );
     start(&mut net, "node1", &config, &[]);
@@ -173,12 +173,12 @@ fn an_unnumbered_peer_is_skipped_alone_the_other_peer_gets_routes_and_layer2_run
     assert_eq!(st["apply_errors"], serde_json::json!([]), "{st}");
     let skipped = st["skipped_peers"].to_string();
     assert!(
-        skipped.contains("unnumbered") && skipped.contains("not supported"),
+        skipped.contains("invrf") && skipped.contains("not supported"),
         "{st}"
     );
     let metrics = net.get("n1", "127.0.0.1:9100", "/metrics").unwrap();
     assert!(
-        metrics.contains("lb_bgp_peer_skipped{peer=\"unnumbered\"} 1"),
+        metrics.contains("lb_bgp_peer_skipped{peer=\"invrf\"} 1"),
         "{metrics}"
     );
     assert!(net.log("node1").contains("skipped"), "{}", net.log("node1"));

@@ -908,3 +908,25 @@ fn communities_of_every_advertisement_of_a_pool_must_fit_one_update() {
         "{e:?}"
     );
 }
+
+/// An unnumbered peer is served with no word; a BFD profile on one is a warning that says the
+/// session runs without BFD.
+#[test]
+fn an_unnumbered_peer_is_valid_and_only_its_bfd_profile_is_warned_about() {
+    let plain = peer("v1beta2", "  myASN: 1\n  peerASN: 2\n  interface: eth0\n");
+    assert!(load_str(&plain).is_valid());
+    assert_eq!(warnings(&plain), Vec::<String>::new());
+    let with_bfd = format!(
+        "apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {{name: fast, namespace: metallb-system}}\nspec: {{}}\n---\n{}",
+        peer(
+            "v1beta2",
+            "  myASN: 1\n  peerASN: 2\n  interface: eth0\n  bfdProfile: fast\n"
+        )
+    );
+    assert!(load_str(&with_bfd).is_valid());
+    let w = warnings(&with_bfd);
+    assert!(
+        w.len() == 1 && w[0].contains("spec.bfdProfile") && w[0].contains("without it"),
+        "{w:?}"
+    );
+}

@@ -860,7 +860,9 @@ impl UpdateBuilder {
 
     /// UPDATE messages (bytes, header included) announcing `prefixes` with `attrs`. IPv4
     /// prefixes go in the NLRI field with `attrs.next_hop`; IPv6 prefixes in MP_REACH_NLRI with
-    /// `ipv6_next_hops`. Attributes too large for one message: see [`Self::try_announce`];
+    /// `ipv6_next_hops`. With no `attrs.next_hop`, IPv4 prefixes go in an MP_REACH_NLRI of
+    /// their own with `ipv6_next_hops` (RFC 8950: only for a peer that negotiated the extended
+    /// next hop capability). Attributes too large for one message: see [`Self::try_announce`];
     /// here those prefixes are left out.
     pub fn announce(
         &self,
@@ -886,7 +888,9 @@ impl UpdateBuilder {
         let mut base = attrs.clone();
         base.mp_reach = None;
         base.mp_unreach = None;
-        if !v4.is_empty() {
+        if !v4.is_empty() && base.next_hop.is_none() {
+            out.extend(self.mp_reach(&base, AfiSafi::IPV4_UNICAST, &v4, ipv6_next_hops)?);
+        } else if !v4.is_empty() {
             let fixed = self.encoded_len(&Update {
                 attributes: base.clone(),
                 ..Default::default()
@@ -907,31 +911,44 @@ impl UpdateBuilder {
             }
         }
         if !v6.is_empty() {
-            let mut a6 = base.clone();
-            a6.next_hop = None;
-            a6.mp_reach = Some(MpReach {
-                family: AfiSafi::IPV6_UNICAST,
-                next_hops: ipv6_next_hops.iter().map(|a| IpAddr::V6(*a)).collect(),
-                nlri: Vec::new(),
-            });
-            // The MP_REACH header is written with an extended length once it passes 255 bytes:
-            // reserve the extra octet.
-            let fixed = self
-                .encoded_len(&Update {
-                    attributes: a6.clone(),
-                    ..Default::default()
-                })
-                .saturating_add(1);
-            for chunk in chunks(&v6, self.room(fixed, &v6)?) {
-                let mut u = Update {
-                    attributes: a6.clone(),
-                    ..Default::default()
-                };
-                if let Some(m) = &mut u.attributes.mp_reach {
-                    m.nlri = chunk.iter().map(|p| **p).collect();
-                }
-                out.push(Message::Update(u).to_bytes(&self.ctx));
+            out.extend(self.mp_reach(&base, AfiSafi::IPV6_UNICAST, &v6, ipv6_next_hops)?);
+        }
+        Ok(out)
+    }
+
+    /// UPDATEs carrying `prefixes` of `family` in MP_REACH_NLRI with IPv6 next hops.
+    fn mp_reach(
+        &self,
+        base: &PathAttributes,
+        family: AfiSafi,
+        prefixes: &[&IpNetwork],
+        next_hops: &[Ipv6Addr],
+    ) -> Result<Vec<Vec<u8>>, TooLarge> {
+        let mut a = base.clone();
+        a.next_hop = None;
+        a.mp_reach = Some(MpReach {
+            family,
+            next_hops: next_hops.iter().map(|a| IpAddr::V6(*a)).collect(),
+            nlri: Vec::new(),
+        });
+        // The MP_REACH header is written with an extended length once it passes 255 bytes:
+        // reserve the extra octet.
+        let fixed = self
+            .encoded_len(&Update {
+                attributes: a.clone(),
+                ..Default::default()
+            })
+            .saturating_add(1);
+        let mut out = Vec::new();
+        for chunk in chunks(prefixes, self.room(fixed, prefixes)?) {
+            let mut u = Update {
+                attributes: a.clone(),
+                ..Default::default()
+            };
+            if let Some(m) = &mut u.attributes.mp_reach {
+                m.nlri = chunk.iter().map(|p| **p).collect();
             }
+            out.push(Message::Update(u).to_bytes(&self.ctx));
         }
         Ok(out)
     }

@@ -1261,11 +1261,11 @@ fn peer_password(
 /// What a valid peer still deserves a word about: what this build skips, deprecations, and
 /// multihop on iBGP.
 fn peer_warnings(r: &mut Report<'_>, peer: &BgpPeer) {
-    if let PeerTarget::Interface(i) = &peer.target {
+    if let (PeerTarget::Interface(_), Some(b)) = (&peer.target, &peer.bfd_profile) {
         r.warn(
-            "spec.interface",
-            Some(i),
-            "unnumbered peering is not supported yet: this peer will be ignored (every other peer and layer 2 run)",
+            "spec.bfdProfile",
+            Some(b),
+            "BFD is not run for an unnumbered peer yet: the session runs without it (its hold timer detects a failure)",
         );
     }
     if let Some(v) = &peer.vrf {
