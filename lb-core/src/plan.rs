@@ -10,7 +10,7 @@
 //!                        BGP: this node, per peer: prefix/aggregation, communities, localPref
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -22,7 +22,7 @@ use crate::alloc::{Allocation, annotation};
 use crate::announce::Protocol;
 use crate::config::{BgpAdvertisement, Community, Config, L2Advertisement, Pool};
 use crate::ip::{Family, mask};
-use crate::objects::{Node, Service, ServiceKey, TrafficPolicy};
+use crate::objects::{EndpointSlice, Node, Service, ServiceKey, TrafficPolicy};
 use crate::selector::any_matches;
 
 /// MetalLB's L2 election order: `sha256(node + "#" + ip)`, lowest first.
@@ -222,19 +222,37 @@ impl Serving {
     }
 }
 
-fn serving(input: &PlanInput<'_>, key: &ServiceKey) -> Serving {
-    let mut slices = input
-        .config
-        .endpoint_slices
-        .iter()
-        .filter(|s| s.namespace == key.namespace && s.service.as_deref() == Some(&key.name))
-        .peekable();
-    if slices.peek().is_none() && input.missing_endpoints == MissingEndpoints::ServeEverywhere {
+/// The EndpointSlices of each service, by (namespace, service name): made once a pass, so
+/// that finding a service's slices costs a look-up, not a scan of every slice.
+type SlicesByService<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
+
+fn slices_by_service(config: &Config) -> SlicesByService<'_> {
+    let mut by: SlicesByService<'_> = HashMap::new();
+    for s in &config.endpoint_slices {
+        if let Some(svc) = &s.service {
+            by.entry((s.namespace.as_str(), svc.as_str()))
+                .or_default()
+                .push(s);
+        }
+    }
+    by
+}
+
+fn serving(input: &PlanInput<'_>, slices: &SlicesByService<'_>, key: &ServiceKey) -> Serving {
+    let slices = slices
+        .get(&(key.namespace.as_str(), key.name.as_str()))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if slices.is_empty() && input.missing_endpoints == MissingEndpoints::ServeEverywhere {
         return Serving::Everywhere;
     }
     let mut any = false;
     let mut nodes = BTreeSet::new();
-    for ep in slices.flat_map(|s| &s.endpoints).filter(|e| e.can_serve()) {
+    for ep in slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.can_serve())
+    {
         any = true;
         if let Some(n) = &ep.node {
             nodes.insert(n.clone());
@@ -270,6 +288,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut names: BTreeSet<&str> = input.members.iter().map(String::as_str).collect();
     names.insert(input.node);
     let nodes: Vec<Node> = names.into_iter().map(|n| input.config.node(n)).collect();
+    let slices = slices_by_service(input.config);
     for (key, alloc) in input.allocations {
         let (Some(svc), Some(pool)) = (
             input.config.services.get(key),
@@ -280,7 +299,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         if alloc.ips.is_empty() {
             continue;
         }
-        let serving = serving(input, key);
+        let serving = serving(input, &slices, key);
         plan_l2(input, &nodes, svc, pool, alloc, &serving, &mut out);
         plan_bgp(input, svc, pool, alloc, &serving, &mut out);
     }

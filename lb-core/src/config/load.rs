@@ -55,6 +55,15 @@ struct Object {
     namespace: Option<String>,
     meta: objects::RawMeta,
     body: Value,
+    /// A Service or EndpointSlice read as soon as its document was parsed (they need no other
+    /// object), with its findings: its JSON body is dropped then, so a file of 100,000
+    /// services never holds 100,000 JSON trees at once.
+    early: Option<Early>,
+}
+
+enum Early {
+    Service(Option<Service>, Vec<ConfigError>),
+    EndpointSlice(Option<EndpointSlice>, Vec<ConfigError>),
 }
 
 impl Object {
@@ -275,13 +284,27 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
         }
     }
     check_bfd_echo_with_ipv6(&mut c, &mut errors);
-    for obj in take("Service") {
-        if let Some(s) = load_service(&obj, &mut errors) {
+    for mut obj in take("Service") {
+        let service = match obj.early.take() {
+            Some(Early::Service(s, found)) => {
+                errors.extend(found);
+                s
+            }
+            _ => load_service(&obj, &mut errors),
+        };
+        if let Some(s) = service {
             insert_unique(&obj, s, |s| s.key.clone(), &mut c.services, &mut errors);
         }
     }
-    for obj in take("EndpointSlice") {
-        if let Some(s) = load_endpoint_slice(&obj, &mut errors) {
+    for mut obj in take("EndpointSlice") {
+        let slice = match obj.early.take() {
+            Some(Early::EndpointSlice(s, found)) => {
+                errors.extend(found);
+                s
+            }
+            _ => load_endpoint_slice(&obj, &mut errors),
+        };
+        if let Some(s) = slice {
             c.endpoint_slices.push(s);
         }
     }
@@ -379,14 +402,29 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
             &format!("{kind}: metadata.name is required"),
         );
     };
-    out.push(Object {
+    let mut obj = Object {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
         name,
         namespace: meta.namespace.clone(),
         meta,
-        body: value,
-    });
+        body: Value::Null,
+        early: None,
+    };
+    obj.body = value;
+    let mut errs = Vec::new();
+    obj.early = match (obj.api_version.as_str(), obj.kind.as_str()) {
+        ("v1", "Service") => Some(Early::Service(load_service(&obj, &mut errs), errs)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Some(Early::EndpointSlice(
+            load_endpoint_slice(&obj, &mut errs),
+            errs,
+        )),
+        _ => None,
+    };
+    if obj.early.is_some() {
+        obj.body = Value::Null;
+    }
+    out.push(obj);
 }
 
 #[cfg(feature = "yaml")]
