@@ -64,21 +64,6 @@ impl FirstFitScan {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scan_takes_the_lowest_free_address() {
-        let mut s = FirstFitScan::new(IpRange::parse("192.0.2.0/30").unwrap());
-        let k = |n: &str| ServiceKey::new("a", n);
-        assert_eq!(s.allocate(&k("x")).unwrap().to_string(), "192.0.2.0");
-        assert_eq!(s.allocate(&k("y")).unwrap().to_string(), "192.0.2.1");
-        s.release(&k("x"));
-        assert_eq!(s.allocate(&k("z")).unwrap().to_string(), "192.0.2.0");
-    }
-}
-
 /// A configuration file of `n` LoadBalancer services, shaped as issue 16 measured it: an IPv4
 /// /8 pool announced by layer 2, an IPv6 /64 pool announced by BGP to one peer, three Nodes;
 /// every tenth service IPv6, every tenth `externalTrafficPolicy: Local` with one EndpointSlice
@@ -128,4 +113,19 @@ pub fn services_yaml(n: usize) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_takes_the_lowest_free_address() {
+        let mut s = FirstFitScan::new(IpRange::parse("192.0.2.0/30").unwrap());
+        let k = |n: &str| ServiceKey::new("a", n);
+        assert_eq!(s.allocate(&k("x")).unwrap().to_string(), "192.0.2.0");
+        assert_eq!(s.allocate(&k("y")).unwrap().to_string(), "192.0.2.1");
+        s.release(&k("x"));
+        assert_eq!(s.allocate(&k("z")).unwrap().to_string(), "192.0.2.0");
+    }
 }
