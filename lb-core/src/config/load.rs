@@ -326,8 +326,56 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
             buf.push('\n');
         }
     }
+    // Documents are independent: a large file is parsed on every core, in contiguous runs
+    // whose results are joined in file order (the findings read the same either way).
+    let chunks: Vec<(usize, usize, String)> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(index, (line, chunk))| (index, line, chunk))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || chunks.len() < PARALLEL_FROM {
+        let mut out = Vec::new();
+        parse_documents(&chunks, &mut out, errors);
+        return out;
+    }
+    let per = chunks.len().div_ceil(threads);
+    let parts: Vec<(Vec<Object>, Vec<ConfigError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .chunks(per)
+            .map(|run| {
+                scope.spawn(move || {
+                    let (mut out, mut errs) = (Vec::new(), Vec::new());
+                    parse_documents(run, &mut out, &mut errs);
+                    (out, errs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     let mut out = Vec::new();
-    for (index, (line, chunk)) in chunks.into_iter().enumerate() {
+    for (objects, errs) in parts {
+        out.extend(objects);
+        errors.extend(errs);
+    }
+    out
+}
+
+/// Below this many documents a file is parsed on one thread.
+#[cfg(feature = "yaml")]
+const PARALLEL_FROM: usize = 512;
+
+/// Parses each (index, first line, text) document into `out`, its findings into `errors`.
+#[cfg(feature = "yaml")]
+fn parse_documents(
+    chunks: &[(usize, usize, String)],
+    out: &mut Vec<Object>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (index, line, chunk) in chunks {
         if chunk.lines().all(|l| {
             let t = l.trim();
             t.is_empty() || t.starts_with('#') || t == "..."
@@ -335,9 +383,9 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
             continue;
         }
         let at = format!("document {} (line {line})", index + 1);
-        match serde_saphyr::from_str_with_options::<Value>(&chunk, yaml_options()) {
+        match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
             Ok(Value::Null) => {}
-            Ok(value) => objects_of(value, &at, &mut out, errors),
+            Ok(value) => objects_of(value, &at, out, errors),
             Err(e) => errors.push(ConfigError {
                 severity: Severity::Error,
                 object: at,
@@ -347,7 +395,6 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
             }),
         }
     }
-    out
 }
 
 /// YAML 1.2 core schema: only `true`/`false` are booleans, so a label value such as `y` or `on`
@@ -1571,4 +1618,53 @@ fn load_endpoint_slice(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<En
             })
             .collect(),
     })
+}
+
+#[cfg(all(test, feature = "yaml"))]
+mod tests {
+    use super::*;
+
+    /// A file large enough to be parsed on several threads reads exactly as on one: the same
+    /// objects in the same order, the same findings in the same order.
+    #[test]
+    fn a_large_file_parsed_on_every_core_reads_as_on_one() {
+        let mut text = String::new();
+        for i in 0..(PARALLEL_FROM * 3) {
+            if i % 97 == 0 {
+                text.push_str(&format!(
+                    "---\nkind: Service\nmetadata: {{name: [broken{i}\n"
+                ));
+            } else if i % 89 == 0 {
+                text.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{type: LoadBalancer, ports: [{{port: x}}]}}\n"
+                ));
+            } else {
+                text.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: n{}}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n",
+                    i % 7
+                ));
+            }
+        }
+        let mut par_errors = Vec::new();
+        let par = documents(&text, &mut par_errors);
+        let mut seq_errors = Vec::new();
+        let mut seq = Vec::new();
+        let chunks: Vec<(usize, usize, String)> = text
+            .split("---\n")
+            .skip(1)
+            .enumerate()
+            .map(|(i, c)| (i + 1, 0, c.to_string()))
+            .collect();
+        parse_documents(&chunks, &mut seq, &mut seq_errors);
+        let names = |o: &[Object]| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&par), names(&seq));
+        assert!(par.len() > PARALLEL_FROM * 2);
+        let messages = |e: &[ConfigError]| e.iter().map(|e| e.message.clone()).collect::<Vec<_>>();
+        assert_eq!(messages(&par_errors), messages(&seq_errors));
+        assert!(!par_errors.is_empty());
+        let a = load_str(&text);
+        let b = load_str(&text);
+        assert_eq!(a.config, b.config);
+        assert_eq!(a.errors, b.errors);
+    }
 }
