@@ -19,6 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_core::plan::Interfaces;
 
+use crate::wire::arp::ArpFrame;
 use crate::wire::ndisc::{ALL_NODES, multicast_mac, solicited_node};
 use crate::wire::{
     ArpOp, ArpRepr, EtherType, EthernetRepr, Frame, Ipv6Repr, Mac, NaFlags, NdiscRepr, WireError,
@@ -169,12 +170,18 @@ pub enum Verdict {
     Malformed(WireError),
 }
 
-/// Decides about one received frame.
+/// Decides about one received frame. ARP, most of what the link carries, is decided on the
+/// frame in place ([`ArpFrame`]); neighbour discovery through the parsed [`Frame`].
 pub fn respond(announced: &Announced, iface: &Interface, frame: &[u8], out: &mut [u8]) -> Verdict {
+    match ArpFrame::parse(frame) {
+        Err(e) => return Verdict::Malformed(e),
+        Ok(Some(arp)) => return arp_verdict(announced, iface, arp, out),
+        Ok(None) => {}
+    }
     match Frame::parse(frame) {
         Err(e) => Verdict::Malformed(e),
         Ok(Frame::Other) => Verdict::Ignore(Ignored::NotArpOrNdisc),
-        Ok(Frame::Arp { eth, arp }) => arp_verdict(announced, iface, &eth, &arp, out),
+        Ok(Frame::Arp { .. }) => Verdict::Ignore(Ignored::NotArpOrNdisc),
         Ok(Frame::Ndisc { eth, ip, msg }) => ndisc_verdict(announced, iface, &eth, &ip, &msg, out),
     }
 }
@@ -182,25 +189,26 @@ pub fn respond(announced: &Announced, iface: &Interface, frame: &[u8], out: &mut
 fn arp_verdict(
     announced: &Announced,
     iface: &Interface,
-    eth: &EthernetRepr,
-    arp: &ArpRepr,
+    arp: ArpFrame<'_>,
     out: &mut [u8],
 ) -> Verdict {
-    let spa = IpAddr::V4(arp.spa);
-    if arp.sha != iface.mac && eth.src != iface.mac && announced.owns_on(spa, &iface.name) {
+    let (sha, eth_src) = (arp.sha(), arp.eth_src());
+    let spa = IpAddr::V4(arp.spa());
+    if sha != iface.mac && eth_src != iface.mac && announced.owns_on(spa, &iface.name) {
         return Verdict::Conflict {
             ip: spa,
-            mac: arp.sha,
+            mac: sha,
             len: 0,
         };
     }
-    if arp.op != ArpOp::Request {
+    if arp.op() != ArpOp::Request {
         return Verdict::Ignore(Ignored::NotARequest);
     }
-    if !eth.dst.is_broadcast() && eth.dst != iface.mac {
+    let dst = arp.eth_dst();
+    if !dst.is_broadcast() && dst != iface.mac {
         return Verdict::Ignore(Ignored::NotForUs);
     }
-    let tpa = IpAddr::V4(arp.tpa);
+    let tpa = IpAddr::V4(arp.tpa());
     match announced.scope(tpa) {
         None => return Verdict::Ignore(Ignored::NotOwned),
         Some(s) if !s.includes(&iface.name) => {
@@ -208,22 +216,14 @@ fn arp_verdict(
         }
         Some(_) => {}
     }
-    let to = if arp.sha.is_unicast() && !arp.sha.is_zero() {
-        arp.sha
+    let to = if sha.is_unicast() && !sha.is_zero() {
+        sha
     } else {
-        eth.src
-    };
-    let reply = Frame::Arp {
-        eth: EthernetRepr {
-            dst: to,
-            src: iface.mac,
-            ethertype: EtherType::ARP,
-        },
-        arp: arp.reply_to(iface.mac),
+        eth_src
     };
     Verdict::Reply {
         ip: tpa,
-        len: reply.emit(out),
+        len: arp.emit_reply(iface.mac, to, out),
     }
 }
 

@@ -7,8 +7,6 @@
 //! +-------------------+-------------------+---------+------------
 //! ```
 
-use pnet_packet::ethernet::{EtherType as PnetEtherType, EthernetPacket, MutableEthernetPacket};
-
 use super::{Mac, WireError};
 
 /// The length of an Ethernet II header.
@@ -37,27 +35,39 @@ pub struct EthernetRepr {
 }
 
 impl EthernetRepr {
-    /// The header and the payload after it.
+    /// The header and the payload after it. Read at its fixed offsets (the layer 2 answer
+    /// path parses every ARP and NDP frame the link carries; pnet's view costs a bounds check
+    /// and a call per field there).
+    #[inline]
     pub fn parse(bytes: &[u8]) -> Result<(EthernetRepr, &[u8]), WireError> {
-        let p = EthernetPacket::new(bytes).ok_or(WireError::Truncated {
-            what: "Ethernet header",
-            need: HEADER_LEN,
-            got: bytes.len(),
-        })?;
-        let repr = EthernetRepr {
-            dst: p.get_destination(),
-            src: p.get_source(),
-            ethertype: EtherType(p.get_ethertype().0),
+        let Some((h, payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+            return Err(WireError::Truncated {
+                what: "Ethernet header",
+                need: HEADER_LEN,
+                got: bytes.len(),
+            });
         };
-        Ok((repr, &bytes[HEADER_LEN..]))
+        let repr = EthernetRepr {
+            dst: mac_at(h, 0),
+            src: mac_at(h, 6),
+            ethertype: EtherType(u16::from_be_bytes([h[12], h[13]])),
+        };
+        Ok((repr, payload))
     }
 
-    /// Writes the header into the first `HEADER_LEN` bytes of `buf`.
+    /// Writes the header into the first `HEADER_LEN` bytes of `buf` (nothing if it is shorter).
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) {
-        if let Some(mut p) = MutableEthernetPacket::new(buf) {
-            p.set_destination(self.dst);
-            p.set_source(self.src);
-            p.set_ethertype(PnetEtherType(self.ethertype.0));
+        if let Some(h) = buf.first_chunk_mut::<HEADER_LEN>() {
+            h[0..6].copy_from_slice(&self.dst.octets());
+            h[6..12].copy_from_slice(&self.src.octets());
+            h[12..14].copy_from_slice(&self.ethertype.0.to_be_bytes());
         }
     }
+}
+
+/// The MAC address at `at` of a buffer at least `at + 6` long.
+#[inline]
+pub(crate) fn mac_at<const N: usize>(b: &[u8; N], at: usize) -> Mac {
+    Mac::new(b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5])
 }
