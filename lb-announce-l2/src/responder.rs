@@ -178,11 +178,18 @@ pub fn respond(announced: &Announced, iface: &Interface, frame: &[u8], out: &mut
         Ok(Some(arp)) => return arp_verdict(announced, iface, arp, out),
         Ok(None) => {}
     }
-    match Frame::parse(frame) {
+    // As `Frame::parse` does for IPv6, without moving the parts into a `Frame`.
+    let (eth, payload) = match EthernetRepr::parse(frame) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Malformed(e),
+    };
+    if eth.ethertype != EtherType::IPV6 {
+        return Verdict::Ignore(Ignored::NotArpOrNdisc);
+    }
+    match crate::wire::ndisc::parse(payload) {
         Err(e) => Verdict::Malformed(e),
-        Ok(Frame::Other) => Verdict::Ignore(Ignored::NotArpOrNdisc),
-        Ok(Frame::Arp { .. }) => Verdict::Ignore(Ignored::NotArpOrNdisc),
-        Ok(Frame::Ndisc { eth, ip, msg }) => ndisc_verdict(announced, iface, &eth, &ip, &msg, out),
+        Ok(None) => Verdict::Ignore(Ignored::NotArpOrNdisc),
+        Ok(Some((ip, msg))) => ndisc_verdict(announced, iface, &eth, &ip, &msg, out),
     }
 }
 

@@ -121,6 +121,7 @@ pub enum Frame {
 
 impl Frame {
     /// Parses an Ethernet frame.
+    #[inline]
     pub fn parse(bytes: &[u8]) -> Result<Frame, WireError> {
         let (eth, payload) = EthernetRepr::parse(bytes)?;
         match eth.ethertype {

@@ -26,9 +26,8 @@
 
 use std::net::Ipv6Addr;
 
-use pnet_packet::icmpv6::{Icmpv6Packet, Icmpv6Types};
+use pnet_packet::icmpv6::Icmpv6Types;
 use pnet_packet::ip::IpNextHeaderProtocols;
-use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 
 use super::{Mac, WireError, checksum};
 
@@ -138,16 +137,21 @@ fn is_solicited_node(ip: &Ipv6Addr) -> bool {
 
 /// Parses an IPv6 packet. `Ok(None)` when it is valid but not NS or NA; `Err` when it is NS or
 /// NA and breaks a rule of RFC 4861 §7.1, or when the IPv6 header is broken.
+#[inline]
 pub fn parse(bytes: &[u8]) -> Result<Option<(Ipv6Repr, NdiscRepr)>, WireError> {
-    let ip = Ipv6Packet::new(bytes).ok_or(WireError::Truncated {
-        what: "IPv6 header",
-        need: IPV6_HEADER_LEN,
-        got: bytes.len(),
-    })?;
-    if ip.get_version() != 6 {
-        return Err(WireError::Ipv6Version(ip.get_version()));
+    // The fixed header is read at its offsets (every NS on the link passes here).
+    let Some(h) = bytes.first_chunk::<IPV6_HEADER_LEN>() else {
+        return Err(WireError::Truncated {
+            what: "IPv6 header",
+            need: IPV6_HEADER_LEN,
+            got: bytes.len(),
+        });
+    };
+    let version = h[0] >> 4;
+    if version != 6 {
+        return Err(WireError::Ipv6Version(version));
     }
-    let declared = usize::from(ip.get_payload_length());
+    let declared = usize::from(u16::from_be_bytes([h[4], h[5]]));
     let available = bytes.len() - IPV6_HEADER_LEN;
     if declared > available {
         return Err(WireError::Ipv6Length {
@@ -157,26 +161,29 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Ipv6Repr, NdiscRepr)>, WireError> {
     }
     // Extension headers before ICMPv6 are not followed: NDP messages carry none in practice, and
     // the kernel's own NS/NA have none.
-    if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6 {
+    if h[6] != IpNextHeaderProtocols::Icmpv6.0 {
         return Ok(None);
     }
     let message = &bytes[IPV6_HEADER_LEN..IPV6_HEADER_LEN + declared];
-    let Some(icmp) = Icmpv6Packet::new(message) else {
+    let [ty, code, sum_hi, sum_lo, ..] = *message else {
         return Ok(None);
     };
-    let ty = icmp.get_icmpv6_type();
-    if ty != Icmpv6Types::NeighborSolicit && ty != Icmpv6Types::NeighborAdvert {
+    if ty != Icmpv6Types::NeighborSolicit.0 && ty != Icmpv6Types::NeighborAdvert.0 {
         return Ok(None);
     }
+    let addr = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&h[at..at + 16]);
+        Ipv6Addr::from(a)
+    };
     let repr = Ipv6Repr {
-        src: ip.get_source(),
-        dst: ip.get_destination(),
-        hop_limit: ip.get_hop_limit(),
+        src: addr(8),
+        dst: addr(24),
+        hop_limit: h[7],
     };
     if repr.hop_limit != 255 {
         return Err(WireError::HopLimit(repr.hop_limit));
     }
-    let code = icmp.get_icmpv6_code().0;
     if code != 0 {
         return Err(WireError::Code(code));
     }
@@ -189,7 +196,7 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Ipv6Repr, NdiscRepr)>, WireError> {
     }
     let sum = checksum::icmpv6(&repr.src, &repr.dst, message);
     if sum != 0 {
-        let got = icmp.get_checksum();
+        let got = u16::from_be_bytes([sum_hi, sum_lo]);
         return Err(WireError::Checksum {
             got,
             want: (!sum).wrapping_add(got),
@@ -202,7 +209,7 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Ipv6Repr, NdiscRepr)>, WireError> {
         return Err(WireError::MulticastTarget(target));
     }
     let (source_lla, target_lla) = options(&message[NDISC_FIXED_LEN..])?;
-    let msg = if ty == Icmpv6Types::NeighborSolicit {
+    let msg = if ty == Icmpv6Types::NeighborSolicit.0 {
         if repr.src.is_unspecified() && (!is_solicited_node(&repr.dst) || source_lla.is_some()) {
             return Err(WireError::UnspecifiedSource);
         }
@@ -258,15 +265,14 @@ pub fn emit(ip: &Ipv6Repr, msg: &NdiscRepr, buf: &mut [u8]) {
     if buf.len() < IPV6_HEADER_LEN + msg_len {
         return;
     }
-    if let Some(mut p) = MutableIpv6Packet::new(buf) {
-        p.set_version(6);
-        p.set_traffic_class(0);
-        p.set_flow_label(0);
-        p.set_payload_length(msg_len as u16);
-        p.set_next_header(IpNextHeaderProtocols::Icmpv6);
-        p.set_hop_limit(ip.hop_limit);
-        p.set_source(ip.src);
-        p.set_destination(ip.dst);
+    if let Some(h) = buf.first_chunk_mut::<IPV6_HEADER_LEN>() {
+        // Version 6, traffic class and flow label 0; the rest at their offsets.
+        h[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+        h[4..6].copy_from_slice(&(msg_len as u16).to_be_bytes());
+        h[6] = IpNextHeaderProtocols::Icmpv6.0;
+        h[7] = ip.hop_limit;
+        h[8..24].copy_from_slice(&ip.src.octets());
+        h[24..40].copy_from_slice(&ip.dst.octets());
     }
     let m = &mut buf[IPV6_HEADER_LEN..IPV6_HEADER_LEN + msg_len];
     m.fill(0);
