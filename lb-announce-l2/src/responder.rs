@@ -55,6 +55,15 @@ impl Hasher for AddrHasher {
     fn write_usize(&mut self, n: usize) {
         self.add(n as u64);
     }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
 }
 
 type AddrMap<K> = HashMap<K, Interfaces, BuildHasherDefault<AddrHasher>>;
@@ -62,8 +71,10 @@ type AddrMap<K> = HashMap<K, Interfaces, BuildHasherDefault<AddrHasher>>;
 /// The addresses this node answers for, and on which interfaces.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Announced {
-    v4: AddrMap<Ipv4Addr>,
-    v6: AddrMap<Ipv6Addr>,
+    /// Keyed by the addresses as integers: one or two multiply steps to hash, where an address
+    /// type hashes its octets as a slice (a length and a byte copy first).
+    v4: AddrMap<u32>,
+    v6: AddrMap<u128>,
 }
 
 impl Announced {
@@ -77,16 +88,16 @@ impl Announced {
             map.insert(k, merged);
         }
         match ip {
-            IpAddr::V4(a) => add(&mut self.v4, a, scope),
-            IpAddr::V6(a) => add(&mut self.v6, a, scope),
+            IpAddr::V4(a) => add(&mut self.v4, a.to_bits(), scope),
+            IpAddr::V6(a) => add(&mut self.v6, a.to_bits(), scope),
         }
     }
 
     /// The interfaces `ip` is answered on, if it is announced.
     pub fn scope(&self, ip: IpAddr) -> Option<&Interfaces> {
         match ip {
-            IpAddr::V4(a) => self.v4.get(&a),
-            IpAddr::V6(a) => self.v6.get(&a),
+            IpAddr::V4(a) => self.v4.get(&a.to_bits()),
+            IpAddr::V6(a) => self.v6.get(&a.to_bits()),
         }
     }
 
@@ -109,8 +120,12 @@ impl Announced {
     pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &Interfaces)> {
         self.v4
             .iter()
-            .map(|(a, s)| (IpAddr::V4(*a), s))
-            .chain(self.v6.iter().map(|(a, s)| (IpAddr::V6(*a), s)))
+            .map(|(a, s)| (IpAddr::V4(Ipv4Addr::from_bits(*a)), s))
+            .chain(
+                self.v6
+                    .iter()
+                    .map(|(a, s)| (IpAddr::V6(Ipv6Addr::from_bits(*a)), s)),
+            )
     }
 }
 
