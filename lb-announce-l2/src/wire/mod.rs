@@ -1,6 +1,8 @@
 //! Wire formats: Ethernet II, ARP (RFC 826) and IPv6 Neighbor Discovery (RFC 4861 §4.3, §4.4).
 //!
-//! Each format is a typed `Repr` read from and written to bytes through `pnet_packet` views.
+//! Each format is a typed `Repr` read from and written to bytes. The fixed headers (Ethernet,
+//! ARP, IPv6) are read and written at their offsets: every ARP and NDP frame on the link passes
+//! here. [`arp::ArpFrame`] decides ARP on the frame in place.
 //!
 //! The contract, as in smoltcp's `wire`: **parsing never panics**, whatever the input. A frame
 //! that is short, of an unknown hardware/protocol type, fails its checksum, or breaks a MUST of
