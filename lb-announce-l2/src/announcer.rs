@@ -453,6 +453,8 @@ struct OpenIface {
     ip6: Arc<PacketSocket>,
     tasks: Vec<JoinHandle<()>>,
     joined: BTreeSet<Mac>,
+    /// Receiving every multicast frame instead of the groups in `joined`.
+    all_multicast: bool,
 }
 
 impl Drop for OpenIface {
@@ -613,22 +615,32 @@ impl Supervisor {
         let mut new = Vec::new();
         let mut widened = Vec::new();
         for (ip, scope) in desired {
-            match self.wanted.insert(ip, scope.clone()) {
-                None => new.push(ip),
-                Some(old) if old != scope => widened.push(ip),
-                Some(_) => {}
+            match self.wanted.entry(ip) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(scope);
+                    new.push(ip);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) if *e.get() != scope => {
+                    e.insert(scope);
+                    widened.push(ip);
+                }
+                std::collections::btree_map::Entry::Occupied(_) => {}
             }
         }
         // Interfaces named by the new set may have been excluded by pattern until now.
         self.rescan();
-        self.publish();
-        for ip in new {
-            if self.fresh.remove(&ip) && self.cfg.probe.is_some() {
-                self.start_probe(ip);
-            } else {
-                self.activate(ip);
-            }
+        // A takeover of many addresses publishes once and then announces each: O(addresses),
+        // the first gratuitous frame goes out as soon as the table is published. Withdrawn and
+        // widened addresses are in that same publication (or in one of their own when nothing
+        // is new).
+        let (probe, take): (Vec<IpAddr>, Vec<IpAddr>) = new
+            .into_iter()
+            .partition(|ip| self.fresh.remove(ip) && self.cfg.probe.is_some());
+        if probe.is_empty() && take.is_empty() {
+            self.publish();
         }
+        self.start_probes(&probe);
+        self.activate_all(&take);
         for ip in widened {
             if matches!(self.states.get(&ip), Some(AddrState::Active { .. })) {
                 self.gratuitous(ip);
@@ -638,32 +650,53 @@ impl Supervisor {
     }
 
     fn start_probe(&mut self, ip: IpAddr) {
-        self.states.insert(ip, AddrState::Probing);
+        self.start_probes(&[ip]);
+    }
+
+    /// Starts probing `ips`: one publication for all of them.
+    fn start_probes(&mut self, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
+        }
+        for ip in ips {
+            self.states.insert(*ip, AddrState::Probing);
+        }
         self.publish();
-        self.shared.emit(Event::Probing(ip));
-        self.run_job(Job::ProbeRound { ip, round: 0 });
+        for ip in ips {
+            self.shared.emit(Event::Probing(*ip));
+            self.run_job(Job::ProbeRound { ip: *ip, round: 0 });
+        }
         self.write_status();
     }
 
     fn activate(&mut self, ip: IpAddr) {
-        self.states.insert(
-            ip,
-            AddrState::Active {
-                since: SystemTime::now(),
-            },
-        );
-        self.publish();
-        self.gratuitous(ip);
-        if self.cfg.gratuitous_repeats > 0 {
-            self.schedule(
-                self.cfg.gratuitous_interval,
-                Job::Gratuitous {
-                    ip,
-                    remaining: self.cfg.gratuitous_repeats - 1,
-                },
-            );
+        self.activate_all(&[ip]);
+    }
+
+    /// Answers for `ips` from now on: one publication of the table for all of them, then each
+    /// one's gratuitous frames in turn.
+    fn activate_all(&mut self, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
         }
-        self.shared.emit(Event::Announcing(ip));
+        let since = SystemTime::now();
+        for ip in ips {
+            self.states.insert(*ip, AddrState::Active { since });
+        }
+        self.publish();
+        for ip in ips {
+            self.gratuitous(*ip);
+            if self.cfg.gratuitous_repeats > 0 {
+                self.schedule(
+                    self.cfg.gratuitous_interval,
+                    Job::Gratuitous {
+                        ip: *ip,
+                        remaining: self.cfg.gratuitous_repeats - 1,
+                    },
+                );
+            }
+            self.shared.emit(Event::Announcing(*ip));
+        }
         self.write_status();
     }
 
@@ -727,6 +760,9 @@ impl Supervisor {
             .filter(move |o| scope.is_some_and(|s| s.includes(&o.info.name)))
     }
 
+    /// Solicited-node groups joined one by one up to this many per interface.
+    const ALL_MULTICAST_FROM: usize = 256;
+
     /// Publishes what the receive tasks answer for and watch, and the multicast groups.
     fn publish(&mut self) {
         let mut answering = Announced::default();
@@ -771,6 +807,23 @@ impl Supervisor {
                     _ => None,
                 })
                 .collect();
+            // Thousands of groups (a takeover of thousands of IPv6 addresses) would cost
+            // thousands of joins, each searching the kernel's lists: past `ALL_MULTICAST_FROM`
+            // the socket takes every multicast frame instead (the responder still answers only
+            // for its own targets), and goes back to groups below half of it.
+            let many = want.len() > Self::ALL_MULTICAST_FROM
+                || (o.all_multicast && want.len() > Self::ALL_MULTICAST_FROM / 2);
+            if many && !o.all_multicast {
+                match o.ip6.all_multicast(true) {
+                    Ok(()) => o.all_multicast = true,
+                    Err(e) => tracing::warn!(interface = %name, %e, "receiving all multicast"),
+                }
+            }
+            let want = if o.all_multicast && many {
+                BTreeSet::new()
+            } else {
+                want
+            };
             for mac in want.difference(&o.joined.clone()) {
                 if let Err(e) = o.ip6.join(*mac) {
                     tracing::warn!(interface = %name, %e, "joining a solicited-node group");
@@ -781,6 +834,9 @@ impl Supervisor {
             for mac in o.joined.clone().difference(&want) {
                 let _ = o.ip6.leave(*mac);
                 o.joined.remove(mac);
+            }
+            if o.all_multicast && !many && o.ip6.all_multicast(false).is_ok() {
+                o.all_multicast = false;
             }
         }
     }
@@ -887,6 +943,7 @@ impl Supervisor {
             ip6,
             tasks,
             joined: BTreeSet::new(),
+            all_multicast: false,
         })
     }
 

@@ -107,13 +107,30 @@ impl PacketSocket {
         .map(|_| ())
     }
 
+    /// Receives every multicast frame of the link (on) or only the groups joined (off): one
+    /// membership in place of thousands, whose kernel lists are searched linearly on each join.
+    pub fn all_multicast(&self, on: bool) -> io::Result<()> {
+        let option = if on {
+            libc::PACKET_ADD_MEMBERSHIP
+        } else {
+            libc::PACKET_DROP_MEMBERSHIP
+        };
+        self.mreq(libc::PACKET_MR_ALLMULTI, None, option)
+    }
+
     fn membership(&self, mac: Mac, option: libc::c_int) -> io::Result<()> {
+        self.mreq(libc::PACKET_MR_MULTICAST, Some(mac), option)
+    }
+
+    fn mreq(&self, kind: libc::c_int, mac: Option<Mac>, option: libc::c_int) -> io::Result<()> {
         // SAFETY: packet_mreq is plain data; all-zero is valid.
         let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mreq.mr_ifindex = self.ifindex;
-        mreq.mr_type = libc::PACKET_MR_MULTICAST as u16;
-        mreq.mr_alen = 6;
-        mreq.mr_address[..6].copy_from_slice(&mac.octets());
+        mreq.mr_type = kind as u16;
+        if let Some(mac) = mac {
+            mreq.mr_alen = 6;
+            mreq.mr_address[..6].copy_from_slice(&mac.octets());
+        }
         // SAFETY: `mreq` is a valid packet_mreq and the length passed is its size.
         check(unsafe {
             libc::setsockopt(

@@ -622,3 +622,39 @@ fn the_announce_vip_example_makes_its_address_answer_and_withdraws_it() {
     ok(&["ip", "-n", &lab.name("client"), "neigh", "flush", "all"]);
     assert!(!lab.ping("client", VIP4), "{VIP4} still answered");
 }
+
+/// Past 256 IPv6 addresses on an interface the receive socket takes every multicast frame
+/// instead of joining each solicited-node group (thousands of joins searched the kernel's lists
+/// one by one): the device counts one all-multicast user while they are announced and none after, and a
+/// client's solicitations for the last and for one of the first are answered. (A veth passes
+/// every multicast frame up whatever the memberships, so the answers guard the answer path
+/// with hundreds of addresses; the count is what shows the membership.)
+#[test]
+fn with_hundreds_of_ipv6_addresses_the_interface_takes_all_multicast_and_answers() {
+    let Some(lab) = Lab::new() else { return };
+    let ips: Vec<String> = (0..300)
+        .map(|i| format!("2001:db8::{:x}", 0x1000 + i))
+        .collect();
+    let mut args = vec!["--interface", "eth0"];
+    for ip in &ips {
+        args.extend(["--ip", ip.as_str()]);
+    }
+    // The device's all-multicast count (`ip -d`: memberships such as ours, not the flag).
+    let link = || {
+        let o = run(&["ip", "-d", "-n", &lab.name("node1"), "link", "show", "eth0"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut node1 = lab.announcer("node1", &args);
+    assert!(link().contains(" allmulti 1 "), "{}", link());
+    for ip in [&ips[299], &ips[7]] {
+        // The kernel delivers none of these addresses: the echo goes unanswered, but the
+        // solicitation before it must be answered by the announcer.
+        let _ = lab.ping("client", ip);
+        let n = lab.neighbour("client", ip);
+        assert!(n.contains(NODE1_MAC), "{ip}: {n}");
+    }
+    node1.command("set");
+    node1.wait_for("ok", Duration::from_secs(2));
+    assert!(link().contains(" allmulti 0 "), "{}", link());
+    node1.terminate();
+}
