@@ -679,6 +679,19 @@ impl Supervisor {
         if ips.is_empty() {
             return;
         }
+        // Publishing costs the whole table: a few hundred addresses first, so their frames
+        // leave within a millisecond or so, then the rest in one more publication.
+        if ips.len() > Self::FIRST_BATCH * 2 {
+            let (first, rest) = ips.split_at(Self::FIRST_BATCH);
+            self.activate_batch(first);
+            self.activate_batch(rest);
+        } else {
+            self.activate_batch(ips);
+        }
+    }
+
+    /// [`Self::activate_all`] in one publication.
+    fn activate_batch(&mut self, ips: &[IpAddr]) {
         let since = SystemTime::now();
         for ip in ips {
             self.states.insert(*ip, AddrState::Active { since });
@@ -759,6 +772,9 @@ impl Supervisor {
             .values()
             .filter(move |o| scope.is_some_and(|s| s.includes(&o.info.name)))
     }
+
+    /// A takeover announces this many addresses before publishing the rest.
+    const FIRST_BATCH: usize = 256;
 
     /// Solicited-node groups joined one by one up to this many per interface.
     const ALL_MULTICAST_FROM: usize = 256;
