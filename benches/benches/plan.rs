@@ -2,40 +2,20 @@
 //! file (`load_str`), allocating every service from scratch, and planning one node, each timed
 //! and with the heap's peak above what was live before it; beside it, in the same run, the YAML
 //! parser alone reading the same documents into JSON values (the floor of any reader built on
-//! it). The file is generated here ([`lb_benches::services_yaml`]).
+//! it), and yaml-rust2 reading the same documents into its own tree (a faster pure-Rust parser,
+//! measured as the alternative; serde_yaml, deprecated and on DEPENDENCIES.md's avoid list, is
+//! not built here). The file is generated here ([`lb_benches::services_yaml`]).
 //!
 //! `cargo bench --bench plan` (`-- 1000 10000` for other sizes).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
+use lb_benches::{Counting, LIVE, PEAK};
 use lb_core::alloc::Placement;
 use lb_core::alloc::converge::{converge, inputs_from};
 use lb_core::{PlanInput, PoolAllocator, Rules, load_str, plan};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged and only counts sizes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now =
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -84,6 +64,16 @@ fn parse_only(text: &str) -> usize {
     n
 }
 
+/// yaml-rust2 alone: every document of `text` into its tree.
+fn parse_only_yaml_rust2(text: &str) -> usize {
+    let mut n = 0;
+    for doc in text.split("\n---\n") {
+        let docs = yaml_rust2::YamlLoader::load_from_str(doc).unwrap_or_default();
+        n += docs.iter().filter(|d| d.as_hash().is_some()).count();
+    }
+    n
+}
+
 #[allow(clippy::print_stdout)]
 fn main() {
     // `cargo test --benches` runs bench binaries too: stay quick there.
@@ -98,14 +88,22 @@ fn main() {
         sizes = vec![1_000, 10_000, 100_000];
     }
     println!(
-        "{:>8} {:>22} {:>22} {:>22} {:>22} | {:>22}",
-        "services", "read", "allocate", "plan node1", "whole pass", "YAML parser alone"
+        "{:>8} {:>22} {:>22} {:>22} {:>22} | {:>22} {:>22}",
+        "services",
+        "read",
+        "allocate",
+        "plan node1",
+        "whole pass",
+        "serde-saphyr alone",
+        "yaml-rust2 alone"
     );
     let cell = |d: Duration, b: isize| format!("{:>7.3} s {:>8.1} MB", d.as_secs_f64(), mb(b));
     for n in sizes {
         let text = lb_benches::services_yaml(n);
         let (docs, parse_t, parse_m) = measure(|| parse_only(&text));
         assert!(docs > n, "the parser read {docs} objects");
+        let (docs2, alt_t, alt_m) = measure(|| parse_only_yaml_rust2(&text));
+        assert_eq!(docs2, docs, "both parsers read every object");
         let ((), total_t, total_m) = measure_whole(|| {
             let (loaded, read_t, read_m) = measure(|| load_str(&text));
             assert!(loaded.is_valid(), "{:?}", loaded.errors.first());
@@ -135,9 +133,10 @@ fn main() {
             );
         });
         println!(
-            " {:>22} | {:>22}",
+            " {:>22} | {:>22} {:>22}",
             cell(total_t, total_m),
-            cell(parse_t, parse_m)
+            cell(parse_t, parse_m),
+            cell(alt_t, alt_m)
         );
     }
 }

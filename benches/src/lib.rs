@@ -115,6 +115,34 @@ pub fn services_yaml(n: usize) -> String {
     o
 }
 
+/// A global allocator that forwards to the system's and counts the bytes live and their peak:
+/// the memory benches install it (`#[global_allocator] static A: Counting = Counting;`).
+#[derive(Debug)]
+pub struct Counting;
+
+/// Bytes allocated and not yet freed, while [`Counting`] is the global allocator.
+pub static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+/// The highest [`LIVE`] since it was last set (a bench resets it to the live count).
+pub static PEAK: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged and only counts sizes.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = layout.size() as isize;
+        let now = LIVE.fetch_add(size, Relaxed) + size;
+        PEAK.fetch_max(now, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

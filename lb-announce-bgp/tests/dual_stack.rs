@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use lab::*;
 use lb_announce_bgp::BgpAnnouncer;
 use lb_core::Announcer;
-use lb_core::plan::{Announcement, BgpRoute, How};
 
 /// The MetalLB peer `router` at `address`, carrying both families.
 fn config(address: &str) -> lb_core::Config {
@@ -33,21 +32,6 @@ fn config(address: &str) -> lb_core::Config {
     ));
     assert!(l.is_valid(), "{:?}", l.errors);
     l.config
-}
-
-fn announcement(ip: &str, prefix: &str) -> Announcement {
-    Announcement {
-        service: lb_core::objects::ServiceKey::new("default", ip),
-        ip: ip.parse().unwrap(),
-        how: How::Bgp {
-            routes: vec![BgpRoute {
-                prefix: prefix.parse().unwrap(),
-                peers: vec!["router".into()],
-                local_pref: None,
-                communities: Vec::new(),
-            }],
-        },
-    }
 }
 
 /// In the node namespace: announces 203.0.113.50/32 and 2001:db8:5::50/128 to the router at
@@ -63,8 +47,8 @@ fn announce_until(
         rt.block_on(async move {
             let a = BgpAnnouncer::for_node(&config(address), "node1", Ipv4Addr::new(192, 0, 2, 10));
             a.announce(&[
-                announcement("203.0.113.50", "203.0.113.50/32"),
-                announcement("2001:db8:5::50", "2001:db8:5::50/128"),
+                bgp_announcement("203.0.113.50", "203.0.113.50/32"),
+                bgp_announcement("2001:db8:5::50", "2001:db8:5::50/128"),
             ])
             .await
             .unwrap();

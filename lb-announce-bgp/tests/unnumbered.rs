@@ -27,7 +27,6 @@ use lb_announce_bgp::BgpAnnouncer;
 use lb_announce_bgp::nd;
 use lb_announce_bgp::neighbor::Discovery;
 use lb_core::Announcer;
-use lb_core::plan::{Announcement, BgpRoute, How};
 
 const FRR_CONF: &str = "frr defaults traditional
 hostname lbr
@@ -51,21 +50,6 @@ fn config() -> lb_core::Config {
     );
     assert!(l.is_valid(), "{:?}", l.errors);
     l.config
-}
-
-fn announcement(ip: &str, prefix: &str) -> Announcement {
-    Announcement {
-        service: lb_core::objects::ServiceKey::new("default", ip),
-        ip: ip.parse().unwrap(),
-        how: How::Bgp {
-            routes: vec![BgpRoute {
-                prefix: prefix.parse().unwrap(),
-                peers: vec!["router".into()],
-                local_pref: None,
-                communities: Vec::new(),
-            }],
-        },
-    }
 }
 
 /// The next hops FRR holds for a prefix (`show bgp <family> unicast <prefix> json`): each
@@ -114,8 +98,8 @@ fn frr_holds_our_ipv4_and_ipv6_prefixes_with_our_link_local_next_hop() {
             let a = BgpAnnouncer::for_node(&config(), "node1", Ipv4Addr::new(192, 0, 2, 10));
             assert!(a.skipped().is_empty(), "{:?}", a.skipped());
             a.announce(&[
-                announcement("203.0.113.50", "203.0.113.50/32"),
-                announcement("2001:db8:5::50", "2001:db8:5::50/128"),
+                bgp_announcement("203.0.113.50", "203.0.113.50/32"),
+                bgp_announcement("2001:db8:5::50", "2001:db8:5::50/128"),
             ])
             .await
             .unwrap();
@@ -202,27 +186,7 @@ fn nix_index(name: &str) -> u32 {
 #[test]
 fn a_router_advertisement_from_off_the_link_is_dropped_and_counted() {
     let Some(lab) = Lab::namespaces() else { return };
-    let router_ll: Ipv6Addr = {
-        let o = run(&[
-            "ip",
-            "-n",
-            &lab.ns("router"),
-            "-6",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ]);
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        text.split_whitespace()
-            .nth(3)
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no link-local address on the router: {text}"))
-    };
+    let router_ll: Ipv6Addr = lab.link_local("router").parse().unwrap();
     let lab = std::sync::Arc::new(lab);
     let l = lab.clone();
     let (dropped, before, after) = lab.in_node(move |rt| {

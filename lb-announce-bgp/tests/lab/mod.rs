@@ -259,10 +259,15 @@ impl Lab {
 
     /// The node's IPv6 link-local address on eth0.
     pub fn node_link_local(&self) -> String {
+        self.link_local("node")
+    }
+
+    /// The IPv6 link-local address on eth0 of namespace `short` (`node`, `router`).
+    pub fn link_local(&self, short: &str) -> String {
         let o = run(&[
             "ip",
             "-n",
-            &self.ns("node"),
+            &self.ns(short),
             "-6",
             "-o",
             "addr",
@@ -281,7 +286,7 @@ impl Lab {
             .to_string();
         assert!(
             ll.starts_with("fe80:"),
-            "no link-local address on the node: {text}"
+            "no link-local address in {short}: {text}"
         );
         ll
     }
@@ -727,4 +732,21 @@ pub fn accept_within(l: &std::net::TcpListener, d: Duration) -> Option<std::net:
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// A BGP announcement of `prefix` for the service named after `ip`, to the peer `router`.
+pub fn bgp_announcement(ip: &str, prefix: &str) -> lb_core::plan::Announcement {
+    use lb_core::plan::{Announcement, BgpRoute, How};
+    Announcement {
+        service: lb_core::objects::ServiceKey::new("default", ip),
+        ip: ip.parse().unwrap(),
+        how: How::Bgp {
+            routes: vec![BgpRoute {
+                prefix: prefix.parse().unwrap(),
+                peers: vec!["router".into()],
+                local_pref: None,
+                communities: Vec::new(),
+            }],
+        },
+    }
 }
