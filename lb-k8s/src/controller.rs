@@ -441,6 +441,8 @@ pub async fn run(
     let mut told = Told::default();
     // After a failed write, the next pass comes sooner than the resync.
     let mut retry_in: Option<Duration> = None;
+    // Whether the next turn runs a pass: not when all that changed is our own writes' echoes.
+    let mut needed = true;
     loop {
         let leader = elector.is_member();
         metrics.leader(leader);
@@ -451,9 +453,11 @@ pub async fn run(
             // A replica that gains leadership must start from the status it then observes.
             core = None;
             writes.forget();
-        } else if store.synced() {
+        } else if store.synced() && needed {
             let started = Instant::now();
             let c = core.get_or_insert_with(Core::default);
+            // What changes from here on is news to the next turn; this pass reads it all.
+            store.take_changed();
             let pass = c.pass(store.values(), opts.lb_class.as_deref());
             metrics.config(true, pass.stale);
             metrics.set_pools(pass.counts.clone());
@@ -466,11 +470,13 @@ pub async fn run(
             metrics.reconciled(started.elapsed(), ok);
             retry_in = (!ok).then_some(Duration::from_secs(1));
         }
+        needed = true;
         tokio::select! {
             r = changes.changed() => {
                 if r.is_err() { break; }
                 // Let a burst of watch events settle into one pass.
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                needed = !writes.only_echoes(&store.take_changed());
             }
             v = views.next() => {
                 if v.is_none() {
@@ -530,6 +536,9 @@ struct Writes<'a> {
     /// store still shows that version, the write is in flight and is not repeated.
     sent: BTreeMap<ServiceKey, String>,
     sent_pools: BTreeMap<String, IPAddressPoolStatus>,
+    /// Our writes' results not yet seen on the watch: (plural, namespace, name) -> the
+    /// resourceVersion the API server gave the written object.
+    echoes: BTreeMap<(String, String, String), String>,
     /// What the ConfigurationState says now.
     reported: Option<Vec<String>>,
 }
@@ -559,12 +568,38 @@ impl<'a> Writes<'a> {
             recorder,
             sent: BTreeMap::new(),
             sent_pools: BTreeMap::new(),
+            echoes: BTreeMap::new(),
             reported: None,
+        }
+    }
+
+    /// Whether everything in `changed` is the echo of our own writes (each seen echo is
+    /// forgotten). The controller does not reconcile its own writes: a pass over them would
+    /// decide nothing new. Anything else, a relist included, is news.
+    fn only_echoes(&mut self, changed: &crate::store::Changed) -> bool {
+        let ours = !changed.relisted
+            && changed
+                .objects
+                .iter()
+                .all(|(k, rv)| rv.is_some() && self.echoes.get(k) == rv.as_ref());
+        for k in changed.objects.keys() {
+            self.echoes.remove(k);
+        }
+        ours
+    }
+
+    fn expect_echo(&mut self, plural: &str, namespace: &str, name: &str, rv: Option<&String>) {
+        if let Some(rv) = rv {
+            self.echoes.insert(
+                (plural.to_string(), namespace.to_string(), name.to_string()),
+                rv.clone(),
+            );
         }
     }
 
     /// Leadership was lost: a new term starts from what it then observes.
     fn forget(&mut self) {
+        self.echoes.clear();
         self.sent.clear();
         self.sent_pools.clear();
         self.reported = None;
@@ -622,8 +657,10 @@ impl<'a> Writes<'a> {
                 .await;
             self.metrics.update(r.is_ok());
             match r {
-                Ok(_) => {
+                Ok(written) => {
                     info!(service = %w.key, ips = ?w.ips, pool = ?w.pool, "status written");
+                    let new_rv = written.metadata.resource_version.as_ref();
+                    self.expect_echo("services", &w.key.namespace, &w.key.name, new_rv);
                     self.sent.insert(w.key.clone(), rv);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -710,7 +747,10 @@ impl<'a> Writes<'a> {
                 .await;
             self.metrics.update(r.is_ok());
             match r {
-                Ok(_) => {
+                Ok(written) => {
+                    let ns = self.namespace.clone();
+                    let new_rv = written.metadata.resource_version.as_ref();
+                    self.expect_echo("ipaddresspools", &ns, name, new_rv);
                     self.sent_pools.insert(name.clone(), status.clone());
                 }
                 Err(e) => warn!(pool = %name, "writing pool status: {e}"),

@@ -68,6 +68,18 @@ struct Inner {
     synced: BTreeSet<String>,
     /// Objects of a relist in progress.
     relisting: BTreeMap<String, Objects>,
+    /// What changed since [`Store::take_changed`] was last called.
+    changed: Changed,
+}
+
+/// What changed in a [`Store`]: each object (plural, namespace, name) with the resourceVersion
+/// it now has (`None`: deleted), and whether a kind was listed anew (anything may have changed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Objects applied or deleted.
+    pub objects: BTreeMap<(String, String, String), Option<String>>,
+    /// A kind was (re)listed.
+    pub relisted: bool,
 }
 
 /// The shared cache. Cheap to clone.
@@ -166,6 +178,7 @@ impl Store {
                 return;
             }
             Event::InitDone => {
+                inner.changed.relisted = true;
                 let fresh = inner.relisting.remove(&plural).unwrap_or_default();
                 debug!(kind = %resource.kind, objects = fresh.len(), "listed");
                 inner.kinds.insert(plural.clone(), fresh);
@@ -173,12 +186,26 @@ impl Store {
             }
             Event::Apply(obj) => {
                 if let Some(v) = Self::value_of(resource, obj) {
-                    inner.kinds.entry(plural).or_default().insert(key_of(&v), v);
+                    let (ns, name) = key_of(&v);
+                    let rv = v
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    inner
+                        .changed
+                        .objects
+                        .insert((plural.clone(), ns.clone(), name.clone()), rv);
+                    inner.kinds.entry(plural).or_default().insert((ns, name), v);
                 }
             }
             Event::Delete(obj) => {
                 if let Some(v) = Self::value_of(resource, obj) {
-                    inner.kinds.entry(plural).or_default().remove(&key_of(&v));
+                    let (ns, name) = key_of(&v);
+                    inner
+                        .changed
+                        .objects
+                        .insert((plural.clone(), ns.clone(), name.clone()), None);
+                    inner.kinds.entry(plural).or_default().remove(&(ns, name));
                 }
             }
         }
@@ -218,6 +245,11 @@ impl Store {
             .get(plural)?
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
+    }
+
+    /// What changed since the last call (the first call: since the store was made).
+    pub fn take_changed(&self) -> Changed {
+        std::mem::take(&mut self.lock().changed)
     }
 
     /// A receiver that changes whenever the store does.
