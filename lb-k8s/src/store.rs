@@ -257,3 +257,43 @@ impl Store {
         self.generation.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn service(name: &str, rv: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rv}
+        }))
+        .expect("a DynamicObject")
+    }
+
+    /// The store says what changed since it was last asked: each object with its version (none
+    /// once deleted), and whether a kind was listed anew; asking clears it.
+    #[test]
+    fn what_changed_since_the_last_pass_is_each_object_with_its_version() {
+        let store = Store::default();
+        let resource = ApiResource::erase::<Service>(&());
+        store.apply(&resource, Event::Init);
+        store.apply(&resource, Event::InitApply(service("a", "1")));
+        store.apply(&resource, Event::InitDone);
+        let c = store.take_changed();
+        assert!(c.relisted && c.objects.is_empty(), "{c:?}");
+        store.apply(&resource, Event::Apply(service("a", "2")));
+        store.apply(&resource, Event::Apply(service("b", "3")));
+        store.apply(&resource, Event::Apply(service("a", "4")));
+        store.apply(&resource, Event::Delete(service("b", "3")));
+        let key = |n: &str| ("services".to_string(), "default".to_string(), n.to_string());
+        assert_eq!(
+            store.take_changed(),
+            Changed {
+                objects: [(key("a"), Some("4".to_string())), (key("b"), None)].into(),
+                relisted: false,
+            }
+        );
+        assert_eq!(store.take_changed(), Changed::default(), "asking clears it");
+    }
+}
