@@ -171,7 +171,7 @@ pub struct BgpAnnouncer {
     sessions: Arc<Mutex<BTreeMap<String, (PeerConfig, Session)>>>,
     /// The BFD sessions of the peers whose BGPPeer names a BFDProfile (started with the first).
     bfd: Mutex<Option<Bfd>>,
-    /// Peers valid for MetalLB that this speaker cannot serve (unnumbered, vrf), with why:
+    /// Peers valid for MetalLB that this speaker cannot serve (a vrf), with why:
     /// skipped alone; their routes wait for them and are no error.
     skipped: Mutex<Vec<(String, String)>>,
 }

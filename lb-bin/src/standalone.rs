@@ -127,7 +127,7 @@ pub struct Status {
     pub apply_errors: Vec<String>,
     /// Addresses that could not be put on (or taken off) the dummy interface; retried.
     pub local_delivery_errors: Vec<String>,
-    /// BGPPeers this build cannot serve (unnumbered, vrf), with why: skipped alone.
+    /// BGPPeers this build cannot serve (a vrf), with why: skipped alone.
     pub skipped_peers: Vec<(String, String)>,
     /// The BFD sessions, by BGP peer name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
