@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use lb_core::alloc::converge::inputs_from;
-use lb_core::alloc::{Allocator, PoolAllocator, annotation, converge};
+use lb_core::alloc::converge::{Input, input_of};
+use lb_core::alloc::{Allocator, PoolAllocator, annotation, converge, converge_some};
 use lb_core::config::{Severity, load_values};
 use lb_core::objects::ServiceKey;
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use crate::crds::{IPAddressPool, IPAddressPoolStatus};
 use crate::metrics::Metrics;
-use crate::store::{Kind, Store};
+use crate::store::{Changed, Kind, Store};
 use futures::StreamExt;
 
 /// The annotation naming the pool an address came from.
@@ -107,6 +107,9 @@ pub struct Pass {
     /// Services whose address comes from a pool that failed to load and is not in force:
     /// kept as their status shows, nothing written for them.
     pub held: Vec<ServiceKey>,
+    /// The services this pass decided (`None`: every one); `writes` and `events` are about
+    /// these alone.
+    pub scope: Option<BTreeSet<ServiceKey>>,
 }
 
 /// The controller's memory between passes. No IO.
@@ -117,6 +120,66 @@ pub struct Core {
     last_event: BTreeMap<ServiceKey, (&'static str, String)>,
     /// Legacy-prefixed annotations each service has been told about.
     told_deprecated: BTreeMap<ServiceKey, Vec<String>>,
+    /// What the last whole pass read, kept up to date by [`Core::change`]: none before the
+    /// first whole pass, or while no pool has ever loaded.
+    kept: Option<Kept>,
+}
+
+/// What a pass over a change of Services needs of everything else: the Services as read (so
+/// that a pass over one of them touches no other), and what the other kinds decided.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Every Service read (of any type and class).
+    services: BTreeMap<ServiceKey, lb_core::objects::Service>,
+    /// The error findings about each Service, as text.
+    service_errors: BTreeMap<ServiceKey, Vec<String>>,
+    /// The error findings about every other object, as text, in load order.
+    other_errors: Vec<String>,
+    /// The Namespaces, whose labels pools select by (the rest of this Config is empty).
+    namespaces: lb_core::config::Config,
+    /// Pools that failed to load and are not in force.
+    broken: BTreeSet<String>,
+    /// Services whose address a broken pool holds, with that pool.
+    held: BTreeMap<ServiceKey, String>,
+    /// Services left without addresses (an address freed may serve them).
+    pending: BTreeSet<ServiceKey>,
+    /// The pools in force are the previous ones.
+    stale: bool,
+}
+
+impl Kept {
+    /// Every error finding, other objects' first, then the Services' in key order (the order
+    /// a whole read gives them).
+    fn errors(&self) -> Vec<String> {
+        let mut out = self.other_errors.clone();
+        out.extend(self.service_errors.values().flatten().cloned());
+        out
+    }
+
+    /// Keeps a Service read alone, or forgets a deleted one.
+    fn set_service(&mut self, key: &ServiceKey, loaded: Option<lb_core::config::Loaded>) {
+        self.services.remove(key);
+        self.service_errors.remove(key);
+        let Some(loaded) = loaded else { return };
+        let errors: Vec<String> = loaded
+            .errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            self.service_errors.insert(key.clone(), errors);
+        }
+        for (k, svc) in loaded.config.services {
+            self.services.insert(k, svc);
+        }
+    }
+}
+
+/// The Service an error finding is about, when it is about one.
+fn service_of(object: &str) -> Option<ServiceKey> {
+    let (ns, name) = object.strip_prefix("Service ")?.split_once('/')?;
+    Some(ServiceKey::new(ns, name))
 }
 
 fn i64_of(v: u128) -> i64 {
@@ -130,64 +193,178 @@ fn ip_set(ips: &[IpAddr]) -> BTreeSet<IpAddr> {
 /// An event to say about a service: (service, warning, reason, message).
 type Said = (ServiceKey, bool, &'static str, String);
 
+/// Of type LoadBalancer and of the class served.
+fn is_ours(svc: &lb_core::objects::Service, lb_class: Option<&str>) -> bool {
+    svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class
+}
+
 impl Core {
     /// One level-triggered pass over every object the controller watches.
     pub fn pass(&mut self, objects: Vec<Value>, lb_class: Option<&str>) -> Pass {
-        let loaded = load_values(objects);
+        let mut loaded = load_values(objects);
+        let mut kept = Kept {
+            services: std::mem::take(&mut loaded.config.services),
+            ..Kept::default()
+        };
+        kept.namespaces.namespaces = std::mem::take(&mut loaded.config.namespaces);
+        for e in loaded
+            .errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error)
+        {
+            match service_of(&e.object) {
+                Some(key) => kept
+                    .service_errors
+                    .entry(key)
+                    .or_default()
+                    .push(e.to_string()),
+                None => kept.other_errors.push(e.to_string()),
+            }
+        }
+        kept.stale = self.adopt_pools(&loaded);
         let mut pass = Pass {
-            config_errors: loaded
-                .errors
-                .iter()
-                .filter(|e| e.severity == Severity::Error)
-                .map(|e| e.to_string())
-                .collect(),
+            config_errors: kept.errors(),
+            stale: kept.stale,
             ..Pass::default()
         };
-        pass.stale = self.adopt_pools(&loaded);
         if self.alloc.is_none() {
+            self.kept = None;
             return pass;
         }
-        let held = self.held(&loaded, lb_class);
-        pass.held = held.keys().cloned().collect();
-        let inputs: Vec<_> = inputs_from(&loaded.config, lb_class)
-            .into_iter()
-            .filter(|i| !held.contains_key(&i.key))
-            .collect();
-        let deprecated: BTreeMap<ServiceKey, Vec<String>> = inputs
+        kept.broken = loaded
+            .errors
             .iter()
-            .filter_map(|i| {
-                let r = i.request.as_ref().ok()?;
-                (!r.deprecated_annotations.is_empty())
-                    .then(|| (i.key.clone(), r.deprecated_annotations.clone()))
+            .filter(|e| e.severity == Severity::Error)
+            .filter_map(|e| e.object.strip_prefix("IPAddressPool "))
+            .map(|o| o.rsplit('/').next().unwrap_or(o).to_string())
+            .filter(|name| !self.pools.iter().any(|p| p.name == *name))
+            .collect();
+        kept.held = kept
+            .services
+            .values()
+            .filter_map(|svc| {
+                let pool = held_pool(&self.pools, &kept.broken, svc, lb_class)?;
+                Some((svc.key.clone(), pool))
             })
             .collect();
+        let inputs: Vec<_> = kept
+            .services
+            .values()
+            .filter(|s| is_ours(s, lb_class) && !kept.held.contains_key(&s.key))
+            .map(|s| input_of(s, &kept.namespaces))
+            .collect();
+        self.last_event.retain(|k, _| kept.services.contains_key(k));
+        let deprecated = deprecations(&mut self.told_deprecated, &inputs);
+        self.told_deprecated.retain(|k, _| {
+            kept.services.get(k).is_some_and(|s| is_ours(s, lb_class)) && !kept.held.contains_key(k)
+        });
         let Some(alloc) = self.alloc.as_mut() else {
             return pass;
         };
         let outcome = converge(alloc, inputs);
         let mut events = Vec::new();
-        for svc in loaded.config.services.values() {
-            let ours = svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class;
-            decide_service(svc, ours, &held, &outcome, &mut pass.writes, &mut events);
+        for svc in kept.services.values() {
+            let ours = is_ours(svc, lb_class);
+            decide_service(
+                svc,
+                ours,
+                &kept.held,
+                &outcome,
+                &mut pass.writes,
+                &mut events,
+            );
         }
-        for (key, names) in &deprecated {
-            if self.told_deprecated.get(key) != Some(names) {
-                events.push((
-                    key.clone(),
-                    true,
-                    "deprecatedAnnotation",
-                    format!(
-                        "{} is deprecated, use the metallb.io/ prefix",
-                        names.join(", ")
-                    ),
-                ));
+        events.extend(deprecated);
+        kept.pending = outcome.pending.into_keys().collect();
+        pass.held = kept.held.keys().cloned().collect();
+        pass.events = self.news(events);
+        self.pool_statuses(&mut pass);
+        self.kept = Some(kept);
+        pass
+    }
+
+    /// A pass over a change of Services alone, from what the last whole pass kept: each
+    /// changed Service (with its object now; `None`: deleted) is read and served, and when one
+    /// of them held addresses, the Services left pending are served again (in key order, as a
+    /// whole pass would). The other Services are not read, and keep what they hold. The cost
+    /// is that of the change, not of the cluster.
+    ///
+    /// `None` when nothing is kept (no whole pass yet, or no pool has ever loaded): the
+    /// caller runs a whole pass. A change of any other kind needs a whole pass too.
+    pub fn change(
+        &mut self,
+        services: Vec<(ServiceKey, Option<Value>)>,
+        lb_class: Option<&str>,
+    ) -> Option<Pass> {
+        let (Some(alloc), Some(kept)) = (self.alloc.as_mut(), self.kept.as_mut()) else {
+            return None;
+        };
+        let mut scope = BTreeSet::new();
+        let mut freed = false;
+        for (key, value) in services {
+            freed |= alloc.allocation(&key).is_some();
+            kept.set_service(&key, value.map(|v| load_values([v])));
+            kept.held.remove(&key);
+            if let Some(svc) = kept.services.get(&key)
+                && let Some(pool) = held_pool(&self.pools, &kept.broken, svc, lb_class)
+            {
+                kept.held.insert(key.clone(), pool);
+            }
+            scope.insert(key);
+        }
+        if freed {
+            scope.extend(kept.pending.iter().cloned());
+        }
+        let served = |k: &ServiceKey| {
+            kept.services
+                .get(k)
+                .filter(|s| is_ours(s, lb_class) && !kept.held.contains_key(k))
+        };
+        let gone: Vec<ServiceKey> = scope
+            .iter()
+            .filter(|k| served(k).is_none())
+            .cloned()
+            .collect();
+        let inputs: Vec<_> = scope
+            .iter()
+            .filter_map(served)
+            .map(|s| input_of(s, &kept.namespaces))
+            .collect();
+        for key in &gone {
+            self.told_deprecated.remove(key);
+            if !kept.services.contains_key(key) {
+                self.last_event.remove(key);
             }
         }
-        self.told_deprecated = deprecated;
-        let present: BTreeSet<&ServiceKey> = loaded.config.services.keys().collect();
-        pass.events = self.news(events, &present);
+        let deprecated = deprecations(&mut self.told_deprecated, &inputs);
+        let outcome = converge_some(alloc, &gone, inputs);
+        let mut pass = Pass {
+            scope: Some(scope.clone()),
+            ..Pass::default()
+        };
+        let mut events = Vec::new();
+        for key in &scope {
+            kept.pending.remove(key);
+            if let Some(svc) = kept.services.get(key) {
+                let ours = is_ours(svc, lb_class);
+                decide_service(
+                    svc,
+                    ours,
+                    &kept.held,
+                    &outcome,
+                    &mut pass.writes,
+                    &mut events,
+                );
+            }
+        }
+        events.extend(deprecated);
+        kept.pending.extend(outcome.pending.into_keys());
+        pass.config_errors = kept.errors();
+        pass.stale = kept.stale;
+        pass.held = kept.held.keys().cloned().collect();
+        pass.events = self.news(events);
         self.pool_statuses(&mut pass);
-        pass
+        Some(pass)
     }
 
     /// Takes the loaded pools into force, unless one has errors and others are in force: a
@@ -214,51 +391,8 @@ impl Core {
         false
     }
 
-    /// The services whose addresses come from a pool that failed to load and is not in force
-    /// (this Core started, or took over, while it was broken), with that pool: claimed by
-    /// nobody else, never cleared, nothing written for them, until the pool is fixed or
-    /// deleted.
-    fn held(
-        &self,
-        loaded: &lb_core::config::Loaded,
-        lb_class: Option<&str>,
-    ) -> BTreeMap<ServiceKey, String> {
-        let broken: BTreeSet<String> = loaded
-            .errors
-            .iter()
-            .filter(|e| e.severity == Severity::Error)
-            .filter_map(|e| e.object.strip_prefix("IPAddressPool "))
-            .map(|o| o.rsplit('/').next().unwrap_or(o).to_string())
-            .filter(|name| !self.pools.iter().any(|p| p.name == *name))
-            .collect();
-        if broken.is_empty() {
-            return BTreeMap::new();
-        }
-        let anno = pool_annotation();
-        loaded
-            .config
-            .services
-            .values()
-            .filter(|svc| svc.load_balancer && svc.load_balancer_class.as_deref() == lb_class)
-            .filter_map(|svc| {
-                let named = svc.annotations.get(&anno).filter(|p| broken.contains(*p));
-                // No pool in force holds the address: it may be the broken pool's.
-                let orphan = !svc.status_ips.is_empty()
-                    && !svc
-                        .status_ips
-                        .iter()
-                        .any(|ip| self.pools.iter().any(|p| p.contains(*ip)));
-                let pool = named.cloned().or_else(|| {
-                    orphan.then(|| broken.iter().cloned().collect::<Vec<_>>().join(", "))
-                })?;
-                (!svc.status_ips.is_empty()).then(|| (svc.key.clone(), pool))
-            })
-            .collect()
-    }
-
     /// The events worth sending: only a change of what is said about a service is news.
-    fn news(&mut self, events: Vec<Said>, present: &BTreeSet<&ServiceKey>) -> Vec<ServiceEvent> {
-        self.last_event.retain(|k, _| present.contains(k));
+    fn news(&mut self, events: Vec<Said>) -> Vec<ServiceEvent> {
         let mut out = Vec::new();
         for (key, warning, reason, message) in events {
             let said = (reason, message.clone());
@@ -297,6 +431,60 @@ impl Core {
             );
         }
     }
+}
+
+/// The deprecation notices `inputs` call for (each said once while it holds), remembered in
+/// `told`.
+fn deprecations(told: &mut BTreeMap<ServiceKey, Vec<String>>, inputs: &[Input]) -> Vec<Said> {
+    let mut events = Vec::new();
+    for i in inputs {
+        let names = match &i.request {
+            Ok(r) if !r.deprecated_annotations.is_empty() => &r.deprecated_annotations,
+            _ => {
+                told.remove(&i.key);
+                continue;
+            }
+        };
+        if told.get(&i.key) != Some(names) {
+            events.push((
+                i.key.clone(),
+                true,
+                "deprecatedAnnotation",
+                format!(
+                    "{} is deprecated, use the metallb.io/ prefix",
+                    names.join(", ")
+                ),
+            ));
+        }
+        told.insert(i.key.clone(), names.clone());
+    }
+    events
+}
+
+/// The broken pool (not in force) holding `svc`'s address, if one does: the service is then
+/// claimed by nobody else, never cleared and nothing is written for it until the pool is fixed
+/// or deleted. This Core started, or took over, while that pool was broken.
+fn held_pool(
+    pools: &[lb_core::config::Pool],
+    broken: &BTreeSet<String>,
+    svc: &lb_core::objects::Service,
+    lb_class: Option<&str>,
+) -> Option<String> {
+    if broken.is_empty() || svc.status_ips.is_empty() || !is_ours(svc, lb_class) {
+        return None;
+    }
+    let named = svc
+        .annotations
+        .get(&pool_annotation())
+        .filter(|p| broken.contains(*p));
+    // No pool in force holds the address: it may be the broken pool's.
+    let orphan = !svc
+        .status_ips
+        .iter()
+        .any(|ip| pools.iter().any(|p| p.contains(*ip)));
+    named
+        .cloned()
+        .or_else(|| orphan.then(|| broken.iter().cloned().collect::<Vec<_>>().join(", ")))
 }
 
 /// What one service's status should become after `outcome`, and what to say about it. `ours`:
@@ -443,6 +631,9 @@ pub async fn run(
     let mut retry_in: Option<Duration> = None;
     // Whether the next turn runs a pass: not when all that changed is our own writes' echoes.
     let mut needed = true;
+    // What changed since the last pass, and whether the next pass reads everything.
+    let mut todo = Changed::default();
+    let mut whole = true;
     loop {
         let leader = elector.is_member();
         metrics.leader(leader);
@@ -453,12 +644,22 @@ pub async fn run(
             // A replica that gains leadership must start from the status it then observes.
             core = None;
             writes.forget();
+            whole = true;
         } else if store.synced() && needed {
             let started = Instant::now();
             let c = core.get_or_insert_with(Core::default);
-            // What changes from here on is news to the next turn; this pass reads it all.
-            store.take_changed();
-            let pass = c.pass(store.values(), opts.lb_class.as_deref());
+            // What changes from here on is news to the next turn.
+            todo.merge(store.take_changed());
+            let lb_class = opts.lb_class.as_deref();
+            // A change of Services alone is served from what the last pass kept; anything
+            // else (and the resync) reads every object again.
+            let changed = (!whole).then(|| services_changed(&todo, &store)).flatten();
+            let pass = match changed.and_then(|c2| c.change(c2, lb_class)) {
+                Some(pass) => pass,
+                None => c.pass(store.values(), lb_class),
+            };
+            todo = Changed::default();
+            whole = false;
             metrics.config(true, pass.stale);
             metrics.set_pools(pass.counts.clone());
             metrics.set_held(pass.held.len());
@@ -474,23 +675,56 @@ pub async fn run(
         tokio::select! {
             r = changes.changed() => {
                 if r.is_err() { break; }
-                // Let a burst of watch events settle into one pass.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                needed = !writes.only_echoes(&store.take_changed());
+                let mut changed = store.take_changed();
+                // A change of Services is served at once (a pass over it costs what it
+                // changes); a burst of other changes, each a whole pass, settles into one.
+                if !only_services(&changed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    changed.merge(store.take_changed());
+                }
+                needed = !writes.only_echoes(&changed);
+                // An echo decides nothing, but what is kept must show it by the next pass.
+                todo.merge(changed);
             }
             v = views.next() => {
                 if v.is_none() {
                     warn!("the leader election has stopped");
                     break;
                 }
+                whole = true;
             }
-            _ = tick.tick() => {}
-            _ = tokio::time::sleep(retry_in.unwrap_or(opts.resync)), if retry_in.is_some() => {}
+            _ = tick.tick() => whole = true,
+            _ = tokio::time::sleep(retry_in.unwrap_or(opts.resync)), if retry_in.is_some() => whole = true,
         }
     }
     for w in watches.drain(..) {
         w.abort();
     }
+}
+
+/// The Services in `changed`, each with its object now (`None`: deleted), when nothing else
+/// changed; `None` when a whole pass is needed (another kind changed, or a kind was listed
+/// again).
+fn services_changed(changed: &Changed, store: &Store) -> Option<Vec<(ServiceKey, Option<Value>)>> {
+    only_services(changed).then(|| {
+        changed
+            .objects
+            .keys()
+            .map(|(plural, ns, name)| {
+                let obj = store.get(plural, ns, name);
+                (ServiceKey::new(ns.clone(), name.clone()), obj)
+            })
+            .collect()
+    })
+}
+
+/// Nothing but Services changed.
+fn only_services(changed: &Changed) -> bool {
+    !changed.relisted
+        && changed
+            .objects
+            .keys()
+            .all(|(plural, _, _)| plural == "services")
 }
 
 /// What the log was last told, so that it hears each change once.
@@ -576,7 +810,7 @@ impl<'a> Writes<'a> {
     /// Whether everything in `changed` is the echo of our own writes (each seen echo is
     /// forgotten). The controller does not reconcile its own writes: a pass over them would
     /// decide nothing new. Anything else, a relist included, is news.
-    fn only_echoes(&mut self, changed: &crate::store::Changed) -> bool {
+    fn only_echoes(&mut self, changed: &Changed) -> bool {
         let ours = !changed.relisted
             && changed
                 .objects
@@ -673,8 +907,10 @@ impl<'a> Writes<'a> {
                 }
             }
         }
-        self.sent
-            .retain(|k, _| pass.writes.iter().any(|w| &w.key == k));
+        let written: BTreeSet<&ServiceKey> = pass.writes.iter().map(|w| &w.key).collect();
+        self.sent.retain(|k, _| {
+            written.contains(k) || pass.scope.as_ref().is_some_and(|s| !s.contains(k))
+        });
         ok
     }
 

@@ -82,6 +82,14 @@ pub struct Changed {
     pub relisted: bool,
 }
 
+impl Changed {
+    /// Adds what changed later: each object's newest version, and any relist.
+    pub fn merge(&mut self, later: Changed) {
+        self.objects.extend(later.objects);
+        self.relisted |= later.relisted;
+    }
+}
+
 /// The shared cache. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

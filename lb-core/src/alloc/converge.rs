@@ -34,15 +34,29 @@ pub struct Outcome {
 }
 
 /// Runs one pass. Services the allocator holds that are not among `inputs` are released.
-pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, mut inputs: Vec<Input>) -> Outcome {
+pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, inputs: Vec<Input>) -> Outcome {
+    let present: BTreeSet<&ServiceKey> = inputs.iter().map(|i| &i.key).collect();
+    let absent: Vec<ServiceKey> = alloc
+        .services()
+        .into_iter()
+        .filter(|k| !present.contains(k))
+        .collect();
+    converge_some(alloc, &absent, inputs)
+}
+
+/// A pass over some services only, for a change that touched them: `gone` are released, then
+/// `inputs` are served as [`converge`] serves all (what they hold re-claimed first, then the
+/// rest, each group in key order); every other service keeps what it holds. The caller adds
+/// the services left pending to `inputs` when an address may have been freed.
+pub fn converge_some<A: Allocator + ?Sized>(
+    alloc: &mut A,
+    gone: &[ServiceKey],
+    mut inputs: Vec<Input>,
+) -> Outcome {
     inputs.sort_by(|a, b| a.key.cmp(&b.key));
     let mut out = Outcome::default();
-
-    let present: BTreeSet<&ServiceKey> = inputs.iter().map(|i| &i.key).collect();
-    for key in alloc.services() {
-        if !present.contains(&key) {
-            alloc.release(&key);
-        }
+    for key in gone {
+        alloc.release(key);
     }
 
     let mut later: Vec<&Request> = Vec::new();
@@ -97,10 +111,16 @@ pub fn inputs_from(config: &crate::config::Config, lb_class: Option<&str>) -> Ve
         .services
         .values()
         .filter(|s| s.load_balancer && s.load_balancer_class.as_deref() == lb_class)
-        .map(|s| Input {
-            key: s.key.clone(),
-            request: Request::from_service(s, config.namespace_labels(&s.key.namespace)),
-            status_ips: s.status_ips.clone(),
-        })
+        .map(|s| input_of(s, config))
         .collect()
+}
+
+/// One service's input: its request read from its annotations (pools select it by the labels
+/// of its namespace, from `config.namespaces`) and the addresses its status shows.
+pub fn input_of(s: &crate::objects::Service, config: &crate::config::Config) -> Input {
+    Input {
+        key: s.key.clone(),
+        request: Request::from_service(s, config.namespace_labels(&s.key.namespace)),
+        status_ips: s.status_ips.clone(),
+    }
 }

@@ -26,7 +26,7 @@ use crate::config::Pool;
 use crate::ip::Family;
 use crate::objects::{Port, ServiceKey};
 
-pub use converge::{Outcome, converge};
+pub use converge::{Outcome, converge, converge_some};
 pub use pools::{Placement, PoolAllocator};
 pub use request::{Request, RequestError, annotation};
 
