@@ -86,5 +86,5 @@ pub use announce::{Announcer, Protocol, RecordingAnnouncer};
 pub use config::load_str;
 pub use config::{Config, ConfigError};
 pub use elect::{LeaderElector, Membership, StaticElector};
-pub use plan::{Announcement, Plan, PlanInput, plan};
+pub use plan::{Announcement, Plan, PlanInput, Planner, plan};
 pub use runtime::{LocalError, Rules, Runtime};

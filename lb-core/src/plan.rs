@@ -238,11 +238,7 @@ fn slices_by_service(config: &Config) -> SlicesByService<'_> {
     by
 }
 
-fn serving(input: &PlanInput<'_>, slices: &SlicesByService<'_>, key: &ServiceKey) -> Serving {
-    let slices = slices
-        .get(&(key.namespace.as_str(), key.name.as_str()))
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+fn serving(input: &PlanInput<'_>, slices: &[&EndpointSlice]) -> Serving {
     if slices.is_empty() && input.missing_endpoints == MissingEndpoints::ServeEverywhere {
         return Serving::Everywhere;
     }
@@ -284,27 +280,63 @@ pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::B
 /// What `input.node` announces: see the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
-    // Every live member and the planning node itself, with their labels, once.
-    let mut names: BTreeSet<&str> = input.members.iter().map(String::as_str).collect();
-    names.insert(input.node);
-    let nodes: Vec<Node> = names.into_iter().map(|n| input.config.node(n)).collect();
+    let planner = Planner::new(*input);
     let slices = slices_by_service(input.config);
-    for (key, alloc) in input.allocations {
-        let (Some(svc), Some(pool)) = (
-            input.config.services.get(key),
-            input.config.pools.get(&alloc.pool),
-        ) else {
-            continue;
-        };
-        if alloc.ips.is_empty() {
-            continue;
-        }
-        let serving = serving(input, &slices, key);
-        plan_l2(input, &nodes, svc, pool, alloc, &serving, &mut out);
-        plan_bgp(input, svc, pool, alloc, &serving, &mut out);
+    for key in input.allocations.keys() {
+        let mine = slices
+            .get(&(key.namespace.as_str(), key.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        planner.service_into(key, mine, &mut out);
     }
     out.announcements.sort();
     out
+}
+
+/// [`plan`] one service at a time, for a caller that keeps each service's part and re-plans
+/// only the services a change touches. The parts, in service order, make the whole plan.
+#[derive(Clone, Debug)]
+pub struct Planner<'a> {
+    input: PlanInput<'a>,
+    /// Every live member and the planning node itself, with their labels, once.
+    nodes: Vec<Node>,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner over `input` (the nodes are looked up once, here).
+    pub fn new(input: PlanInput<'a>) -> Self {
+        let mut names: BTreeSet<&str> = input.members.iter().map(String::as_str).collect();
+        names.insert(input.node);
+        let nodes = names.into_iter().map(|n| input.config.node(n)).collect();
+        Planner { input, nodes }
+    }
+
+    /// The part of the plan about service `key`, whose EndpointSlices are `slices`: its
+    /// announcements (sorted) and why it is skipped. Empty when the service has no allocation
+    /// in the input, or its pool is not in the configuration.
+    pub fn service(&self, key: &ServiceKey, slices: &[&EndpointSlice]) -> Plan {
+        let mut out = Plan::default();
+        self.service_into(key, slices, &mut out);
+        out.announcements.sort();
+        out
+    }
+
+    fn service_into(&self, key: &ServiceKey, slices: &[&EndpointSlice], out: &mut Plan) {
+        let input = &self.input;
+        let (Some(alloc), Some(svc)) = (input.allocations.get(key), input.config.services.get(key))
+        else {
+            return;
+        };
+        let Some(pool) = input.config.pools.get(&alloc.pool) else {
+            return;
+        };
+        if alloc.ips.is_empty() {
+            return;
+        }
+        let serving = serving(input, slices);
+        plan_l2(input, &self.nodes, svc, pool, alloc, &serving, out);
+        plan_bgp(input, svc, pool, alloc, &serving, out);
+    }
 }
 
 fn skip(out: &mut Plan, key: &ServiceKey, protocol: Protocol, reason: impl Into<String>) {

@@ -96,7 +96,8 @@ pub fn kinds(opts: &Options) -> Vec<Kind> {
 pub struct Decision {
     /// What this node announces.
     pub plan: Plan,
-    /// The configuration the plan was made from (the metallb.io part may be the previous one).
+    /// The configuration the plan was made from (the metallb.io part may be the previous one),
+    /// without its Services and EndpointSlices: the [`Core`] keeps those.
     pub config: Config,
     /// Error findings of the newest objects, as text.
     pub config_errors: Vec<String>,
@@ -104,10 +105,12 @@ pub struct Decision {
     pub stale: bool,
 }
 
-/// The speaker's memory between decisions: the last configuration without errors.
+/// The speaker's memory between decisions: the last configuration without errors, and what
+/// the last decision read (for [`Core::change`]).
 #[derive(Debug, Default)]
 pub struct Core {
     last_good: Option<Config>,
+    kept: Option<Kept>,
 }
 
 /// True for findings about `metallb.io` objects (as opposed to Services and other v1 kinds).
@@ -129,39 +132,157 @@ pub fn allocations_from_status(
     config: &Config,
     lb_class: Option<&str>,
 ) -> BTreeMap<ServiceKey, Allocation> {
-    let anno = pool_annotation();
-    let mut out = BTreeMap::new();
-    for s in config.services.values() {
-        if !s.load_balancer || s.load_balancer_class.as_deref() != lb_class {
-            continue;
+    config
+        .services
+        .values()
+        .filter_map(|s| Some((s.key.clone(), allocation_from_status(config, s, lb_class)?)))
+        .collect()
+}
+
+/// The addresses the controller gave one service (of our class), from its status: those in a
+/// pool of `config`, from the pool its annotation names when it holds them.
+fn allocation_from_status(
+    config: &Config,
+    s: &lb_core::objects::Service,
+    lb_class: Option<&str>,
+) -> Option<Allocation> {
+    if !s.load_balancer || s.load_balancer_class.as_deref() != lb_class {
+        return None;
+    }
+    let ips: Vec<IpAddr> = s
+        .status_ips
+        .iter()
+        .copied()
+        .filter(|ip| config.pools.values().any(|p| p.contains(*ip)))
+        .collect();
+    let first = *ips.first()?;
+    let pool = s
+        .annotations
+        .get(&pool_annotation())
+        .filter(|p| config.pools.get(*p).is_some_and(|p| p.contains(first)))
+        .cloned()
+        .or_else(|| {
+            config
+                .pools
+                .values()
+                .find(|p| p.contains(first))
+                .map(|p| p.name.clone())
+        })?;
+    Some(Allocation { pool, ips })
+}
+
+/// The kinds a pass over a change serves from what is kept; a change of any other kind is a
+/// whole decision.
+const KEPT_KINDS: [&str; 3] = ["services", "endpointslices", "nodes"];
+
+/// What the last whole decision read, kept up to date by [`Core::change`], so that a change
+/// of one Service, EndpointSlice or Node touches that object's part alone.
+#[derive(Debug)]
+struct Kept {
+    /// The configuration in force, without its EndpointSlices (they are in `slices`).
+    config: Config,
+    /// The EndpointSlices by the service they name: (namespace, service) -> name -> slice.
+    slices: BTreeMap<(String, String), BTreeMap<String, lb_core::objects::EndpointSlice>>,
+    /// The service each slice named when read: (namespace, name) -> service.
+    slice_service: BTreeMap<(String, String), String>,
+    /// Every service's addresses, from its status.
+    allocations: BTreeMap<ServiceKey, Allocation>,
+    /// Each service's part of the plan.
+    parts: BTreeMap<ServiceKey, Plan>,
+    /// Error findings about Services, EndpointSlices and Nodes, by object.
+    object_errors: BTreeMap<(String, String, String), Vec<String>>,
+    /// Error findings about everything else, in load order.
+    other_errors: Vec<String>,
+    stale: bool,
+    members: BTreeSet<String>,
+    options: (String, Option<String>, bool),
+}
+
+impl Kept {
+    fn config_errors(&self) -> Vec<String> {
+        let mut out = self.other_errors.clone();
+        out.extend(self.object_errors.values().flatten().cloned());
+        out
+    }
+
+    fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        for part in self.parts.values() {
+            plan.announcements
+                .extend(part.announcements.iter().cloned());
+            plan.skipped.extend(part.skipped.iter().cloned());
         }
-        let ips: Vec<IpAddr> = s
-            .status_ips
-            .iter()
-            .copied()
-            .filter(|ip| config.pools.values().any(|p| p.contains(*ip)))
-            .collect();
-        let Some(first) = ips.first() else {
-            continue;
+        plan
+    }
+
+    fn add_slice(&mut self, slice: lb_core::objects::EndpointSlice) {
+        let Some(svc) = slice.service.clone() else {
+            return;
         };
-        let pool = s
-            .annotations
-            .get(&anno)
-            .filter(|p| config.pools.get(*p).is_some_and(|p| p.contains(*first)))
-            .cloned()
-            .or_else(|| {
-                config
-                    .pools
-                    .values()
-                    .find(|p| p.contains(*first))
-                    .map(|p| p.name.clone())
-            });
-        if let Some(pool) = pool {
-            out.insert(s.key.clone(), Allocation { pool, ips });
+        let ns = slice.namespace.clone();
+        self.slice_service
+            .insert((ns.clone(), slice.name.clone()), svc.clone());
+        self.slices
+            .entry((ns, svc))
+            .or_default()
+            .insert(slice.name.clone(), slice);
+    }
+
+    /// Forgets a slice; returns the service it named.
+    fn remove_slice(&mut self, ns: &str, name: &str) -> Option<String> {
+        let svc = self
+            .slice_service
+            .remove(&(ns.to_string(), name.to_string()))?;
+        let key = (ns.to_string(), svc.clone());
+        if let Some(m) = self.slices.get_mut(&key) {
+            m.remove(name);
+            if m.is_empty() {
+                self.slices.remove(&key);
+            }
+        }
+        Some(svc)
+    }
+
+    /// Re-plans one service from what is kept.
+    fn replan(&mut self, key: &ServiceKey, rules: lb_core::Rules, node: &str) {
+        let slices: Vec<&lb_core::objects::EndpointSlice> = self
+            .slices
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .map(|m| m.values().collect())
+            .unwrap_or_default();
+        let planner = lb_core::Planner::new(PlanInput::new(
+            &self.config,
+            &self.allocations,
+            &self.members,
+            node,
+            rules,
+        ));
+        let part = planner.service(key, &slices);
+        if part == Plan::default() {
+            self.parts.remove(key);
+        } else {
+            self.parts.insert(key.clone(), part);
         }
     }
-    out
 }
+
+/// Where an error finding belongs in [`Kept`]: the Service, EndpointSlice or Node it is
+/// about.
+fn kept_object(object: &str) -> Option<(String, String, String)> {
+    let (kind, rest) = object.split_once(' ')?;
+    let plural = match kind {
+        "Service" => "services",
+        "EndpointSlice" => "endpointslices",
+        "Node" => "nodes",
+        _ => return None,
+    };
+    let (ns, name) = rest.split_once('/').unwrap_or(("", rest));
+    let ns = if plural == "nodes" { "" } else { ns };
+    Some((plural.to_string(), ns.to_string(), name.to_string()))
+}
+
+/// One object of a change: (plural, namespace, name) with the object now (`None`: deleted).
+pub type ObjectChange = ((String, String, String), Option<Value>);
 
 impl Core {
     /// What `node` announces, given every watched object and the live members.
@@ -172,12 +293,6 @@ impl Core {
         opts: &Options,
     ) -> Decision {
         let loaded = load_values(objects);
-        let config_errors: Vec<String> = loaded
-            .errors
-            .iter()
-            .filter(|e| e.severity == Severity::Error)
-            .map(|e| e.to_string())
-            .collect();
         let broken = loaded
             .errors
             .iter()
@@ -204,13 +319,193 @@ impl Core {
             &opts.node_name,
             rules,
         ));
+        // The Services and EndpointSlices stay here; the decision carries the rest.
+        let mut rest = config.clone_without_services();
+        std::mem::swap(&mut rest, &mut config);
+        self.keep(
+            &loaded.errors,
+            rest,
+            allocations,
+            &plan,
+            stale,
+            members,
+            opts,
+        );
         Decision {
             plan,
             config,
-            config_errors,
+            config_errors: self.config_errors(),
             stale,
         }
     }
+
+    /// Keeps what a whole decision read, for the changes after it.
+    #[allow(clippy::too_many_arguments)]
+    fn keep(
+        &mut self,
+        errors: &[lb_core::ConfigError],
+        mut config: Config,
+        allocations: BTreeMap<ServiceKey, Allocation>,
+        plan: &Plan,
+        stale: bool,
+        members: &BTreeSet<String>,
+        opts: &Options,
+    ) {
+        let slices = std::mem::take(&mut config.endpoint_slices);
+        let mut kept = Kept {
+            config,
+            slices: BTreeMap::new(),
+            slice_service: BTreeMap::new(),
+            allocations,
+            parts: BTreeMap::new(),
+            object_errors: BTreeMap::new(),
+            other_errors: Vec::new(),
+            stale,
+            members: members.clone(),
+            options: options_key(opts),
+        };
+        for e in errors.iter().filter(|e| e.severity == Severity::Error) {
+            match kept_object(&e.object) {
+                Some(k) => kept.object_errors.entry(k).or_default().push(e.to_string()),
+                None => kept.other_errors.push(e.to_string()),
+            }
+        }
+        for slice in slices {
+            kept.add_slice(slice);
+        }
+        for a in &plan.announcements {
+            kept.parts
+                .entry(a.service.clone())
+                .or_default()
+                .announcements
+                .push(a.clone());
+        }
+        for skip in &plan.skipped {
+            kept.parts
+                .entry(skip.service.clone())
+                .or_default()
+                .skipped
+                .push(skip.clone());
+        }
+        self.kept = Some(kept);
+    }
+
+    /// A decision over a change of Services, EndpointSlices and Nodes alone, from what the
+    /// last decision kept: each changed object is read alone and only the services it touches
+    /// are planned again. A Node change that leaves what is decided from it (labels,
+    /// NetworkUnavailable, addresses) as it was costs nothing; one that changes it, like any
+    /// other kind, a change of members or of options, needs a whole decision: `None` then.
+    ///
+    /// Returns the services whose part of the plan was decided again; [`Core::plan`] and
+    /// [`Core::config_errors`] give the result.
+    pub fn change(
+        &mut self,
+        changes: Vec<ObjectChange>,
+        members: &BTreeSet<String>,
+        opts: &Options,
+    ) -> Option<BTreeSet<ServiceKey>> {
+        let kept = self.kept.as_mut()?;
+        if kept.members != *members || kept.options != options_key(opts) {
+            return None;
+        }
+        if changes
+            .iter()
+            .any(|((plural, _, _), _)| !KEPT_KINDS.contains(&plural.as_str()))
+        {
+            return None;
+        }
+        // Nodes first: a Node whose decided fields changed needs a whole decision, before any
+        // of the change is taken.
+        let mut read = Vec::with_capacity(changes.len());
+        for (key, value) in changes {
+            let loaded = value.map(|v| load_values([v]));
+            if key.0 == "nodes" {
+                let now = loaded.as_ref().and_then(|l| l.config.nodes.get(&key.2));
+                if now != kept.config.nodes.get(&key.2) {
+                    return None;
+                }
+            }
+            read.push((key, loaded));
+        }
+        let lb_class = opts.lb_class.as_deref();
+        let mut touched = BTreeSet::new();
+        for (key, loaded) in read {
+            kept.object_errors.remove(&key);
+            let (plural, ns, name) = &key;
+            if let Some(l) = &loaded {
+                let errors: Vec<String> = l
+                    .errors
+                    .iter()
+                    .filter(|e| e.severity == Severity::Error)
+                    .map(ToString::to_string)
+                    .collect();
+                if !errors.is_empty() {
+                    kept.object_errors.insert(key.clone(), errors);
+                }
+            }
+            match plural.as_str() {
+                "services" => {
+                    let svc_key = ServiceKey::new(ns.clone(), name.clone());
+                    kept.config.services.remove(&svc_key);
+                    kept.allocations.remove(&svc_key);
+                    if let Some(svc) = loaded.and_then(|l| l.config.services.into_values().next()) {
+                        if let Some(a) = allocation_from_status(&kept.config, &svc, lb_class) {
+                            kept.allocations.insert(svc_key.clone(), a);
+                        }
+                        kept.config.services.insert(svc_key.clone(), svc);
+                    }
+                    touched.insert(svc_key);
+                }
+                "endpointslices" => {
+                    if let Some(svc) = kept.remove_slice(ns, name) {
+                        touched.insert(ServiceKey::new(ns.clone(), svc));
+                    }
+                    if let Some(slice) =
+                        loaded.and_then(|l| l.config.endpoint_slices.into_iter().next())
+                    {
+                        if let Some(svc) = &slice.service {
+                            touched.insert(ServiceKey::new(ns.clone(), svc.clone()));
+                        }
+                        kept.add_slice(slice);
+                    }
+                }
+                // A Node whose decided fields did not change: its errors alone may have.
+                _ => {}
+            }
+        }
+        let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
+        for key in &touched {
+            kept.replan(key, rules, &opts.node_name);
+        }
+        Some(touched)
+    }
+
+    /// The plan in force (the last decision's, with the changes since).
+    pub fn plan(&self) -> Plan {
+        self.kept.as_ref().map(Kept::plan).unwrap_or_default()
+    }
+
+    /// The error findings of the newest objects, as text.
+    pub fn config_errors(&self) -> Vec<String> {
+        self.kept
+            .as_ref()
+            .map(Kept::config_errors)
+            .unwrap_or_default()
+    }
+
+    /// The metallb.io objects have errors: the previous good ones are in force.
+    pub fn stale(&self) -> bool {
+        self.kept.as_ref().is_some_and(|k| k.stale)
+    }
+}
+
+/// What of the options the decision depends on.
+fn options_key(opts: &Options) -> (String, Option<String>, bool) {
+    (
+        opts.node_name.clone(),
+        opts.lb_class.clone(),
+        opts.ignore_exclude_label,
+    )
 }
 
 /// The status objects this node should have, by service.

@@ -468,6 +468,25 @@ impl Config {
         labels
     }
 
+    /// A copy of everything but the Services and EndpointSlices (the bulk of a large
+    /// cluster), for a caller that keeps those apart.
+    pub fn clone_without_services(&self) -> Config {
+        Config {
+            pools: self.pools.clone(),
+            l2_advertisements: self.l2_advertisements.clone(),
+            bgp_advertisements: self.bgp_advertisements.clone(),
+            peers: self.peers.clone(),
+            bfd_profiles: self.bfd_profiles.clone(),
+            communities: self.communities.clone(),
+            services: BTreeMap::new(),
+            nodes: self.nodes.clone(),
+            namespaces: self.namespaces.clone(),
+            endpoint_slices: Vec::new(),
+            secrets: self.secrets.clone(),
+            secret_types: self.secret_types.clone(),
+        }
+    }
+
     /// The Node object of a member, or a bare one carrying only the host-name label.
     pub fn node(&self, name: &str) -> Node {
         self.nodes

@@ -1,0 +1,146 @@
+//! The speaker's decision (lb-k8s `speaker::Core`) at 1k, 10k and 100k LoadBalancer services
+//! holding addresses (an L2 pool and a BGP pool, 3 nodes, every tenth service
+//! `externalTrafficPolicy: Local` with one EndpointSlice), in the same run:
+//!
+//! - `whole`: `Core::decide`, what every watch event used to cost: every watched object read
+//!   and validated again, then the whole plan.
+//! - `change`: one Service's event (it gets its address) served by `Core::change` from what
+//!   the last decision kept: the time from the event to the decided announcement change.
+//! - `slice`: the same for one EndpointSlice's event (its endpoint moves to another node).
+//!
+//! Nothing leaves the process.
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lb_k8s::speaker::{Core, Options};
+use serde_json::{Value, json};
+
+const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (10_000, "10k"), (100_000, "100k")];
+
+fn v4(i: usize) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+}
+
+fn service(i: usize, with_ip: bool) -> Value {
+    let ipv6 = i % 10 == 5;
+    let ip = if ipv6 {
+        format!("2001:db8:1::{:x}:{:x}", i >> 16, i & 0xffff)
+    } else {
+        v4(i)
+    };
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i}"), "namespace": "default",
+                     "annotations": {"metallb.io/ip-allocated-from-pool": if ipv6 { "bgp" } else { "l2" }}},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}],
+                 "externalTrafficPolicy": if i.is_multiple_of(10) { "Local" } else { "Cluster" },
+                 "ipFamilies": [if ipv6 { "IPv6" } else { "IPv4" }]},
+    });
+    if with_ip {
+        v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+    }
+    v
+}
+
+fn slice(i: usize, node: usize) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("svc-{i}-x"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+           "addressType": "IPv4",
+           "endpoints": [{"addresses": ["192.0.2.10"], "nodeName": format!("node{node}"),
+                          "conditions": {"ready": true}}]})
+}
+
+fn objects(n: usize) -> Vec<Value> {
+    let mut out = vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+               "metadata": {"name": "l2", "namespace": "metallb-system"},
+               "spec": {"addresses": ["10.0.0.0/8"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+               "metadata": {"name": "bgp", "namespace": "metallb-system"},
+               "spec": {"addresses": ["2001:db8:1::/64"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+               "metadata": {"name": "l2", "namespace": "metallb-system"},
+               "spec": {"ipAddressPools": ["l2"]}}),
+        json!({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
+               "metadata": {"name": "router", "namespace": "metallb-system"},
+               "spec": {"myASN": 64512, "peerASN": 64513, "peerAddress": "192.0.2.1"}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+               "metadata": {"name": "bgp", "namespace": "metallb-system"},
+               "spec": {"ipAddressPools": ["bgp"]}}),
+    ];
+    for node in 1..=3 {
+        out.push(json!({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": format!("node{node}")},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}));
+    }
+    for i in 0..n {
+        out.push(service(i, true));
+        if i.is_multiple_of(10) {
+            out.push(slice(i, 1 + i % 3));
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("speaker_decision");
+    g.sample_size(10);
+    let opts = Options::new("node1", "metallb-system");
+    let members: BTreeSet<String> = (1..=3).map(|n| format!("node{n}")).collect();
+    for (n, label) in SIZES {
+        let objs = objects(n);
+        let mut core = Core::default();
+        g.bench_function(BenchmarkId::new("whole", label), |b| {
+            b.iter(|| black_box(core.decide(objs.clone(), &members, &opts)))
+        });
+        core.decide(objs.clone(), &members, &opts);
+        // Service 7 loses its address and gets it again: the change measured is the second.
+        let key = (
+            "services".to_string(),
+            "default".to_string(),
+            "svc-7".to_string(),
+        );
+        g.bench_function(BenchmarkId::new("change", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let change = vec![(key.clone(), Some(service(7, false)))];
+                    core.change(change, &members, &opts).expect("kept");
+                    let change = vec![(key.clone(), Some(service(7, true)))];
+                    let started = Instant::now();
+                    let touched = core.change(change, &members, &opts).expect("kept");
+                    spent += started.elapsed();
+                    assert_eq!(touched.len(), 1);
+                }
+                spent
+            })
+        });
+        // Service 10's one endpoint moves between node2 and node1.
+        let key = (
+            "endpointslices".to_string(),
+            "default".to_string(),
+            "svc-10-x".to_string(),
+        );
+        g.bench_function(BenchmarkId::new("slice", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for i in 0..iters {
+                    let change = vec![(key.clone(), Some(slice(10, 1 + (i % 2) as usize)))];
+                    let started = Instant::now();
+                    let touched = core.change(change, &members, &opts).expect("kept");
+                    spent += started.elapsed();
+                    assert_eq!(touched.len(), 1);
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

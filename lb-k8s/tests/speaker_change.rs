@@ -1,0 +1,172 @@
+//! The speaker's decision over a change (`Core::change`) against a whole decision: after any
+//! sequence of changes to Services, EndpointSlices and Nodes, each served from what the Core
+//! kept (or by a whole decision when it says one is needed), the plan and the configuration
+//! errors are exactly what a fresh speaker decides from every object.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lb_k8s::speaker::{Core, ObjectChange, Options};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+type Key = (String, String, String);
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Service i: its address (an index into the pools' addresses; past them, none), ETP
+    /// Local, the BGP pool's address instead of the L2 one, a protocol that is none.
+    Service(usize, usize, bool, bool, bool),
+    DeleteService(usize),
+    /// Slice j of service i, with endpoints on these nodes, ready or not.
+    Slice(usize, usize, Vec<usize>, bool),
+    DeleteSlice(usize),
+    /// Node n gets an annotation (nothing the speaker decides from) or a zone label.
+    NodeAnnotation(usize, u8),
+    NodeZone(usize, bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..6usize, 0..5usize, any::<bool>(), any::<bool>(), prop::bool::weighted(0.1))
+            .prop_map(|(i, a, l, b, bad)| Op::Service(i, a, l, b, bad)),
+        1 => (0..6usize).prop_map(Op::DeleteService),
+        3 => (0..5usize, 0..6usize, prop::collection::vec(0..3usize, 0..3), any::<bool>())
+            .prop_map(|(j, i, n, r)| Op::Slice(j, i, n, r)),
+        1 => (0..5usize).prop_map(Op::DeleteSlice),
+        2 => (0..3usize, any::<u8>()).prop_map(|(n, v)| Op::NodeAnnotation(n, v)),
+        1 => (0..3usize, any::<bool>()).prop_map(|(n, z)| Op::NodeZone(n, z)),
+    ]
+}
+
+fn node_name(n: usize) -> String {
+    format!("node{}", n + 1)
+}
+
+fn node(n: usize, zone_a: bool, note: u8) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": node_name(n),
+                        "labels": {"zone": if zone_a { "a" } else { "b" }, "bgp": "yes"},
+                        "annotations": {"note": note.to_string()}},
+           "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                      "addresses": [{"type": "InternalIP", "address": format!("198.51.100.{}", n + 10)}]}})
+}
+
+fn metallb() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+               "metadata": {"name": "l2", "namespace": "metallb-system"},
+               "spec": {"addresses": ["192.0.2.0/28"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+               "metadata": {"name": "bgp", "namespace": "metallb-system"},
+               "spec": {"addresses": ["203.0.113.0/28"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+               "metadata": {"name": "l2", "namespace": "metallb-system"},
+               "spec": {"ipAddressPools": ["l2"], "nodeSelectors": [{"matchLabels": {"zone": "a"}}]}}),
+        json!({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
+               "metadata": {"name": "router", "namespace": "metallb-system"},
+               "spec": {"myASN": 64512, "peerASN": 64513, "peerAddress": "198.51.100.1"}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+               "metadata": {"name": "bgp", "namespace": "metallb-system"},
+               "spec": {"ipAddressPools": ["bgp"], "nodeSelectors": [{"matchLabels": {"bgp": "yes"}}]}}),
+    ]
+}
+
+fn service(i: usize, addr: usize, local: bool, bgp: bool, bad: bool) -> Value {
+    let mut v = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("s{i}"), "namespace": "default"},
+        "spec": {"type": "LoadBalancer",
+                 "ports": [{"port": 80, "protocol": if bad { "ICMP" } else { "TCP" }}],
+                 "externalTrafficPolicy": if local { "Local" } else { "Cluster" }},
+    });
+    // Addresses 0-3 are distinct per service; 4 means none.
+    if addr < 4 {
+        let ip = if bgp {
+            format!("203.0.113.{}", i * 2 + addr % 2)
+        } else {
+            format!("192.0.2.{}", i * 2 + addr % 2)
+        };
+        v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+    }
+    v
+}
+
+fn slice(j: usize, i: usize, nodes: &[usize], ready: bool) -> Value {
+    let endpoints: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({"addresses": ["198.51.100.200"], "nodeName": node_name(*n),
+                        "conditions": {"ready": ready}})
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("e{j}"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+           "addressType": "IPv4", "endpoints": endpoints})
+}
+
+fn all(cluster: &BTreeMap<Key, Value>) -> Vec<Value> {
+    metallb()
+        .into_iter()
+        .chain(cluster.values().cloned())
+        .collect()
+}
+
+fn key(plural: &str, ns: &str, name: String) -> Key {
+    (plural.to_string(), ns.to_string(), name)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_change_served_from_what_is_kept_plans_as_a_whole_decision(
+        ops in prop::collection::vec(op(), 1..30),
+    ) {
+        let opts = Options::new("node1", "metallb-system");
+        let members: BTreeSet<String> = (0..3).map(node_name).collect();
+        let mut cluster: BTreeMap<Key, Value> = BTreeMap::new();
+        let mut zones = [true; 3];
+        for n in 0..3 {
+            cluster.insert(key("nodes", "", node_name(n)), node(n, true, 0));
+        }
+        let mut core = Core::default();
+        core.decide(all(&cluster), &members, &opts);
+        let mut whole = 0;
+        for op in &ops {
+            let (k, v) = match op {
+                Op::Service(i, a, l, b, bad) => {
+                    (key("services", "default", format!("s{i}")), Some(service(*i, *a, *l, *b, *bad)))
+                }
+                Op::DeleteService(i) => (key("services", "default", format!("s{i}")), None),
+                Op::Slice(j, i, n, r) => {
+                    (key("endpointslices", "default", format!("e{j}")), Some(slice(*j, *i, n, *r)))
+                }
+                Op::DeleteSlice(j) => (key("endpointslices", "default", format!("e{j}")), None),
+                Op::NodeAnnotation(n, note) => {
+                    (key("nodes", "", node_name(*n)), Some(node(*n, zones[*n], *note)))
+                }
+                Op::NodeZone(n, z) => {
+                    zones[*n] = *z;
+                    (key("nodes", "", node_name(*n)), Some(node(*n, *z, 0)))
+                }
+            };
+            match &v {
+                Some(v) => cluster.insert(k.clone(), v.clone()),
+                None => cluster.remove(&k),
+            };
+            let change: Vec<ObjectChange> = vec![(k, v)];
+            if core.change(change, &members, &opts).is_none() {
+                whole += 1;
+                core.decide(all(&cluster), &members, &opts);
+            }
+            let fresh = Core::default().decide(all(&cluster), &members, &opts);
+            prop_assert_eq!(&core.plan(), &fresh.plan, "after {:?}", op);
+            prop_assert_eq!(core.config_errors(), fresh.config_errors, "after {:?}", op);
+        }
+        // A node annotation alone never needs a whole decision.
+        let zone_changes = ops.iter().filter(|o| matches!(o, Op::NodeZone(..))).count();
+        prop_assert!(whole <= zone_changes);
+    }
+}
