@@ -19,8 +19,9 @@ use crate::stop::Stop;
 use futures::StreamExt;
 use lb_core::elect::LeaderElector;
 use lb_k8s::metrics::Metrics;
+use lb_k8s::speaker::ObjectChange;
 use lb_k8s::speaker::{ApiWriter, Core, kinds};
-use lb_k8s::store::Store;
+use lb_k8s::store::{Changed, Store};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
@@ -111,6 +112,10 @@ struct Speaker {
     write_client: kube::Client,
     metrics: Metrics,
     status: SharedStatus,
+    /// What changed since the last pass.
+    todo: Changed,
+    /// The next pass reads every object (the members changed).
+    whole: bool,
 }
 
 impl Speaker {
@@ -120,33 +125,38 @@ impl Speaker {
     async fn pass(&mut self, members: &BTreeSet<String>) {
         let started = std::time::Instant::now();
         let node = self.opts.k8s.node_name.clone();
-        let mut d = self
-            .core
-            .decide(self.store.values(), members, &self.opts.k8s);
+        let mut changed = std::mem::take(&mut self.todo);
+        changed.merge(self.store.take_changed());
+        // A change of Services, EndpointSlices or Nodes is decided from what the Core kept;
+        // anything else (another kind, a relist, new members) reads every object again.
+        let light = !std::mem::take(&mut self.whole)
+            && !changed.relisted
+            && self
+                .core
+                .change(
+                    object_changes(&changed, &self.store),
+                    members,
+                    &self.opts.k8s,
+                )
+                .is_some();
+        let mut d = if light {
+            lb_k8s::speaker::Decision {
+                plan: self.core.plan(),
+                config: Config::default(),
+                config_errors: self.core.config_errors(),
+                stale: self.core.stale(),
+            }
+        } else {
+            self.core
+                .decide(self.store.values(), members, &self.opts.k8s)
+        };
         crate::members::without_l2_if_refused(members, &mut d.plan.announcements);
         self.metrics.config(true, d.stale);
         let ns = &self.opts.k8s.namespace;
         self.state
             .report(&self.write_client, ns, &node, &d.config_errors);
-        let r = roster(&d.config, &node);
-        if r != self.roster_now {
-            self.elector.set_roster(Some(r.clone()));
-            self.roster_now = r;
-        }
-        if !self.opts.insecure_membership {
-            reload_keys(&self.elector, &d.config, &self.opts, &mut self.key_ids);
-        }
-        if self.started_for != d.config {
-            // Only what changed moves: one peer's edit (a rotated Secret password included)
-            // re-establishes that session alone; new sessions start empty and get the plan
-            // below.
-            match self.announcers.update(&d.config, &node, self.rid).await {
-                Ok(()) => {
-                    self.runtime.set_announcers(self.announcers.list());
-                    self.started_for = d.config.clone();
-                }
-                Err(e) => error!("new announcers refused, the old ones stay: {e:#}"),
-            }
+        if !light {
+            self.configure(&d.config, &node).await;
         }
         let applied = self
             .runtime
@@ -177,6 +187,43 @@ impl Speaker {
         st.api_error = self.api_writes.outcome().error;
         st.config_errors = d.config_errors;
     }
+
+    /// The membership's roster and keys, and the announcers, from a whole decision's
+    /// configuration (only what changed moves).
+    async fn configure(&mut self, config: &Config, node: &str) {
+        let r = roster(config, node);
+        if r != self.roster_now {
+            self.elector.set_roster(Some(r.clone()));
+            self.roster_now = r;
+        }
+        if !self.opts.insecure_membership {
+            reload_keys(&self.elector, config, &self.opts, &mut self.key_ids);
+        }
+        if self.started_for != *config {
+            // Only what changed moves: one peer's edit (a rotated Secret password included)
+            // re-establishes that session alone; new sessions start empty and get the plan
+            // below.
+            match self.announcers.update(config, node, self.rid).await {
+                Ok(()) => {
+                    self.runtime.set_announcers(self.announcers.list());
+                    self.started_for = config.clone();
+                }
+                Err(e) => error!("new announcers refused, the old ones stay: {e:#}"),
+            }
+        }
+    }
+}
+
+/// The objects in `changed`, each as the store shows it now (`None`: deleted).
+fn object_changes(changed: &Changed, store: &Store) -> Vec<ObjectChange> {
+    changed
+        .objects
+        .keys()
+        .map(|(plural, ns, name)| {
+            let obj = store.get(plural, ns, name);
+            ((plural.clone(), ns.clone(), name.clone()), obj)
+        })
+        .collect()
 }
 
 /// A speaker in the membership.
@@ -465,6 +512,8 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         metrics: metrics.clone(),
         status: status.clone(),
         opts,
+        todo: Changed::default(),
+        whole: true,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dirty = true;
@@ -476,7 +525,14 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
         tokio::select! {
             r = changes.changed() => {
                 if r.is_err() { break; }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut changed = store.take_changed();
+                // A change the Core decides alone is served at once; a burst of others, each
+                // a whole decision, settles into one.
+                if !lb_k8s::speaker::decided_alone(&changed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    changed.merge(store.take_changed());
+                }
+                sp.todo.merge(changed);
                 dirty = true;
             }
             m = members_stream.next() => {
@@ -488,6 +544,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                     let grew = !m.members.is_subset(&members);
                     members = m.members;
                     dirty = true;
+                    sp.whole = true;
                     if grew {
                         sp.runtime.reannounce();
                     }

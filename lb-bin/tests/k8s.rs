@@ -363,6 +363,44 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
         Some("ready\n")
     );
 
+    // Changes of one EndpointSlice and one Service, each decided from what the speakers kept
+    // (no whole decision): the ETP Local endpoint moves to node1 and back; a new service gets
+    // an address from the controller's pass over it and is announced.
+    for (nodes, host) in [(["node1"], "n1"), (["node2"], "n2")] {
+        api.put("endpointslices", slice("local", &nodes));
+        assert!(
+            until(10, || answered_by(&net, &local_ip) == Some(net.mac(host))),
+            "local's endpoint on {nodes:?}\n{}",
+            logs(&net)
+        );
+    }
+    api.put("endpointslices", slice("late", &["node1", "node2"]));
+    api.put("services", lb_service("default", "late", &[8080]));
+    assert!(
+        until(10, || !ingress_ips(&svc("late")).is_empty()),
+        "controller log:\n{}",
+        net.log("controller")
+    );
+    let late_ip = ingress_ips(&svc("late"))[0].clone();
+    assert!(
+        until(10, || l2_owner(&api, "late").is_some()),
+        "{}",
+        logs(&net)
+    );
+    let late_owner = l2_owner(&api, "late").unwrap();
+    assert!(
+        until(10, || answered_by(&net, &late_ip)
+            == Some(net.mac(host_of(&late_owner)))),
+        "{}",
+        logs(&net)
+    );
+    api.remove("services", "default", "late");
+    assert!(
+        until(10, || answered_by(&net, &late_ip).is_none()),
+        "{}",
+        logs(&net)
+    );
+
     // The other speaker restarts (a rolling update): it must not claim the owner's address,
     // even for a moment, while it finds the membership again. The client's entry is watched
     // without flushing it, so a stray gratuitous ARP would show.

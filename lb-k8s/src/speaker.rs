@@ -408,6 +408,10 @@ impl Core {
         if kept.members != *members || kept.options != options_key(opts) {
             return None;
         }
+        let changes: Vec<ObjectChange> = changes
+            .into_iter()
+            .filter(|((plural, _, _), _)| !UNDECIDED_KINDS.contains(&plural.as_str()))
+            .collect();
         if changes
             .iter()
             .any(|((plural, _, _), _)| !KEPT_KINDS.contains(&plural.as_str()))
@@ -497,6 +501,18 @@ impl Core {
     pub fn stale(&self) -> bool {
         self.kept.as_ref().is_some_and(|k| k.stale)
     }
+}
+
+/// The kinds the speaker watches for its status writer alone: no decision reads them.
+const UNDECIDED_KINDS: [&str; 2] = ["servicel2statuses", "servicebgpstatuses"];
+
+/// Whether [`Core::change`] may serve `changed` without a whole decision (only Services,
+/// EndpointSlices, Nodes and the status kinds changed, and no kind was listed again).
+pub fn decided_alone(changed: &crate::store::Changed) -> bool {
+    !changed.relisted
+        && changed.objects.keys().all(|(plural, _, _)| {
+            KEPT_KINDS.contains(&plural.as_str()) || UNDECIDED_KINDS.contains(&plural.as_str())
+        })
 }
 
 /// What of the options the decision depends on.
