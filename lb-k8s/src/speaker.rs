@@ -67,13 +67,49 @@ impl Options {
     }
 }
 
+/// The fields of a Service the speaker decides from (and its status writer's events name):
+/// the rest (cluster IPs, session affinity, node ports, managed fields) is not held.
+pub const SERVICE_FIELDS: &[&str] = &[
+    "metadata.labels",
+    "metadata.annotations",
+    "spec.type",
+    "spec.ports[].port",
+    "spec.ports[].protocol",
+    "spec.selector",
+    "spec.loadBalancerIP",
+    "spec.loadBalancerClass",
+    "spec.externalTrafficPolicy",
+    "spec.ipFamilies",
+    "spec.ipFamilyPolicy",
+    "status.loadBalancer.ingress[].ip",
+];
+
+/// The fields of an EndpointSlice the speaker decides from: the service it names, and where
+/// each endpoint runs and whether it can serve (not its addresses, ports, zones or hints).
+pub const ENDPOINT_SLICE_FIELDS: &[&str] = &[
+    "metadata.labels",
+    "endpoints[].nodeName",
+    "endpoints[].conditions.ready",
+    "endpoints[].conditions.serving",
+];
+
+/// The fields of a Node the speaker decides from: labels, conditions (type and status, not
+/// their heartbeat times) and addresses. Its images, capacity and heartbeats are not held, and
+/// a heartbeat alone wakes no decision.
+pub const NODE_FIELDS: &[&str] = &[
+    "metadata.labels",
+    "status.conditions[].type",
+    "status.conditions[].status",
+    "status.addresses",
+];
+
 /// The kinds the speaker watches.
 pub fn kinds(opts: &Options) -> Vec<Kind> {
     let ns = opts.namespace.as_str();
     vec![
-        Kind::of::<Service>(),
-        Kind::of::<EndpointSlice>(),
-        Kind::of::<Node>(),
+        Kind::of::<Service>().keeping(SERVICE_FIELDS),
+        Kind::of::<EndpointSlice>().keeping(ENDPOINT_SLICE_FIELDS),
+        Kind::of::<Node>().keeping(NODE_FIELDS),
         Kind::of::<Namespace>(),
         Kind::of::<Secret>().in_namespace(ns),
         Kind::of::<IPAddressPool>().in_namespace(ns),

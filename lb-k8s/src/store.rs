@@ -26,6 +26,8 @@ pub struct Kind {
     pub namespace: Option<String>,
     /// Only objects matching this label selector.
     pub labels: Option<String>,
+    /// Keep only these fields of each object (see [`Kind::keeping`]); none keeps every field.
+    pub keep: Option<&'static [&'static str]>,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             resource: ApiResource::erase::<K>(&()),
             namespace: None,
             labels: None,
+            keep: None,
         }
     }
 
@@ -47,6 +50,15 @@ impl Kind {
     /// Only objects matching `selector`.
     pub fn with_labels(mut self, selector: &str) -> Kind {
         self.labels = Some(selector.to_string());
+        self
+    }
+
+    /// Keep only `fields` of each object (and its name, namespace, uid and resourceVersion),
+    /// for a reader that decides from those alone: a Node's images and heartbeat times, a
+    /// Service's cluster IPs, are not held. A field is a dotted path; `name[]` goes into each
+    /// element of a list. A change to the other fields alone is no change.
+    pub fn keeping(mut self, fields: &'static [&'static str]) -> Kind {
+        self.keep = Some(fields);
         self
     }
 
@@ -80,6 +92,95 @@ pub struct Changed {
     pub objects: BTreeMap<(String, String, String), Option<String>>,
     /// A kind was (re)listed.
     pub relisted: bool,
+}
+
+/// `src` with only `fields` (and the identity fields every reader needs).
+fn project(src: &Value, fields: &[&str]) -> Value {
+    const IDENTITY: [&str; 6] = [
+        "apiVersion",
+        "kind",
+        "metadata.name",
+        "metadata.namespace",
+        "metadata.uid",
+        "metadata.resourceVersion",
+    ];
+    let mut out = Value::Object(serde_json::Map::new());
+    for f in IDENTITY.iter().chain(fields) {
+        let path: Vec<&str> = f.split('.').collect();
+        keep_path(src, &mut out, &path);
+    }
+    out
+}
+
+/// Copies the field at `path` of `src` into `dst`. Where the object is not shaped as the
+/// path expects (a scalar where a map should be), the value is kept whole, so that whoever
+/// reads it finds the same fault.
+fn keep_path(src: &Value, dst: &mut Value, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        *dst = src.clone();
+        return;
+    };
+    let Value::Object(from) = src else {
+        *dst = src.clone();
+        return;
+    };
+    let (name, each) = match first.strip_suffix("[]") {
+        Some(n) => (n, true),
+        None => (*first, false),
+    };
+    let Some(child) = from.get(name) else {
+        return;
+    };
+    if !dst.is_object() {
+        *dst = Value::Object(serde_json::Map::new());
+    }
+    let Value::Object(to) = dst else {
+        return;
+    };
+    let slot = to.entry(name.to_string()).or_insert(Value::Null);
+    match (each, child) {
+        (true, Value::Array(items)) if !rest.is_empty() => {
+            if !slot.is_array() {
+                *slot = Value::Array(
+                    items
+                        .iter()
+                        .map(|i| match i {
+                            Value::Object(_) => Value::Object(serde_json::Map::new()),
+                            other => other.clone(),
+                        })
+                        .collect(),
+                );
+            }
+            if let Value::Array(out) = slot {
+                for (item, o) in items.iter().zip(out.iter_mut()) {
+                    if item.is_object() {
+                        keep_path(item, o, rest);
+                    }
+                }
+            }
+        }
+        _ => keep_path(child, slot, rest),
+    }
+}
+
+/// Equal but for `metadata.resourceVersion`.
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let (Value::Object(x), Value::Object(y)) = (a, b) else {
+        return a == b;
+    };
+    x.len() == y.len()
+        && x.iter().all(|(k, v)| match (k.as_str(), y.get(k)) {
+            ("metadata", Some(w)) => match (v, w) {
+                (Value::Object(m), Value::Object(n)) => {
+                    m.len() == n.len()
+                        && m.iter()
+                            .all(|(k2, v2)| k2 == "resourceVersion" || n.get(k2) == Some(v2))
+                }
+                _ => v == w,
+            },
+            (_, Some(w)) => v == w,
+            (_, None) => false,
+        })
 }
 
 impl Changed {
@@ -140,20 +241,23 @@ impl Store {
             config = config.labels(l);
         }
         let api = kind.api(client);
-        let resource = kind.resource.clone();
         tokio::spawn(async move {
             let mut stream = watcher::watcher(api, config).default_backoff().boxed();
             while let Some(ev) = stream.next().await {
                 match ev {
-                    Ok(ev) => store.apply(&resource, ev),
-                    Err(e) => warn!(kind = %resource.kind, "watch: {e}"),
+                    Ok(ev) => store.apply(&kind, ev),
+                    Err(e) => warn!(kind = %kind.resource.kind, "watch: {e}"),
                 }
             }
         })
     }
 
-    fn value_of(resource: &ApiResource, obj: DynamicObject) -> Option<Value> {
+    fn value_of(kind: &Kind, obj: DynamicObject) -> Option<Value> {
+        let resource = &kind.resource;
         let mut v = serde_json::to_value(obj).ok()?;
+        if let Some(fields) = kind.keep {
+            v = project(&v, fields);
+        }
         if let Value::Object(m) = &mut v {
             m.insert(
                 "apiVersion".into(),
@@ -167,7 +271,8 @@ impl Store {
         Some(v)
     }
 
-    fn apply(&self, resource: &ApiResource, ev: Event<DynamicObject>) {
+    fn apply(&self, kind: &Kind, ev: Event<DynamicObject>) {
+        let resource = &kind.resource;
         let plural = resource.plural.clone();
         let mut inner = self.lock();
         match ev {
@@ -176,7 +281,7 @@ impl Store {
                 return;
             }
             Event::InitApply(obj) => {
-                if let Some(v) = Self::value_of(resource, obj) {
+                if let Some(v) = Self::value_of(kind, obj) {
                     inner
                         .relisting
                         .entry(plural)
@@ -193,8 +298,19 @@ impl Store {
                 inner.synced.insert(plural);
             }
             Event::Apply(obj) => {
-                if let Some(v) = Self::value_of(resource, obj) {
+                if let Some(v) = Self::value_of(kind, obj) {
                     let (ns, name) = key_of(&v);
+                    let objects = inner.kinds.entry(plural.clone()).or_default();
+                    let key = (ns.clone(), name.clone());
+                    if kind.keep.is_some()
+                        && objects
+                            .get(&key)
+                            .is_some_and(|old| same_but_version(old, &v))
+                    {
+                        // Nothing kept changed (a heartbeat, a field not read).
+                        objects.insert(key, v);
+                        return;
+                    }
                     let rv = v
                         .pointer("/metadata/resourceVersion")
                         .and_then(Value::as_str)
@@ -207,7 +323,7 @@ impl Store {
                 }
             }
             Event::Delete(obj) => {
-                if let Some(v) = Self::value_of(resource, obj) {
+                if let Some(v) = Self::value_of(kind, obj) {
                     let (ns, name) = key_of(&v);
                     inner
                         .changed
@@ -284,7 +400,7 @@ mod tests {
     #[test]
     fn what_changed_since_the_last_pass_is_each_object_with_its_version() {
         let store = Store::default();
-        let resource = ApiResource::erase::<Service>(&());
+        let resource = Kind::of::<Service>();
         store.apply(&resource, Event::Init);
         store.apply(&resource, Event::InitApply(service("a", "1")));
         store.apply(&resource, Event::InitDone);
@@ -303,5 +419,89 @@ mod tests {
             }
         );
         assert_eq!(store.take_changed(), Changed::default(), "asking clears it");
+    }
+
+    fn node(rv: &str, heartbeat: &str, zone: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "resourceVersion": rv, "uid": "u-1",
+                         "labels": {"zone": zone},
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"podCIDR": "10.0.0.0/24"},
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat,
+                     "reason": "KubeletReady"},
+                    {"type": "NetworkUnavailable", "status": "False"}
+                ],
+                "addresses": [{"type": "InternalIP", "address": "192.0.2.11"}],
+                "images": [{"names": ["registry.example/app:1"], "sizeBytes": 1234}],
+                "nodeInfo": {"kubeletVersion": "v1.31.0"}
+            }
+        }))
+        .expect("a DynamicObject")
+    }
+
+    /// A kind watched `keeping` some fields holds those alone, and a change of the others (a
+    /// heartbeat) is no change: it wakes nobody and is not reported.
+    #[test]
+    fn a_kind_kept_to_some_fields_holds_those_and_ignores_the_rest() {
+        let store = Store::default();
+        let kind = Kind::of::<k8s_openapi::api::core::v1::Node>().keeping(&[
+            "metadata.labels",
+            "status.conditions[].type",
+            "status.conditions[].status",
+            "status.addresses",
+        ]);
+        store.apply(&kind, Event::Init);
+        store.apply(&kind, Event::InitDone);
+        store.take_changed();
+        store.apply(&kind, Event::Apply(node("1", "t0", "a")));
+        assert_eq!(
+            store.get("nodes", "", "n1"),
+            Some(serde_json::json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": "n1", "resourceVersion": "1", "uid": "u-1",
+                             "labels": {"zone": "a"}},
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True"},
+                                   {"type": "NetworkUnavailable", "status": "False"}],
+                    "addresses": [{"type": "InternalIP", "address": "192.0.2.11"}]
+                }
+            }))
+        );
+        assert_eq!(store.take_changed().objects.len(), 1);
+        let woken = store.changes();
+        store.apply(&kind, Event::Apply(node("2", "t1", "a")));
+        assert_eq!(
+            store.take_changed(),
+            Changed::default(),
+            "a heartbeat is no change"
+        );
+        assert!(!woken.has_changed().unwrap_or(true), "and wakes nobody");
+        let held = store.get("nodes", "", "n1").unwrap_or_default();
+        assert_eq!(
+            held.pointer("/metadata/resourceVersion"),
+            Some(&serde_json::json!("2"))
+        );
+        store.apply(&kind, Event::Apply(node("3", "t2", "b")));
+        assert_eq!(store.take_changed().objects.len(), 1, "a label is a change");
+    }
+
+    /// Where an object is not shaped as a field's path expects, the value is kept whole, so
+    /// that the reader reports the same fault as with the whole object.
+    #[test]
+    fn a_field_of_the_wrong_shape_is_kept_whole() {
+        let v = serde_json::json!({"spec": {"ports": "eighty", "type": 7},
+                                   "status": ["not", "a", "map"]});
+        let kept = project(
+            &v,
+            &["spec.ports[].port", "spec.type", "status.loadBalancer"],
+        );
+        assert_eq!(
+            kept,
+            serde_json::json!({"spec": {"ports": "eighty", "type": 7},
+                               "status": ["not", "a", "map"]})
+        );
     }
 }
