@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use lb_benches::{Counting, LIVE, PEAK};
 use lb_core::alloc::Placement;
 use lb_core::alloc::converge::{converge, inputs_from};
+use lb_core::config::{DocumentCache, load_str_cached};
 use lb_core::{PlanInput, PoolAllocator, Rules, load_str, plan};
 
 #[global_allocator]
@@ -98,6 +99,7 @@ fn main() {
         "yaml-rust2 alone"
     );
     let cell = |d: Duration, b: isize| format!("{:>7.3} s {:>8.1} MB", d.as_secs_f64(), mb(b));
+    let mut reread = Vec::new();
     for n in sizes {
         let text = lb_benches::services_yaml(n);
         let (docs, parse_t, parse_m) = measure(|| parse_only(&text));
@@ -137,6 +139,28 @@ fn main() {
             cell(total_t, total_m),
             cell(parse_t, parse_m),
             cell(alt_t, alt_m)
+        );
+        reread.push((n, text));
+    }
+    // A standalone node reading its file again after one service was edited: a fresh read,
+    // and a read through the cache of the last read's documents (`load_str_cached`).
+    println!(
+        "\n{:>8} {:>22} {:>22} {:>16}",
+        "services", "re-read fresh", "re-read cached", "parsed"
+    );
+    for (n, text) in reread {
+        let mut cache = DocumentCache::default();
+        load_str_cached(&text, &mut cache);
+        let edited = text.replacen("port: 80", "port: 8080", 1);
+        assert_ne!(edited, text);
+        let (fresh, fresh_t, fresh_m) = measure(|| load_str(&edited));
+        let (cached, cached_t, cached_m) = measure(|| load_str_cached(&edited, &mut cache));
+        assert_eq!(fresh.config, cached.config);
+        println!(
+            "{n:>8} {:>22} {:>22} {:>16}",
+            cell(fresh_t, fresh_m),
+            cell(cached_t, cached_m),
+            format!("{} of {}", cache.parsed_last(), cache.len())
         );
     }
 }

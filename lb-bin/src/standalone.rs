@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::stop::Stop;
 use futures::StreamExt;
-use lb_core::config::{Config, load_str};
+use lb_core::config::{Config, DocumentCache, load_str_cached};
 use lb_core::elect::LeaderElector;
 use lb_core::metrics::prometheus_client::collector::Collector;
 use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
@@ -205,11 +205,17 @@ pub type SharedMetrics = Arc<Mutex<String>>;
 
 /// Reads and validates the file; a file with errors is refused with all of them.
 pub fn load(path: &Path) -> Result<Config> {
+    load_cached(path, &mut DocumentCache::default())
+}
+
+/// [`load`] for a file read again: the documents `cache` holds from the last read are not
+/// parsed again.
+pub fn load_cached(path: &Path, cache: &mut DocumentCache) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
         path: path.to_path_buf(),
         source,
     })?;
-    let l = load_str(&text);
+    let l = load_str_cached(&text, cache);
     if !l.is_valid() {
         return Err(Error::InvalidConfig {
             path: path.to_path_buf(),
@@ -304,7 +310,8 @@ pub(crate) fn now_secs() -> u64 {
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) -> Result<()> {
-    let config = load(&opts.config)?;
+    let mut documents = DocumentCache::default();
+    let config = load_cached(&opts.config, &mut documents)?;
     let state = State::open(opts.state_dir.as_deref());
     let (elector, router_id, alone) = join(&opts, &config).await?;
     let announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
@@ -339,6 +346,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         members: elector.current().members,
         opts,
         config,
+        documents,
         state,
         elector,
         router_id,
@@ -449,6 +457,8 @@ async fn join(opts: &Options, config: &Config) -> Result<(SwimElector, Ipv4Addr,
 struct Node {
     opts: Options,
     config: Config,
+    /// The file's documents as last parsed: a reload parses only those edited.
+    documents: DocumentCache,
     state: State,
     elector: SwimElector,
     router_id: Ipv4Addr,
@@ -680,6 +690,7 @@ impl Node {
         let changed = reload(
             &self.opts,
             &mut self.config,
+            &mut self.documents,
             &mut self.announcers,
             &mut self.runtime,
             self.router_id,
@@ -795,12 +806,13 @@ fn modified(p: &Path) -> Option<SystemTime> {
 async fn reload(
     opts: &Options,
     config: &mut Config,
+    documents: &mut DocumentCache,
     announcers: &mut Announcers,
     runtime: &mut lb_core::Runtime,
     router_id: Ipv4Addr,
     status: &SharedStatus,
 ) -> bool {
-    let new = match load(&opts.config) {
+    let new = match load_cached(&opts.config, documents) {
         Ok(c) => c,
         Err(e) => {
             error!("refused the new configuration, the old one keeps running: {e:#}");
@@ -814,6 +826,10 @@ async fn reload(
         .unwrap_or_else(|e| e.into_inner())
         .config_errors
         .clear();
+    if new == *config {
+        // Saved unchanged (or changed back): nothing to decide again.
+        return false;
+    }
     // Only what changed moves: one peer's edit touches that session alone.
     if let Err(e) = announcers.update(&new, &opts.node_name, router_id).await {
         error!("refused the new configuration, the old one keeps running: {e:#}");

@@ -48,6 +48,7 @@ impl Loaded {
 }
 
 /// One object of the input, before validation.
+#[derive(Clone, Debug)]
 struct Object {
     api_version: String,
     kind: String,
@@ -61,6 +62,7 @@ struct Object {
     early: Option<Early>,
 }
 
+#[derive(Clone, Debug)]
 enum Early {
     Service(Option<Service>, Vec<ConfigError>),
     EndpointSlice(Option<EndpointSlice>, Vec<ConfigError>),
@@ -173,10 +175,56 @@ impl Report<'_> {
 /// Loads a standalone file: multi-document YAML of `metallb.io` kinds and `v1` objects.
 #[cfg(feature = "yaml")]
 pub fn load_str(text: &str) -> Loaded {
+    // A read with no next keeps nothing: the objects are not copied into a cache.
+    let mut none = DocumentCache {
+        off: true,
+        ..DocumentCache::default()
+    };
+    load_str_cached(text, &mut none)
+}
+
+/// [`load_str`] for a file read again: the documents whose text `cache` holds from the last
+/// read are not parsed again (a standalone node's reload parses what was edited, not the
+/// whole file). The result is the same as [`load_str`]'s.
+#[cfg(feature = "yaml")]
+pub fn load_str_cached(text: &str, cache: &mut DocumentCache) -> Loaded {
     let mut errors = Vec::new();
-    let objects = documents(text, &mut errors);
+    let objects = documents(text, cache, &mut errors);
     load_objects(objects, errors)
 }
+
+/// The documents of the last read of a file, parsed, by their text (see [`load_str_cached`]).
+/// Documents whose findings name their place in the file (a syntax error, an object without a
+/// name) are not kept: they are parsed again each time.
+#[cfg(feature = "yaml")]
+#[derive(Debug, Default)]
+pub struct DocumentCache {
+    docs: std::collections::HashMap<String, Parsed>,
+    parsed: usize,
+    /// Keeps nothing ([`load_str`]'s).
+    off: bool,
+}
+
+#[cfg(feature = "yaml")]
+impl DocumentCache {
+    /// How many documents the last read parsed (the others came from the cache).
+    pub fn parsed_last(&self) -> usize {
+        self.parsed
+    }
+
+    /// How many documents it holds.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+}
+
+/// One document's objects and findings.
+type Parsed = (Vec<Object>, Vec<ConfigError>);
 
 /// Loads objects as the Kubernetes API serves them (JSON, with `apiVersion` and `kind`), with
 /// the same validation as [`load_str`]. `lb-k8s` feeds its watch caches through this, so a
@@ -313,10 +361,11 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
 
 // ---- documents -------------------------------------------------------------------------------
 
-/// Splits the text at `---` lines and parses each document on its own. `kind: List` documents
-/// (as `kubectl get -o yaml` writes) are expanded into their items.
+/// Splits the text at `---` lines and parses each document on its own (or takes it from
+/// `cache`). `kind: List` documents (as `kubectl get -o yaml` writes) are expanded into their
+/// items.
 #[cfg(feature = "yaml")]
-fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
+fn documents(text: &str, cache: &mut DocumentCache, errors: &mut Vec<ConfigError>) -> Vec<Object> {
     let mut chunks: Vec<(usize, String)> = vec![(1, String::new())];
     for (i, line) in text.lines().enumerate() {
         if line == "---" || line.starts_with("--- ") || line == "...\r" || line == "---\r" {
@@ -326,75 +375,92 @@ fn documents(text: &str, errors: &mut Vec<ConfigError>) -> Vec<Object> {
             buf.push('\n');
         }
     }
-    // Documents are independent: a large file is parsed on every core, in contiguous runs
-    // whose results are joined in file order (the findings read the same either way).
-    let chunks: Vec<(usize, usize, String)> = chunks
-        .into_iter()
-        .enumerate()
-        .map(|(index, (line, chunk))| (index, line, chunk))
+    let mut results: Vec<Option<Parsed>> = chunks
+        .iter()
+        .map(|(_, chunk)| cache.docs.get(chunk).cloned())
         .collect();
+    let todo: Vec<(usize, usize, &str)> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| results[*i].is_none())
+        .map(|(i, (line, chunk))| (i, *line, chunk.as_str()))
+        .collect();
+    cache.parsed = todo.len();
+    // Documents are independent: many are parsed on every core, in contiguous runs whose
+    // results are put back in file order (the findings read the same either way).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads < 2 || chunks.len() < PARALLEL_FROM {
-        let mut out = Vec::new();
-        parse_documents(&chunks, &mut out, errors);
-        return out;
-    }
-    let per = chunks.len().div_ceil(threads);
-    let parts: Vec<(Vec<Object>, Vec<ConfigError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .chunks(per)
-            .map(|run| {
-                scope.spawn(move || {
-                    let (mut out, mut errs) = (Vec::new(), Vec::new());
-                    parse_documents(run, &mut out, &mut errs);
-                    (out, errs)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    let parsed: Vec<(usize, Parsed)> = if threads < 2 || todo.len() < PARALLEL_FROM {
+        todo.iter()
+            .map(|&(i, line, chunk)| (i, parse_document(i, line, chunk)))
             .collect()
-    });
-    let mut out = Vec::new();
-    for (objects, errs) in parts {
-        out.extend(objects);
-        errors.extend(errs);
+    } else {
+        let per = todo.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(per)
+                .map(|run| {
+                    scope.spawn(move || {
+                        run.iter()
+                            .map(|&(i, line, chunk)| (i, parse_document(i, line, chunk)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    for (i, p) in parsed {
+        results[i] = Some(p);
     }
+    // The cache holds this read's documents alone, but those whose findings name their place.
+    let mut docs = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for ((_, chunk), result) in chunks.into_iter().zip(results) {
+        let Some((objects, found)) = result else {
+            continue;
+        };
+        if !cache.off && found.iter().all(|e| !e.object.starts_with("document ")) {
+            docs.insert(chunk, (objects.clone(), found.clone()));
+        }
+        out.extend(objects);
+        errors.extend(found);
+    }
+    cache.docs = docs;
     out
 }
 
-/// Below this many documents a file is parsed on one thread.
+/// Below this many documents to parse, a file is parsed on one thread.
 #[cfg(feature = "yaml")]
 const PARALLEL_FROM: usize = 512;
 
-/// Parses each (index, first line, text) document into `out`, its findings into `errors`.
+/// Parses document `index` (0-based), which starts at `line`.
 #[cfg(feature = "yaml")]
-fn parse_documents(
-    chunks: &[(usize, usize, String)],
-    out: &mut Vec<Object>,
-    errors: &mut Vec<ConfigError>,
-) {
-    for (index, line, chunk) in chunks {
-        if chunk.lines().all(|l| {
-            let t = l.trim();
-            t.is_empty() || t.starts_with('#') || t == "..."
-        }) {
-            continue;
-        }
-        let at = format!("document {} (line {line})", index + 1);
-        match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
-            Ok(Value::Null) => {}
-            Ok(value) => objects_of(value, &at, out, errors),
-            Err(e) => errors.push(ConfigError {
-                severity: Severity::Error,
-                object: at,
-                field: String::new(),
-                value: None,
-                message: format!("not valid YAML: {}", first_line(&e.to_string())),
-            }),
-        }
+fn parse_document(index: usize, line: usize, chunk: &str) -> Parsed {
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    if chunk.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "..."
+    }) {
+        return (out, errors);
     }
+    let at = format!("document {} (line {line})", index + 1);
+    match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
+        Ok(Value::Null) => {}
+        Ok(value) => objects_of(value, &at, &mut out, &mut errors),
+        Err(e) => errors.push(ConfigError {
+            severity: Severity::Error,
+            object: at,
+            field: String::new(),
+            value: None,
+            message: format!("not valid YAML: {}", first_line(&e.to_string())),
+        }),
+    }
+    // Most documents hold one object: no room for four (a Vec's first growth) each.
+    out.shrink_to_fit();
+    (out, errors)
 }
 
 /// YAML 1.2 core schema: only `true`/`false` are booleans, so a label value such as `y` or `on`
@@ -1646,16 +1712,14 @@ mod tests {
             }
         }
         let mut par_errors = Vec::new();
-        let par = documents(&text, &mut par_errors);
+        let par = documents(&text, &mut DocumentCache::default(), &mut par_errors);
         let mut seq_errors = Vec::new();
         let mut seq = Vec::new();
-        let chunks: Vec<(usize, usize, String)> = text
-            .split("---\n")
-            .skip(1)
-            .enumerate()
-            .map(|(i, c)| (i + 1, 0, c.to_string()))
-            .collect();
-        parse_documents(&chunks, &mut seq, &mut seq_errors);
+        for (i, c) in text.split("---\n").skip(1).enumerate() {
+            let (objects, found) = parse_document(i + 1, 0, c);
+            seq.extend(objects);
+            seq_errors.extend(found);
+        }
         let names = |o: &[Object]| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&par), names(&seq));
         assert!(par.len() > PARALLEL_FROM * 2);
@@ -1666,5 +1730,52 @@ mod tests {
         let b = load_str(&text);
         assert_eq!(a.config, b.config);
         assert_eq!(a.errors, b.errors);
+    }
+
+    /// A file read again through the cache parses only what changed (documents edited, added,
+    /// or whose findings name their place) and reads exactly as a fresh read: the same
+    /// configuration, the same findings in the same order, though every line after an
+    /// insertion moved.
+    #[test]
+    fn a_file_read_again_parses_only_what_changed_and_reads_as_a_fresh_read() {
+        let doc = |i: usize, port: u16| {
+            if i.is_multiple_of(97) {
+                format!("---\nkind: Service\nmetadata: {{name: [broken{i}\n")
+            } else {
+                format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: n{}}}\nspec: {{type: LoadBalancer, ports: [{{port: {port}}}]}}\n",
+                    i % 7
+                )
+            }
+        };
+        let n = PARALLEL_FROM * 2;
+        let first: String = (0..n).map(|i| doc(i, 80)).collect();
+        let mut cache = DocumentCache::default();
+        let a = load_str_cached(&first, &mut cache);
+        assert_eq!(a.config, load_str(&first).config);
+        let broken = (0..n).filter(|i| i.is_multiple_of(97)).count();
+        assert_eq!(
+            cache.len(),
+            n - broken + 1,
+            "the empty head, and every named object"
+        );
+        // One port edited, one document inserted near the top (every later line moves), one
+        // appended.
+        let second: String = (0..n)
+            .flat_map(|i| {
+                let mut d = vec![doc(i, if i == 500 { 8080 } else { 80 })];
+                if i == 3 {
+                    d.push(doc(n + 1, 80));
+                }
+                d
+            })
+            .chain([doc(n + 2, 80)])
+            .collect();
+        let b = load_str_cached(&second, &mut cache);
+        let fresh = load_str(&second);
+        assert_eq!(b.config, fresh.config);
+        assert_eq!(b.errors, fresh.errors);
+        assert!(!b.errors.is_empty());
+        assert_eq!(cache.parsed_last(), 3 + broken);
     }
 }

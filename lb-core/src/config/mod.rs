@@ -25,9 +25,9 @@ use crate::ip::{Family, IpRange};
 use crate::objects::{EndpointSlice, NAMESPACE_NAME_LABEL, Namespace, Node, Service, ServiceKey};
 use crate::selector::{Labels, Selector, any_matches};
 
-#[cfg(feature = "yaml")]
-pub use load::load_str;
 pub use load::{DEFAULT_METALLB_NAMESPACE, Loaded, load_values};
+#[cfg(feature = "yaml")]
+pub use load::{DocumentCache, load_str, load_str_cached};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
