@@ -59,7 +59,7 @@ struct Object {
     /// A Service or EndpointSlice read as soon as its document was parsed (they need no other
     /// object), with its findings: its JSON body is dropped then, so a file of 100,000
     /// services never holds 100,000 JSON trees at once.
-    early: Option<Early>,
+    early: Option<Box<Early>>,
 }
 
 #[derive(Clone, Debug)]
@@ -333,7 +333,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
     }
     check_bfd_echo_with_ipv6(&mut c, &mut errors);
     for mut obj in take("Service") {
-        let service = match obj.early.take() {
+        let service = match obj.early.take().map(|e| *e) {
             Some(Early::Service(s, found)) => {
                 errors.extend(found);
                 s
@@ -345,7 +345,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
         }
     }
     for mut obj in take("EndpointSlice") {
-        let slice = match obj.early.take() {
+        let slice = match obj.early.take().map(|e| *e) {
             Some(Early::EndpointSlice(s, found)) => {
                 errors.extend(found);
                 s
@@ -533,9 +533,16 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
             errs,
         )),
         _ => None,
-    };
+    }
+    // Boxed: the many objects of a large file are moved several times before they are
+    // validated, and a boxed one moves in a few words.
+    .map(Box::new);
     if obj.early.is_some() {
+        // Read: what is left of the document is its identity (the typed object holds its
+        // labels and annotations).
         obj.body = Value::Null;
+        obj.meta.labels = Default::default();
+        obj.meta.annotations = Default::default();
     }
     out.push(obj);
 }
