@@ -59,7 +59,7 @@ struct Object {
     /// A Service or EndpointSlice read as soon as its document was parsed (they need no other
     /// object), with its findings: its JSON body is dropped then, so a file of 100,000
     /// services never holds 100,000 JSON trees at once.
-    early: Option<Box<Early>>,
+    early: Option<Early>,
 }
 
 #[derive(Clone, Debug)]
@@ -333,7 +333,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
     }
     check_bfd_echo_with_ipv6(&mut c, &mut errors);
     for mut obj in take("Service") {
-        let service = match obj.early.take().map(|e| *e) {
+        let service = match obj.early.take() {
             Some(Early::Service(s, found)) => {
                 errors.extend(found);
                 s
@@ -345,7 +345,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
         }
     }
     for mut obj in take("EndpointSlice") {
-        let slice = match obj.early.take().map(|e| *e) {
+        let slice = match obj.early.take() {
             Some(Early::EndpointSlice(s, found)) => {
                 errors.extend(found);
                 s
@@ -375,81 +375,117 @@ fn documents(text: &str, cache: &mut DocumentCache, errors: &mut Vec<ConfigError
             buf.push('\n');
         }
     }
-    let mut results: Vec<Option<Parsed>> = chunks
+    let cached: Vec<Option<&Parsed>> = chunks
         .iter()
-        .map(|(_, chunk)| cache.docs.get(chunk).cloned())
+        .map(|(_, chunk)| cache.docs.get(chunk))
         .collect();
     let todo: Vec<(usize, usize, &str)> = chunks
         .iter()
         .enumerate()
-        .filter(|(i, _)| results[*i].is_none())
+        .filter(|(i, _)| cached[*i].is_none())
         .map(|(i, (line, chunk))| (i, *line, chunk.as_str()))
         .collect();
-    cache.parsed = todo.len();
     // Documents are independent: many are parsed on every core, in contiguous runs whose
-    // results are put back in file order (the findings read the same either way).
+    // results are put back in file order (the findings read the same either way). Each run
+    // returns its objects in one list (not one list a document: those, made on another
+    // thread and freed on this one, would stay in that thread's arena).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let parsed: Vec<(usize, Parsed)> = if threads < 2 || todo.len() < PARALLEL_FROM {
-        todo.iter()
-            .map(|&(i, line, chunk)| (i, parse_document(i, line, chunk)))
-            .collect()
+    let runs: Vec<Run> = if threads < 2 || todo.len() < PARALLEL_FROM {
+        vec![parse_run(&todo)]
     } else {
         let per = todo.len().div_ceil(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = todo
                 .chunks(per)
-                .map(|run| {
-                    scope.spawn(move || {
-                        run.iter()
-                            .map(|&(i, line, chunk)| (i, parse_document(i, line, chunk)))
-                            .collect::<Vec<_>>()
-                    })
-                })
+                .map(|run| scope.spawn(move || parse_run(run)))
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         })
     };
-    for (i, p) in parsed {
-        results[i] = Some(p);
+    let mut counts = Vec::with_capacity(todo.len());
+    let (mut fresh, mut found) = (Vec::new(), Vec::new());
+    for (c, o, e) in runs {
+        counts.extend(c);
+        fresh.push(o.into_iter());
+        found.push(e.into_iter());
     }
-    // The cache holds this read's documents alone, but those whose findings name their place.
+    let mut fresh = fresh.into_iter().flatten();
+    let mut found = found.into_iter().flatten();
+    let mut counts = counts.into_iter();
     let mut docs = std::collections::HashMap::new();
     let mut out = Vec::new();
-    for ((_, chunk), result) in chunks.into_iter().zip(results) {
-        let Some((objects, found)) = result else {
-            continue;
+    for ((_, chunk), hit) in chunks.iter().zip(cached) {
+        let (objects, errs): Parsed = match hit {
+            Some((o, e)) => (o.clone(), e.clone()),
+            None if cache.off => {
+                let (n, m) = counts.next().unwrap_or_default();
+                out.extend(fresh.by_ref().take(n));
+                errors.extend(found.by_ref().take(m));
+                continue;
+            }
+            None => {
+                let (n, m) = counts.next().unwrap_or_default();
+                (
+                    fresh.by_ref().take(n).collect(),
+                    found.by_ref().take(m).collect(),
+                )
+            }
         };
-        if !cache.off && found.iter().all(|e| !e.object.starts_with("document ")) {
-            docs.insert(chunk, (objects.clone(), found.clone()));
+        // The cache holds this read's documents alone, but those whose findings name their
+        // place in the file.
+        if errs.iter().all(|e| !e.object.starts_with("document ")) {
+            docs.insert(chunk.clone(), (objects.clone(), errs.clone()));
         }
         out.extend(objects);
-        errors.extend(found);
+        errors.extend(errs);
     }
+    cache.parsed = todo.len();
     cache.docs = docs;
     out
+}
+
+/// One run's documents parsed: how many objects and findings each document gave, then all
+/// the objects and all the findings.
+#[cfg(feature = "yaml")]
+type Run = (Vec<(usize, usize)>, Vec<Object>, Vec<ConfigError>);
+
+#[cfg(feature = "yaml")]
+fn parse_run(run: &[(usize, usize, &str)]) -> Run {
+    let (mut counts, mut objects, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for &(i, line, chunk) in run {
+        let (o, e) = (objects.len(), errors.len());
+        parse_document(i, line, chunk, &mut objects, &mut errors);
+        counts.push((objects.len() - o, errors.len() - e));
+    }
+    (counts, objects, errors)
 }
 
 /// Below this many documents to parse, a file is parsed on one thread.
 #[cfg(feature = "yaml")]
 const PARALLEL_FROM: usize = 512;
 
-/// Parses document `index` (0-based), which starts at `line`.
+/// Parses document `index` (0-based), which starts at `line`, into `out` and `errors`.
 #[cfg(feature = "yaml")]
-fn parse_document(index: usize, line: usize, chunk: &str) -> Parsed {
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
+fn parse_document(
+    index: usize,
+    line: usize,
+    chunk: &str,
+    out: &mut Vec<Object>,
+    errors: &mut Vec<ConfigError>,
+) {
     if chunk.lines().all(|l| {
         let t = l.trim();
         t.is_empty() || t.starts_with('#') || t == "..."
     }) {
-        return (out, errors);
+        return;
     }
     let at = format!("document {} (line {line})", index + 1);
     match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
         Ok(Value::Null) => {}
-        Ok(value) => objects_of(value, &at, &mut out, &mut errors),
+        Ok(value) => objects_of(value, &at, out, errors),
         Err(e) => errors.push(ConfigError {
             severity: Severity::Error,
             object: at,
@@ -458,9 +494,6 @@ fn parse_document(index: usize, line: usize, chunk: &str) -> Parsed {
             message: format!("not valid YAML: {}", first_line(&e.to_string())),
         }),
     }
-    // Most documents hold one object: no room for four (a Vec's first growth) each.
-    out.shrink_to_fit();
-    (out, errors)
 }
 
 /// YAML 1.2 core schema: only `true`/`false` are booleans, so a label value such as `y` or `on`
@@ -533,10 +566,7 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
             errs,
         )),
         _ => None,
-    }
-    // Boxed: the many objects of a large file are moved several times before they are
-    // validated, and a boxed one moves in a few words.
-    .map(Box::new);
+    };
     if obj.early.is_some() {
         // Read: what is left of the document is its identity (the typed object holds its
         // labels and annotations).
@@ -1723,9 +1753,7 @@ mod tests {
         let mut seq_errors = Vec::new();
         let mut seq = Vec::new();
         for (i, c) in text.split("---\n").skip(1).enumerate() {
-            let (objects, found) = parse_document(i + 1, 0, c);
-            seq.extend(objects);
-            seq_errors.extend(found);
+            parse_document(i + 1, 0, c, &mut seq, &mut seq_errors);
         }
         let names = |o: &[Object]| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&par), names(&seq));
