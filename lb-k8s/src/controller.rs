@@ -161,12 +161,7 @@ impl Kept {
         self.services.remove(key);
         self.service_errors.remove(key);
         let Some(loaded) = loaded else { return };
-        let errors: Vec<String> = loaded
-            .errors
-            .iter()
-            .filter(|e| e.severity == Severity::Error)
-            .map(ToString::to_string)
-            .collect();
+        let errors = loaded.error_texts();
         if !errors.is_empty() {
             self.service_errors.insert(key.clone(), errors);
         }
@@ -264,15 +259,8 @@ impl Core {
         let outcome = converge(alloc, inputs);
         let mut events = Vec::new();
         for svc in kept.services.values() {
-            let ours = is_ours(svc, lb_class);
-            decide_service(
-                svc,
-                ours,
-                &kept.held,
-                &outcome,
-                &mut pass.writes,
-                &mut events,
-            );
+            let (held, writes) = (&kept.held, &mut pass.writes);
+            decide_service(svc, lb_class, held, &outcome, writes, &mut events);
         }
         events.extend(deprecated);
         kept.pending = outcome.pending.into_keys().collect();
@@ -346,15 +334,8 @@ impl Core {
         for key in &scope {
             kept.pending.remove(key);
             if let Some(svc) = kept.services.get(key) {
-                let ours = is_ours(svc, lb_class);
-                decide_service(
-                    svc,
-                    ours,
-                    &kept.held,
-                    &outcome,
-                    &mut pass.writes,
-                    &mut events,
-                );
+                let (held, writes) = (&kept.held, &mut pass.writes);
+                decide_service(svc, lb_class, held, &outcome, writes, &mut events);
             }
         }
         events.extend(deprecated);
@@ -487,11 +468,11 @@ fn held_pool(
         .or_else(|| orphan.then(|| broken.iter().cloned().collect::<Vec<_>>().join(", ")))
 }
 
-/// What one service's status should become after `outcome`, and what to say about it. `ours`:
-/// of type LoadBalancer and of our class.
+/// What one service's status should become after `outcome`, and what to say about it, for the
+/// controller of `lb_class`.
 fn decide_service(
     svc: &lb_core::objects::Service,
-    ours: bool,
+    lb_class: Option<&str>,
     held: &BTreeMap<ServiceKey, String>,
     outcome: &lb_core::alloc::Outcome,
     writes: &mut Vec<ServiceWrite>,
@@ -517,7 +498,7 @@ fn decide_service(
         ));
         return;
     }
-    if !ours {
+    if !is_ours(svc, lb_class) {
         if observed_pool.is_some() {
             writes.push(clear());
             let why = if svc.load_balancer {

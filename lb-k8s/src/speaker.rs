@@ -473,12 +473,7 @@ impl Core {
             kept.object_errors.remove(&key);
             let (plural, ns, name) = &key;
             if let Some(l) = &loaded {
-                let errors: Vec<String> = l
-                    .errors
-                    .iter()
-                    .filter(|e| e.severity == Severity::Error)
-                    .map(ToString::to_string)
-                    .collect();
+                let errors = l.error_texts();
                 if !errors.is_empty() {
                     kept.object_errors.insert(key.clone(), errors);
                 }

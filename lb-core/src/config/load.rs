@@ -45,6 +45,15 @@ impl Loaded {
     pub fn is_valid(&self) -> bool {
         self.errors.iter().all(|e| e.severity != Severity::Error)
     }
+
+    /// The error findings (not the warnings), as text.
+    pub fn error_texts(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .filter(|e| e.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect()
+    }
 }
 
 /// One object of the input, before validation.
