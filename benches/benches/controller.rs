@@ -2,7 +2,8 @@
 //! LoadBalancer services, in the same run:
 //!
 //! - `whole`: the pass every watch event used to run, and every resync still runs: every
-//!   watched object read and validated again, then one allocation pass. The event is one new
+//!   watched object read and validated again (from the watch cache's shared objects, not
+//!   copies), then one allocation pass. The event is one new
 //!   service, which is allocated (then released again, untimed, so every iteration sees the
 //!   same state).
 //! - `change`: the same event served by `Core::change` from what the last pass kept: the new
@@ -51,19 +52,19 @@ fn bench(c: &mut Criterion) {
         let objs = objects(n);
         if n <= 10_000 {
             g.bench_function(BenchmarkId::new("read_only", label), |b| {
-                b.iter(|| black_box(lb_core::config::load_values(objs.clone())))
+                b.iter(|| black_box(lb_core::config::load_values(&objs)))
             });
             g.bench_function(BenchmarkId::new("restart", label), |b| {
                 b.iter(|| {
                     let mut core = Core::default();
-                    let pass = core.pass(objs.clone(), None);
+                    let pass = core.pass(&objs, None);
                     assert!(pass.writes.is_empty());
                     black_box(pass)
                 })
             });
         }
         let mut core = Core::default();
-        core.pass(objs.clone(), None);
+        core.pass(&objs, None);
         let new = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "new", "namespace": "default"},
@@ -76,11 +77,11 @@ fn bench(c: &mut Criterion) {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
                     let started = Instant::now();
-                    let pass = core.pass(with_new.clone(), None);
+                    let pass = core.pass(&with_new, None);
                     spent += started.elapsed();
                     assert_eq!(pass.writes.len(), 1);
                     // The next iteration starts from the same state: the new service goes.
-                    core.pass(objs.clone(), None);
+                    core.pass(&objs, None);
                 }
                 spent
             })

@@ -95,9 +95,9 @@ fn bench(c: &mut Criterion) {
         let objs = objects(n);
         let mut core = Core::default();
         g.bench_function(BenchmarkId::new("whole", label), |b| {
-            b.iter(|| black_box(core.decide(objs.clone(), &members, &opts)))
+            b.iter(|| black_box(core.decide(&objs, &members, &opts)))
         });
-        core.decide(objs.clone(), &members, &opts);
+        core.decide(&objs, &members, &opts);
         // Service 7 loses its address and gets it again: the change measured is the second.
         let key = (
             "services".to_string(),

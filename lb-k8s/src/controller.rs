@@ -194,8 +194,13 @@ fn is_ours(svc: &lb_core::objects::Service, lb_class: Option<&str>) -> bool {
 }
 
 impl Core {
-    /// One level-triggered pass over every object the controller watches.
-    pub fn pass(&mut self, objects: Vec<Value>, lb_class: Option<&str>) -> Pass {
+    /// One level-triggered pass over every object the controller watches (owned or shared,
+    /// as the store holds them).
+    pub fn pass<V: std::borrow::Borrow<Value>>(
+        &mut self,
+        objects: impl IntoIterator<Item = V>,
+        lb_class: Option<&str>,
+    ) -> Pass {
         let mut loaded = load_values(objects);
         let mut kept = Kept {
             services: std::mem::take(&mut loaded.config.services),

@@ -322,9 +322,9 @@ pub type ObjectChange = ((String, String, String), Option<Value>);
 
 impl Core {
     /// What `node` announces, given every watched object and the live members.
-    pub fn decide(
+    pub fn decide<V: std::borrow::Borrow<Value>>(
         &mut self,
-        objects: Vec<Value>,
+        objects: impl IntoIterator<Item = V>,
         members: &BTreeSet<String>,
         opts: &Options,
     ) -> Decision {

@@ -70,7 +70,8 @@ impl Kind {
     }
 }
 
-type Objects = BTreeMap<(String, String), Value>;
+/// Objects by (namespace, name), shared: a pass reads them without copying them.
+type Objects = BTreeMap<(String, String), Arc<Value>>;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -286,7 +287,7 @@ impl Store {
                         .relisting
                         .entry(plural)
                         .or_default()
-                        .insert(key_of(&v), v);
+                        .insert(key_of(&v), Arc::new(v));
                 }
                 return;
             }
@@ -308,7 +309,7 @@ impl Store {
                             .is_some_and(|old| same_but_version(old, &v))
                     {
                         // Nothing kept changed (a heartbeat, a field not read).
-                        objects.insert(key, v);
+                        objects.insert(key, Arc::new(v));
                         return;
                     }
                     let rv = v
@@ -319,7 +320,11 @@ impl Store {
                         .changed
                         .objects
                         .insert((plural.clone(), ns.clone(), name.clone()), rv);
-                    inner.kinds.entry(plural).or_default().insert((ns, name), v);
+                    inner
+                        .kinds
+                        .entry(plural)
+                        .or_default()
+                        .insert((ns, name), Arc::new(v));
                 }
             }
             Event::Delete(obj) => {
@@ -344,8 +349,8 @@ impl Store {
         kinds.iter().all(|k| inner.synced.contains(k))
     }
 
-    /// Every object of every kind.
-    pub fn values(&self) -> Vec<Value> {
+    /// Every object of every kind (shared with the store, not copied).
+    pub fn values(&self) -> Vec<Arc<Value>> {
         self.lock()
             .kinds
             .values()
@@ -354,7 +359,7 @@ impl Store {
     }
 
     /// The objects of one kind (by plural).
-    pub fn of_kind(&self, plural: &str) -> Vec<Value> {
+    pub fn of_kind(&self, plural: &str) -> Vec<Arc<Value>> {
         self.lock()
             .kinds
             .get(plural)
@@ -368,7 +373,7 @@ impl Store {
             .kinds
             .get(plural)?
             .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .map(|v| Value::clone(v))
     }
 
     /// What changed since the last call (the first call: since the store was made).

@@ -238,11 +238,19 @@ type Parsed = (Vec<Object>, Vec<ConfigError>);
 /// Loads objects as the Kubernetes API serves them (JSON, with `apiVersion` and `kind`), with
 /// the same validation as [`load_str`]. `lb-k8s` feeds its watch caches through this, so a
 /// cluster and a standalone file mean exactly the same.
-pub fn load_values(values: impl IntoIterator<Item = Value>) -> Loaded {
+///
+/// The values may be owned or borrowed (a watch cache's, shared): none is copied but the few
+/// objects that are validated after the others are read.
+pub fn load_values<V: std::borrow::Borrow<Value>>(values: impl IntoIterator<Item = V>) -> Loaded {
     let mut errors = Vec::new();
     let mut objects = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
-        objects_of(v, &format!("object {}", i + 1), &mut objects, &mut errors);
+        objects_of(
+            v.borrow(),
+            &format!("object {}", i + 1),
+            &mut objects,
+            &mut errors,
+        );
     }
     load_objects(objects, errors)
 }
@@ -494,7 +502,7 @@ fn parse_document(
     let at = format!("document {} (line {line})", index + 1);
     match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
         Ok(Value::Null) => {}
-        Ok(value) => objects_of(value, &at, out, errors),
+        Ok(value) => objects_of(&value, &at, out, errors),
         Err(e) => errors.push(ConfigError {
             severity: Severity::Error,
             object: at,
@@ -514,7 +522,10 @@ fn yaml_options() -> serde_saphyr::Options {
     }
 }
 
-fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<ConfigError>) {
+/// The objects of one document (a List's items each), read from `value` without copying it:
+/// only the objects read later (the `metallb.io` kinds, Nodes, Namespaces, Secrets: few) keep
+/// a copy of their body.
+fn objects_of(value: &Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<ConfigError>) {
     let mut fail = |field: &str, message: &str| {
         errors.push(ConfigError {
             severity: Severity::Error,
@@ -524,7 +535,7 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
             message: message.to_string(),
         })
     };
-    let Value::Object(map) = &value else {
+    let Value::Object(map) = value else {
         return fail("", "a document must be a Kubernetes object (a mapping)");
     };
     let (Some(api_version), Some(kind)) = (
@@ -537,7 +548,7 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
         match map.get("items") {
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    objects_of(item.clone(), &format!("{at} items[{i}]"), out, errors);
+                    objects_of(item, &format!("{at} items[{i}]"), out, errors);
                 }
             }
             _ => fail("items", "a List needs an items list"),
@@ -566,12 +577,14 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
         body: Value::Null,
         early: None,
     };
-    obj.body = value;
     let mut errs = Vec::new();
     obj.early = match (obj.api_version.as_str(), obj.kind.as_str()) {
-        ("v1", "Service") => Some(Early::Service(load_service(&obj, &mut errs), errs)),
+        ("v1", "Service") => Some(Early::Service(
+            load_service_in(&obj, value, &mut errs),
+            errs,
+        )),
         ("discovery.k8s.io/v1", "EndpointSlice") => Some(Early::EndpointSlice(
-            load_endpoint_slice(&obj, &mut errs),
+            load_endpoint_slice_in(&obj, value, &mut errs),
             errs,
         )),
         _ => None,
@@ -579,9 +592,10 @@ fn objects_of(value: Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<Co
     if obj.early.is_some() {
         // Read: what is left of the document is its identity (the typed object holds its
         // labels and annotations).
-        obj.body = Value::Null;
         obj.meta.labels = Default::default();
         obj.meta.annotations = Default::default();
+    } else {
+        obj.body = value.clone();
     }
     out.push(obj);
 }
@@ -1580,7 +1594,12 @@ fn load_node(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Node> {
 
 /// Deserializes the whole object body as `T`.
 fn whole<T: DeserializeOwned>(obj: &Object, r: &mut Report<'_>) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(&obj.body) {
+    whole_of(&obj.body, r)
+}
+
+/// Deserializes `body` (an object's whole body, held elsewhere) as `T`.
+fn whole_of<T: DeserializeOwned>(body: &Value, r: &mut Report<'_>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(body) {
         Ok(t) => Some(t),
         Err(e) => {
             r.error(&e.path().to_string(), None, e.into_inner().to_string());
@@ -1590,8 +1609,13 @@ fn whole<T: DeserializeOwned>(obj: &Object, r: &mut Report<'_>) -> Option<T> {
 }
 
 fn load_service(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Service> {
+    load_service_in(obj, &obj.body, errors)
+}
+
+/// [`load_service`] of the object whose body is `body`.
+fn load_service_in(obj: &Object, body: &Value, errors: &mut Vec<ConfigError>) -> Option<Service> {
     let mut r = report(obj, DEFAULT_NAMESPACE, errors);
-    let raw: objects::RawService = whole(obj, &mut r)?;
+    let raw: objects::RawService = whole_of(body, &mut r)?;
     let spec = raw.spec;
     let traffic_policy = match spec.external_traffic_policy.as_deref() {
         None | Some("Cluster") => TrafficPolicy::Cluster,
@@ -1703,8 +1727,17 @@ fn load_service(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<Service> 
 }
 
 fn load_endpoint_slice(obj: &Object, errors: &mut Vec<ConfigError>) -> Option<EndpointSlice> {
+    load_endpoint_slice_in(obj, &obj.body, errors)
+}
+
+/// [`load_endpoint_slice`] of the object whose body is `body`.
+fn load_endpoint_slice_in(
+    obj: &Object,
+    body: &Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<EndpointSlice> {
     let mut r = report(obj, DEFAULT_NAMESPACE, errors);
-    let raw: objects::RawEndpointSlice = whole(obj, &mut r)?;
+    let raw: objects::RawEndpointSlice = whole_of(body, &mut r)?;
     let service = obj.meta.labels.get(SERVICE_NAME_LABEL).cloned();
     if service.is_none() {
         r.warn(
