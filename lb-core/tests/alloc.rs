@@ -480,6 +480,29 @@ fn pool_change_releases_only_addresses_that_left_every_pool() {
     assert_eq!(ips(&o, "a/s0"), ["192.0.2.2"]);
 }
 
+/// A service admitted by its namespace's name label (which the allocator does not keep for
+/// each service: the key implies it) is still admitted when the pools change.
+#[test]
+fn a_service_admitted_by_its_namespace_name_stays_when_the_pools_change() {
+    let named = "  serviceAllocation: {namespaceSelectors: [{matchLabels: {kubernetes.io/metadata.name: blog}}]}\n";
+    let c1 = config(&(pool("named", named, "192.0.2.0/30") + &svc("blog", "s", "", "")));
+    let mut a = PoolAllocator::new(&c1.pools.values().cloned().collect::<Vec<_>>());
+    let o = converge(&mut a, inputs_from(&c1, None));
+    assert_eq!(ips(&o, "blog/s"), ["192.0.2.0"]);
+    // Another pool appears; "named" is unchanged.
+    let c2 = config(
+        &(pool("named", named, "192.0.2.0/30")
+            + &pool("other", "", "198.51.100.0/30")
+            + &svc("blog", "s", "", "")),
+    );
+    let released = a.set_pools(&c2.pools.values().cloned().collect::<Vec<_>>());
+    assert!(released.is_empty(), "{released:?}");
+    assert_eq!(
+        a.allocation(&ServiceKey::new("blog", "s")).map(|x| x.pool),
+        Some("named".to_string())
+    );
+}
+
 #[test]
 fn failed_assign_keeps_what_the_service_held() {
     let c = config(&pool("p", "", "192.0.2.0/24"));

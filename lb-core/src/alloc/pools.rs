@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::Pool;
 use crate::ip::{Family, from_u128, is_buggy, to_u128};
-use crate::objects::{FamilyPolicy, Port, ServiceKey};
+use crate::objects::{FamilyPolicy, NAMESPACE_NAME_LABEL, Port, ServiceKey};
 use crate::selector::Labels;
 
 #[derive(Clone, Debug)]
@@ -156,21 +156,28 @@ struct Holder {
     sharing_key: Option<Arc<str>>,
     backend_key: Box<str>,
     ports: Box<[Port]>,
-    /// Namespace labels and service labels, for re-checking pool admission when pools change;
-    /// absent when both are empty, since most services carry none that matter.
+    /// Namespace labels (but the name label, which the key implies) and service labels, for
+    /// re-checking pool admission when pools change; absent when both are empty, since most
+    /// services carry none that matter.
     labels: Option<Box<(Labels, Labels)>>,
 }
 
 impl Holder {
     fn admitted_by(&self, pool: &Pool) -> bool {
+        let Some(a) = &pool.allocation else {
+            return true;
+        };
         let empty = Labels::new();
         let (ns_labels, labels) = match &self.labels {
             Some(b) => (&b.0, &b.1),
             None => (&empty, &empty),
         };
-        pool.allocation
-            .as_ref()
-            .is_none_or(|a| a.admits(&self.key.namespace, ns_labels, labels))
+        // The name label the holder does not keep, back for the namespace selectors.
+        let mut ns_labels = ns_labels.clone();
+        ns_labels
+            .entry(NAMESPACE_NAME_LABEL.to_string())
+            .or_insert_with(|| self.key.namespace.clone());
+        a.admits(&self.key.namespace, &ns_labels, labels)
     }
 
     fn allocation(&self) -> Allocation {
@@ -434,8 +441,15 @@ impl PoolAllocator {
             sharing_key,
             backend_key: req.backend_key.as_str().into(),
             ports: req.ports.clone().into_boxed_slice(),
-            labels: (!req.namespace_labels.is_empty() || !req.labels.is_empty())
-                .then(|| Box::new((req.namespace_labels.clone(), req.labels.clone()))),
+            labels: {
+                // The namespace's name label is implied by the key: not held for each service.
+                let mut ns_labels = req.namespace_labels.clone();
+                if ns_labels.get(NAMESPACE_NAME_LABEL) == Some(&req.key.namespace) {
+                    ns_labels.remove(NAMESPACE_NAME_LABEL);
+                }
+                (!ns_labels.is_empty() || !req.labels.is_empty())
+                    .then(|| Box::new((ns_labels, req.labels.clone())))
+            },
         };
         let alloc = holder.allocation();
         self.attach(holder);
