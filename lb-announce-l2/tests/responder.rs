@@ -10,7 +10,7 @@ use lb_announce_l2::responder::{
 };
 use lb_announce_l2::wire::ndisc::{ALL_NODES, multicast_mac, solicited_node};
 use lb_announce_l2::wire::{
-    ArpOp, ArpRepr, EtherType, EthernetRepr, Frame, Ipv6Repr, Mac, NaFlags, NdiscRepr,
+    ArpOp, ArpRepr, EtherType, EthernetRepr, Frame, Ipv6Repr, Mac, NaFlags, NdiscRepr, WireError,
 };
 use lb_core::plan::Interfaces;
 
@@ -412,5 +412,30 @@ fn probes_follow_rfc_5227_and_dad_and_answers_are_recognised() {
     assert_eq!(
         answers_probe(&eth0(), IpAddr::V6(VIP6), &defence),
         Some(OTHER)
+    );
+}
+
+/// A frame the fuzzer found (l2_respond): a neighbour solicitation whose reply did not parse.
+/// Every reply the responder writes must be a frame that parses.
+#[test]
+fn the_reply_to_a_solicitation_the_fuzzer_found_parses() {
+    let frame = include_bytes!("fixtures/fuzz/ns-reply-did-not-parse.bin");
+    let mut a = Announced::default();
+    for ip in ["192.0.2.100", "192.0.2.3", "2001:db8::100", "2001:db8::3"] {
+        a.insert(ip.parse::<IpAddr>().unwrap(), Interfaces::All);
+    }
+    let iface = Interface {
+        index: 2,
+        name: "eth0".into(),
+        mac: Mac::new(2, 0, 0, 0, 0, 0x11),
+        link_local: None,
+    };
+    // Its source is the multicast ffff:2001:db8::2: our advertisement would have gone to a
+    // group as a solicited one. It is malformed (RFC 4291 §2.7) and gets no reply.
+    let mut out = [0u8; lb_announce_l2::wire::MAX_FRAME_LEN];
+    let v = respond(&a, &iface, frame, &mut out);
+    assert!(
+        matches!(v, Verdict::Malformed(WireError::MulticastSource(_))),
+        "{v:?}"
     );
 }

@@ -92,6 +92,10 @@ pub enum WireError {
         "neighbor solicitation from :: must go to a solicited-node group and carry no source link-layer option"
     )]
     UnspecifiedSource,
+    /// RFC 4291 §2.7: "Multicast addresses must not be used as source addresses in IPv6
+    /// packets" (a reply to one would go to a group).
+    #[error("neighbor discovery from multicast source {0}")]
+    MulticastSource(Ipv6Addr),
     /// RFC 4861 §7.1.2: "If the IP Destination Address is a multicast address the Solicited flag
     /// is zero".
     #[error("solicited neighbor advertisement sent to a multicast address")]

@@ -202,6 +202,9 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Ipv6Repr, NdiscRepr)>, WireError> {
             want: (!sum).wrapping_add(got),
         });
     }
+    if repr.src.is_multicast() {
+        return Err(WireError::MulticastSource(repr.src));
+    }
     let mut t = [0u8; 16];
     t.copy_from_slice(&message[8..24]);
     let target = Ipv6Addr::from(t);
