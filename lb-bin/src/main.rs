@@ -192,18 +192,23 @@ fn features() -> Vec<&'static str> {
     f
 }
 
+/// Ends a one-shot command (`check`, `plan`) with `code`, leaving what it read to the OS: freeing
+/// 100,000 services' objects one by one took a tenth of `plan --node`'s time.
+fn exit_leaving<T>(code: i32, read: T) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    std::mem::forget(read);
+    std::process::exit(code)
+}
+
 #[allow(clippy::print_stdout)]
 fn run(cli: Cli) -> Result<ExitCode> {
     lb_bin::http::set_stall_limit(std::time::Duration::from_secs(cli.stall_limit.max(1)));
     match cli.command {
         Command::Check { config } => {
-            let r = report::check(&read(&config)?);
+            let (r, read) = report::check_parts(&read(&config)?);
             print!("{}", r.render());
-            Ok(if r.errors() == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            exit_leaving(i32::from(r.errors() != 0), (r, read))
         }
         Command::Plan {
             config,
@@ -215,7 +220,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PlacementArg::Lowest => lb_core::alloc::Placement::Lowest,
                 PlacementArg::Hashed => lb_core::alloc::Placement::Hashed,
             };
-            let r = report::plan_file(&read(&config)?, node.as_deref(), placement);
+            let (r, config, outcome) =
+                report::plan_parts(&read(&config)?, node.as_deref(), placement);
             for f in &r.findings {
                 eprintln!("config: {f}");
             }
@@ -224,7 +230,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => print!("{}", r.render_table()),
             }
-            Ok(ExitCode::SUCCESS)
+            exit_leaving(0, (r, config, outcome))
         }
         Command::Standalone {
             config,

@@ -49,10 +49,16 @@ impl CheckReport {
     }
 }
 
-pub fn check(text: &str) -> CheckReport {
-    CheckReport {
-        findings: load_str(text).errors,
-    }
+/// Every finding of the file, and the configuration read (for a command that exits without
+/// freeing it).
+pub fn check_parts(text: &str) -> (CheckReport, Config) {
+    let loaded = load_str(text);
+    (
+        CheckReport {
+            findings: loaded.errors,
+        },
+        loaded.config,
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -89,7 +95,13 @@ pub struct PlanReport {
 
 /// Allocates every service of the file from scratch (status addresses are re-claimed first) and,
 /// with `node`, plans that node taking every Node in the file and `node` itself as live members.
-pub fn plan_file(text: &str, node: Option<&str>, placement: Placement) -> PlanReport {
+/// Returns the report, and what it read and allocated (for a command that exits without
+/// freeing them).
+pub fn plan_parts(
+    text: &str,
+    node: Option<&str>,
+    placement: Placement,
+) -> (PlanReport, Config, Outcome) {
     let loaded = load_str(text);
     let config = loaded.config;
     let outcome = allocate(&config, placement);
@@ -100,7 +112,7 @@ pub fn plan_file(text: &str, node: Option<&str>, placement: Placement) -> PlanRe
         }
         None => (None, None),
     };
-    PlanReport {
+    let report = PlanReport {
         services: outcome
             .allocated
             .iter()
@@ -124,7 +136,8 @@ pub fn plan_file(text: &str, node: Option<&str>, placement: Placement) -> PlanRe
         announcements,
         skipped,
         findings: loaded.errors,
-    }
+    };
+    (report, config, outcome)
 }
 
 pub fn allocate(config: &Config, placement: Placement) -> Outcome {

@@ -101,8 +101,11 @@ pub struct Service {
     pub load_balancer_ip: Option<String>,
     /// `spec.ports`.
     pub ports: Vec<Port>,
-    /// `spec.selector`.
-    pub selector: Labels,
+    /// What services sharing an address must agree on (MetalLB's backend key): `spec.selector`
+    /// rendered `key=value,…` in key order when `externalTrafficPolicy` is Local, empty for
+    /// Cluster (see [`backend_key`]). The selector itself decides nothing else, and a map of
+    /// it for each service was half of a large cluster's memory.
+    pub backend_key: String,
     /// `spec.externalTrafficPolicy`.
     pub traffic_policy: TrafficPolicy,
     /// `spec.ipFamilies`; empty means "the cluster default", IPv4.
@@ -111,6 +114,19 @@ pub struct Service {
     pub family_policy: FamilyPolicy,
     /// The addresses in `status.loadBalancer.ingress`: what the service held before.
     pub status_ips: Vec<IpAddr>,
+}
+
+/// A Service's backend key (see [`Service::backend_key`]): its pod selector rendered
+/// `key=value,…` for `externalTrafficPolicy: Local`, empty for Cluster.
+pub fn backend_key(policy: TrafficPolicy, selector: &Labels) -> String {
+    match policy {
+        TrafficPolicy::Cluster => String::new(),
+        TrafficPolicy::Local => selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }
 
 /// What lb-core needs of a `v1` Node.

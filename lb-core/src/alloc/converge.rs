@@ -120,7 +120,7 @@ pub fn inputs_from(config: &crate::config::Config, lb_class: Option<&str>) -> Ve
 pub fn input_of(s: &crate::objects::Service, config: &crate::config::Config) -> Input {
     Input {
         key: s.key.clone(),
-        request: Request::from_service(s, config.namespace_labels(&s.key.namespace)),
+        request: Request::from_service(s, config.namespace_object_labels(&s.key.namespace)),
         status_ips: s.status_ips.clone(),
     }
 }

@@ -172,12 +172,8 @@ impl Holder {
             Some(b) => (&b.0, &b.1),
             None => (&empty, &empty),
         };
-        // The name label the holder does not keep, back for the namespace selectors.
-        let mut ns_labels = ns_labels.clone();
-        ns_labels
-            .entry(NAMESPACE_NAME_LABEL.to_string())
-            .or_insert_with(|| self.key.namespace.clone());
-        a.admits(&self.key.namespace, &ns_labels, labels)
+        // The name label the holder does not keep is implied by `admits`.
+        a.admits(&self.key.namespace, ns_labels, labels)
     }
 
     fn allocation(&self) -> Allocation {

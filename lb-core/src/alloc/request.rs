@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::ip::Family;
-use crate::objects::{FamilyPolicy, Port, Service, ServiceKey, TrafficPolicy};
+use crate::objects::{FamilyPolicy, Port, Service, ServiceKey};
 use crate::selector::Labels;
 
 /// The annotation names MetalLB reads, without prefix.
@@ -72,7 +72,8 @@ pub enum RequestError {
 pub struct Request {
     /// The service.
     pub key: ServiceKey,
-    /// Its namespace's labels (for `serviceAllocation.namespaceSelectors`).
+    /// Its namespace's labels (for `serviceAllocation.namespaceSelectors`). The name label
+    /// (`kubernetes.io/metadata.name`) is implied and need not be here.
     pub namespace_labels: Labels,
     /// The service's labels (for `serviceAllocation.serviceSelectors`).
     pub labels: Labels,
@@ -173,15 +174,7 @@ impl Request {
             });
         }
 
-        let backend_key = match svc.traffic_policy {
-            TrafficPolicy::Cluster => String::new(),
-            TrafficPolicy::Local => svc
-                .selector
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        };
+        let backend_key = svc.backend_key.clone();
         Ok(Request {
             key: svc.key.clone(),
             namespace_labels,
@@ -242,7 +235,7 @@ fn check_requested(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::ServiceKey;
+    use crate::objects::{ServiceKey, TrafficPolicy, backend_key};
 
     fn svc() -> Service {
         Service {
@@ -253,7 +246,7 @@ mod tests {
             load_balancer_class: None,
             load_balancer_ip: None,
             ports: vec![],
-            selector: [("app".to_string(), "web".to_string())].into(),
+            backend_key: String::new(),
             traffic_policy: TrafficPolicy::Cluster,
             ip_families: vec![],
             family_policy: FamilyPolicy::SingleStack,
@@ -322,19 +315,21 @@ mod tests {
 
     #[test]
     fn backend_key_is_the_selector_only_for_local_policy() {
-        let mut s = svc();
+        let selector: Labels = [("app", "web"), ("tier", "db")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(backend_key(TrafficPolicy::Cluster, &selector), "");
         assert_eq!(
-            Request::from_service(&s, Labels::new())
-                .unwrap()
-                .backend_key,
-            ""
+            backend_key(TrafficPolicy::Local, &selector),
+            "app=web,tier=db"
         );
-        s.traffic_policy = TrafficPolicy::Local;
+        let mut s = svc();
+        s.backend_key = backend_key(TrafficPolicy::Local, &selector);
         assert_eq!(
             Request::from_service(&s, Labels::new())
                 .unwrap()
                 .backend_key,
-            "app=web"
+            "app=web,tier=db"
         );
     }
 }

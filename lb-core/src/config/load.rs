@@ -198,8 +198,8 @@ pub fn load_str(text: &str) -> Loaded {
 #[cfg(feature = "yaml")]
 pub fn load_str_cached(text: &str, cache: &mut DocumentCache) -> Loaded {
     let mut errors = Vec::new();
-    let objects = documents(text, cache, &mut errors);
-    load_objects(objects, errors)
+    let runs = documents(text, cache, &mut errors);
+    load_objects(runs, errors)
 }
 
 /// The documents of the last read of a file, parsed, by their text (see [`load_str_cached`]).
@@ -247,46 +247,112 @@ pub fn load_values<V: std::borrow::Borrow<Value>>(values: impl IntoIterator<Item
     for (i, v) in values.into_iter().enumerate() {
         objects_of(
             v.borrow(),
-            &format!("object {}", i + 1),
+            &|| format!("object {}", i + 1),
             &mut objects,
             &mut errors,
         );
     }
-    load_objects(objects, errors)
+    load_objects(vec![objects], errors)
 }
 
-fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
-    let mut by_kind: BTreeMap<&'static str, Vec<Object>> = BTreeMap::new();
-    for obj in objects {
-        let kind = match (obj.api_version.as_str(), obj.kind.as_str()) {
-            ("metallb.io/v1beta1", "IPAddressPool") => "IPAddressPool",
-            ("metallb.io/v1beta1", "L2Advertisement") => "L2Advertisement",
-            ("metallb.io/v1beta1", "BGPAdvertisement") => "BGPAdvertisement",
-            ("metallb.io/v1beta1" | "metallb.io/v1beta2", "BGPPeer") => "BGPPeer",
-            ("metallb.io/v1beta1", "BFDProfile") => "BFDProfile",
-            ("metallb.io/v1beta1", "Community") => "Community",
-            ("v1", "Service") => "Service",
-            ("v1", "Node") => "Node",
-            ("v1", "Namespace") => "Namespace",
-            ("v1", "Secret") => "Secret",
-            ("discovery.k8s.io/v1", "EndpointSlice") => "EndpointSlice",
-            _ => {
-                errors.push(ConfigError {
-                    severity: Severity::Warning,
-                    object: obj.display(DEFAULT_NAMESPACE),
-                    field: "apiVersion".into(),
-                    value: Some(obj.api_version.clone()),
-                    message: format!("kind {} of this API version is not read; ignored", obj.kind),
-                });
-                continue;
+/// The kinds read, in the order they are read (each may refer to those before it).
+const KINDS: [&str; 11] = [
+    "Namespace",
+    "Secret",
+    "Community",
+    "BFDProfile",
+    "IPAddressPool",
+    "Node",
+    "BGPPeer",
+    "L2Advertisement",
+    "BGPAdvertisement",
+    "Service",
+    "EndpointSlice",
+];
+
+fn rank(obj: &Object) -> Option<u8> {
+    let kind = match (obj.api_version.as_str(), obj.kind.as_str()) {
+        ("metallb.io/v1beta1", "IPAddressPool") => "IPAddressPool",
+        ("metallb.io/v1beta1", "L2Advertisement") => "L2Advertisement",
+        ("metallb.io/v1beta1", "BGPAdvertisement") => "BGPAdvertisement",
+        ("metallb.io/v1beta1" | "metallb.io/v1beta2", "BGPPeer") => "BGPPeer",
+        ("metallb.io/v1beta1", "BFDProfile") => "BFDProfile",
+        ("metallb.io/v1beta1", "Community") => "Community",
+        ("v1", "Service") => "Service",
+        ("v1", "Node") => "Node",
+        ("v1", "Namespace") => "Namespace",
+        ("v1", "Secret") => "Secret",
+        ("discovery.k8s.io/v1", "EndpointSlice") => "EndpointSlice",
+        _ => return None,
+    };
+    KINDS.iter().position(|k| *k == kind).map(|r| r as u8)
+}
+
+/// The objects read, in runs (a parse thread's each), taken out kind by kind in (namespace,
+/// name) order, then file order. They are ordered by index, in place: a second list of
+/// 100,000 objects, and its growth, was half of a large file's peak memory.
+struct Ordered {
+    runs: Vec<Vec<Option<Object>>>,
+    /// (kind's rank, run, index in run), sorted.
+    order: Vec<(u8, u32, u32)>,
+}
+
+impl Ordered {
+    fn new(runs: Vec<Vec<Object>>, errors: &mut Vec<ConfigError>) -> Self {
+        let mut runs: Vec<Vec<Option<Object>>> = runs
+            .into_iter()
+            .map(|run| run.into_iter().map(Some).collect())
+            .collect();
+        let mut order = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+        for (r, run) in runs.iter_mut().enumerate() {
+            for (i, slot) in run.iter_mut().enumerate() {
+                let Some(obj) = slot else { continue };
+                match rank(obj) {
+                    Some(k) => order.push((k, r as u32, i as u32)),
+                    None => {
+                        errors.push(ConfigError {
+                            severity: Severity::Warning,
+                            object: obj.display(DEFAULT_NAMESPACE),
+                            field: "apiVersion".into(),
+                            value: Some(obj.api_version.clone()),
+                            message: format!(
+                                "kind {} of this API version is not read; ignored",
+                                obj.kind
+                            ),
+                        });
+                        *slot = None;
+                    }
+                }
             }
+        }
+        let at = |&(_, r, i): &(u8, u32, u32)| {
+            let o = runs[r as usize][i as usize].as_ref();
+            (o.map(|o| &o.namespace), o.map(|o| &o.name))
         };
-        by_kind.entry(kind).or_default().push(obj);
+        // The index breaks ties: the same order as a stable sort, without its buffer.
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| at(a).cmp(&at(b)))
+                .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+        });
+        Ordered { runs, order }
     }
-    for list in by_kind.values_mut() {
-        list.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+
+    /// The objects of `kind`, taken out.
+    fn take(&mut self, kind: &str) -> impl Iterator<Item = Object> + '_ {
+        let k = KINDS.iter().position(|x| *x == kind).unwrap_or(KINDS.len()) as u8;
+        let from = self.order.partition_point(|o| o.0 < k);
+        let to = self.order.partition_point(|o| o.0 <= k);
+        let runs = &mut self.runs;
+        self.order[from..to]
+            .iter()
+            .filter_map(move |&(_, r, i)| runs[r as usize][i as usize].take())
     }
-    let mut take = |k: &str| by_kind.remove(k).unwrap_or_default();
+}
+
+fn load_objects(runs: Vec<Vec<Object>>, mut errors: Vec<ConfigError>) -> Loaded {
+    let mut objects = Ordered::new(runs, &mut errors);
+    let mut take = |k: &str| objects.take(k).collect::<Vec<_>>();
 
     let mut c = Config::default();
     for obj in take("Namespace") {
@@ -349,7 +415,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
         }
     }
     check_bfd_echo_with_ipv6(&mut c, &mut errors);
-    for mut obj in take("Service") {
+    for mut obj in objects.take("Service") {
         let service = match obj.early.take() {
             Some(Early::Service(s, found)) => {
                 errors.extend(found);
@@ -361,7 +427,7 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
             insert_unique(&obj, s, |s| s.key.clone(), &mut c.services, &mut errors);
         }
     }
-    for mut obj in take("EndpointSlice") {
+    for mut obj in objects.take("EndpointSlice") {
         let slice = match obj.early.take() {
             Some(Early::EndpointSlice(s, found)) => {
                 errors.extend(found);
@@ -382,7 +448,11 @@ fn load_objects(objects: Vec<Object>, mut errors: Vec<ConfigError>) -> Loaded {
 /// `cache`). `kind: List` documents (as `kubectl get -o yaml` writes) are expanded into their
 /// items.
 #[cfg(feature = "yaml")]
-fn documents(text: &str, cache: &mut DocumentCache, errors: &mut Vec<ConfigError>) -> Vec<Object> {
+fn documents(
+    text: &str,
+    cache: &mut DocumentCache,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Vec<Object>> {
     let mut chunks: Vec<(usize, String)> = vec![(1, String::new())];
     for (i, line) in text.lines().enumerate() {
         if line == "---" || line.starts_with("--- ") || line == "...\r" || line == "---\r" {
@@ -422,6 +492,16 @@ fn documents(text: &str, cache: &mut DocumentCache, errors: &mut Vec<ConfigError
                 .collect()
         })
     };
+    cache.parsed = todo.len();
+    if cache.off {
+        // Nothing cached, nothing to keep: the runs, in file order, are the objects.
+        let mut objects = Vec::with_capacity(runs.len());
+        for (_, o, e) in runs {
+            objects.push(o);
+            errors.extend(e);
+        }
+        return objects;
+    }
     let mut counts = Vec::with_capacity(todo.len());
     let (mut fresh, mut found) = (Vec::new(), Vec::new());
     for (c, o, e) in runs {
@@ -437,12 +517,6 @@ fn documents(text: &str, cache: &mut DocumentCache, errors: &mut Vec<ConfigError
     for ((_, chunk), hit) in chunks.iter().zip(cached) {
         let (objects, errs): Parsed = match hit {
             Some((o, e)) => (o.clone(), e.clone()),
-            None if cache.off => {
-                let (n, m) = counts.next().unwrap_or_default();
-                out.extend(fresh.by_ref().take(n));
-                errors.extend(found.by_ref().take(m));
-                continue;
-            }
             None => {
                 let (n, m) = counts.next().unwrap_or_default();
                 (
@@ -459,9 +533,8 @@ fn documents(text: &str, cache: &mut DocumentCache, errors: &mut Vec<ConfigError
         out.extend(objects);
         errors.extend(errs);
     }
-    cache.parsed = todo.len();
     cache.docs = docs;
-    out
+    vec![out]
 }
 
 /// One run's documents parsed: how many objects and findings each document gave, then all
@@ -471,7 +544,12 @@ type Run = (Vec<(usize, usize)>, Vec<Object>, Vec<ConfigError>);
 
 #[cfg(feature = "yaml")]
 fn parse_run(run: &[(usize, usize, &str)]) -> Run {
-    let (mut counts, mut objects, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    // A document is one object, most often: no growth, and no copy, of a long list.
+    let (mut counts, mut objects, mut errors) = (
+        Vec::with_capacity(run.len()),
+        Vec::with_capacity(run.len()),
+        Vec::new(),
+    );
     for &(i, line, chunk) in run {
         let (o, e) = (objects.len(), errors.len());
         parse_document(i, line, chunk, &mut objects, &mut errors);
@@ -499,13 +577,17 @@ fn parse_document(
     }) {
         return;
     }
-    let at = format!("document {} (line {line})", index + 1);
-    match serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()) {
+    let at = || format!("document {} (line {line})", index + 1);
+    let read = match super::yaml::value(chunk) {
+        Some(value) => Ok(value),
+        None => serde_saphyr::from_str_with_options::<Value>(chunk, yaml_options()),
+    };
+    match read {
         Ok(Value::Null) => {}
         Ok(value) => objects_of(&value, &at, out, errors),
         Err(e) => errors.push(ConfigError {
             severity: Severity::Error,
-            object: at,
+            object: at(),
             field: String::new(),
             value: None,
             message: format!("not valid YAML: {}", first_line(&e.to_string())),
@@ -516,7 +598,7 @@ fn parse_document(
 /// YAML 1.2 core schema: only `true`/`false` are booleans, so a label value such as `y` or `on`
 /// stays a string. Duplicate keys are errors, as in Kubernetes' strict decoding.
 #[cfg(feature = "yaml")]
-fn yaml_options() -> serde_saphyr::Options {
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         strict_booleans: true,
     }
@@ -524,12 +606,17 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// The objects of one document (a List's items each), read from `value` without copying it:
 /// only the objects read later (the `metallb.io` kinds, Nodes, Namespaces, Secrets: few) keep
-/// a copy of their body.
-fn objects_of(value: &Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<ConfigError>) {
+/// a copy of their body. `at` names the document in a finding (made only for one).
+fn objects_of(
+    value: &Value,
+    at: &dyn Fn() -> String,
+    out: &mut Vec<Object>,
+    errors: &mut Vec<ConfigError>,
+) {
     let mut fail = |field: &str, message: &str| {
         errors.push(ConfigError {
             severity: Severity::Error,
-            object: at.to_string(),
+            object: at(),
             field: field.to_string(),
             value: None,
             message: message.to_string(),
@@ -548,7 +635,7 @@ fn objects_of(value: &Value, at: &str, out: &mut Vec<Object>, errors: &mut Vec<C
         match map.get("items") {
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    objects_of(item, &format!("{at} items[{i}]"), out, errors);
+                    objects_of(item, &|| format!("{} items[{i}]", at()), out, errors);
                 }
             }
             _ => fail("items", "a List needs an items list"),
@@ -1718,7 +1805,7 @@ fn load_service_in(obj: &Object, body: &Value, errors: &mut Vec<ConfigError>) ->
         load_balancer_class: spec.load_balancer_class,
         load_balancer_ip: spec.load_balancer_ip.filter(|s| !s.is_empty()),
         ports,
-        selector: spec.selector,
+        backend_key: objects::backend_key(traffic_policy, &spec.selector),
         traffic_policy,
         ip_families,
         family_policy,
@@ -1791,7 +1878,19 @@ mod tests {
             }
         }
         let mut par_errors = Vec::new();
-        let par = documents(&text, &mut DocumentCache::default(), &mut par_errors);
+        let mut off = DocumentCache {
+            off: true,
+            ..DocumentCache::default()
+        };
+        let runs = documents(&text, &mut off, &mut par_errors);
+        assert!(runs.len() > 1, "parsed on more than one thread");
+        let par: Vec<Object> = runs.into_iter().flatten().collect();
+        let mut cached_errors = Vec::new();
+        let cached: Vec<Object> =
+            documents(&text, &mut DocumentCache::default(), &mut cached_errors)
+                .into_iter()
+                .flatten()
+                .collect();
         let mut seq_errors = Vec::new();
         let mut seq = Vec::new();
         for (i, c) in text.split("---\n").skip(1).enumerate() {
@@ -1799,9 +1898,11 @@ mod tests {
         }
         let names = |o: &[Object]| o.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&par), names(&seq));
+        assert_eq!(names(&cached), names(&seq));
         assert!(par.len() > PARALLEL_FROM * 2);
         let messages = |e: &[ConfigError]| e.iter().map(|e| e.message.clone()).collect::<Vec<_>>();
         assert_eq!(messages(&par_errors), messages(&seq_errors));
+        assert_eq!(messages(&cached_errors), messages(&seq_errors));
         assert!(!par_errors.is_empty());
         let a = load_str(&text);
         let b = load_str(&text);

@@ -13,6 +13,8 @@
 
 mod load;
 pub(crate) mod raw;
+#[cfg(feature = "yaml")]
+pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -93,13 +95,25 @@ impl PoolAllocation {
 
     /// Whether a service in a namespace with these labels, itself with these labels, may draw from
     /// the pool. With neither namespaces nor namespace selectors, every namespace is admitted.
+    /// The namespace's name label (`kubernetes.io/metadata.name`), which Kubernetes always
+    /// sets, is implied: `namespace_labels` need not carry it.
     pub fn admits(&self, namespace: &str, namespace_labels: &Labels, labels: &Labels) -> bool {
         let ns_ok = (self.namespaces.is_empty() && self.namespace_selectors.is_empty())
             || self.namespaces.contains(namespace)
-            || self
-                .namespace_selectors
-                .iter()
-                .any(|s| s.matches(namespace_labels));
+            || (!self.namespace_selectors.is_empty() && {
+                let named = namespace_labels
+                    .get(NAMESPACE_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some(namespace);
+                let labels = if named {
+                    std::borrow::Cow::Borrowed(namespace_labels)
+                } else {
+                    let mut l = namespace_labels.clone();
+                    l.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
+                    std::borrow::Cow::Owned(l)
+                };
+                self.namespace_selectors.iter().any(|s| s.matches(&labels))
+            });
         ns_ok && any_matches(&self.service_selectors, labels)
     }
 
@@ -456,6 +470,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The labels of a namespace's Namespace object (none without one). The name label is not
+    /// added: [`PoolAllocation::admits`] implies it.
+    pub fn namespace_object_labels(&self, namespace: &str) -> Labels {
+        self.namespaces
+            .get(namespace)
+            .map(|n| n.labels.clone())
+            .unwrap_or_default()
+    }
+
     /// Labels of a namespace: those of its Namespace object, plus the name label Kubernetes
     /// always sets, so selectors on `kubernetes.io/metadata.name` work with no Namespace object.
     pub fn namespace_labels(&self, namespace: &str) -> Labels {

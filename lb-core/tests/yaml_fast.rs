@@ -1,0 +1,406 @@
+//! The fast YAML path (`lb_core::config::yaml::value`) answers only what serde-saphyr answers:
+//! for every document it reads, serde-saphyr (with the options `load_str` uses) reads the same
+//! value; every other document it leaves to serde-saphyr. Held on the repository's own YAML
+//! (which it must mostly read itself) and on generated documents full of the spellings that
+//! YAML resolves to other types. The `yaml_fast` fuzz target holds it on arbitrary text.
+
+#![cfg(feature = "yaml")]
+
+use lb_core::config::yaml;
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn saphyr(doc: &str) -> Result<Value, String> {
+    let options = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options::<Value>(doc, options).map_err(|e| e.to_string())
+}
+
+/// `Some(value)` from the fast path must be serde-saphyr's answer.
+fn agrees(doc: &str) -> Result<bool, String> {
+    match yaml::value(doc) {
+        None => Ok(false),
+        Some(fast) => match saphyr(doc) {
+            Ok(v) if v == fast => Ok(true),
+            other => Err(format!(
+                "fast path read {fast:?}, serde-saphyr {other:?}, for:\n{doc}"
+            )),
+        },
+    }
+}
+
+fn repo_documents() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs = Vec::new();
+    let mut files = vec![root.join("examples/config.yaml")];
+    for entry in std::fs::read_dir(root.join("deploy")).expect("deploy/") {
+        files.push(entry.expect("entry").path());
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("readable");
+        docs.extend(text.split("\n---\n").map(str::to_string));
+    }
+    docs
+}
+
+#[test]
+fn the_repository_s_yaml_reads_the_same_and_mostly_on_the_fast_path() {
+    let docs = repo_documents();
+    let mut fast = 0;
+    for doc in &docs {
+        if agrees(doc).unwrap_or_else(|e| panic!("{e}")) {
+            fast += 1;
+        }
+    }
+    // The CRDs and the example use no anchors, tags or numbers in other spellings.
+    assert!(
+        fast * 10 >= docs.len() * 9,
+        "{fast} of {} documents on the fast path",
+        docs.len()
+    );
+}
+
+/// Inputs the `yaml_fast` fuzz target found, each once a disagreement.
+#[test]
+fn the_fuzzer_s_findings_read_as_serde_saphyr_reads_them() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yaml");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("tests/fixtures/yaml") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("text");
+        agrees(&text).unwrap_or_else(|e| panic!("{e}"));
+        n += 1;
+    }
+    assert!(n > 0);
+}
+
+/// Scalars that YAML resolves to strings, numbers, booleans and nulls, or that are not plain
+/// scalars at all.
+const SCALARS: &[&str] = &[
+    "80",
+    "-3",
+    "0",
+    "-0",
+    "007",
+    "0x1F",
+    "0X1f",
+    "0o17",
+    "0O17",
+    "0b101",
+    "1_000",
+    "1__0",
+    "_1",
+    "1e3",
+    "1E-2",
+    ".5",
+    "5.",
+    "+1",
+    "+.inf",
+    "-.inf",
+    ".inf",
+    ".Inf",
+    ".NaN",
+    ".nan",
+    "+.nan",
+    "nan",
+    "inf",
+    "Infinity",
+    "1e999",
+    "-1e999",
+    "true",
+    "True",
+    "TRUE",
+    "tRue",
+    "false",
+    "yes",
+    "on",
+    "off",
+    "y",
+    "n",
+    "No",
+    "null",
+    "Null",
+    "NULL",
+    "nULL",
+    "~",
+    "",
+    "10.255.0.3",
+    "2001:db8::/64",
+    "1.2",
+    "1.2.3",
+    "a b",
+    "a: b",
+    "-a",
+    "- a",
+    "#x",
+    "a #b",
+    "x\ty",
+    "ü",
+    "12345678901234567890",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "999999999999999999",
+    "-999999999999999999",
+    "1:30",
+    "2001-01-01",
+    "<<",
+    "0.0.0.0/0",
+    "@x",
+    "`x`",
+    "%x",
+    "!x",
+    "&x",
+    "*x",
+    "|",
+    ">",
+    "'",
+    "\"",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "?",
+    ":",
+    "k:",
+    ":k",
+    "a,b",
+    "0xZ",
+    "1.5.",
+    "..",
+    "-",
+    "+",
+    ".",
+    "a\\b",
+    "x\u{a0}",
+    "\u{a0}",
+    "1\u{a0}",
+    "0.",
+    "-.5",
+    "+0",
+    "00",
+    "0_0",
+    "1e",
+    "e1",
+    "0b",
+    "x",
+    "metadata",
+    "name",
+    "true ",
+    " true",
+    "a\nb",
+];
+
+#[derive(Clone, Debug)]
+enum Node {
+    Scalar(usize, Style),
+    Seq(Vec<Node>, bool),
+    Map(Vec<(usize, Style, Node)>, bool),
+    Alias,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Style {
+    Plain,
+    Single,
+    Double,
+    Literal,
+    Anchored,
+    Tagged,
+}
+
+fn style() -> impl Strategy<Value = Style> {
+    prop_oneof![
+        8 => Just(Style::Plain),
+        2 => Just(Style::Single),
+        2 => Just(Style::Double),
+        1 => Just(Style::Literal),
+        1 => Just(Style::Anchored),
+        1 => Just(Style::Tagged),
+    ]
+}
+
+/// Keys from a few, so that a mapping often repeats one (in another style, too).
+fn key() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        4 => Just(SCALARS.len() - 4),
+        4 => Just(SCALARS.len() - 3),
+        2 => Just(0),
+        1 => 0..SCALARS.len(),
+    ]
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    let leaf = prop_oneof![
+        20 => (0..SCALARS.len(), style()).prop_map(|(i, s)| Node::Scalar(i, s)),
+        1 => Just(Node::Alias),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            (prop::collection::vec(inner.clone(), 0..4), any::<bool>())
+                .prop_map(|(v, f)| Node::Seq(v, f)),
+            (
+                prop::collection::vec((key(), style(), inner), 0..4),
+                any::<bool>()
+            )
+                .prop_map(|(v, f)| Node::Map(v, f)),
+        ]
+    })
+}
+
+fn scalar(i: usize, style: Style, indent: usize, out: &mut String) {
+    let s = SCALARS[i];
+    match style {
+        Style::Plain => out.push_str(s),
+        Style::Single => {
+            out.push('\'');
+            out.push_str(&s.replace('\'', "''"));
+            out.push('\'');
+        }
+        Style::Double => {
+            out.push('"');
+            out.push_str(
+                &s.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n"),
+            );
+            out.push('"');
+        }
+        Style::Literal => {
+            out.push_str("|\n");
+            for line in s.split('\n') {
+                out.push_str(&" ".repeat(indent + 2));
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str(&" ".repeat(indent));
+        }
+        Style::Anchored => {
+            out.push_str("&a ");
+            out.push_str(s);
+        }
+        Style::Tagged => {
+            out.push_str("!!str ");
+            out.push_str(s);
+        }
+    }
+}
+
+/// Writes `node` at `indent` (block) or inline (flow).
+fn render(node: &Node, indent: usize, flow: bool, out: &mut String) {
+    match node {
+        Node::Scalar(i, s) => scalar(*i, if flow { plainish(*s) } else { *s }, indent, out),
+        Node::Alias => out.push_str("*a"),
+        Node::Seq(items, f) if flow || *f || items.is_empty() => {
+            out.push('[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push_str(", ");
+                }
+                render(item, indent, true, out);
+            }
+            out.push(']');
+        }
+        Node::Map(entries, f) if flow || *f || entries.is_empty() => {
+            out.push('{');
+            for (n, (k, ks, v)) in entries.iter().enumerate() {
+                if n > 0 {
+                    out.push_str(", ");
+                }
+                scalar(*k, plainish(*ks), indent, out);
+                out.push_str(": ");
+                render(v, indent, true, out);
+            }
+            out.push('}');
+        }
+        Node::Seq(items, _) => {
+            for item in items {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent));
+                out.push_str("- ");
+                render(item, indent + 2, false, out);
+            }
+        }
+        Node::Map(entries, _) => {
+            for (k, ks, v) in entries {
+                out.push('\n');
+                out.push_str(&" ".repeat(indent));
+                scalar(*k, plainish(*ks), indent, out);
+                out.push(':');
+                if matches!(v, Node::Scalar(..) | Node::Alias) || is_flow(v) {
+                    out.push(' ');
+                }
+                render(v, indent + 2, false, out);
+                if matches!(v, Node::Scalar(_, Style::Plain)) && *k % 7 == 0 {
+                    out.push_str(" # a comment");
+                }
+            }
+        }
+    }
+}
+
+fn is_flow(n: &Node) -> bool {
+    match n {
+        Node::Seq(v, f) => *f || v.is_empty(),
+        Node::Map(v, f) => *f || v.is_empty(),
+        _ => false,
+    }
+}
+
+/// Block scalars cannot be keys or stand in flow collections.
+fn plainish(s: Style) -> Style {
+    match s {
+        Style::Literal => Style::Double,
+        other => other,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn a_generated_document_reads_as_serde_saphyr_reads_it(root in node()) {
+        let mut doc = String::new();
+        render(&root, 0, false, &mut doc);
+        if let Err(e) = agrees(doc.trim_start_matches('\n')) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+
+    #[test]
+    fn a_generated_service_reads_as_serde_saphyr_reads_it(
+        name in 0..SCALARS.len(),
+        port in 0..SCALARS.len(),
+        ip in 0..SCALARS.len(),
+        label in 0..SCALARS.len(),
+        s in style(),
+    ) {
+        let mut v = String::new();
+        scalar(label, plainish(s), 4, &mut v);
+        let doc = format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  labels:\n    app: {v}\nspec:\n  ports: [{{port: {}}}]\n  loadBalancerIP: {}\n",
+            SCALARS[name], SCALARS[port], SCALARS[ip],
+        );
+        if let Err(e) = agrees(&doc) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+/// The generated documents are worth checking: the fast path reads a good share of them.
+#[test]
+fn the_generated_documents_exercise_the_fast_path() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut fast, mut valid) = (0, 0);
+    for _ in 0..2000 {
+        let root = node().new_tree(&mut runner).expect("a tree").current();
+        let mut doc = String::new();
+        render(&root, 0, false, &mut doc);
+        let doc = doc.trim_start_matches('\n');
+        valid += usize::from(saphyr(doc).is_ok());
+        fast += usize::from(agrees(doc).unwrap_or_else(|e| panic!("{e}")));
+    }
+    assert!(
+        fast * 2 >= valid,
+        "{fast} of {valid} valid documents on the fast path"
+    );
+}
