@@ -1,8 +1,8 @@
 //! A whole `plan --node` pass at 1,000, 10,000 and 100,000 services (issue 16): reading the
 //! file (`load_str`), allocating every service from scratch, and planning one node, each timed
 //! and with the heap's peak above what was live before it; beside it, in the same run, the YAML
-//! parser alone reading the same documents into JSON values (the floor of any reader built on
-//! it), and yaml-rust2 reading the same documents into its own tree (a faster pure-Rust parser,
+//! parser alone reading the same documents into JSON values (serde-saphyr, as before the fast
+//! path, and lb-core's fast path, `config::yaml`, on one thread each), and yaml-rust2 reading the same documents into its own tree (a faster pure-Rust parser,
 //! measured as the alternative; serde_yaml, deprecated and on DEPENDENCIES.md's avoid list, is
 //! not built here). The file is generated here ([`lb_benches::services_yaml`]).
 //!
@@ -65,6 +65,17 @@ fn parse_only(text: &str) -> usize {
     n
 }
 
+/// lb-core's fast path alone (`config::yaml::value`, serde-saphyr where it is not certain):
+/// every document of `text` into a JSON value, on one thread as the others.
+fn parse_only_fast(text: &str) -> usize {
+    let mut n = 0;
+    for doc in text.split("\n---\n") {
+        let v = lb_core::config::yaml::value(doc).unwrap_or_default();
+        n += usize::from(v.is_object());
+    }
+    n
+}
+
 /// yaml-rust2 alone: every document of `text` into its tree.
 fn parse_only_yaml_rust2(text: &str) -> usize {
     let mut n = 0;
@@ -89,13 +100,14 @@ fn main() {
         sizes = vec![1_000, 10_000, 100_000];
     }
     println!(
-        "{:>8} {:>22} {:>22} {:>22} {:>22} | {:>22} {:>22}",
+        "{:>8} {:>22} {:>22} {:>22} {:>22} | {:>22} {:>22} {:>22}",
         "services",
         "read",
         "allocate",
         "plan node1",
         "whole pass",
         "serde-saphyr alone",
+        "fast path alone",
         "yaml-rust2 alone"
     );
     let cell = |d: Duration, b: isize| format!("{:>7.3} s {:>8.1} MB", d.as_secs_f64(), mb(b));
@@ -104,6 +116,8 @@ fn main() {
         let text = lb_benches::services_yaml(n);
         let (docs, parse_t, parse_m) = measure(|| parse_only(&text));
         assert!(docs > n, "the parser read {docs} objects");
+        let (docs3, fast_t, fast_m) = measure(|| parse_only_fast(&text));
+        assert_eq!(docs3, docs, "the fast path reads every object");
         let (docs2, alt_t, alt_m) = measure(|| parse_only_yaml_rust2(&text));
         assert_eq!(docs2, docs, "both parsers read every object");
         let ((), total_t, total_m) = measure_whole(|| {
@@ -135,9 +149,10 @@ fn main() {
             );
         });
         println!(
-            " {:>22} | {:>22} {:>22}",
+            " {:>22} | {:>22} {:>22} {:>22}",
             cell(total_t, total_m),
             cell(parse_t, parse_m),
+            cell(fast_t, fast_m),
             cell(alt_t, alt_m)
         );
         reread.push((n, text));
