@@ -206,7 +206,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     lb_bin::http::set_stall_limit(std::time::Duration::from_secs(cli.stall_limit.max(1)));
     match cli.command {
         Command::Check { config } => {
-            let (r, read) = report::check_parts(&read(&config)?);
+            let (r, read) = report::check_parts(read(&config)?);
             print!("{}", r.render());
             exit_leaving(i32::from(r.errors() != 0), (r, read))
         }
@@ -220,8 +220,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PlacementArg::Lowest => lb_core::alloc::Placement::Lowest,
                 PlacementArg::Hashed => lb_core::alloc::Placement::Hashed,
             };
-            let (r, config, outcome) =
-                report::plan_parts(&read(&config)?, node.as_deref(), placement);
+            let (r, read) = report::plan_parts(read(&config)?, node.as_deref(), placement);
             for f in &r.findings {
                 eprintln!("config: {f}");
             }
@@ -230,7 +229,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 Output::Table => print!("{}", r.render_table()),
             }
-            exit_leaving(0, (r, config, outcome))
+            exit_leaving(0, (r, read))
         }
         Command::Standalone {
             config,
