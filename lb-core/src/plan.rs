@@ -279,19 +279,54 @@ pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::B
 
 /// What `input.node` announces: see the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
-    let mut out = Plan::default();
     let planner = Planner::new(*input);
     let slices = slices_by_service(input.config);
-    for key in input.allocations.keys() {
-        let mine = slices
-            .get(&(key.namespace.as_str(), key.name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        planner.service_into(key, mine, &mut out);
-    }
+    let keys: Vec<&ServiceKey> = input.allocations.keys().collect();
+    let part = |keys: &[&ServiceKey]| {
+        let mut out = Plan::default();
+        for key in keys {
+            let mine = slices
+                .get(&(key.namespace.as_str(), key.name.as_str()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            planner.service_into(key, mine, &mut out);
+        }
+        out
+    };
+    // Services are planned independently: many are planned on every core, in contiguous runs
+    // put back in service order (the plan reads the same either way).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let mut out = if threads < 2 || keys.len() < PARALLEL_FROM {
+        part(&keys)
+    } else {
+        // The first run on this thread: what it allocates reuses this thread's free memory
+        // (the allocator's requests, just freed) where another thread's would take more.
+        let per = keys.len().div_ceil(threads);
+        let parts: Vec<Plan> = std::thread::scope(|scope| {
+            let mut runs = keys.chunks(per);
+            let first = runs.next().unwrap_or_default();
+            let handles: Vec<_> = runs.map(|run| scope.spawn(|| part(run))).collect();
+            let mut parts = vec![part(first)];
+            parts.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+            );
+            parts
+        });
+        let mut out = Plan::default();
+        for p in parts {
+            out.announcements.extend(p.announcements);
+            out.skipped.extend(p.skipped);
+        }
+        out
+    };
     out.announcements.sort();
     out
 }
+
+/// Below this many services, a plan is made on one thread.
+const PARALLEL_FROM: usize = 2048;
 
 /// [`plan`] one service at a time, for a caller that keeps each service's part and re-plans
 /// only the services a change touches. The parts, in service order, make the whole plan.

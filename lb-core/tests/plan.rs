@@ -497,3 +497,58 @@ fn a_local_pref_conflict_between_service_selected_advertisements_is_decided_per_
         )]
     );
 }
+
+/// A plan of many services is made on every core, in runs put back in service order: it must
+/// be the services' parts, planned one at a time, in service order.
+#[test]
+fn a_plan_made_on_several_cores_is_the_services_parts_in_order() {
+    let mut yaml = String::from(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [198.51.100.0/24, 203.0.113.0/24, 192.0.2.0/24, 2001:db8:1::/64]}\n---\n",
+    );
+    yaml.push_str(L2);
+    yaml.push_str("apiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: b}\nspec: {}\n---\n");
+    yaml.push_str("apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.254}\n---\n");
+    for n in NODES {
+        yaml.push_str(&node(n, &format!("kubernetes.io/hostname: {n}"), false));
+    }
+    // More than one thread's worth (2,048); IPv4 for a quarter only (the /24s hold 762).
+    for i in 0..2600 {
+        let name = format!("s{i}");
+        let local = i % 8 == 1 || i % 8 == 3;
+        let spec = match (i % 4 == 3, local) {
+            (true, true) => "  externalTrafficPolicy: Local\n",
+            (true, false) => "",
+            (false, true) => "  ipFamilies: [IPv6]\n  externalTrafficPolicy: Local\n",
+            (false, false) => "  ipFamilies: [IPv6]\n",
+        };
+        yaml.push_str(&svc(&name, "", spec));
+        if local && i % 3 != 0 {
+            yaml.push_str(&slice(&name, &[(NODES[i % 3], true), ("n9", false)]));
+        }
+    }
+    let w = world(&yaml);
+    assert_eq!(w.allocations.len(), 2600);
+    let members: BTreeSet<String> = NODES.iter().map(|s| s.to_string()).collect();
+    let mut rules = Rules::cluster(false);
+    rules.missing_endpoints = MissingEndpoints::ServeEverywhere;
+    for n in NODES {
+        let input = PlanInput::new(&w.config, &w.allocations, &members, n, rules);
+        let whole = plan(&input);
+        let planner = lb_core::plan::Planner::new(input);
+        let mut parts = Plan::default();
+        for key in w.allocations.keys() {
+            let slices: Vec<_> = w
+                .config
+                .endpoint_slices
+                .iter()
+                .filter(|s| s.namespace == key.namespace && s.service.as_ref() == Some(&key.name))
+                .collect();
+            let p = planner.service(key, &slices);
+            parts.announcements.extend(p.announcements);
+            parts.skipped.extend(p.skipped);
+        }
+        parts.announcements.sort();
+        assert!(!whole.announcements.is_empty() && !whole.skipped.is_empty());
+        assert_eq!(whole, parts, "node {n}");
+    }
+}
