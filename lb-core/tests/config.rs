@@ -156,6 +156,38 @@ fn duplicate_names_of_one_kind_are_rejected() {
     );
 }
 
+/// Of two objects of one kind and name, the first in the file is read, the second refused:
+/// also when a long file is parsed on several threads and the two are in different runs.
+#[test]
+fn of_two_objects_with_one_name_the_first_in_the_file_is_read() {
+    for filler in [0, 3000] {
+        let mut d = vec![pool("p", &["192.0.2.0/25"])];
+        for i in 0..filler {
+            d.push(format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: n{}}}\nspec: {{type: LoadBalancer}}\n",
+                i % 7
+            ));
+        }
+        d.push(pool("p", &["192.0.2.128/25"]));
+        d.push(pool("o", &["198.51.100.0/24"]));
+        let l = load_str(&docs(&d));
+        let p = &l.config.pools["p"];
+        assert_eq!(p.ranges.len(), 1);
+        assert!(
+            p.ranges[0].contains("192.0.2.1".parse().unwrap()),
+            "{filler}: {:?}",
+            p.ranges
+        );
+        assert_eq!(l.config.services.len(), filler);
+        let e: Vec<String> = l.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("another IPAddressPool has this name"),
+            "{e:?}"
+        );
+    }
+}
+
 const COMMUNITIES: &str = "apiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {name: c1}\nspec:\n  communities:\n  - {name: no-export, value: \"65535:65281\"}\n  - {name: big, value: \"large:64500:1:2\"}\n";
 
 #[test]
