@@ -72,6 +72,18 @@ fn the_fuzzer_s_findings_read_as_serde_saphyr_reads_them() {
     assert!(n > 0);
 }
 
+/// A document past serde-saphyr's budget (here 250,000 nodes, in a `kubectl get -o yaml`
+/// List) is refused by it, so the fast path must not read it either.
+#[test]
+fn a_document_past_serde_saphyr_s_budget_is_left_to_it() {
+    let mut doc = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..90_000 {
+        doc.push_str(&format!("- {{a: {i}, b: x}}\n"));
+    }
+    assert!(saphyr(&doc).is_err(), "serde-saphyr reads 270,000 nodes");
+    assert_eq!(yaml::value(&doc), None);
+}
+
 /// Scalars that YAML resolves to strings, numbers, booleans and nulls, or that are not plain
 /// scalars at all.
 const SCALARS: &[&str] = &[

@@ -17,10 +17,11 @@
 use granit_parser::{Event, Parser, ScalarStyle};
 use serde_json::{Map, Value};
 
-/// serde-saphyr's default budget, kept below its limits: a document past any of these is left
-/// to serde-saphyr, which reports the breach.
+/// serde-saphyr's default budget, kept below its limits (depth 64, 250,000 nodes, 1,000,000
+/// events, 64 MiB of scalars): a document past any of these is left to serde-saphyr, which
+/// reports the breach. Every node is at least one event, so the events bound the nodes.
 const MAX_DEPTH: usize = 60;
-const MAX_EVENTS: usize = 900_000;
+const MAX_EVENTS: usize = 240_000;
 const MAX_BYTES: usize = 16 << 20;
 
 /// The parser options serde-saphyr uses with its default budget (its `Budget::parser_options`).
