@@ -105,6 +105,29 @@ impl AnnounceError {
     }
 }
 
+/// A change of what one announcer announces, from the set it was last handed: what a change of
+/// a few services among many costs should be what changed, not the whole set. See
+/// [`Announcer::change`].
+pub struct Change<'a> {
+    /// Announcements handed before that are no longer wanted (equal to how they were handed).
+    pub withdrawn: &'a [Announcement],
+    /// Announcements wanted now that were not handed before. One that only changed how it is
+    /// announced is in both lists: withdrawn as it was, added as it is.
+    pub added: &'a [Announcement],
+    /// The whole set after the change (every announcement of this announcer's protocol), built
+    /// when called: what an announcer that applies whole sets asks for.
+    pub whole: &'a (dyn Fn() -> Vec<Announcement> + Send + Sync),
+}
+
+impl Debug for Change<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("withdrawn", &self.withdrawn)
+            .field("added", &self.added)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Makes the network's view match `desired`. Implementations are idempotent: calling
 /// `announce` again with the same set changes nothing and sends nothing new; an address missing
 /// from the set is withdrawn. `announce(&[])` withdraws everything.
@@ -115,6 +138,17 @@ pub trait Announcer: Send + Sync + Debug {
 
     /// Makes the announced set equal to `desired`.
     async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError>;
+
+    /// Applies a change of the set last handed (by `announce` or `change`): afterwards the
+    /// announced set must be what `announce(&(change.whole)())` would make it. An announcer
+    /// that keeps what it announces by address applies the two lists alone, so that a change
+    /// costs what it changes; the default hands `announce` the whole set.
+    ///
+    /// After an error the caller hands the whole set again (by `announce`) before the next
+    /// change.
+    async fn change(&self, change: Change<'_>) -> Result<(), AnnounceError> {
+        self.announce(&(change.whole)()).await
+    }
 
     /// Addresses that are new to the cluster (just allocated, not taken over from another
     /// node): an announcer may check that nobody else uses them before it claims them (the

@@ -81,10 +81,10 @@ pub mod runtime;
 pub mod selector;
 
 pub use alloc::{Allocation, Allocator, PoolAllocator};
-pub use announce::{Announcer, Protocol, RecordingAnnouncer};
+pub use announce::{Announcer, Change, Protocol, RecordingAnnouncer};
 #[cfg(feature = "yaml")]
 pub use config::load_str;
 pub use config::{Config, ConfigError};
 pub use elect::{LeaderElector, Membership, StaticElector};
 pub use plan::{Announcement, Plan, PlanInput, Planner, plan};
-pub use runtime::{LocalError, Rules, Runtime};
+pub use runtime::{AppliedChange, LocalError, Rules, Runtime};

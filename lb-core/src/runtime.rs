@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::alloc::Allocation;
-use crate::announce::{AnnounceError, Announcer, Protocol};
+use crate::announce::{AnnounceError, Announcer, Change, Protocol};
 use crate::config::Config;
 use crate::elect::LeaderElector;
 use crate::objects::ServiceKey;
@@ -34,6 +34,12 @@ pub trait LocalAddresses: Send + Debug {
     fn add(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError>;
     /// Makes the set exactly `want`; returns what failed, one error an address.
     fn sync(&mut self, want: &BTreeSet<IpAddr>) -> Vec<LocalError>;
+    /// Takes off the addresses of `gone` (none of them is in `want`, the whole set now);
+    /// returns what failed. The default makes the set exactly `want`.
+    fn remove(&mut self, gone: &BTreeSet<IpAddr>, want: &BTreeSet<IpAddr>) -> Vec<LocalError> {
+        let _ = gone;
+        self.sync(want)
+    }
     /// Whether the host differs from what was last asked (something failed): the caller
     /// retries with [`Runtime::retry_local`]. The default: never.
     fn pending(&self) -> bool {
@@ -104,6 +110,22 @@ pub struct Applied {
     pub announced: Vec<(Announcement, u64)>,
 }
 
+/// What one [`Runtime::apply_change`] did.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct AppliedChange {
+    /// What each announcer refused, and protocols that have announcements and no announcer:
+    /// the node is not ready while this is not empty.
+    pub errors: Vec<AnnounceError>,
+    /// What [`LocalAddresses`] could not do (retry with [`Runtime::retry_local`]).
+    pub local_errors: Vec<LocalError>,
+    /// Announcements no longer made (as they were).
+    pub withdrawn: Vec<Announcement>,
+    /// Announcements made now that were not before, with when each began (Unix seconds; an
+    /// address of a service that only changed how it is announced keeps its start).
+    pub added: Vec<(Announcement, u64)>,
+}
+
 /// One node's announcers driven from plans. See the module docs.
 #[derive(Debug)]
 pub struct Runtime {
@@ -113,6 +135,15 @@ pub struct Runtime {
     since: BTreeMap<(ServiceKey, IpAddr), u64>,
     members: BTreeSet<String>,
     want_local: BTreeSet<IpAddr>,
+    /// What is announced, by service: the last plan with the changes since.
+    current: BTreeMap<ServiceKey, Vec<Announcement>>,
+    /// How many announcements of `current` each protocol has.
+    counts: BTreeMap<Protocol, usize>,
+    /// How many announcements of `current` hold each address (one address may serve several
+    /// services): it leaves the host when the last one goes.
+    local_refs: BTreeMap<IpAddr, usize>,
+    /// Protocols whose announcer refused its last part: it is handed its whole part next.
+    whole_next: BTreeSet<Protocol>,
 }
 
 impl Runtime {
@@ -127,6 +158,10 @@ impl Runtime {
             since: BTreeMap::new(),
             members: BTreeSet::new(),
             want_local: BTreeSet::new(),
+            current: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            local_refs: BTreeMap::new(),
+            whole_next: BTreeSet::new(),
         }
     }
 
@@ -145,6 +180,8 @@ impl Runtime {
     /// part.
     pub fn set_announcers(&mut self, announcers: Vec<Arc<dyn Announcer>>) {
         self.announcers = announcers;
+        // New announcers start empty: each gets its whole part with the next change.
+        self.whole_next.extend([Protocol::Layer2, Protocol::Bgp]);
     }
 
     /// The announcers' metrics, as collectors for [`crate::metrics::render`].
@@ -237,8 +274,14 @@ impl Runtime {
             if !mine.is_empty() {
                 a.note_new_addresses(&mine);
             }
-            if let Err(e) = a.announce(&part).await {
-                applied.errors.push(e);
+            match a.announce(&part).await {
+                Ok(()) => {
+                    self.whole_next.remove(&a.protocol());
+                }
+                Err(e) => {
+                    self.whole_next.insert(a.protocol());
+                    applied.errors.push(e);
+                }
             }
         }
         for (protocol, part) in parts {
@@ -253,6 +296,7 @@ impl Runtime {
                 applied.local_errors = more;
             }
         }
+        self.keep(plan);
         let keys: BTreeSet<(ServiceKey, IpAddr)> = plan
             .announcements
             .iter()
@@ -268,6 +312,177 @@ impl Runtime {
             })
             .collect();
         applied
+    }
+
+    /// Keeps `plan` as what is announced, for the changes after it.
+    fn keep(&mut self, plan: &Plan) {
+        self.current.clear();
+        self.counts.clear();
+        self.local_refs.clear();
+        for a in &plan.announcements {
+            *self.counts.entry(Protocol::of(a)).or_default() += 1;
+            *self.local_refs.entry(a.ip).or_default() += 1;
+            self.current
+                .entry(a.service.clone())
+                .or_default()
+                .push(a.clone());
+        }
+    }
+
+    /// Applies a change of some services' announcements: `parts` gives each changed service's
+    /// announcements now (none: it is no longer announced). Every other service keeps what the
+    /// last [`Runtime::apply`] and the changes since gave it. As in a plan, a service has at
+    /// most one announcement an address and protocol. Each announcer is handed its
+    /// protocol's difference by [`Announcer::change`] (the whole part again after it refused
+    /// one), new local addresses go on first and addresses no longer announced come off after.
+    /// What this costs grows with the change, not with what is announced.
+    pub async fn apply_change(
+        &mut self,
+        parts: impl IntoIterator<Item = (ServiceKey, Vec<Announcement>)>,
+        fresh: &BTreeSet<IpAddr>,
+        now: u64,
+    ) -> AppliedChange {
+        let mut out = AppliedChange::default();
+        let mut withdrawn: BTreeMap<Protocol, Vec<Announcement>> = BTreeMap::new();
+        let mut added: BTreeMap<Protocol, Vec<Announcement>> = BTreeMap::new();
+        for (key, mut now_part) in parts {
+            now_part.sort();
+            now_part.dedup();
+            let before = self.current.remove(&key).unwrap_or_default();
+            for a in before.iter().filter(|a| now_part.binary_search(a).is_err()) {
+                withdrawn
+                    .entry(Protocol::of(a))
+                    .or_default()
+                    .push(a.clone());
+            }
+            for a in now_part.iter().filter(|a| !before.contains(a)) {
+                added.entry(Protocol::of(a)).or_default().push(a.clone());
+            }
+            if !now_part.is_empty() {
+                self.current.insert(key, now_part);
+            }
+        }
+        // Counts and the host's addresses: new ones go on before anything is announced.
+        let mut on = BTreeSet::new();
+        let mut off = BTreeSet::new();
+        for a in added.values().flatten() {
+            *self.counts.entry(Protocol::of(a)).or_default() += 1;
+            let n = self.local_refs.entry(a.ip).or_default();
+            *n += 1;
+            if *n == 1 {
+                on.insert(a.ip);
+            }
+        }
+        for a in withdrawn.values().flatten() {
+            if let Some(n) = self.counts.get_mut(&Protocol::of(a)) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(n) = self.local_refs.get_mut(&a.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.local_refs.remove(&a.ip);
+                    on.remove(&a.ip);
+                    off.insert(a.ip);
+                }
+            }
+        }
+        off.retain(|ip| !self.local_refs.contains_key(ip));
+        self.want_local.extend(on.iter().copied());
+        for ip in &off {
+            self.want_local.remove(ip);
+        }
+        if let Some(l) = &mut self.local
+            && !on.is_empty()
+        {
+            out.local_errors = l.add(&on);
+        }
+        for a in &self.announcers {
+            let protocol = a.protocol();
+            let none = Vec::new();
+            let gone = withdrawn.get(&protocol).unwrap_or(&none);
+            let new = added.get(&protocol).unwrap_or(&none);
+            let whole = self.whole_next.contains(&protocol);
+            if gone.is_empty() && new.is_empty() && !whole {
+                continue;
+            }
+            let mine: BTreeSet<IpAddr> = new
+                .iter()
+                .map(|x| x.ip)
+                .filter(|ip| fresh.contains(ip))
+                .collect();
+            if !mine.is_empty() {
+                a.note_new_addresses(&mine);
+            }
+            let current = &self.current;
+            let part = move || -> Vec<Announcement> {
+                current
+                    .values()
+                    .flatten()
+                    .filter(|x| Protocol::of(x) == protocol)
+                    .cloned()
+                    .collect()
+            };
+            let r = if whole {
+                a.announce(&part()).await
+            } else {
+                a.change(Change {
+                    withdrawn: gone,
+                    added: new,
+                    whole: &part,
+                })
+                .await
+            };
+            match r {
+                Ok(()) => {
+                    self.whole_next.remove(&protocol);
+                }
+                Err(e) => {
+                    self.whole_next.insert(protocol);
+                    out.errors.push(e);
+                }
+            }
+        }
+        // A protocol with announcements and no announcer is an error for as long as it lasts.
+        let spoken: BTreeSet<Protocol> = self.announcers.iter().map(|a| a.protocol()).collect();
+        for (protocol, count) in &self.counts {
+            if *count > 0 && !spoken.contains(protocol) {
+                out.errors.push(AnnounceError::NoAnnouncer {
+                    protocol: *protocol,
+                    count: *count,
+                });
+            }
+        }
+        if let Some(l) = &mut self.local
+            && !off.is_empty()
+        {
+            let more = l.remove(&off, &self.want_local);
+            if !more.is_empty() {
+                out.local_errors = more;
+            }
+        }
+        // When each announcement began: an address that stays with its service (only how it
+        // is announced changed) keeps its start.
+        out.withdrawn = withdrawn.into_values().flatten().collect();
+        let added: Vec<Announcement> = added.into_values().flatten().collect();
+        let staying: BTreeSet<(&ServiceKey, IpAddr)> =
+            added.iter().map(|a| (&a.service, a.ip)).collect();
+        for a in &out.withdrawn {
+            let still = self
+                .current
+                .get(&a.service)
+                .is_some_and(|part| part.iter().any(|x| x.ip == a.ip));
+            if !staying.contains(&(&a.service, a.ip)) && !still {
+                self.since.remove(&(a.service.clone(), a.ip));
+            }
+        }
+        out.added = added
+            .into_iter()
+            .map(|a| {
+                let t = *self.since.entry((a.service.clone(), a.ip)).or_insert(now);
+                (a, t)
+            })
+            .collect();
+        out
     }
 
     /// Whether [`LocalAddresses`] has something to retry.
