@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  announce(desired) ─cmd─► supervisor ── owns: wanted set, per-address state, interfaces, timers
-//!                              │  publishes Arc<Announced> (swapped whole: withdraw is instant)
+//!                              │  changes the shared Announced table in place, address by
+//!                              │  address (a change costs what it changes; withdraw is instant)
 //!                              ▼
 //!  per interface: ARP socket, IPv6 socket ─► receive task ─► responder::respond ─► reply
 //!                              │ claims on probed/owned addresses
@@ -15,15 +16,16 @@
 //! gratuitous ARP (request and reply) or an unsolicited NA with Override, sent at once and then
 //! repeated; an optional refresh repeats them forever.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use lb_core::announce::{AnnounceError, Announcer, Protocol};
+use lb_core::announce::{AnnounceError, Announcer, Change, Protocol};
 use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
 use lb_core::metrics::{Kind, family, single};
+use lb_core::objects::ServiceKey;
 use lb_core::plan::{Announcement, How, Interfaces};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -243,8 +245,10 @@ pub enum StartError {
 }
 
 struct Shared {
-    answering: RwLock<Arc<Announced>>,
-    probing: RwLock<Arc<HashSet<IpAddr>>>,
+    /// Changed in place, address by address: a change costs what it changes. Receive tasks
+    /// hold the read lock only while they decide one frame.
+    answering: RwLock<Announced>,
+    probing: RwLock<HashSet<IpAddr>>,
     counters: Mutex<Counters>,
     status: Mutex<BTreeMap<IpAddr, AddressStatus>>,
     events: broadcast::Sender<Event>,
@@ -268,6 +272,7 @@ impl Shared {
 
 enum Command {
     Set(BTreeMap<IpAddr, Interfaces>, oneshot::Sender<()>),
+    Update(Vec<(IpAddr, Option<Interfaces>)>, oneshot::Sender<()>),
     NoteFresh(Vec<IpAddr>),
     Reannounce,
     Shutdown(oneshot::Sender<()>),
@@ -279,6 +284,9 @@ pub struct L2Announcer {
     shared: Arc<Shared>,
     commands: mpsc::UnboundedSender<Command>,
     supervisor: JoinHandle<()>,
+    /// What the `Announcer` side was handed, by address and service: an address several
+    /// services share is answered on the union of their interfaces.
+    scopes: Mutex<Scopes>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -294,8 +302,8 @@ impl L2Announcer {
         PacketSocket::open(1, ETH_P_ARP).map_err(StartError::Permission)?;
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
-            answering: RwLock::new(Arc::new(Announced::default())),
-            probing: RwLock::new(Arc::new(HashSet::new())),
+            answering: RwLock::new(Announced::default()),
+            probing: RwLock::new(HashSet::new()),
             counters: Mutex::new(Counters::default()),
             status: Mutex::new(BTreeMap::new()),
             events,
@@ -309,6 +317,7 @@ impl L2Announcer {
             fresh: HashSet::new(),
             states: BTreeMap::new(),
             ifaces: BTreeMap::new(),
+            grouped: HashMap::new(),
             timers: BTreeMap::new(),
             seq: 0,
             claims_tx,
@@ -318,6 +327,7 @@ impl L2Announcer {
             shared,
             commands: tx,
             supervisor,
+            scopes: Mutex::new(Scopes::default()),
         })
     }
 
@@ -347,6 +357,28 @@ impl L2Announcer {
             .send(Command::Set(desired, tx))
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
+    }
+
+    /// Changes the answered set address by address: `Some(scope)` answers for the address on
+    /// those interfaces (announcing it if it is new), `None` withdraws it; the others stay as
+    /// they are. What this costs grows with the change, not with the set. Returns as
+    /// [`L2Announcer::set`] does.
+    pub async fn update(
+        &self,
+        changes: Vec<(IpAddr, Option<Interfaces>)>,
+    ) -> Result<(), AnnounceError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || AnnounceError::Stopped {
+            protocol: Protocol::Layer2,
+        };
+        self.commands
+            .send(Command::Update(changes, tx))
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    fn scopes(&self) -> std::sync::MutexGuard<'_, Scopes> {
+        self.scopes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Events as they happen (a slow receiver misses the oldest).
@@ -389,22 +421,15 @@ impl Announcer for L2Announcer {
     }
 
     async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
-        let mut set = BTreeMap::new();
-        for a in desired {
-            let How::Layer2 { interfaces } = &a.how else {
-                return Err(AnnounceError::WrongProtocol {
-                    protocol: Protocol::Layer2,
-                    got: Protocol::of(a),
-                    ip: a.ip,
-                });
-            };
-            let scope = match set.remove(&a.ip) {
-                Some(old) => Interfaces::union(old, interfaces.clone()),
-                None => interfaces.clone(),
-            };
-            set.insert(a.ip, scope);
-        }
+        let set = self.scopes().whole(desired)?;
         self.set(set).await
+    }
+
+    /// Touches only the addresses of the change: the supervisor answers for them anew (or no
+    /// longer), and the rest of the table stays as it is.
+    async fn change(&self, change: Change<'_>) -> Result<(), AnnounceError> {
+        let changes = self.scopes().change(change.withdrawn, change.added)?;
+        self.update(changes).await
     }
 
     fn note_new_addresses(&self, fresh: &BTreeSet<IpAddr>) {
@@ -421,6 +446,84 @@ impl Announcer for L2Announcer {
 
     async fn shutdown(&self) {
         L2Announcer::shutdown(self).await;
+    }
+}
+
+/// The interfaces of a layer 2 announcement; an error for any other.
+fn layer2(a: &Announcement) -> Result<&Interfaces, AnnounceError> {
+    match &a.how {
+        How::Layer2 { interfaces } => Ok(interfaces),
+        How::Bgp { .. } => Err(AnnounceError::WrongProtocol {
+            protocol: Protocol::Layer2,
+            got: Protocol::of(a),
+            ip: a.ip,
+        }),
+    }
+}
+
+/// What the layer 2 announcements handed over ask for, by address and service: an address
+/// several services share is answered on the union of their interfaces.
+#[derive(Debug, Default)]
+struct Scopes(BTreeMap<IpAddr, BTreeMap<ServiceKey, Interfaces>>);
+
+impl Scopes {
+    /// Takes `desired` as the whole set; returns each address's interfaces.
+    fn whole(
+        &mut self,
+        desired: &[Announcement],
+    ) -> Result<BTreeMap<IpAddr, Interfaces>, AnnounceError> {
+        let mut by_ip: BTreeMap<IpAddr, BTreeMap<ServiceKey, Interfaces>> = BTreeMap::new();
+        for a in desired {
+            by_ip
+                .entry(a.ip)
+                .or_default()
+                .insert(a.service.clone(), layer2(a)?.clone());
+        }
+        self.0 = by_ip;
+        Ok(self
+            .0
+            .iter()
+            .filter_map(|(ip, s)| Some((*ip, Self::union(s)?)))
+            .collect())
+    }
+
+    /// Takes a change; returns the interfaces of each address it touched (`None`: no longer
+    /// announced). Nothing changes when an announcement is not layer 2.
+    fn change(
+        &mut self,
+        withdrawn: &[Announcement],
+        added: &[Announcement],
+    ) -> Result<Vec<(IpAddr, Option<Interfaces>)>, AnnounceError> {
+        for a in withdrawn.iter().chain(added) {
+            layer2(a)?;
+        }
+        let mut touched = BTreeSet::new();
+        for a in withdrawn {
+            if let Some(s) = self.0.get_mut(&a.ip) {
+                s.remove(&a.service);
+                if s.is_empty() {
+                    self.0.remove(&a.ip);
+                }
+            }
+            touched.insert(a.ip);
+        }
+        for a in added {
+            self.0
+                .entry(a.ip)
+                .or_default()
+                .insert(a.service.clone(), layer2(a)?.clone());
+            touched.insert(a.ip);
+        }
+        Ok(touched
+            .into_iter()
+            .map(|ip| (ip, self.0.get(&ip).and_then(Self::union)))
+            .collect())
+    }
+
+    /// The interfaces an address is answered on: the union of its services' (none: no
+    /// service).
+    fn union(by_service: &BTreeMap<ServiceKey, Interfaces>) -> Option<Interfaces> {
+        by_service.values().cloned().reduce(Interfaces::union)
     }
 }
 
@@ -455,6 +558,9 @@ struct OpenIface {
     joined: BTreeSet<Mac>,
     /// Receiving every multicast frame instead of the groups in `joined`.
     all_multicast: bool,
+    /// The solicited-node groups this interface should be in, with how many answered or
+    /// probed addresses need each.
+    groups: BTreeMap<Mac, usize>,
 }
 
 impl Drop for OpenIface {
@@ -472,6 +578,8 @@ struct Supervisor {
     fresh: HashSet<IpAddr>,
     states: BTreeMap<IpAddr, AddrState>,
     ifaces: BTreeMap<String, OpenIface>,
+    /// The interfaces each IPv6 address counts in the groups of (see [`OpenIface::groups`]).
+    grouped: HashMap<IpAddr, Vec<String>>,
     timers: BTreeMap<(Instant, u64), Job>,
     seq: u64,
     claims_tx: mpsc::Sender<Claim>,
@@ -495,6 +603,10 @@ impl Supervisor {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Set(desired, done)) => {
                         self.set(desired);
+                        let _ = done.send(());
+                    }
+                    Some(Command::Update(changes, done)) => {
+                        self.update(changes, false);
                         let _ = done.send(());
                     }
                     Some(Command::NoteFresh(ips)) => self.fresh.extend(ips),
@@ -598,23 +710,40 @@ impl Supervisor {
         }
     }
 
+    /// Makes the answered set exactly `desired`.
     fn set(&mut self, desired: BTreeMap<IpAddr, Interfaces>) {
-        let gone: Vec<IpAddr> = self
+        let mut changes: Vec<(IpAddr, Option<Interfaces>)> = self
             .wanted
             .keys()
             .filter(|ip| !desired.contains_key(ip))
-            .copied()
+            .map(|ip| (*ip, None))
             .collect();
-        for ip in gone {
-            self.wanted.remove(&ip);
-            self.states.remove(&ip);
-            // No stale series for an address this node no longer has (MetalLB #1342).
-            self.shared.counters().per_ip.remove(&ip);
-            self.shared.emit(Event::Withdrawn(ip));
-        }
+        changes.extend(desired.into_iter().map(|(ip, s)| (ip, Some(s))));
+        self.update(changes, true);
+    }
+
+    /// Answers for each address of `changes` on its interfaces from now on, or no longer
+    /// (`None`); every other address stays as it is. Interfaces are scanned again when
+    /// `rescan` says so or when a scope names one that is not open.
+    fn update(&mut self, changes: Vec<(IpAddr, Option<Interfaces>)>, rescan: bool) {
+        let mut gone = Vec::new();
         let mut new = Vec::new();
         let mut widened = Vec::new();
-        for (ip, scope) in desired {
+        let mut names_closed = false;
+        for (ip, scope) in changes {
+            let Some(scope) = scope else {
+                if self.wanted.remove(&ip).is_some() {
+                    self.states.remove(&ip);
+                    // No stale series for an address this node no longer has (MetalLB #1342).
+                    self.shared.counters().per_ip.remove(&ip);
+                    self.shared.emit(Event::Withdrawn(ip));
+                    gone.push(ip);
+                }
+                continue;
+            };
+            if let Interfaces::Only(names) = &scope {
+                names_closed |= names.iter().any(|n| !self.ifaces.contains_key(n));
+            }
             match self.wanted.entry(ip) {
                 std::collections::btree_map::Entry::Vacant(e) => {
                     e.insert(scope);
@@ -628,17 +757,17 @@ impl Supervisor {
             }
         }
         // Interfaces named by the new set may have been excluded by pattern until now.
-        self.rescan();
-        // A takeover of many addresses publishes once and then announces each: O(addresses),
-        // the first gratuitous frame goes out as soon as the table is published. Withdrawn and
-        // widened addresses are in that same publication (or in one of their own when nothing
-        // is new).
+        if rescan || names_closed {
+            self.rescan();
+        }
+        // A takeover of many addresses puts them in the table and then announces each:
+        // O(addresses), the first gratuitous frame goes out as soon as its batch is in the
+        // table. Withdrawn and widened addresses change in the table at once.
         let (probe, take): (Vec<IpAddr>, Vec<IpAddr>) = new
             .into_iter()
             .partition(|ip| self.fresh.remove(ip) && self.cfg.probe.is_some());
-        if probe.is_empty() && take.is_empty() {
-            self.publish();
-        }
+        gone.extend(&widened);
+        self.publish(&gone);
         self.start_probes(&probe);
         self.activate_all(&take);
         for ip in widened {
@@ -646,7 +775,7 @@ impl Supervisor {
                 self.gratuitous(ip);
             }
         }
-        self.write_status();
+        self.write_status(&gone);
     }
 
     fn start_probe(&mut self, ip: IpAddr) {
@@ -661,12 +790,12 @@ impl Supervisor {
         for ip in ips {
             self.states.insert(*ip, AddrState::Probing);
         }
-        self.publish();
+        self.publish(ips);
         for ip in ips {
             self.shared.emit(Event::Probing(*ip));
             self.run_job(Job::ProbeRound { ip: *ip, round: 0 });
         }
-        self.write_status();
+        self.write_status(ips);
     }
 
     fn activate(&mut self, ip: IpAddr) {
@@ -679,8 +808,8 @@ impl Supervisor {
         if ips.is_empty() {
             return;
         }
-        // Publishing costs the whole table: a few hundred addresses first, so their frames
-        // leave within a millisecond or so, then the rest in one more publication.
+        // A few hundred addresses first, so that their frames leave within a millisecond or
+        // so, then the rest.
         if ips.len() > Self::FIRST_BATCH * 2 {
             let (first, rest) = ips.split_at(Self::FIRST_BATCH);
             self.activate_batch(first);
@@ -696,7 +825,7 @@ impl Supervisor {
         for ip in ips {
             self.states.insert(*ip, AddrState::Active { since });
         }
-        self.publish();
+        self.publish(ips);
         for ip in ips {
             self.gratuitous(*ip);
             if self.cfg.gratuitous_repeats > 0 {
@@ -710,7 +839,7 @@ impl Supervisor {
             }
             self.shared.emit(Event::Announcing(*ip));
         }
-        self.write_status();
+        self.write_status(ips);
     }
 
     fn on_claim(&mut self, c: Claim) {
@@ -720,7 +849,7 @@ impl Supervisor {
                 self.states
                     .insert(c.ip, AddrState::Conflict { mac: c.mac, since });
                 self.shared.count(c.ip, |k| k.conflicts += 1);
-                self.publish();
+                self.publish(&[c.ip]);
                 self.schedule(self.cfg.conflict_retry, Job::Retry { ip: c.ip });
                 self.shared.emit(Event::Conflict {
                     ip: c.ip,
@@ -740,7 +869,7 @@ impl Supervisor {
             }
             _ => {}
         }
-        self.write_status();
+        self.write_status(&[c.ip]);
     }
 
     /// The addresses answered for now.
@@ -779,81 +908,125 @@ impl Supervisor {
     /// Solicited-node groups joined one by one up to this many per interface.
     const ALL_MULTICAST_FROM: usize = 256;
 
-    /// Publishes what the receive tasks answer for and watch, and the multicast groups.
-    fn publish(&mut self) {
-        let mut answering = Announced::default();
-        let mut probing = HashSet::new();
-        for (ip, state) in &self.states {
-            let Some(scope) = self.wanted.get(ip) else {
-                continue;
-            };
-            match state {
-                AddrState::Active { .. } => answering.insert(*ip, scope.clone()),
-                AddrState::Probing => {
-                    probing.insert(*ip);
+    /// Puts `ips` in the tables the receive tasks answer from and watch as their state and
+    /// scope say (or takes them out), and their solicited-node groups: only these addresses
+    /// are touched.
+    fn publish(&mut self, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
+        }
+        {
+            let mut answering = self
+                .shared
+                .answering
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let mut probing = self
+                .shared
+                .probing
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for ip in ips {
+                answering.remove(*ip);
+                probing.remove(ip);
+                match (self.states.get(ip), self.wanted.get(ip)) {
+                    (Some(AddrState::Active { .. }), Some(scope)) => {
+                        answering.insert(*ip, scope.clone())
+                    }
+                    (Some(AddrState::Probing), Some(_)) => {
+                        probing.insert(*ip);
+                    }
+                    _ => {}
                 }
-                AddrState::Conflict { .. } => {}
             }
         }
-        *self
-            .shared
-            .answering
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(answering);
-        *self
-            .shared
-            .probing
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(probing);
-        self.sync_groups();
+        self.regroup(ips);
     }
 
-    /// Joins the solicited-node group of every IPv6 address answered or probed on an
-    /// interface, and leaves the others.
-    fn sync_groups(&mut self) {
-        for (name, o) in self.ifaces.iter_mut() {
-            let want: BTreeSet<Mac> = self
-                .states
-                .iter()
-                .filter(|(_, s)| !matches!(s, AddrState::Conflict { .. }))
-                .filter_map(|(ip, _)| match ip {
-                    IpAddr::V6(a) if self.wanted.get(ip).is_some_and(|s| s.includes(name)) => {
-                        Some(multicast_mac(&solicited_node(a)))
-                    }
-                    _ => None,
-                })
-                .collect();
-            // Thousands of groups (a takeover of thousands of IPv6 addresses) would cost
-            // thousands of joins, each searching the kernel's lists: past `ALL_MULTICAST_FROM`
-            // the socket takes every multicast frame instead (the responder still answers only
-            // for its own targets), and goes back to groups below half of it.
-            let many = want.len() > Self::ALL_MULTICAST_FROM
-                || (o.all_multicast && want.len() > Self::ALL_MULTICAST_FROM / 2);
-            if many && !o.all_multicast {
-                match o.ip6.all_multicast(true) {
-                    Ok(()) => o.all_multicast = true,
-                    Err(e) => tracing::warn!(interface = %name, %e, "receiving all multicast"),
-                }
-            }
-            let want = if o.all_multicast && many {
-                BTreeSet::new()
+    /// The interfaces an address counts in the solicited-node groups of: an IPv6 address
+    /// answered or probed on them.
+    fn group_ifaces(&self, ip: &IpAddr) -> Vec<String> {
+        let (IpAddr::V6(_), Some(scope), Some(state)) =
+            (ip, self.wanted.get(ip), self.states.get(ip))
+        else {
+            return Vec::new();
+        };
+        if matches!(state, AddrState::Conflict { .. }) {
+            return Vec::new();
+        }
+        self.ifaces
+            .keys()
+            .filter(|name| scope.includes(name))
+            .cloned()
+            .collect()
+    }
+
+    /// Counts `ips` in the groups of the interfaces they are answered or probed on now (and
+    /// out of the others), then joins and leaves the groups whose count went to or from zero.
+    fn regroup(&mut self, ips: &[IpAddr]) {
+        let mut touched: BTreeMap<String, BTreeSet<Mac>> = BTreeMap::new();
+        for ip in ips {
+            let IpAddr::V6(a) = ip else { continue };
+            let mac = multicast_mac(&solicited_node(a));
+            let now = self.group_ifaces(ip);
+            let before = if now.is_empty() {
+                self.grouped.remove(ip).unwrap_or_default()
             } else {
-                want
+                self.grouped.insert(*ip, now.clone()).unwrap_or_default()
             };
-            for mac in want.difference(&o.joined.clone()) {
-                if let Err(e) = o.ip6.join(*mac) {
-                    tracing::warn!(interface = %name, %e, "joining a solicited-node group");
-                } else {
-                    o.joined.insert(*mac);
+            for name in before.iter().filter(|n| !now.contains(n)) {
+                if let Some(o) = self.ifaces.get_mut(name)
+                    && let Some(n) = o.groups.get_mut(&mac)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        o.groups.remove(&mac);
+                    }
+                }
+                touched.entry(name.clone()).or_default().insert(mac);
+            }
+            for name in now.iter().filter(|n| !before.contains(n)) {
+                if let Some(o) = self.ifaces.get_mut(name) {
+                    *o.groups.entry(mac).or_default() += 1;
+                }
+                touched.entry(name.clone()).or_default().insert(mac);
+            }
+        }
+        for (name, macs) in touched {
+            if let Some(o) = self.ifaces.get_mut(&name) {
+                o.sync_groups(&name, Some(&macs));
+            }
+        }
+    }
+
+    /// Counts every address in the groups again (the interfaces changed), and joins and
+    /// leaves to match.
+    fn regroup_all(&mut self) {
+        self.grouped.clear();
+        for o in self.ifaces.values_mut() {
+            o.groups.clear();
+        }
+        let ips: Vec<IpAddr> = self
+            .states
+            .keys()
+            .filter(|ip| ip.is_ipv6())
+            .copied()
+            .collect();
+        for ip in &ips {
+            let now = self.group_ifaces(ip);
+            let IpAddr::V6(a) = ip else { continue };
+            let mac = multicast_mac(&solicited_node(a));
+            for name in &now {
+                if let Some(o) = self.ifaces.get_mut(name) {
+                    *o.groups.entry(mac).or_default() += 1;
                 }
             }
-            for mac in o.joined.clone().difference(&want) {
-                let _ = o.ip6.leave(*mac);
-                o.joined.remove(mac);
+            if !now.is_empty() {
+                self.grouped.insert(*ip, now);
             }
-            if o.all_multicast && !many && o.ip6.all_multicast(false).is_ok() {
-                o.all_multicast = false;
-            }
+        }
+        for (name, o) in self.ifaces.iter_mut() {
+            o.sync_groups(name, None);
         }
     }
 
@@ -912,7 +1085,7 @@ impl Supervisor {
         if opened.is_empty() {
             return;
         }
-        self.sync_groups();
+        self.regroup_all();
         for name in opened {
             self.shared.emit(Event::InterfaceUp(name.clone()));
             let active: Vec<IpAddr> = self
@@ -936,7 +1109,7 @@ impl Supervisor {
                 }
             }
         }
-        self.write_status();
+        self.write_status_all();
     }
 
     fn open(&self, info: Interface) -> std::io::Result<OpenIface> {
@@ -960,47 +1133,99 @@ impl Supervisor {
             tasks,
             joined: BTreeSet::new(),
             all_multicast: false,
+            groups: BTreeMap::new(),
         })
     }
 
-    fn write_status(&self) {
-        let mut out = BTreeMap::new();
-        let old = self
-            .shared
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (ip, st) in &self.states {
-            let state = match st {
-                AddrState::Probing => State::Probing,
-                AddrState::Active { since } => State::Announcing { since: *since },
-                AddrState::Conflict { mac, since } => State::Conflict {
-                    mac: *mac,
-                    since: *since,
-                },
+    /// Writes the status of `ips` (and only theirs) where [`L2Announcer::status`] reads it.
+    fn write_status(&self, ips: &[IpAddr]) {
+        let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        for ip in ips {
+            match self.status_of(*ip, status.get(ip)) {
+                Some(st) => status.insert(*ip, st),
+                None => status.remove(ip),
             };
-            let interfaces = match st {
-                AddrState::Active { .. } => {
-                    self.ifaces_for(*ip).map(|o| o.info.name.clone()).collect()
-                }
-                _ => Vec::new(),
-            };
-            out.insert(
-                *ip,
-                AddressStatus {
-                    ip: *ip,
-                    state,
-                    interfaces,
-                    last_conflict: old.get(ip).and_then(|s| s.last_conflict),
-                },
-            );
         }
-        *self.shared.status.lock().unwrap_or_else(|e| e.into_inner()) = out;
+    }
+
+    /// Writes the status of every address (the interfaces changed).
+    fn write_status_all(&self) {
+        let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        let out = self
+            .states
+            .keys()
+            .filter_map(|ip| Some((*ip, self.status_of(*ip, status.get(ip))?)))
+            .collect();
+        *status = out;
+    }
+
+    /// Where `ip` stands now (`old`: its last status, for the last conflict seen).
+    fn status_of(&self, ip: IpAddr, old: Option<&AddressStatus>) -> Option<AddressStatus> {
+        let st = self.states.get(&ip)?;
+        let state = match st {
+            AddrState::Probing => State::Probing,
+            AddrState::Active { since } => State::Announcing { since: *since },
+            AddrState::Conflict { mac, since } => State::Conflict {
+                mac: *mac,
+                since: *since,
+            },
+        };
+        let interfaces = match st {
+            AddrState::Active { .. } => self.ifaces_for(ip).map(|o| o.info.name.clone()).collect(),
+            _ => Vec::new(),
+        };
+        Some(AddressStatus {
+            ip,
+            state,
+            interfaces,
+            last_conflict: old.and_then(|s| s.last_conflict),
+        })
     }
 }
 
 impl OpenIface {
+    /// Joins and leaves solicited-node groups to match [`OpenIface::groups`]: for the groups
+    /// in `changed` alone, or for all of them (`None`). Thousands of groups (a takeover of
+    /// thousands of IPv6 addresses) would cost thousands of joins, each searching the kernel's
+    /// lists: past `ALL_MULTICAST_FROM` the socket takes every multicast frame instead (the
+    /// responder still answers only for its own targets), and goes back to groups below half
+    /// of it.
+    fn sync_groups(&mut self, name: &str, changed: Option<&BTreeSet<Mac>>) {
+        let n = self.groups.len();
+        let from = Supervisor::ALL_MULTICAST_FROM;
+        let many = n > from || (self.all_multicast && n > from / 2);
+        // Crossing the bound changes every group: all of them are reconciled.
+        let changed = changed.filter(|_| many == self.all_multicast);
+        if many && !self.all_multicast {
+            match self.ip6.all_multicast(true) {
+                Ok(()) => self.all_multicast = true,
+                Err(e) => tracing::warn!(interface = %name, %e, "receiving all multicast"),
+            }
+        }
+        let in_groups = !(self.all_multicast && many);
+        let want = |mac: &Mac| in_groups && self.groups.contains_key(mac);
+        let macs: Vec<Mac> = match changed {
+            Some(c) => c.iter().copied().collect(),
+            None => self.groups.keys().chain(&self.joined).copied().collect(),
+        };
+        for mac in macs {
+            let (wanted, joined) = (want(&mac), self.joined.contains(&mac));
+            if wanted && !joined {
+                if let Err(e) = self.ip6.join(mac) {
+                    tracing::warn!(interface = %name, %e, "joining a solicited-node group");
+                } else {
+                    self.joined.insert(mac);
+                }
+            } else if !wanted && joined {
+                let _ = self.ip6.leave(mac);
+                self.joined.remove(&mac);
+            }
+        }
+        if self.all_multicast && !many && self.ip6.all_multicast(false).is_ok() {
+            self.all_multicast = false;
+        }
+    }
+
     fn socket_for(&self, ip: IpAddr) -> &PacketSocket {
         match ip {
             IpAddr::V4(_) => &self.arp,
@@ -1036,12 +1261,13 @@ async fn receive(
             }
         };
         let frame = &buf[..n];
-        let answering = shared
-            .answering
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match responder::respond(&answering, &iface, frame, &mut out) {
+        // The table is read under its lock for this one frame (the supervisor changes it in
+        // place); the answer goes out after.
+        let verdict = {
+            let answering = shared.answering.read().unwrap_or_else(|e| e.into_inner());
+            responder::respond(&answering, &iface, frame, &mut out)
+        };
+        match verdict {
             Verdict::Reply { ip, len } => {
                 let sent = sock.send(&out[..len]).is_ok();
                 shared.count(ip, |c| {
@@ -1064,18 +1290,100 @@ async fn receive(
                 shared.counters().malformed_frames += 1;
             }
             Verdict::Ignore(_) => {
-                let probing = shared
-                    .probing
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if !probing.is_empty()
-                    && let Some((ip, mac)) = responder::claim(&iface, frame)
-                    && probing.contains(&ip)
-                {
+                let claim = {
+                    let probing = shared.probing.read().unwrap_or_else(|e| e.into_inner());
+                    if probing.is_empty() {
+                        None
+                    } else {
+                        responder::claim(&iface, frame).filter(|(ip, _)| probing.contains(ip))
+                    }
+                };
+                if let Some((ip, mac)) = claim {
                     let _ = claims.try_send(Claim { ip, mac });
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn announcement(svc: u8, ip: u8, ifaces: u8) -> Announcement {
+        let interfaces = match ifaces {
+            0 => Interfaces::All,
+            n => Interfaces::Only((0..n).map(|i| format!("eth{i}")).collect()),
+        };
+        Announcement {
+            service: ServiceKey::new("default", format!("svc-{svc}")),
+            ip: IpAddr::from([192, 0, 2, ip]),
+            how: How::Layer2 { interfaces },
+        }
+    }
+
+    /// Sets of announcements: at most one a service and address.
+    fn set() -> impl Strategy<Value = Vec<Announcement>> {
+        proptest::collection::btree_map((0u8..4, 1u8..5), 0u8..3, 0..8).prop_map(|m| {
+            m.into_iter()
+                .map(|((svc, ip), ifaces)| announcement(svc, ip, ifaces))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// The table a sequence of changes leaves, applied address by address, is the one the
+        /// whole set gives: shared addresses get the union of their services' interfaces and
+        /// go only when their last service does.
+        #[test]
+        fn changes_give_what_the_whole_set_gives(sets in proptest::collection::vec(set(), 1..12)) {
+            let mut scopes = Scopes::default();
+            let mut table: BTreeMap<IpAddr, Interfaces> = BTreeMap::new();
+            let mut before: Vec<Announcement> = Vec::new();
+            for now in sets {
+                let withdrawn: Vec<Announcement> =
+                    before.iter().filter(|a| !now.contains(a)).cloned().collect();
+                let added: Vec<Announcement> =
+                    now.iter().filter(|a| !before.contains(a)).cloned().collect();
+                for (ip, scope) in scopes.change(&withdrawn, &added).expect("layer 2") {
+                    match scope {
+                        Some(s) => table.insert(ip, s),
+                        None => table.remove(&ip),
+                    };
+                }
+                let whole = Scopes::default().whole(&now).expect("layer 2");
+                prop_assert_eq!(&table, &whole);
+                let mut want: BTreeMap<IpAddr, Interfaces> = BTreeMap::new();
+                for a in &now {
+                    let s = layer2(a).expect("layer 2").clone();
+                    let s = match want.remove(&a.ip) {
+                        Some(old) => old.union(s),
+                        None => s,
+                    };
+                    want.insert(a.ip, s);
+                }
+                prop_assert_eq!(&table, &want);
+                before = now;
+            }
+        }
+    }
+
+    #[test]
+    fn a_bgp_announcement_is_refused_and_changes_nothing() {
+        let mut scopes = Scopes::default();
+        let l2 = announcement(1, 1, 0);
+        scopes
+            .change(&[], std::slice::from_ref(&l2))
+            .expect("layer 2");
+        let bgp = Announcement {
+            how: How::Bgp { routes: Vec::new() },
+            ..announcement(2, 2, 0)
+        };
+        assert!(matches!(
+            scopes.change(std::slice::from_ref(&l2), &[bgp]),
+            Err(AnnounceError::WrongProtocol { .. })
+        ));
+        assert_eq!(scopes.0.len(), 1);
     }
 }

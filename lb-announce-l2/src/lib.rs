@@ -3,8 +3,8 @@
 //! at once with gratuitous ARP and unsolicited Neighbor Advertisements.
 //!
 //! ```text
-//!  lb_core::plan ──► L2Announcer::announce(desired)      (announcer: diff, takeover, probes)
-//!                          │ Announced set (shared, swapped whole)
+//!  lb_core::plan ──► L2Announcer::announce(desired) / change(withdrawn, added)
+//!                          │ Announced set (shared, changed in place address by address)
 //!                          ▼
 //!  link (AF_PACKET per interface) ──frame──► responder::respond (pure, O(1)) ──reply──► link
 //!                          ▲

@@ -93,6 +93,14 @@ impl Announced {
         }
     }
 
+    /// Stops answering for `ip`; returns the interfaces it was answered on.
+    pub fn remove(&mut self, ip: IpAddr) -> Option<Interfaces> {
+        match ip {
+            IpAddr::V4(a) => self.v4.remove(&a.to_bits()),
+            IpAddr::V6(a) => self.v6.remove(&a.to_bits()),
+        }
+    }
+
     /// The interfaces `ip` is answered on, if it is announced.
     pub fn scope(&self, ip: IpAddr) -> Option<&Interfaces> {
         match ip {

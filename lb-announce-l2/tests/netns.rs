@@ -658,3 +658,68 @@ fn with_hundreds_of_ipv6_addresses_the_interface_takes_all_multicast_and_answers
     assert!(link().contains(" allmulti 0 "), "{}", link());
     node1.terminate();
 }
+
+/// A change touches its addresses alone (`L2Announcer::update`, what `Announcer::change`
+/// uses): withdrawing one address leaves the others answered, adding it back answers it again,
+/// and adding and removing hundreds of IPv6 addresses one change at a time moves the interface
+/// into all-multicast and back out, answering throughout.
+#[test]
+fn a_change_of_some_addresses_leaves_the_others_answered() {
+    let Some(lab) = Lab::new() else { return };
+    let link = || {
+        let o = run(&["ip", "-d", "-n", &lab.name("node1"), "link", "show", "eth0"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut node1 = lab.node1_with_vips();
+    assert!(lab.ping("client", VIP4));
+    node1.command(&format!("del {VIP4}"));
+    node1.wait_for("withdrawn 192.0.2.100", Duration::from_secs(2));
+    node1.wait_for("ok", Duration::from_secs(2));
+    let _ = run(&["ip", "-n", &lab.name("client"), "neigh", "flush", "all"]);
+    assert!(
+        !lab.ping("client", VIP4),
+        "a withdrawn address is still answered"
+    );
+    assert!(
+        lab.ping("client", VIP6),
+        "the other address must stay answered"
+    );
+    node1.command(&format!("add {VIP4}"));
+    node1.wait_for("announcing 192.0.2.100", Duration::from_secs(2));
+    node1.wait_for("ok", Duration::from_secs(2));
+    assert!(lab.ping("client", VIP4));
+
+    let many: Vec<String> = (0..300)
+        .map(|i| format!("2001:db8::{:x}", 0x2000 + i))
+        .collect();
+    node1.command(&format!("add {}", many.join(",")));
+    node1.wait_for("ok", Duration::from_secs(5));
+    assert!(link().contains(" allmulti 1 "), "{}", link());
+    let _ = lab.ping("client", &many[299]);
+    let n = lab.neighbour("client", &many[299]);
+    assert!(n.contains(NODE1_MAC), "{}: {n}", many[299]);
+    // Below half of the bound, one change at a time, the interface goes back to groups.
+    for chunk in many[..200].chunks(50) {
+        node1.command(&format!("del {}", chunk.join(",")));
+        node1.wait_for("ok", Duration::from_secs(5));
+    }
+    assert!(link().contains(" allmulti 0 "), "{}", link());
+    let _ = lab.ping("client", &many[250]);
+    let n = lab.neighbour("client", &many[250]);
+    assert!(n.contains(NODE1_MAC), "{}: {n}", many[250]);
+    assert!(lab.ping("client", VIP6));
+    node1.command("status");
+    let mut lines = Vec::new();
+    loop {
+        let l = node1.wait_for("", Duration::from_secs(2));
+        if l == "ok" {
+            break;
+        }
+        if l.starts_with("status ") {
+            lines.push(l);
+        }
+    }
+    // The two VIPs and the 100 addresses left.
+    assert_eq!(lines.len(), 102, "{lines:?}");
+    node1.terminate();
+}

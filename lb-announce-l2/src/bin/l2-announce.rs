@@ -5,8 +5,9 @@
 //! Needs CAP_NET_RAW. Prints one line per event (`announcing IP`, `probing IP`,
 //! `conflict IP MAC`, `withdrawn IP`, `interface-up NAME`, `interface-down NAME`). Reads commands
 //! on standard input, one per line: `set IP[,IP...]` (an empty list withdraws everything; with
-//! `--probe` new addresses are probed first), `status`, `counters`. SIGTERM or SIGINT withdraws
-//! and exits.
+//! `--probe` new addresses are probed first), `add IP[,IP...]` and `del IP[,IP...]` (a change
+//! of those addresses alone, as `L2Announcer::update` makes it), `status`, `counters`. SIGTERM
+//! or SIGINT withdraws and exits.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -121,7 +122,27 @@ async fn main() -> ExitCode {
             line = lines.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
                     let line = line.trim();
-                    if let Some(list) = line.strip_prefix("set") {
+                    let change = line
+                        .strip_prefix("add ")
+                        .map(|l| (l, true))
+                        .or_else(|| line.strip_prefix("del ").map(|l| (l, false)));
+                    if let Some((list, add)) = change {
+                        let parsed: Result<Vec<IpAddr>, _> =
+                            list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect();
+                        match parsed {
+                            Ok(ips) => {
+                                if args.probe && add {
+                                    announcer.note_new_addresses(ips.iter().copied());
+                                }
+                                let changes = ips.iter().map(|ip| (*ip, add.then(|| scope.clone()))).collect();
+                                if let Err(e) = announcer.update(changes).await {
+                                    say(&format!("error {e}"));
+                                }
+                                say("ok");
+                            }
+                            Err(e) => say(&format!("error {e}")),
+                        }
+                    } else if let Some(list) = line.strip_prefix("set") {
                         let parsed: Result<Vec<IpAddr>, _> =
                             list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect();
                         match parsed {
