@@ -2,17 +2,18 @@
 //! call to `announce` hands every session its share of the desired routes, and the sessions
 //! send only the difference.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnetwork::IpNetwork;
-use lb_core::announce::{AnnounceError, Announcer, Protocol};
+use lb_core::announce::{AnnounceError, Announcer, Change, Protocol};
 use lb_core::config::{BgpPeer, Community, PeerAsn, PeerTarget};
 use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
 use lb_core::metrics::{Kind, family};
+use lb_core::objects::ServiceKey;
 use lb_core::plan::{Announcement, How};
 
 use crate::bfd::{
@@ -164,6 +165,134 @@ pub fn routes_per_peer(
     out
 }
 
+/// What each announcement asks of each peer's prefixes: a prefix several announcements give
+/// one peer gets what [`routes_per_peer`] makes of theirs. Kept so that a change re-merges the
+/// prefixes it touches alone.
+#[derive(Debug, Default)]
+struct Contributions(BTreeMap<String, BTreeMap<IpNetwork, ByAnnouncement>>);
+
+/// The attributes each announcement (service, address) asks for one prefix of one peer.
+type ByAnnouncement = BTreeMap<(ServiceKey, IpAddr), Vec<RouteAttrs>>;
+
+/// Each (peer, prefix, attributes) an announcement asks for.
+fn asks(a: &Announcement) -> Vec<(&String, IpNetwork, RouteAttrs)> {
+    let How::Bgp { routes } = &a.how else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in routes {
+        let mut attrs = RouteAttrs {
+            local_pref: r.local_pref,
+            ..Default::default()
+        };
+        for c in &r.communities {
+            match *c {
+                Community::Legacy(v) => attrs.communities.push(v),
+                Community::Large(g, l1, l2) => attrs.large_communities.push((g, l1, l2)),
+            }
+        }
+        for peer in &r.peers {
+            out.push((peer, r.prefix, attrs.clone()));
+        }
+    }
+    out
+}
+
+impl Contributions {
+    /// Takes `desired` as the whole set.
+    fn whole(&mut self, desired: &[Announcement]) {
+        self.0.clear();
+        self.change(&[], desired);
+    }
+
+    /// Takes a change; returns, per peer, each prefix it touched with its attributes now
+    /// (`None`: no longer announced to that peer).
+    #[allow(clippy::type_complexity)]
+    fn change(
+        &mut self,
+        withdrawn: &[Announcement],
+        added: &[Announcement],
+    ) -> BTreeMap<String, Vec<(IpNetwork, Option<RouteAttrs>)>> {
+        let mut touched: BTreeSet<(String, IpNetwork)> = BTreeSet::new();
+        for a in withdrawn {
+            let key = (a.service.clone(), a.ip);
+            for (peer, prefix, _) in asks(a) {
+                if let Some(prefixes) = self.0.get_mut(peer) {
+                    if let Some(by) = prefixes.get_mut(&prefix) {
+                        by.remove(&key);
+                        if by.is_empty() {
+                            prefixes.remove(&prefix);
+                        }
+                    }
+                    if prefixes.is_empty() {
+                        self.0.remove(peer);
+                    }
+                }
+                touched.insert((peer.clone(), prefix));
+            }
+        }
+        for a in added {
+            let key = (a.service.clone(), a.ip);
+            for (peer, prefix, attrs) in asks(a) {
+                self.0
+                    .entry(peer.clone())
+                    .or_default()
+                    .entry(prefix)
+                    .or_default()
+                    .entry(key.clone())
+                    .or_default()
+                    .push(attrs);
+                touched.insert((peer.clone(), prefix));
+            }
+        }
+        let mut out: BTreeMap<String, Vec<(IpNetwork, Option<RouteAttrs>)>> = BTreeMap::new();
+        for (peer, prefix) in touched {
+            let now = self
+                .0
+                .get(&peer)
+                .and_then(|p| p.get(&prefix))
+                .map(|by| merged(by.values().flatten()));
+            out.entry(peer).or_default().push((prefix, now));
+        }
+        out
+    }
+
+    /// The peers that have routes.
+    fn peers(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    /// Every peer's routes.
+    fn all(&self) -> BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> {
+        self.0
+            .iter()
+            .map(|(peer, prefixes)| {
+                let routes = prefixes
+                    .iter()
+                    .map(|(p, by)| (*p, merged(by.values().flatten())))
+                    .collect();
+                (peer.clone(), routes)
+            })
+            .collect()
+    }
+}
+
+/// What several announcements' attributes for one prefix to one peer make: the union of their
+/// communities and the highest localPref.
+fn merged<'a>(attrs: impl Iterator<Item = &'a RouteAttrs>) -> RouteAttrs {
+    let mut out = RouteAttrs::default();
+    for a in attrs {
+        out.communities.extend(&a.communities);
+        out.large_communities.extend(&a.large_communities);
+        out.local_pref = out.local_pref.max(a.local_pref);
+    }
+    out.communities.sort_unstable();
+    out.communities.dedup();
+    out.large_communities.sort_unstable();
+    out.large_communities.dedup();
+    out
+}
+
 /// The BGP announcer. Must be created within a tokio runtime.
 #[derive(Debug)]
 pub struct BgpAnnouncer {
@@ -174,6 +303,11 @@ pub struct BgpAnnouncer {
     /// Peers valid for MetalLB that this speaker cannot serve (a vrf), with why:
     /// skipped alone; their routes wait for them and are no error.
     skipped: Mutex<Vec<(String, String)>>,
+    /// What the announcements handed over ask of each peer (for [`Announcer::change`]).
+    contributions: Mutex<Contributions>,
+    /// Sessions were started since the routes were last handed to every session: the next
+    /// change hands each session all its routes.
+    new_sessions: std::sync::atomic::AtomicBool,
 }
 
 /// Peers by name: (name, what).
@@ -254,6 +388,8 @@ impl BgpAnnouncer {
             )),
             bfd: Mutex::default(),
             skipped: Mutex::default(),
+            contributions: Mutex::default(),
+            new_sessions: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -395,7 +531,25 @@ impl BgpAnnouncer {
                 e.insert((c, s));
             }
         }
+        if !done.started.is_empty() || !done.restarted.is_empty() {
+            self.new_sessions
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         done
+    }
+
+    fn contributions(&self) -> std::sync::MutexGuard<'_, Contributions> {
+        self.contributions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Peers with routes and no session that are not skipped: their routes wait, as an error.
+    fn without_session<'a>(&self, peers: impl Iterator<Item = &'a String>) -> Vec<String> {
+        let skipped: BTreeSet<String> = self.skipped().into_iter().map(|(n, _)| n).collect();
+        let sessions = self.lock();
+        peers
+            .filter(|p| !sessions.contains_key(*p) && !skipped.contains(*p))
+            .cloned()
+            .collect()
     }
 
     /// Each peer's session status, by peer name.
@@ -549,6 +703,9 @@ impl Announcer for BgpAnnouncer {
                 ip: a.ip,
             });
         }
+        self.contributions().whole(desired);
+        self.new_sessions
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let mut per_peer = routes_per_peer(desired);
         // A skipped peer has no session: its routes wait for it, they are no error.
         for (name, _) in self.skipped() {
@@ -568,6 +725,52 @@ impl Announcer for BgpAnnouncer {
         Ok(())
     }
 
+    /// Hands each session only the prefixes the change touched, merged again from what every
+    /// announcement asks of them (after sessions were started, every session all its routes).
+    async fn change(&self, change: Change<'_>) -> Result<(), AnnounceError> {
+        if let Some(a) = change
+            .withdrawn
+            .iter()
+            .chain(change.added)
+            .find(|a| !matches!(a.how, How::Bgp { .. }))
+        {
+            return Err(AnnounceError::WrongProtocol {
+                protocol: Protocol::Bgp,
+                got: Protocol::of(a),
+                ip: a.ip,
+            });
+        }
+        let (per_peer, missing) = {
+            let mut c = self.contributions();
+            let per_peer = c.change(change.withdrawn, change.added);
+            let missing = self.without_session(c.peers());
+            (per_peer, missing)
+        };
+        if self
+            .new_sessions
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let mut all = self.contributions().all();
+            for (name, (_, s)) in self.lock().iter() {
+                s.set_routes(all.remove(name).unwrap_or_default());
+            }
+        } else {
+            let sessions = self.lock();
+            for (name, changes) in per_peer {
+                if let Some((_, s)) = sessions.get(&name) {
+                    s.change_routes(changes);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(AnnounceError::NoSession {
+                protocol: Protocol::Bgp,
+                peers: missing,
+            });
+        }
+        Ok(())
+    }
+
     fn collect_metrics(&self, out: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         self.collect(out)
     }
@@ -580,6 +783,85 @@ impl Announcer for BgpAnnouncer {
 
 #[cfg(test)]
 mod tests {
+
+    mod contributions {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn announcement(svc: u8, ip: u8, routes: &[(u8, u8, Option<u32>, u8)]) -> Announcement {
+            Announcement {
+                service: ServiceKey::new("default", format!("svc-{svc}")),
+                ip: IpAddr::from([203, 0, 113, ip]),
+                how: How::Bgp {
+                    routes: routes
+                        .iter()
+                        .map(|(len, peers, lp, comm)| BgpRoute {
+                            prefix: IpNetwork::new(IpAddr::from([203, 0, 113, ip]), 24 + len % 9)
+                                .map(|n| IpNetwork::new(n.network(), n.prefix()).expect("prefix"))
+                                .expect("prefix"),
+                            peers: (0..3)
+                                .filter(|p| peers & (1 << p) != 0)
+                                .map(|p| format!("peer{p}"))
+                                .collect(),
+                            local_pref: *lp,
+                            communities: vec![Community::Legacy(u32::from(*comm))],
+                        })
+                        .collect(),
+                },
+            }
+        }
+
+        /// Sets of announcements: at most one a service and address; addresses close enough
+        /// that their aggregates meet.
+        fn set() -> impl Strategy<Value = Vec<Announcement>> {
+            let route = (0u8..9, 0u8..8, proptest::option::of(100u32..103), 0u8..3);
+            proptest::collection::btree_map(
+                (0u8..4, 0u8..4),
+                proptest::collection::vec(route, 0..3),
+                0..6,
+            )
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|((svc, ip), routes)| announcement(svc, ip, &routes))
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// What a sequence of changes leaves each peer, prefix by prefix, is what
+            /// `routes_per_peer` makes of the whole set.
+            #[test]
+            fn changes_give_each_peer_what_the_whole_set_gives(
+                sets in proptest::collection::vec(set(), 1..12)
+            ) {
+                let mut c = Contributions::default();
+                let mut table: BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> = BTreeMap::new();
+                let mut before: Vec<Announcement> = Vec::new();
+                for now in sets {
+                    let withdrawn: Vec<Announcement> =
+                        before.iter().filter(|a| !now.contains(a)).cloned().collect();
+                    let added: Vec<Announcement> =
+                        now.iter().filter(|a| !before.contains(a)).cloned().collect();
+                    for (peer, changes) in c.change(&withdrawn, &added) {
+                        let routes = table.entry(peer.clone()).or_default();
+                        for (prefix, attrs) in changes {
+                            match attrs {
+                                Some(a) => routes.insert(prefix, a),
+                                None => routes.remove(&prefix),
+                            };
+                        }
+                        if routes.is_empty() {
+                            table.remove(&peer);
+                        }
+                    }
+                    let whole = routes_per_peer(&now);
+                    prop_assert_eq!(&table, &whole);
+                    prop_assert_eq!(&c.all(), &whole);
+                    before = now;
+                }
+            }
+        }
+    }
     use super::*;
     use lb_core::objects::ServiceKey;
     use lb_core::plan::{BgpRoute, Interfaces};
@@ -707,7 +989,7 @@ mod tests {
         assert_eq!(bfd.keys().collect::<Vec<_>>(), ["far", "near"]);
         let near = &bfd["near"];
         let ms = Duration::from_millis;
-        assert_eq!(near.peer, "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(near.peer, "192.0.2.1".parse::<IpAddr>().unwrap());
         assert_eq!(near.local, Some("192.0.2.10".parse().unwrap()));
         assert_eq!(
             (

@@ -10,7 +10,7 @@
 //! of the desired routes sends only the difference, with prefixes that share attributes packed
 //! together. A route refresh from the peer re-sends the family.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -144,6 +144,7 @@ impl Default for SessionStatus {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Event {
     SetRoutes(BTreeMap<IpNetwork, RouteAttrs>),
+    ChangeRoutes(Vec<(IpNetwork, Option<RouteAttrs>)>),
     Stop,
     PeerDown,
     Connected(io::Result<TcpStream>),
@@ -246,6 +247,7 @@ impl Session {
             conn_id: 0,
             desired: BTreeMap::new(),
             sent: BTreeMap::new(),
+            refused: BTreeSet::new(),
             status: status_tx,
             four_octet: Arc::new(AtomicBool::new(true)),
             candidate: false,
@@ -268,6 +270,12 @@ impl Session {
     /// Replaces the routes to announce; the peer gets only the difference.
     pub fn set_routes(&self, routes: BTreeMap<IpNetwork, RouteAttrs>) {
         let _ = self.events.send(Event::SetRoutes(routes));
+    }
+
+    /// Changes some routes (`None`: withdrawn), the others stay: the peer gets the difference,
+    /// and the work is that of the change.
+    pub fn change_routes(&self, changes: Vec<(IpNetwork, Option<RouteAttrs>)>) {
+        let _ = self.events.send(Event::ChangeRoutes(changes));
     }
 
     /// The path to the peer failed, as BFD reports it (RFC 5882 §4.2): the session goes down
@@ -349,6 +357,8 @@ struct Driver {
     conn_id: u64,
     desired: BTreeMap<IpNetwork, RouteAttrs>,
     sent: BTreeMap<IpNetwork, RouteAttrs>,
+    /// Desired routes whose attributes no UPDATE can hold: not sent.
+    refused: BTreeSet<IpNetwork>,
     status: watch::Sender<SessionStatus>,
     /// The AS_PATH width the reader decodes with.
     four_octet: Arc<AtomicBool>,
@@ -394,6 +404,21 @@ impl Driver {
                     Some(Event::SetRoutes(r)) => {
                         self.desired = r;
                         if self.fsm.state() == State::Established && self.sync().await.is_err() {
+                            self.feed(Input::TcpClosed).await;
+                        }
+                    }
+                    Some(Event::ChangeRoutes(changes)) => {
+                        let mut only = BTreeSet::new();
+                        for (p, a) in changes {
+                            match a {
+                                Some(a) => self.desired.insert(p, a),
+                                None => self.desired.remove(&p),
+                            };
+                            only.insert(p);
+                        }
+                        if self.fsm.state() == State::Established
+                            && self.sync_over(Some(&only)).await.is_err()
+                        {
                             self.feed(Input::TcpClosed).await;
                         }
                     }
@@ -736,6 +761,12 @@ impl Driver {
 
     /// Sends what differs between the Adj-RIB-Out and the desired routes.
     async fn sync(&mut self) -> io::Result<()> {
+        self.sync_over(None).await
+    }
+
+    /// [`Self::sync`] for the prefixes of `only` alone (all: `None`): a change of a few routes
+    /// costs what it changes.
+    async fn sync_over(&mut self, only: Option<&BTreeSet<IpNetwork>>) -> io::Result<()> {
         let Some(neg) = self.negotiated().cloned() else {
             return Ok(());
         };
@@ -773,21 +804,27 @@ impl Driver {
                     IpNetwork::V6(_) => !nh6.is_empty(),
                 }
         };
-        let withdraw: Vec<IpNetwork> = self
-            .sent
-            .keys()
+        let sent: Box<dyn Iterator<Item = &IpNetwork>> = match only {
+            Some(o) => Box::new(o.iter().filter(|p| self.sent.contains_key(p))),
+            None => Box::new(self.sent.keys()),
+        };
+        let withdraw: Vec<IpNetwork> = sent
             .filter(|p| !self.desired.contains_key(p) || !carried(p))
             .copied()
             .collect();
+        let desired: Box<dyn Iterator<Item = (&IpNetwork, &RouteAttrs)>> = match only {
+            Some(o) => Box::new(o.iter().filter_map(|p| self.desired.get_key_value(p))),
+            None => Box::new(self.desired.iter()),
+        };
         let mut groups: BTreeMap<&RouteAttrs, Vec<IpNetwork>> = BTreeMap::new();
-        for (p, a) in &self.desired {
+        for (p, a) in desired {
             if carried(p) && self.sent.get(p) != Some(a) {
                 groups.entry(a).or_default().push(*p);
             }
         }
         let builder = UpdateBuilder::new(neg.ctx);
         let mut msgs = builder.withdraw(&withdraw);
-        let mut refused: std::collections::BTreeSet<IpNetwork> = std::collections::BTreeSet::new();
+        let mut refused: BTreeSet<IpNetwork> = BTreeSet::new();
         for (attrs, prefixes) in &groups {
             let pa = PathAttributes {
                 origin: Some(Origin::Igp),
@@ -816,14 +853,33 @@ impl Driver {
                 }
             }
         }
-        let refused_now = refused.len();
+        match only {
+            Some(o) => {
+                for p in o {
+                    match self.desired.get(p) {
+                        Some(a) if carried(p) && !refused.contains(p) => {
+                            self.sent.insert(*p, a.clone());
+                        }
+                        _ => {
+                            self.sent.remove(p);
+                        }
+                    }
+                }
+                self.refused.retain(|p| !o.contains(p));
+                self.refused.extend(refused);
+            }
+            None => {
+                self.sent = self
+                    .desired
+                    .iter()
+                    .filter(|(p, _)| carried(p) && !refused.contains(p))
+                    .map(|(p, a)| (*p, a.clone()))
+                    .collect();
+                self.refused = refused;
+            }
+        }
+        let refused_now = self.refused.len();
         self.status.send_modify(|s| s.routes_refused = refused_now);
-        let new_sent: BTreeMap<IpNetwork, RouteAttrs> = self
-            .desired
-            .iter()
-            .filter(|(p, _)| carried(p) && !refused.contains(p))
-            .map(|(p, a)| (*p, a.clone()))
-            .collect();
         let count = msgs.len() as u64;
         for m in msgs {
             self.write(&m).await?;
@@ -836,7 +892,6 @@ impl Driver {
                 }
             }
         }
-        self.sent = new_sent;
         let n = self.sent.len();
         self.status.send_modify(|s| {
             s.updates_sent += count;

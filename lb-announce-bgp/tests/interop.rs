@@ -235,6 +235,115 @@ fn bgp_announcer_sends_plan_announcements_from_a_metallb_peer_to_bird() {
     let _ = lab.wait_routes("nothing after Cease", |o| !o.contains("203.0.113.40/32"));
 }
 
+/// `Announcer::change` hands the session the touched prefixes alone: after a change that
+/// withdraws one service, adds another and changes a third's communities, BIRD holds exactly
+/// the whole set's routes with their attributes, and the session counts them.
+#[test]
+fn a_change_of_some_services_reaches_bird_as_the_difference() {
+    use lb_announce_bgp::BgpAnnouncer;
+    use lb_announce_bgp::announcer::peer_config;
+    use lb_core::config::Community;
+    use lb_core::objects::ServiceKey;
+    use lb_core::plan::{Announcement, BgpRoute, How};
+    use lb_core::{Announcer, Change};
+
+    let Some(lab) = Lab::new(64500) else { return };
+    let ns = std::fs::File::open(format!("/run/netns/{}", lab.ns("node"))).unwrap();
+    let yaml = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: router}\nspec: {myASN: 64512, peerASN: 64500, peerAddress: 192.0.2.1, holdTime: 9s}\n";
+    let cfg = lb_core::load_str(yaml).config;
+    let peer = peer_config(&cfg.peers["router"], Ipv4Addr::new(192, 0, 2, 10), None).unwrap();
+    let sock = lab.dir.join("bird.ctl");
+    let ann = |svc: &str, last: u8, community: u32| Announcement {
+        service: ServiceKey::new("default", svc),
+        ip: format!("203.0.113.{last}").parse().unwrap(),
+        how: How::Bgp {
+            routes: vec![BgpRoute {
+                prefix: format!("203.0.113.{last}/32").parse().unwrap(),
+                peers: vec!["router".into()],
+                local_pref: None,
+                communities: vec![Community::Legacy((64512 << 16) | community)],
+            }],
+        },
+    };
+    std::thread::spawn(move || {
+        // SAFETY: as in `with_speaker`: this thread alone enters the node namespace.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bird = |want: &'static [&'static str], not: &'static [&'static str]| {
+                let sock = sock.clone();
+                async move {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                    let mut seen = String::new();
+                    while tokio::time::Instant::now() < deadline {
+                        let o = Command::new("birdc")
+                            .args(["-s", sock.to_str().unwrap(), "show", "route", "all"])
+                            .output()
+                            .unwrap();
+                        seen = String::from_utf8_lossy(&o.stdout).into_owned();
+                        if want.iter().all(|w| seen.contains(w))
+                            && !not.iter().any(|n| seen.contains(n))
+                        {
+                            return seen;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    panic!("BIRD should show {want:?} and not {not:?}:\n{seen}");
+                }
+            };
+            let a = BgpAnnouncer::start([("router".to_string(), peer)]);
+            let (web, api, db) = (ann("web", 41, 41), ann("api", 42, 42), ann("db", 43, 43));
+            a.announce(&[web.clone(), api.clone()]).await.unwrap();
+            bird(
+                &["203.0.113.41/32", "203.0.113.42/32", "(64512,41)"],
+                &["203.0.113.43/32"],
+            )
+            .await;
+            let web2 = ann("web", 41, 141);
+            let whole = || vec![web2.clone(), db.clone()];
+            a.change(Change {
+                withdrawn: &[web.clone(), api.clone()],
+                added: &[web2.clone(), db.clone()],
+                whole: &whole,
+            })
+            .await
+            .unwrap();
+            let seen = bird(
+                &[
+                    "203.0.113.41/32",
+                    "203.0.113.43/32",
+                    "(64512,141)",
+                    "(64512,43)",
+                ],
+                &["203.0.113.42/32", "(64512,41)\n"],
+            )
+            .await;
+            assert!(!seen.contains("(64512,41)\n"), "{seen}");
+            let st = a.statuses()["router"].clone();
+            assert_eq!(st.prefixes_announced, 2, "{st:?}");
+            // Withdrawing the last of them leaves nothing.
+            let none = Vec::new;
+            a.change(Change {
+                withdrawn: &[web2.clone(), db.clone()],
+                added: &[],
+                whole: &none,
+            })
+            .await
+            .unwrap();
+            bird(&[], &["203.0.113.41/32", "203.0.113.43/32"]).await;
+            a.stop(Duration::from_secs(2)).await;
+        })
+    })
+    .join()
+    .unwrap();
+}
+
 /// Waits (bounded) while the speaker runs until BIRD's routes satisfy `pred`.
 fn until_bird(
     sp: &Speaker,
