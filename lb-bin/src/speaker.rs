@@ -124,68 +124,139 @@ impl Speaker {
     /// objects (by the API writer) and `/status`.
     async fn pass(&mut self, members: &BTreeSet<String>) {
         let started = std::time::Instant::now();
-        let node = self.opts.k8s.node_name.clone();
         let mut changed = std::mem::take(&mut self.todo);
         changed.merge(self.store.take_changed());
-        // A change of Services, EndpointSlices or Nodes is decided from what the Core kept;
-        // anything else (another kind, a relist, new members) reads every object again.
-        let light = !std::mem::take(&mut self.whole)
-            && !changed.relisted
-            && self
-                .core
-                .change(
-                    object_changes(&changed, &self.store),
-                    members,
-                    &self.opts.k8s,
-                )
-                .is_some();
-        let mut d = if light {
-            lb_k8s::speaker::Decision {
-                plan: self.core.plan(),
-                config: Config::default(),
-                config_errors: self.core.config_errors(),
-                stale: self.core.stale(),
-            }
+        // A change of Services, EndpointSlices or Nodes is decided from what the Core kept and
+        // applied as the change it is; anything else (another kind, a relist, new members)
+        // reads every object again and applies the whole plan.
+        let kinds: BTreeSet<&str> = changed.objects.keys().map(|(k, _, _)| k.as_str()).collect();
+        tracing::debug!(
+            ?kinds,
+            relisted = changed.relisted,
+            whole = self.whole,
+            "pass"
+        );
+        let touched = if !std::mem::take(&mut self.whole) && !changed.relisted {
+            self.core.change(
+                object_changes(&changed, &self.store),
+                members,
+                &self.opts.k8s,
+            )
         } else {
-            self.core
-                .decide(self.store.values(), members, &self.opts.k8s)
+            None
         };
+        match touched {
+            Some(touched) => {
+                tracing::debug!(services = touched.len(), "a change, applied as one");
+                self.apply_change(touched, members, started).await
+            }
+            None => {
+                tracing::debug!("a whole decision");
+                self.apply_whole(members, started).await
+            }
+        }
+    }
+
+    /// A whole decision, applied whole.
+    async fn apply_whole(&mut self, members: &BTreeSet<String>, started: std::time::Instant) {
+        let node = self.opts.k8s.node_name.clone();
+        let mut d = self
+            .core
+            .decide(self.store.values(), members, &self.opts.k8s);
         crate::members::without_l2_if_refused(members, &mut d.plan.announcements);
         self.metrics.config(true, d.stale);
         let ns = &self.opts.k8s.namespace;
         self.state
             .report(&self.write_client, ns, &node, &d.config_errors);
-        if !light {
-            self.configure(&d.config, &node).await;
-        }
+        self.configure(&d.config, &node).await;
         let applied = self
             .runtime
             .apply(&d.plan, &BTreeSet::new(), crate::standalone::now_secs())
             .await;
-        let apply_errors: Vec<String> = applied.errors.iter().map(ToString::to_string).collect();
+        self.api_writes.want(&node, &d.plan);
+        self.metrics.set_announced(announced_rows(&d.plan, &node));
+        let announcements = StatusAnnouncement::keyed(&applied.announced);
+        self.finish(members, started, &applied.errors, d.config_errors, |st| {
+            st.announcements = announcements;
+        });
+    }
+
+    /// The services `touched` decided again, applied as a change: each announcer, the status
+    /// objects, the metrics and `/status` get those services' difference alone, so the pass
+    /// costs what changed.
+    async fn apply_change(
+        &mut self,
+        touched: BTreeSet<lb_core::objects::ServiceKey>,
+        members: &BTreeSet<String>,
+        started: std::time::Instant,
+    ) {
+        let node = self.opts.k8s.node_name.clone();
+        let parts: Vec<(lb_core::objects::ServiceKey, Vec<lb_core::Announcement>)> = touched
+            .into_iter()
+            .map(|key| {
+                let mut part = self.core.part(&key);
+                crate::members::without_l2_if_refused(members, &mut part);
+                (key, part)
+            })
+            .collect();
+        let config_errors = self.core.config_errors();
+        self.metrics.config(true, self.core.stale());
+        let ns = &self.opts.k8s.namespace;
+        self.state
+            .report(&self.write_client, ns, &node, &config_errors);
+        let applied = self
+            .runtime
+            .apply_change(
+                parts.iter().cloned(),
+                &BTreeSet::new(),
+                crate::standalone::now_secs(),
+            )
+            .await;
+        self.api_writes.want_change(&node, &parts);
+        let row = |a: &lb_core::Announcement| announced_row(a, &node);
+        self.metrics.change_announced(
+            applied.withdrawn.iter().map(row).collect(),
+            applied.added.iter().map(|(a, _)| row(a)).collect(),
+        );
+        self.finish(members, started, &applied.errors, config_errors, |st| {
+            for a in &applied.withdrawn {
+                st.announcements.remove(&StatusAnnouncement::key(a));
+            }
+            for (a, t) in &applied.added {
+                st.announcements
+                    .insert(StatusAnnouncement::key(a), StatusAnnouncement::of(a, *t));
+            }
+        });
+    }
+
+    /// What every pass ends with: readiness, metrics and `/status` (`announced` updates its
+    /// announcements).
+    fn finish(
+        &mut self,
+        members: &BTreeSet<String>,
+        started: std::time::Instant,
+        errors: &[lb_core::announce::AnnounceError],
+        config_errors: Vec<String>,
+        announced: impl FnOnce(&mut crate::standalone::Status),
+    ) {
+        let apply_errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for e in &apply_errors {
             error!("announcing: {e}");
         }
-        self.api_writes.want(&node, &d.plan);
-        self.metrics.set_announced(announced_rows(&d.plan, &node));
         self.metrics
             .reconciled(started.elapsed(), apply_errors.is_empty());
         // Not ready while the plan did not apply (an announcer refused it).
         self.metrics.set_ready(apply_errors.is_empty());
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.node = node;
+        st.node = self.opts.k8s.node_name.clone();
         st.ready = apply_errors.is_empty();
         st.apply_errors = apply_errors;
         st.skipped_peers = self.announcers.skipped().to_vec();
         st.bfd = self.announcers.bfd();
         st.members = members.iter().cloned().collect();
-        st.announcements = applied
-            .announced
-            .iter()
-            .map(|(a, t)| StatusAnnouncement::of(a, *t))
-            .collect();
+        announced(&mut st);
         st.api_error = self.api_writes.outcome().error;
-        st.config_errors = d.config_errors;
+        st.config_errors = config_errors;
     }
 
     /// The membership's roster and keys, and the announcers, from a whole decision's
@@ -386,15 +457,18 @@ impl StateReport {
 fn announced_rows(plan: &lb_core::Plan, node: &str) -> Vec<[String; 4]> {
     plan.announcements
         .iter()
-        .map(|a| {
-            [
-                a.service.to_string(),
-                lb_core::Protocol::of(a).to_string(),
-                node.to_string(),
-                a.ip.to_string(),
-            ]
-        })
+        .map(|a| announced_row(a, node))
         .collect()
+}
+
+/// One announcement's row of `metallb_speaker_announced`.
+fn announced_row(a: &lb_core::Announcement, node: &str) -> [String; 4] {
+    [
+        a.service.to_string(),
+        lb_core::Protocol::of(a).to_string(),
+        node.to_string(),
+        a.ip.to_string(),
+    ]
 }
 
 /// The known nodes: every Node, bound to its InternalIPs.

@@ -97,8 +97,10 @@ pub struct Status {
     pub ready: bool,
     /// The live members.
     pub members: Vec<String>,
-    /// What this node announces.
-    pub announcements: Vec<StatusAnnouncement>,
+    /// What this node announces (shown as a list), by service, address and protocol: a
+    /// change of some services changes their entries alone.
+    #[serde(serialize_with = "values")]
+    pub announcements: BTreeMap<AnnouncementKey, StatusAnnouncement>,
     /// The last configuration that was refused, with its errors.
     pub config_errors: Vec<String>,
     /// Keys, counters of refused datagrams, key trouble.
@@ -143,6 +145,17 @@ pub struct Status {
     pub state_moved_aside: Option<PathBuf>,
 }
 
+/// How [`Status::announcements`] are keyed: (service, address, protocol).
+pub type AnnouncementKey = (lb_core::objects::ServiceKey, IpAddr, lb_core::Protocol);
+
+/// A map shown as the list of its values.
+fn values<K, V: Serialize, S: serde::Serializer>(
+    map: &BTreeMap<K, V>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(map.values())
+}
+
 /// One announcement in `/status`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct StatusAnnouncement {
@@ -163,6 +176,21 @@ pub struct StatusAnnouncement {
 }
 
 impl StatusAnnouncement {
+    /// An announcement's key in [`Status::announcements`].
+    pub fn key(a: &Announcement) -> AnnouncementKey {
+        (a.service.clone(), a.ip, lb_core::Protocol::of(a))
+    }
+
+    /// Announcements with when each began, as [`Status::announcements`] holds them.
+    pub fn keyed<'a>(
+        announced: impl IntoIterator<Item = &'a (Announcement, u64)>,
+    ) -> BTreeMap<AnnouncementKey, StatusAnnouncement> {
+        announced
+            .into_iter()
+            .map(|(a, t)| (Self::key(a), Self::of(a, *t)))
+            .collect()
+    }
+
     /// How `/status` shows an announcement that started at `since` (Unix seconds).
     pub fn of(a: &Announcement, since: u64) -> StatusAnnouncement {
         let (protocol, interfaces, peers) = match &a.how {
@@ -482,7 +510,7 @@ struct Node {
     /// What the last pass agreed: a state write that failed is retried with it.
     last_agreed: BTreeMap<lb_core::objects::ServiceKey, lb_core::Allocation>,
     /// The announcements a dry run last printed.
-    printed: Option<Vec<StatusAnnouncement>>,
+    printed: Option<BTreeMap<AnnouncementKey, StatusAnnouncement>>,
     key_mtime: Option<SystemTime>,
     mtime: Option<SystemTime>,
     status: SharedStatus,
@@ -593,11 +621,7 @@ impl Node {
         disputed.extend(self.unsure.iter().cloned());
         st.disputed = disputed.into_iter().collect();
         st.ledgers = self.agreement.followed();
-        st.announcements = applied
-            .announced
-            .iter()
-            .map(|(a, t)| StatusAnnouncement::of(a, *t))
-            .collect();
+        st.announcements = StatusAnnouncement::keyed(&applied.announced);
         if self.opts.dry_run && self.printed.as_ref() != Some(&st.announcements) {
             print_plan(&st);
             self.printed = Some(st.announcements.clone());
@@ -787,7 +811,7 @@ fn print_plan(st: &Status) {
         st.members.len(),
         st.members.join(", ")
     );
-    for a in &st.announcements {
+    for a in st.announcements.values() {
         let how = match (&a.interfaces, &a.peers) {
             (Some(i), _) => format!("on {}", i.join(",")),
             (_, Some(p)) => format!("to {}", p.join(",")),

@@ -112,7 +112,10 @@ fn start_speaker(net: &mut Net, i: u8, kubeconfig: &str) {
             "--log-format",
             "text",
         ],
-        &[("KUBECONFIG", kubeconfig), ("RUST_LOG", "info")],
+        &[
+            ("KUBECONFIG", kubeconfig),
+            ("RUST_LOG", "info,lb_bin::speaker=debug"),
+        ],
     );
 }
 
@@ -394,10 +397,43 @@ fn controller_and_speakers_allocate_announce_and_keep_announcing_without_the_api
         "{}",
         logs(&net)
     );
+    // The change reached the owner's metrics and /status too (each updated by the change
+    // alone, not rebuilt).
+    let late_host = host_of(&late_owner);
+    let late_row = format!(
+        "metallb_speaker_announced{{service=\"default/late\",protocol=\"layer2\",node=\"{late_owner}\",ip=\"{late_ip}\"}} 1"
+    );
+    let shows_late = |net: &Net| {
+        let metrics = net
+            .get(late_host, "127.0.0.1:7472", "/metrics")
+            .unwrap_or_default();
+        let status = net
+            .get(late_host, "127.0.0.1:7472", "/status")
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .unwrap_or_default();
+        let listed = status["announcements"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["service"] == json!("default/late") && x["ip"] == json!(late_ip))
+        });
+        (metrics.contains(&late_row), listed)
+    };
+    assert!(
+        until(10, || shows_late(&net) == (true, true)),
+        "{:?}\n{}",
+        shows_late(&net),
+        logs(&net)
+    );
     api.remove("services", "default", "late");
     assert!(
         until(10, || answered_by(&net, &late_ip).is_none()),
         "{}",
+        logs(&net)
+    );
+    assert!(
+        until(10, || l2_owner(&api, "late").is_none()
+            && shows_late(&net) == (false, false)),
+        "{:?}\n{}",
+        shows_late(&net),
         logs(&net)
     );
 

@@ -34,7 +34,7 @@ struct Inner {
     duration_buckets: [u64; BUCKETS.len()],
     duration_sum: f64,
     /// (service, protocol, node, ip) announced by this speaker.
-    announced: Vec<[String; 4]>,
+    announced: std::collections::BTreeSet<[String; 4]>,
 }
 
 /// Shared metrics of one component. Cheap to clone.
@@ -109,7 +109,17 @@ impl Metrics {
 
     /// The speaker's announcements, as (service, address, protocol, node).
     pub fn set_announced(&self, announced: Vec<[String; 4]>) {
-        self.lock().announced = announced;
+        self.lock().announced = announced.into_iter().collect();
+    }
+
+    /// A change of the speaker's announcements: rows `gone` go, rows `new` come (each as in
+    /// [`Metrics::set_announced`]); the others stay.
+    pub fn change_announced(&self, gone: Vec<[String; 4]>, new: Vec<[String; 4]>) {
+        let mut m = self.lock();
+        for row in &gone {
+            m.announced.remove(row);
+        }
+        m.announced.extend(new);
     }
 
     /// The Prometheus text exposition of this component alone.

@@ -103,6 +103,11 @@ pub const NODE_FIELDS: &[&str] = &[
     "status.addresses",
 ];
 
+/// What a decision reads of the metallb.io configuration kinds: their labels (pool
+/// selectors), annotations and spec. Not their status: the controller writes each pool's use
+/// there on every allocation, and that must not cost every speaker a whole decision.
+const CONFIG_FIELDS: &[&str] = &["metadata.labels", "metadata.annotations", "spec"];
+
 /// The kinds the speaker watches.
 pub fn kinds(opts: &Options) -> Vec<Kind> {
     let ns = opts.namespace.as_str();
@@ -112,12 +117,24 @@ pub fn kinds(opts: &Options) -> Vec<Kind> {
         Kind::of::<Node>().keeping(NODE_FIELDS),
         Kind::of::<Namespace>(),
         Kind::of::<Secret>().in_namespace(ns),
-        Kind::of::<IPAddressPool>().in_namespace(ns),
-        Kind::of::<L2Advertisement>().in_namespace(ns),
-        Kind::of::<BGPAdvertisement>().in_namespace(ns),
-        Kind::of::<v1beta2::BGPPeer>().in_namespace(ns),
-        Kind::of::<BFDProfile>().in_namespace(ns),
-        Kind::of::<Community>().in_namespace(ns),
+        Kind::of::<IPAddressPool>()
+            .in_namespace(ns)
+            .keeping(CONFIG_FIELDS),
+        Kind::of::<L2Advertisement>()
+            .in_namespace(ns)
+            .keeping(CONFIG_FIELDS),
+        Kind::of::<BGPAdvertisement>()
+            .in_namespace(ns)
+            .keeping(CONFIG_FIELDS),
+        Kind::of::<v1beta2::BGPPeer>()
+            .in_namespace(ns)
+            .keeping(CONFIG_FIELDS),
+        Kind::of::<BFDProfile>()
+            .in_namespace(ns)
+            .keeping(CONFIG_FIELDS),
+        Kind::of::<Community>()
+            .in_namespace(ns)
+            .keeping(CONFIG_FIELDS),
         Kind::of::<ServiceL2Status>()
             .in_namespace(ns)
             .with_labels(&format!("{NODE_LABEL}={}", opts.node_name)),
@@ -515,6 +532,15 @@ impl Core {
         Some(touched)
     }
 
+    /// One service's part of the plan in force: what this node announces for it.
+    pub fn part(&self, key: &ServiceKey) -> Vec<lb_core::Announcement> {
+        self.kept
+            .as_ref()
+            .and_then(|k| k.parts.get(key))
+            .map(|p| p.announcements.clone())
+            .unwrap_or_default()
+    }
+
     /// The plan in force (the last decision's, with the changes since).
     pub fn plan(&self) -> Plan {
         self.kept.as_ref().map(Kept::plan).unwrap_or_default()
@@ -566,53 +592,77 @@ pub struct WantedStatuses {
 
 /// The status objects a plan implies (one per service and protocol on this node).
 pub fn wanted_statuses(node: &str, plan: &Plan) -> WantedStatuses {
-    let mut l2: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
-    let mut bgp: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    let mut by_service: BTreeMap<&ServiceKey, Vec<&lb_core::Announcement>> = BTreeMap::new();
     for a in &plan.announcements {
+        by_service.entry(&a.service).or_default().push(a);
+    }
+    let mut out = WantedStatuses::default();
+    for (key, part) in by_service {
+        out.set(key, service_statuses(node, key, part));
+    }
+    out
+}
+
+/// One service's status objects on this node: (layer 2, BGP), from its announcements.
+pub type ServiceStatuses = (
+    Option<MetalLBServiceL2Status>,
+    Option<MetalLBServiceBGPStatus>,
+);
+
+impl WantedStatuses {
+    /// Sets one service's status objects (`None`: it has none of that kind).
+    pub fn set(&mut self, key: &ServiceKey, (l2, bgp): ServiceStatuses) {
+        match l2 {
+            Some(s) => self.l2.insert(key.clone(), s),
+            None => self.l2.remove(key),
+        };
+        match bgp {
+            Some(s) => self.bgp.insert(key.clone(), s),
+            None => self.bgp.remove(key),
+        };
+    }
+}
+
+/// The status objects of one service, from its announcements on this node.
+pub fn service_statuses<'a>(
+    node: &str,
+    key: &ServiceKey,
+    part: impl IntoIterator<Item = &'a lb_core::Announcement>,
+) -> ServiceStatuses {
+    let mut l2: Option<BTreeSet<String>> = None;
+    let mut bgp: Option<BTreeSet<String>> = None;
+    for a in part {
         match &a.how {
             How::Layer2 { interfaces } => {
-                let set = l2.entry(a.service.clone()).or_default();
+                let set = l2.get_or_insert_default();
                 if let Interfaces::Only(names) = interfaces {
                     set.extend(names.iter().cloned());
                 }
             }
             How::Bgp { routes } => {
-                bgp.entry(a.service.clone())
-                    .or_default()
+                bgp.get_or_insert_default()
                     .extend(routes.iter().flat_map(|r| r.peers.iter().cloned()));
             }
         }
     }
-    let service = |k: &ServiceKey| ServiceOnNode {
+    let service = || ServiceOnNode {
         node: Some(node.to_string()),
-        service_name: Some(k.name.clone()),
-        service_namespace: Some(k.namespace.clone()),
+        service_name: Some(key.name.clone()),
+        service_namespace: Some(key.namespace.clone()),
     };
-    WantedStatuses {
-        l2: l2
-            .into_iter()
-            .map(|(k, ifaces)| {
-                let s = MetalLBServiceL2Status {
-                    service: service(&k),
-                    interfaces: ifaces
-                        .into_iter()
-                        .map(|name| crate::crds::InterfaceInfo { name })
-                        .collect(),
-                };
-                (k, s)
-            })
-            .collect(),
-        bgp: bgp
-            .into_iter()
-            .map(|(k, peers)| {
-                let s = MetalLBServiceBGPStatus {
-                    service: service(&k),
-                    peers: peers.into_iter().collect(),
-                };
-                (k, s)
-            })
-            .collect(),
-    }
+    (
+        l2.map(|ifaces| MetalLBServiceL2Status {
+            service: service(),
+            interfaces: ifaces
+                .into_iter()
+                .map(|name| crate::crds::InterfaceInfo { name })
+                .collect(),
+        }),
+        bgp.map(|peers| MetalLBServiceBGPStatus {
+            service: service(),
+            peers: peers.into_iter().collect(),
+        }),
+    )
 }
 
 /// One existing status object of this node.
@@ -826,14 +876,18 @@ impl AssignedEvents {
         }
     }
 
-    /// Sends an event for each (service, protocol) new in `plan`; forgets those gone, so a
-    /// service that comes back is told again. Returns the number of failed sends (retried by
-    /// the next call).
-    pub async fn update(&mut self, store: &Store, node: &str, plan: &Plan) -> usize {
-        let now: BTreeSet<(ServiceKey, &'static str)> = plan
-            .announcements
-            .iter()
-            .map(|a| (a.service.clone(), lb_core::Protocol::of(a).name()))
+    /// Sends an event for each (service, protocol) new in `wanted` (a service announced by a
+    /// protocol has that protocol's status object); forgets those gone, so a service that
+    /// comes back is told again. Returns the number of failed sends (retried by the next
+    /// call).
+    pub async fn update(&mut self, store: &Store, node: &str, wanted: &WantedStatuses) -> usize {
+        let l2 = lb_core::Protocol::Layer2.name();
+        let bgp = lb_core::Protocol::Bgp.name();
+        let now: BTreeSet<(ServiceKey, &'static str)> = wanted
+            .l2
+            .keys()
+            .map(|k| (k.clone(), l2))
+            .chain(wanted.bgp.keys().map(|k| (k.clone(), bgp)))
             .collect();
         self.said.retain(|k| now.contains(k));
         let mut failed = 0;
@@ -884,31 +938,24 @@ pub struct WriteOutcome {
     pub error: Option<String>,
 }
 
-struct Wish {
-    seq: u64,
-    statuses: WantedStatuses,
-    plan: Plan,
+/// What the loop hands the writer: every status object, or a change of some services'.
+enum Wish {
+    Whole(WantedStatuses),
+    Change(Vec<(ServiceKey, ServiceStatuses)>),
 }
 
 /// The speaker's writes to the API (its ServiceL2Status / ServiceBGPStatus objects and its
 /// `nodeAssigned` events) on a task of their own, so that the decision loop never waits for
-/// the API server: [`ApiWriter::want`] hands over the latest plan and returns at once. Wishes
-/// coalesce (only the newest is written), each round is bounded by a timeout, and what failed
-/// is retried every second until it is written.
+/// the API server: [`ApiWriter::want`] hands over the latest plan, [`ApiWriter::want_change`]
+/// a change of some services (its cost is theirs), and both return at once. Wishes coalesce
+/// (a round writes what all of them add up to), each round is bounded by a timeout, and what
+/// failed is retried every second until it is written.
 #[derive(Debug)]
 pub struct ApiWriter {
-    wishes: tokio::sync::watch::Sender<Option<std::sync::Arc<Wish>>>,
+    wishes: tokio::sync::mpsc::UnboundedSender<(u64, Wish)>,
     outcome: tokio::sync::watch::Receiver<WriteOutcome>,
     seq: u64,
     task: tokio::task::JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Wish {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wish")
-            .field("seq", &self.seq)
-            .finish_non_exhaustive()
-    }
 }
 
 /// How often a round that left something unwritten is tried again.
@@ -925,25 +972,48 @@ impl ApiWriter {
         timeout: Duration,
         metrics: crate::metrics::Metrics,
     ) -> ApiWriter {
-        let (wishes, mut rx) = tokio::sync::watch::channel(None::<std::sync::Arc<Wish>>);
+        let (wishes, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Wish)>();
         let (out_tx, outcome) = tokio::sync::watch::channel(WriteOutcome::default());
         let task = tokio::spawn(async move {
             let mut writer = StatusWriter::default();
             let mut events = AssignedEvents::new(client.clone(), &node);
             let mut retry = false;
+            // What every wish so far adds up to, and the last wish in it; nothing is written
+            // before the first whole wish.
+            let mut wanted: Option<WantedStatuses> = None;
+            let mut seq = 0;
+            let take = |(n, wish): (u64, Wish), wanted: &mut Option<WantedStatuses>| {
+                match wish {
+                    Wish::Whole(w) => *wanted = Some(w),
+                    Wish::Change(changes) => {
+                        if let Some(w) = wanted {
+                            for (key, statuses) in changes {
+                                w.set(&key, statuses);
+                            }
+                        }
+                    }
+                }
+                n
+            };
             loop {
                 tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
+                    m = rx.recv() => match m {
+                        Some(m) => seq = take(m, &mut wanted),
+                        None => return,
+                    },
                     () = tokio::time::sleep(WRITE_RETRY), if retry => {}
                 }
-                let Some(wish) = rx.borrow_and_update().clone() else {
+                while let Ok(m) = rx.try_recv() {
+                    seq = take(m, &mut wanted);
+                }
+                let Some(wish) = &wanted else {
                     continue;
                 };
                 // One bound for the whole round, so that a hung server is reported within
                 // `timeout`, whatever it hangs on.
                 let round = async {
-                    let (writes, err) = writer.sync(&client, &store, &opts, &wish.statuses).await;
-                    let unsent = events.update(&store, &node, &wish.plan).await;
+                    let (writes, err) = writer.sync(&client, &store, &opts, wish).await;
+                    let unsent = events.update(&store, &node, wish).await;
                     (writes, err, unsent)
                 };
                 let mut errors = Vec::new();
@@ -968,7 +1038,7 @@ impl ApiWriter {
                     tracing::warn!("writing to the API (retried every second): {e}");
                 }
                 out_tx.send_replace(WriteOutcome {
-                    done: wish.seq,
+                    done: seq,
                     pending: retry,
                     error,
                 });
@@ -986,11 +1056,20 @@ impl ApiWriter {
     /// written is replaced.
     pub fn want(&mut self, node: &str, plan: &Plan) {
         self.seq += 1;
-        self.wishes.send_replace(Some(std::sync::Arc::new(Wish {
-            seq: self.seq,
-            statuses: wanted_statuses(node, plan),
-            plan: plan.clone(),
-        })));
+        let _ = self
+            .wishes
+            .send((self.seq, Wish::Whole(wanted_statuses(node, plan))));
+    }
+
+    /// Hands over what this node should show for a change of some services: each one's
+    /// announcements now (none: no status object). Returns at once; costs what changed.
+    pub fn want_change(&mut self, node: &str, parts: &[(ServiceKey, Vec<lb_core::Announcement>)]) {
+        self.seq += 1;
+        let changes = parts
+            .iter()
+            .map(|(key, part)| (key.clone(), service_statuses(node, key, part)))
+            .collect();
+        let _ = self.wishes.send((self.seq, Wish::Change(changes)));
     }
 
     /// What the last finished round achieved.

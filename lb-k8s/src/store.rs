@@ -493,6 +493,45 @@ mod tests {
         assert_eq!(store.take_changed().objects.len(), 1, "a label is a change");
     }
 
+    /// The speaker's pools: the controller's write of a pool's use (its status, on every
+    /// allocation) is no change to the speaker, which would otherwise decide everything
+    /// again for each new service; a change of its spec is one.
+    #[test]
+    fn a_pool_status_written_by_the_controller_is_no_change_to_the_speaker() {
+        let opts = crate::speaker::Options::new("node1", "metallb-system");
+        let kind = crate::speaker::kinds(&opts)
+            .into_iter()
+            .find(|k| k.resource.plural == "ipaddresspools")
+            .expect("the speaker watches pools");
+        let pool = |rv: &str, used: u64, addresses: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": "lan", "namespace": "metallb-system",
+                             "resourceVersion": rv, "labels": {"zone": "a"}},
+                "spec": {"addresses": [addresses]},
+                "status": {"assignedIPv4": used, "availableIPv4": 16 - used}
+            }))
+            .expect("a DynamicObject")
+        };
+        let store = Store::default();
+        store.apply(&kind, Event::Init);
+        store.apply(&kind, Event::InitDone);
+        store.apply(&kind, Event::Apply(pool("1", 0, "192.0.2.0/28")));
+        store.take_changed();
+        store.apply(&kind, Event::Apply(pool("2", 1, "192.0.2.0/28")));
+        assert_eq!(store.take_changed(), Changed::default());
+        store.apply(&kind, Event::Apply(pool("3", 1, "192.0.2.16/28")));
+        assert_eq!(store.take_changed().objects.len(), 1, "a spec is a change");
+        let held = store
+            .get("ipaddresspools", "metallb-system", "lan")
+            .unwrap_or_default();
+        assert_eq!(
+            held.pointer("/metadata/labels/zone"),
+            Some(&serde_json::json!("a"))
+        );
+        assert_eq!(held.get("status"), None);
+    }
+
     /// Where an object is not shaped as a field's path expects, the value is kept whole, so
     /// that the reader reports the same fault as with the whole object.
     #[test]

@@ -358,7 +358,8 @@ async fn node_assigned_is_sent_once_per_change_not_per_pass() {
     };
     for _ in 0..5 {
         let d = core.decide(store.values(), &members(), &o);
-        assert_eq!(events.update(&store, "node2", &d.plan).await, 0);
+        let wanted = wanted_statuses("node2", &d.plan);
+        assert_eq!(events.update(&store, "node2", &wanted).await, 0);
     }
     assert_eq!(count(&api, "local"), 1);
     assert_eq!(count(&api, "bgp-cluster"), 1);
@@ -374,9 +375,11 @@ async fn node_assigned_is_sent_once_per_change_not_per_pass() {
         ))
     );
     // The service leaves this node and comes back: that is a change, told again.
-    events.update(&store, "node2", &Plan::default()).await;
+    let none = wanted_statuses("node2", &Plan::default());
+    events.update(&store, "node2", &none).await;
     let d = core.decide(store.values(), &members(), &o);
-    events.update(&store, "node2", &d.plan).await;
+    let wanted = wanted_statuses("node2", &d.plan);
+    events.update(&store, "node2", &wanted).await;
     assert_eq!(count(&api, "local"), 2);
     for t in tasks {
         t.abort();
