@@ -2,7 +2,9 @@
 # L2 takeover of many addresses at once (issue 16): a node decides to answer for N addresses
 # (its peer died) and the bench times, from that decision, the first and the last gratuitous
 # frame a capture on the link sees (gratuitous ARP for the IPv4 ones, unsolicited NA for the
-# IPv6 ones; every address's first frame). Prints every run, then the median and max.
+# IPv6 ones; every address's first frame). Then one address more or less among the N, as a
+# change (`L2Announcer::update`) and as a whole set (`set`), side by side: the median time of
+# each call. Prints every run, then the median and max.
 #
 #   ns <tag>node  eth0 (the announcer: lb-announce-l2's `takeover` example)
 #   ns <tag>obs   eth0, tcpdump
@@ -53,7 +55,8 @@ for run in $(seq 1 "$RUNS"); do
     kill "$tpid" && wait "$tpid" 2>/dev/null || true
     decided=$(awk '/^decision/ {print $2}' "$WORK/out$run.txt")
     sent=$(awk '/^first-round-sent/ {print $2}' "$WORK/out$run.txt")
-    line=$(tcpdump -r "$cap" -n -tt 2>/dev/null | awk -v d="$decided" -v s="$sent" -v n="$N" '
+    cut=$(awk '/^changes-start/ {print $2}' "$WORK/out$run.txt")
+    line=$(tcpdump -r "$cap" -n -tt 2>/dev/null | awk -v c="$cut" '$1 < c / 1e9' | awk -v d="$decided" -v s="$sent" -v n="$N" '
         # Gratuitous ARP: "T ARP, Request who-has A tell A" (and the Reply form "A is-at M");
         # unsolicited NA: "T IP6 A > ff02::1: ICMP6, neighbor advertisement, tgt is A".
         / ARP, Request who-has / { a = $5; b = $7; sub(/,$/, "", b); if (a == b && !(a in seen)) seen[a] = $1 }
@@ -71,7 +74,9 @@ for run in $(seq 1 "$RUNS"); do
         }')
     dropped=$(awk '/dropped by kernel/ {print $1}' "$WORK/tcpdump$run.log")
     read -r count first last sentms <<<"$line"
-    echo "run $run: $count of $N addresses seen (capture dropped ${dropped:-?}); first frame ${first} ms, last ${last} ms after the decision (set returned at ${sentms} ms)"
+    change=$(awk '/^change-one-us/ {print $2}' "$WORK/out$run.txt")
+    whole=$(awk '/^whole-one-us/ {print $2}' "$WORK/out$run.txt")
+    echo "run $run: $count of $N addresses seen (capture dropped ${dropped:-?}); first frame ${first} ms, last ${last} ms after the decision (set returned at ${sentms} ms); one address more or less among them: ${change} us as a change, ${whole} us as a whole set"
     results+=("$first $last")
 done
 firsts=$(printf '%s\n' "${results[@]}" | awk '{print $1}' | sort -n)

@@ -1,6 +1,8 @@
 //! One node takes over many addresses at once, as after its peer died: prints the wall-clock
 //! time of the decision (just before `set`) and of `set`'s return (the first gratuitous round
-//! sent), in nanoseconds since the epoch, then keeps answering for a moment and withdraws.
+//! sent), in nanoseconds since the epoch, then keeps answering for a moment; then times one
+//! more address coming and going among them, as a change and as a whole set (median of 20, in
+//! microseconds), and withdraws.
 //! `benches/l2-takeover.sh` runs it in a namespace and times the frames a capture sees.
 //!
 //! `sudo cargo run --release -p lb-announce-l2 --example takeover -- eth0 10000`
@@ -53,12 +55,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     // Let the announcer open the interface first, as a running node has.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let handed = desired.clone();
     let decided = now_ns();
-    announcer.set(desired).await?;
+    announcer.set(handed).await?;
     let sent = now_ns();
     println!("decision {decided}");
     println!("first-round-sent {sent}");
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Then one more address comes and goes among the N, as a change (`update`) and as a whole
+    // set, in turn: the time each call takes to return (the address answered, its first
+    // gratuitous frame sent; or no longer answered).
+    println!("changes-start {}", now_ns());
+    let extra = addresses(n + 1)[n];
+    let mut plus = desired.clone();
+    plus.insert(extra, scope.clone());
+    let mut change = Vec::new();
+    let mut whole = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        announcer.update(vec![(extra, Some(scope.clone()))]).await?;
+        announcer.update(vec![(extra, None)]).await?;
+        change.push(t.elapsed() / 2);
+        let t = std::time::Instant::now();
+        announcer.set(plus.clone()).await?;
+        announcer.set(desired.clone()).await?;
+        whole.push(t.elapsed() / 2);
+    }
+    change.sort();
+    whole.sort();
+    println!("change-one-us {}", change[change.len() / 2].as_micros());
+    println!("whole-one-us {}", whole[whole.len() / 2].as_micros());
     announcer.shutdown().await;
     Ok(())
 }

@@ -560,7 +560,7 @@ struct OpenIface {
     all_multicast: bool,
     /// The solicited-node groups this interface should be in, with how many answered or
     /// probed addresses need each.
-    groups: BTreeMap<Mac, usize>,
+    groups: HashMap<Mac, usize>,
 }
 
 impl Drop for OpenIface {
@@ -578,8 +578,9 @@ struct Supervisor {
     fresh: HashSet<IpAddr>,
     states: BTreeMap<IpAddr, AddrState>,
     ifaces: BTreeMap<String, OpenIface>,
-    /// The interfaces each IPv6 address counts in the groups of (see [`OpenIface::groups`]).
-    grouped: HashMap<IpAddr, Vec<String>>,
+    /// The interfaces (by index) each IPv6 address counts in the groups of (see
+    /// [`OpenIface::groups`]).
+    grouped: HashMap<IpAddr, Vec<u32>>,
     timers: BTreeMap<(Instant, u64), Job>,
     seq: u64,
     claims_tx: mpsc::Sender<Claim>,
@@ -741,7 +742,7 @@ impl Supervisor {
                 }
                 continue;
             };
-            if let Interfaces::Only(names) = &scope {
+            if !rescan && let Interfaces::Only(names) = &scope {
                 names_closed |= names.iter().any(|n| !self.ifaces.contains_key(n));
             }
             match self.wanted.entry(ip) {
@@ -909,92 +910,53 @@ impl Supervisor {
     const ALL_MULTICAST_FROM: usize = 256;
 
     /// Puts `ips` in the tables the receive tasks answer from and watch as their state and
-    /// scope say (or takes them out), and their solicited-node groups: only these addresses
-    /// are touched.
+    /// scope say (or takes them out), and counts them in their interfaces' solicited-node
+    /// groups (joining and leaving the groups whose count went to or from zero): only these
+    /// addresses are touched, each looked up once.
     fn publish(&mut self, ips: &[IpAddr]) {
         if ips.is_empty() {
             return;
         }
+        let Supervisor {
+            shared,
+            states,
+            wanted,
+            ifaces,
+            grouped,
+            ..
+        } = self;
+        let mut touched: HashMap<u32, Vec<Mac>> = HashMap::new();
         {
-            let mut answering = self
-                .shared
-                .answering
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            let mut probing = self
-                .shared
-                .probing
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut answering = shared.answering.write().unwrap_or_else(|e| e.into_inner());
+            let mut probing = shared.probing.write().unwrap_or_else(|e| e.into_inner());
+            answering.reserve(ips.len());
             for ip in ips {
-                answering.remove(*ip);
-                probing.remove(ip);
-                match (self.states.get(ip), self.wanted.get(ip)) {
+                // The interfaces it is answered or probed on: what its groups follow.
+                let on = match (states.get(ip), wanted.get(ip)) {
                     (Some(AddrState::Active { .. }), Some(scope)) => {
-                        answering.insert(*ip, scope.clone())
+                        answering.set(*ip, scope.clone());
+                        probing.remove(ip);
+                        Some(scope)
                     }
-                    (Some(AddrState::Probing), Some(_)) => {
+                    (Some(AddrState::Probing), Some(scope)) => {
+                        answering.remove(*ip);
                         probing.insert(*ip);
+                        Some(scope)
                     }
-                    _ => {}
-                }
-            }
-        }
-        self.regroup(ips);
-    }
-
-    /// The interfaces an address counts in the solicited-node groups of: an IPv6 address
-    /// answered or probed on them.
-    fn group_ifaces(&self, ip: &IpAddr) -> Vec<String> {
-        let (IpAddr::V6(_), Some(scope), Some(state)) =
-            (ip, self.wanted.get(ip), self.states.get(ip))
-        else {
-            return Vec::new();
-        };
-        if matches!(state, AddrState::Conflict { .. }) {
-            return Vec::new();
-        }
-        self.ifaces
-            .keys()
-            .filter(|name| scope.includes(name))
-            .cloned()
-            .collect()
-    }
-
-    /// Counts `ips` in the groups of the interfaces they are answered or probed on now (and
-    /// out of the others), then joins and leaves the groups whose count went to or from zero.
-    fn regroup(&mut self, ips: &[IpAddr]) {
-        let mut touched: BTreeMap<String, BTreeSet<Mac>> = BTreeMap::new();
-        for ip in ips {
-            let IpAddr::V6(a) = ip else { continue };
-            let mac = multicast_mac(&solicited_node(a));
-            let now = self.group_ifaces(ip);
-            let before = if now.is_empty() {
-                self.grouped.remove(ip).unwrap_or_default()
-            } else {
-                self.grouped.insert(*ip, now.clone()).unwrap_or_default()
-            };
-            for name in before.iter().filter(|n| !now.contains(n)) {
-                if let Some(o) = self.ifaces.get_mut(name)
-                    && let Some(n) = o.groups.get_mut(&mac)
-                {
-                    *n -= 1;
-                    if *n == 0 {
-                        o.groups.remove(&mac);
+                    _ => {
+                        answering.remove(*ip);
+                        probing.remove(ip);
+                        None
                     }
+                };
+                if let IpAddr::V6(a) = ip {
+                    regroup(ifaces, grouped, &mut touched, *a, on);
                 }
-                touched.entry(name.clone()).or_default().insert(mac);
-            }
-            for name in now.iter().filter(|n| !before.contains(n)) {
-                if let Some(o) = self.ifaces.get_mut(name) {
-                    *o.groups.entry(mac).or_default() += 1;
-                }
-                touched.entry(name.clone()).or_default().insert(mac);
             }
         }
-        for (name, macs) in touched {
-            if let Some(o) = self.ifaces.get_mut(&name) {
-                o.sync_groups(&name, Some(&macs));
+        for (index, macs) in touched {
+            if let Some(o) = ifaces.values_mut().find(|o| o.info.index == index) {
+                o.sync_groups(Some(&macs));
             }
         }
     }
@@ -1012,21 +974,9 @@ impl Supervisor {
             .filter(|ip| ip.is_ipv6())
             .copied()
             .collect();
-        for ip in &ips {
-            let now = self.group_ifaces(ip);
-            let IpAddr::V6(a) = ip else { continue };
-            let mac = multicast_mac(&solicited_node(a));
-            for name in &now {
-                if let Some(o) = self.ifaces.get_mut(name) {
-                    *o.groups.entry(mac).or_default() += 1;
-                }
-            }
-            if !now.is_empty() {
-                self.grouped.insert(*ip, now);
-            }
-        }
-        for (name, o) in self.ifaces.iter_mut() {
-            o.sync_groups(name, None);
+        self.publish(&ips);
+        for o in self.ifaces.values_mut() {
+            o.sync_groups(None);
         }
     }
 
@@ -1133,7 +1083,7 @@ impl Supervisor {
             tasks,
             joined: BTreeSet::new(),
             all_multicast: false,
-            groups: BTreeMap::new(),
+            groups: HashMap::new(),
         })
     }
 
@@ -1183,6 +1133,53 @@ impl Supervisor {
     }
 }
 
+/// Counts IPv6 address `a` in the solicited-node groups of the interfaces of `on` (none: of
+/// none), and out of those it counted in before; notes in `touched` the groups whose
+/// interface must check its membership.
+fn regroup(
+    ifaces: &mut BTreeMap<String, OpenIface>,
+    grouped: &mut HashMap<IpAddr, Vec<u32>>,
+    touched: &mut HashMap<u32, Vec<Mac>>,
+    a: std::net::Ipv6Addr,
+    on: Option<&Interfaces>,
+) {
+    let ip = IpAddr::V6(a);
+    let now: Vec<u32> = match on {
+        Some(scope) => ifaces
+            .values()
+            .filter(|o| scope.includes(&o.info.name))
+            .map(|o| o.info.index)
+            .collect(),
+        None => Vec::new(),
+    };
+    let before = grouped.remove(&ip).unwrap_or_default();
+    if now != before {
+        let mac = multicast_mac(&solicited_node(&a));
+        let mut count = |index: u32, up: bool| {
+            if let Some(o) = ifaces.values_mut().find(|o| o.info.index == index) {
+                if up {
+                    *o.groups.entry(mac).or_default() += 1;
+                } else if let Some(n) = o.groups.get_mut(&mac) {
+                    *n -= 1;
+                    if *n == 0 {
+                        o.groups.remove(&mac);
+                    }
+                }
+            }
+            touched.entry(index).or_default().push(mac);
+        };
+        for index in before.iter().filter(|i| !now.contains(i)) {
+            count(*index, false);
+        }
+        for index in now.iter().filter(|i| !before.contains(i)) {
+            count(*index, true);
+        }
+    }
+    if !now.is_empty() {
+        grouped.insert(ip, now);
+    }
+}
+
 impl OpenIface {
     /// Joins and leaves solicited-node groups to match [`OpenIface::groups`]: for the groups
     /// in `changed` alone, or for all of them (`None`). Thousands of groups (a takeover of
@@ -1190,7 +1187,8 @@ impl OpenIface {
     /// lists: past `ALL_MULTICAST_FROM` the socket takes every multicast frame instead (the
     /// responder still answers only for its own targets), and goes back to groups below half
     /// of it.
-    fn sync_groups(&mut self, name: &str, changed: Option<&BTreeSet<Mac>>) {
+    fn sync_groups(&mut self, changed: Option<&[Mac]>) {
+        let name = self.info.name.clone();
         let n = self.groups.len();
         let from = Supervisor::ALL_MULTICAST_FROM;
         let many = n > from || (self.all_multicast && n > from / 2);
@@ -1205,7 +1203,7 @@ impl OpenIface {
         let in_groups = !(self.all_multicast && many);
         let want = |mac: &Mac| in_groups && self.groups.contains_key(mac);
         let macs: Vec<Mac> = match changed {
-            Some(c) => c.iter().copied().collect(),
+            Some(c) => c.to_vec(),
             None => self.groups.keys().chain(&self.joined).copied().collect(),
         };
         for mac in macs {

@@ -93,6 +93,21 @@ impl Announced {
         }
     }
 
+    /// Answers for `ip` on exactly `scope` from now on (what it was answered on before, if
+    /// anything, is replaced).
+    pub fn set(&mut self, ip: IpAddr, scope: Interfaces) {
+        match ip {
+            IpAddr::V4(a) => self.v4.insert(a.to_bits(), scope),
+            IpAddr::V6(a) => self.v6.insert(a.to_bits(), scope),
+        };
+    }
+
+    /// Makes room for `more` addresses.
+    pub fn reserve(&mut self, more: usize) {
+        self.v4.reserve(more);
+        self.v6.reserve(more);
+    }
+
     /// Stops answering for `ip`; returns the interfaces it was answered on.
     pub fn remove(&mut self, ip: IpAddr) -> Option<Interfaces> {
         match ip {
