@@ -7,16 +7,74 @@
 //! - `change`: one Service's event (it gets its address) served by `Core::change` from what
 //!   the last decision kept: the time from the event to the decided announcement change.
 //! - `slice`: the same for one EndpointSlice's event (its endpoint moves to another node).
+//! - `applied`: one Service's event to the announcers' change: `Core::change`, the service's
+//!   part, `Runtime::apply_change` handing each announcer its difference.
+//! - `applied_whole`: the same event applied as the loop did before: `Core::change`, then the
+//!   whole plan (`Core::plan`) handed to `Runtime::apply`.
 //!
-//! Nothing leaves the process.
+//! The announcers are tables by address (what the real ones keep; they need raw sockets and
+//! peers, which a bench must not touch: `benches/l2-takeover.sh` times the layer 2 one in a
+//! namespace). Nothing leaves the process.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lb_core::announce::AnnounceError;
+use lb_core::objects::ServiceKey;
+use lb_core::{Announcement, Announcer, Change, Protocol, Runtime};
 use lb_k8s::speaker::{Core, Options};
 use serde_json::{Value, json};
+
+/// An announcer that keeps what it announces by service and address, as the real ones do.
+#[derive(Debug)]
+struct Table {
+    protocol: Protocol,
+    held: Mutex<BTreeMap<(ServiceKey, IpAddr), Announcement>>,
+}
+
+impl Table {
+    fn new(protocol: Protocol) -> Arc<Table> {
+        Arc::new(Table {
+            protocol,
+            held: Mutex::default(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[async_trait]
+impl Announcer for Table {
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = desired
+            .iter()
+            .map(|a| ((a.service.clone(), a.ip), a.clone()))
+            .collect();
+        Ok(())
+    }
+
+    async fn change(&self, change: Change<'_>) -> Result<(), AnnounceError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for a in change.withdrawn {
+            held.remove(&(a.service.clone(), a.ip));
+        }
+        for a in change.added {
+            held.insert((a.service.clone(), a.ip), a.clone());
+        }
+        Ok(())
+    }
+}
 
 const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (10_000, "10k"), (100_000, "100k")];
 
@@ -138,6 +196,59 @@ fn bench(c: &mut Criterion) {
                 spent
             })
         });
+        // Service 7 again, to the announcers: applied as a change, and whole as before.
+        let key = (
+            "services".to_string(),
+            "default".to_string(),
+            "svc-7".to_string(),
+        );
+        let l2 = Table::new(Protocol::Layer2);
+        let bgp = Table::new(Protocol::Bgp);
+        let mut runtime =
+            Runtime::new("node1", vec![l2.clone() as Arc<dyn Announcer>, bgp.clone()]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let d = core.decide(&objs, &members, &opts);
+        rt.block_on(runtime.apply(&d.plan, &BTreeSet::new(), 0));
+        let announced = d.plan.announcements.len();
+        let change_applied = |core: &mut Core, runtime: &mut Runtime, with_ip: bool| {
+            let change = vec![(key.clone(), Some(service(7, with_ip)))];
+            let touched = core.change(change, &members, &opts).expect("kept");
+            let parts: Vec<_> = touched.iter().map(|k| (k.clone(), core.part(k))).collect();
+            rt.block_on(runtime.apply_change(parts, &BTreeSet::new(), 0))
+        };
+        g.bench_function(BenchmarkId::new("applied", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    change_applied(&mut core, &mut runtime, false);
+                    let started = Instant::now();
+                    let applied = change_applied(&mut core, &mut runtime, true);
+                    spent += started.elapsed();
+                    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+                }
+                spent
+            })
+        });
+        assert_eq!(l2.len() + bgp.len(), announced);
+        g.bench_function(BenchmarkId::new("applied_whole", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    change_applied(&mut core, &mut runtime, false);
+                    let change = vec![(key.clone(), Some(service(7, true)))];
+                    let started = Instant::now();
+                    core.change(change, &members, &opts).expect("kept");
+                    let plan = core.plan();
+                    let applied = rt.block_on(runtime.apply(&plan, &BTreeSet::new(), 0));
+                    spent += started.elapsed();
+                    assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+                }
+                spent
+            })
+        });
+        assert_eq!(l2.len() + bgp.len(), announced);
     }
     g.finish();
 }

@@ -676,38 +676,58 @@ fn existing(store: &Store, plural: &str) -> Vec<Existing> {
     store
         .of_kind(plural)
         .into_iter()
-        .map(|o| {
-            let label = |k: &str| {
-                o.pointer("/metadata/labels")
-                    .and_then(|l| l.get(k))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            Existing {
-                name: o
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                service: label(SERVICE_NAMESPACE_LABEL)
-                    .zip(label(SERVICE_NAME_LABEL))
-                    .map(|(ns, n)| ServiceKey::new(ns, n)),
-                status: o.get("status").cloned().unwrap_or(Value::Null),
-            }
-        })
+        .map(|o| existing_from(&o))
         .collect()
+}
+
+/// The objects `index` names for `keys`, as the store shows them.
+fn existing_of(
+    store: &Store,
+    plural: &str,
+    namespace: &str,
+    index: &BTreeMap<(String, ServiceKey), String>,
+    keys: &BTreeSet<ServiceKey>,
+) -> Vec<Existing> {
+    keys.iter()
+        .filter_map(|k| index.get(&(plural.to_string(), k.clone())))
+        .filter_map(|name| store.get(plural, namespace, name))
+        .map(|o| existing_from(&o))
+        .collect()
+}
+
+fn existing_from(o: &Value) -> Existing {
+    let label = |k: &str| {
+        o.pointer("/metadata/labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Existing {
+        name: o
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        service: label(SERVICE_NAMESPACE_LABEL)
+            .zip(label(SERVICE_NAME_LABEL))
+            .map(|(ns, n)| ServiceKey::new(ns, n)),
+        status: o.get("status").cloned().unwrap_or(Value::Null),
+    }
 }
 
 /// Makes this node's status objects of one kind match `wanted`: creates the missing ones,
 /// updates the changed ones and deletes the rest (and duplicates). Returns the writes made and
 /// the first error; a failed write is retried by the next call.
+#[allow(clippy::too_many_arguments)]
 async fn sync_kind<K, S>(
     client: &Client,
     store: &Store,
     created: &mut BTreeMap<(String, ServiceKey), Instant>,
+    index: &mut BTreeMap<(String, ServiceKey), String>,
     opts: &Options,
     prefix: &str,
     wanted: &BTreeMap<ServiceKey, S>,
+    only: Option<&BTreeSet<ServiceKey>>,
 ) -> (usize, Option<kube::Error>)
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -715,7 +735,7 @@ where
         + serde::de::DeserializeOwned
         + serde::Serialize
         + std::fmt::Debug,
-    S: serde::Serialize,
+    S: serde::Serialize + Sync,
 {
     let (namespace, node) = (opts.namespace.as_str(), opts.node_name.as_str());
     let plural = K::plural(&()).to_string();
@@ -731,7 +751,24 @@ where
         }
     };
     let mut seen: BTreeSet<ServiceKey> = BTreeSet::new();
-    for e in existing(store, &plural) {
+    // All of this node's objects of the kind (and the index of them made again), or those
+    // the index names for the services of `only`.
+    let objects = match only {
+        None => {
+            let all = existing(store, &plural);
+            index.retain(|(p, _), _| *p != plural);
+            for e in &all {
+                if let Some(k) = &e.service {
+                    index
+                        .entry((plural.clone(), k.clone()))
+                        .or_insert_with(|| e.name.clone());
+                }
+            }
+            all
+        }
+        Some(keys) => existing_of(store, &plural, namespace, index, keys),
+    };
+    for e in objects {
         if let Some(k) = &e.service {
             created.remove(&(plural.clone(), k.clone()));
         }
@@ -756,11 +793,24 @@ where
                     .delete(&e.name, &DeleteParams::default())
                     .await
                     .map(|_| ());
+                if r.is_ok()
+                    && let Some(k) = &e.service
+                    && index.get(&(plural.clone(), k.clone())) == Some(&e.name)
+                {
+                    index.remove(&(plural.clone(), k.clone()));
+                }
                 note(r, &mut writes);
             }
         }
     }
-    for (k, w) in wanted {
+    let considered: Vec<(&ServiceKey, &S)> = match only {
+        None => wanted.iter().collect(),
+        Some(keys) => keys
+            .iter()
+            .filter_map(|k| wanted.get_key_value(k))
+            .collect(),
+    };
+    for (k, w) in considered {
         // An object created a moment ago may not be in the store yet: do not create twice.
         let recent = created
             .get(&(plural.clone(), k.clone()))
@@ -788,6 +838,7 @@ where
                 Ok(obj) => {
                     created.insert((plural.clone(), k.clone()), Instant::now());
                     let name = obj.meta().name.clone().unwrap_or_default();
+                    index.insert((plural.clone(), k.clone()), name.clone());
                     api.patch_status(
                         &name,
                         &PatchParams::default(),
@@ -812,6 +863,9 @@ const CREATE_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct StatusWriter {
     created: BTreeMap<(String, ServiceKey), Instant>,
+    /// This node's object of each kind for each service, by name: made by every whole
+    /// round, kept by this writer's creates and deletes.
+    index: BTreeMap<(String, ServiceKey), String>,
 }
 
 impl StatusWriter {
@@ -824,22 +878,52 @@ impl StatusWriter {
         opts: &Options,
         wanted: &WantedStatuses,
     ) -> (usize, Option<kube::Error>) {
+        self.sync_over(client, store, opts, wanted, None).await
+    }
+
+    /// [`StatusWriter::sync`] for the status objects of the services of `keys` alone: what a
+    /// change of a few services costs is theirs. The objects are found by what the last whole
+    /// `sync` and this writer's own writes saw.
+    pub async fn sync_some(
+        &mut self,
+        client: &Client,
+        store: &Store,
+        opts: &Options,
+        wanted: &WantedStatuses,
+        keys: &BTreeSet<ServiceKey>,
+    ) -> (usize, Option<kube::Error>) {
+        self.sync_over(client, store, opts, wanted, Some(keys))
+            .await
+    }
+
+    async fn sync_over(
+        &mut self,
+        client: &Client,
+        store: &Store,
+        opts: &Options,
+        wanted: &WantedStatuses,
+        only: Option<&BTreeSet<ServiceKey>>,
+    ) -> (usize, Option<kube::Error>) {
         let (n1, e1) = sync_kind::<ServiceL2Status, _>(
             client,
             store,
             &mut self.created,
+            &mut self.index,
             opts,
             "l2-",
             &wanted.l2,
+            only,
         )
         .await;
         let (n2, e2) = sync_kind::<ServiceBGPStatus, _>(
             client,
             store,
             &mut self.created,
+            &mut self.index,
             opts,
             "bgp-",
             &wanted.bgp,
+            only,
         )
         .await;
         (n1 + n2, e1.or(e2))
@@ -881,15 +965,60 @@ impl AssignedEvents {
     /// comes back is told again. Returns the number of failed sends (retried by the next
     /// call).
     pub async fn update(&mut self, store: &Store, node: &str, wanted: &WantedStatuses) -> usize {
+        self.update_over(store, node, wanted, None).await
+    }
+
+    /// [`AssignedEvents::update`] for the services of `keys` alone.
+    pub async fn update_some(
+        &mut self,
+        store: &Store,
+        node: &str,
+        wanted: &WantedStatuses,
+        keys: &BTreeSet<ServiceKey>,
+    ) -> usize {
+        self.update_over(store, node, wanted, Some(keys)).await
+    }
+
+    async fn update_over(
+        &mut self,
+        store: &Store,
+        node: &str,
+        wanted: &WantedStatuses,
+        only: Option<&BTreeSet<ServiceKey>>,
+    ) -> usize {
         let l2 = lb_core::Protocol::Layer2.name();
         let bgp = lb_core::Protocol::Bgp.name();
-        let now: BTreeSet<(ServiceKey, &'static str)> = wanted
-            .l2
-            .keys()
-            .map(|k| (k.clone(), l2))
-            .chain(wanted.bgp.keys().map(|k| (k.clone(), bgp)))
-            .collect();
-        self.said.retain(|k| now.contains(k));
+        let now: BTreeSet<(ServiceKey, &'static str)> = match only {
+            None => wanted
+                .l2
+                .keys()
+                .map(|k| (k.clone(), l2))
+                .chain(wanted.bgp.keys().map(|k| (k.clone(), bgp)))
+                .collect(),
+            Some(keys) => keys
+                .iter()
+                .flat_map(|k| {
+                    [
+                        wanted.l2.contains_key(k).then(|| (k.clone(), l2)),
+                        wanted.bgp.contains_key(k).then(|| (k.clone(), bgp)),
+                    ]
+                })
+                .flatten()
+                .collect(),
+        };
+        match only {
+            None => self.said.retain(|k| now.contains(k)),
+            Some(keys) => {
+                for k in keys {
+                    for p in [l2, bgp] {
+                        let key = (k.clone(), p);
+                        if !now.contains(&key) {
+                            self.said.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
         let mut failed = 0;
         for (key, protocol) in now {
             if self.said.contains(&(key.clone(), protocol)) {
@@ -982,13 +1111,24 @@ impl ApiWriter {
             // before the first whole wish.
             let mut wanted: Option<WantedStatuses> = None;
             let mut seq = 0;
-            let take = |(n, wish): (u64, Wish), wanted: &mut Option<WantedStatuses>| {
+            // The services changed since the last round that wrote everything it was asked;
+            // `None`: the next round goes over every object (a whole wish, or a failure).
+            let mut dirty: Option<BTreeSet<ServiceKey>> = None;
+            let take = |(n, wish): (u64, Wish),
+                        wanted: &mut Option<WantedStatuses>,
+                        dirty: &mut Option<BTreeSet<ServiceKey>>| {
                 match wish {
-                    Wish::Whole(w) => *wanted = Some(w),
+                    Wish::Whole(w) => {
+                        *wanted = Some(w);
+                        *dirty = None;
+                    }
                     Wish::Change(changes) => {
                         if let Some(w) = wanted {
                             for (key, statuses) in changes {
                                 w.set(&key, statuses);
+                                if let Some(d) = dirty {
+                                    d.insert(key);
+                                }
                             }
                         }
                     }
@@ -998,22 +1138,31 @@ impl ApiWriter {
             loop {
                 tokio::select! {
                     m = rx.recv() => match m {
-                        Some(m) => seq = take(m, &mut wanted),
+                        Some(m) => seq = take(m, &mut wanted, &mut dirty),
                         None => return,
                     },
                     () = tokio::time::sleep(WRITE_RETRY), if retry => {}
                 }
                 while let Ok(m) = rx.try_recv() {
-                    seq = take(m, &mut wanted);
+                    seq = take(m, &mut wanted, &mut dirty);
                 }
                 let Some(wish) = &wanted else {
                     continue;
                 };
+                let only = dirty.take();
                 // One bound for the whole round, so that a hung server is reported within
                 // `timeout`, whatever it hangs on.
                 let round = async {
-                    let (writes, err) = writer.sync(&client, &store, &opts, wish).await;
-                    let unsent = events.update(&store, &node, wish).await;
+                    let ((writes, err), unsent) = match &only {
+                        None => (
+                            writer.sync(&client, &store, &opts, wish).await,
+                            events.update(&store, &node, wish).await,
+                        ),
+                        Some(keys) => (
+                            writer.sync_some(&client, &store, &opts, wish, keys).await,
+                            events.update_some(&store, &node, wish, keys).await,
+                        ),
+                    };
                     (writes, err, unsent)
                 };
                 let mut errors = Vec::new();
@@ -1033,6 +1182,11 @@ impl ApiWriter {
                     }
                 }
                 retry = !errors.is_empty();
+                // What failed is tried again over every object; otherwise the next round
+                // writes the services changed from here on.
+                if !retry {
+                    dirty = Some(BTreeSet::new());
+                }
                 let error = (!errors.is_empty()).then(|| errors.join("; "));
                 if let Some(e) = &error {
                     tracing::warn!("writing to the API (retried every second): {e}");

@@ -294,6 +294,105 @@ async fn status_objects_say_what_this_node_announces_and_go_when_it_stops() {
     }
 }
 
+/// A round over some services (`sync_some`, what a change costs) writes their objects alone,
+/// found by what earlier rounds and its own creates saw: another service's object deleted
+/// behind its back is left to the next whole round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_over_some_services_writes_theirs_alone() {
+    let (api, client) = FakeApi::start();
+    cluster(&api);
+    let o = opts("node2");
+    let (store, tasks) = watching(client.clone(), &o).await;
+    let mut core = Core::default();
+    let mut writer = StatusWriter::default();
+    let d = core.decide(store.values(), &members(), &o);
+    let wanted = wanted_statuses("node2", &d.plan);
+    let (_, err) = writer.sync(&client, &store, &o, &wanted).await;
+    assert!(err.is_none(), "{err:?}");
+    let total = wanted.l2.len() + wanted.bgp.len();
+    assert!(
+        eventually(5, || store.of_kind("servicel2statuses").len()
+            + store.of_kind("servicebgpstatuses").len()
+            == total)
+        .await
+    );
+    // A round that sees what it created stops waiting for it to show.
+    let (n, _) = writer.sync(&client, &store, &o, &wanted).await;
+    assert_eq!(n, 0);
+    let local: BTreeSet<_> = wanted
+        .l2
+        .keys()
+        .filter(|k| k.name == "local")
+        .cloned()
+        .collect();
+    assert_eq!(local.len(), 1);
+    let l2_of = |name: &str| {
+        api.list("servicel2statuses")
+            .into_iter()
+            .filter(|s| s.pointer("/status/serviceName") == Some(&json!(name)))
+            .collect::<Vec<_>>()
+    };
+    // Another service's object goes behind the writer's back.
+    let other = api
+        .list("servicebgpstatuses")
+        .into_iter()
+        .next()
+        .expect("a ServiceBGPStatus");
+    let other_name = other["metadata"]["name"].as_str().unwrap().to_string();
+    api.remove("servicebgpstatuses", "metallb-system", &other_name);
+    // The Local service loses its endpoint on node2: a round over it deletes its object.
+    let mut gone = wanted.clone();
+    gone.l2.retain(|k, _| k.name != "local");
+    api.clear_writes();
+    let (n, err) = writer.sync_some(&client, &store, &o, &gone, &local).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(n, 1, "{:#?}", api.writes());
+    assert!(l2_of("local").is_empty());
+    // It comes back: created, and the next round over it finds what it created.
+    let (n, err) = writer.sync_some(&client, &store, &o, &wanted, &local).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(n, 1);
+    assert_eq!(l2_of("local").len(), 1);
+    let created = l2_of("local")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        eventually(5, || store
+            .get("servicel2statuses", "metallb-system", &created)
+            .is_some())
+        .await
+    );
+    let (n, _) = writer.sync_some(&client, &store, &o, &gone, &local).await;
+    assert_eq!(n, 1);
+    assert!(l2_of("local").is_empty());
+    assert!(
+        eventually(5, || store
+            .get("servicel2statuses", "metallb-system", &created)
+            .is_none())
+        .await
+    );
+    // Nothing above touched the other service's object; a whole round puts it back.
+    assert!(
+        api.get("servicebgpstatuses", "metallb-system", &other_name)
+            .is_none()
+    );
+    assert_eq!(api.list("servicebgpstatuses").len(), wanted.bgp.len() - 1);
+    assert!(
+        eventually(5, || store.of_kind("servicebgpstatuses").len()
+            == wanted.bgp.len() - 1)
+        .await
+    );
+    api.clear_writes();
+    let (_, err) = writer.sync(&client, &store, &o, &wanted).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(api.list("servicebgpstatuses").len(), wanted.bgp.len());
+    assert_eq!(l2_of("local").len(), 1, "{:#?}", api.writes());
+    for t in tasks {
+        t.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_stays_while_the_api_server_is_down_and_a_broken_object_changes_nothing() {
     let (api, client) = FakeApi::start();
