@@ -521,6 +521,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
     let metrics = Metrics::default();
     let status = SharedStatus::default();
     let text = SharedMetrics::default();
+    let renderer = crate::standalone::MetricsRenderer::default();
     if let Some(addr) = opts.http {
         crate::http::spawn(addr, status.clone(), text.clone()).await?;
     }
@@ -629,7 +630,7 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                 let mut parts = vec![metrics.collector("speaker")];
                 parts.extend(sp.runtime.collectors());
                 parts.push(Box::new(m.clone()));
-                *text.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
+                renderer.render(&text, parts);
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.membership = m;
                 st.bfd = sp.announcers.bfd();

@@ -231,6 +231,30 @@ pub type SharedStatus = Arc<Mutex<Status>>;
 /// The announcers' metrics text for `/metrics`, refreshed after every pass and every second.
 pub type SharedMetrics = Arc<Mutex<String>>;
 
+/// Renders metrics into a [`SharedMetrics`] on a blocking thread: with 100,000 announcements
+/// the text takes tens of milliseconds, which the loop that serves takeovers must not wait
+/// for. While one render runs, another asked for is skipped (the next tick renders).
+#[derive(Clone, Debug, Default)]
+pub struct MetricsRenderer {
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MetricsRenderer {
+    /// Renders `parts` into `text` off the calling thread (within a tokio runtime).
+    pub fn render(&self, text: &SharedMetrics, parts: Vec<Box<dyn Collector>>) {
+        use std::sync::atomic::Ordering;
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (text, busy) = (text.clone(), self.busy.clone());
+        tokio::task::spawn_blocking(move || {
+            let rendered = lb_core::metrics::render(parts);
+            *text.lock().unwrap_or_else(|e| e.into_inner()) = rendered;
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
 /// Reads and validates the file; a file with errors is refused with all of them.
 pub fn load(path: &Path) -> Result<Config> {
     load_cached(path, &mut DocumentCache::default())
@@ -391,6 +415,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         printed: None,
         status,
         metrics,
+        renderer: MetricsRenderer::default(),
     };
     // The members found so far learn this node's ledger (empty yet) at once: an allocator
     // waits for every member's before it decides.
@@ -515,6 +540,7 @@ struct Node {
     mtime: Option<SystemTime>,
     status: SharedStatus,
     metrics: SharedMetrics,
+    renderer: MetricsRenderer,
 }
 
 impl Node {
@@ -738,7 +764,7 @@ impl Node {
             state_write_failures: st.state_write_failures,
             state_write_pending: st.state_error.is_some(),
         }));
-        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = lb_core::metrics::render(parts);
+        self.renderer.render(&self.metrics, parts);
         st.membership = m;
         st.bfd = self.announcers.bfd();
     }
