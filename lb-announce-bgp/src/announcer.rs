@@ -1,6 +1,8 @@
 //! `BgpAnnouncer`: lb-core's [`Announcer`] for BGP. One [`Session`] per configured peer; each
 //! call to `announce` hands every session its share of the desired routes, and the sessions
-//! send only the difference.
+//! send only the difference. A `change` (some services' announcements withdrawn or added)
+//! merges again only the prefixes it touches, from what every announcement asks of them, and
+//! hands each session those prefixes alone: its cost is the change's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
