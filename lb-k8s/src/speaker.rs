@@ -296,6 +296,42 @@ impl Kept {
         Some(svc)
     }
 
+    /// Re-plans every service from what is kept (a Node's decided fields changed: any
+    /// service's owner or eligibility may have); returns those whose part changed.
+    fn replan_all(&mut self, rules: lb_core::Rules, node: &str) -> BTreeSet<ServiceKey> {
+        let Kept {
+            config,
+            slices,
+            allocations,
+            parts,
+            members,
+            ..
+        } = self;
+        let planner =
+            lb_core::Planner::new(PlanInput::new(config, allocations, members, node, rules));
+        let mut changed = BTreeSet::new();
+        let keys: BTreeSet<&ServiceKey> = config.services.keys().chain(parts.keys()).collect();
+        let mut now: BTreeMap<ServiceKey, Plan> = BTreeMap::new();
+        for key in keys {
+            let of: Vec<&lb_core::objects::EndpointSlice> = slices
+                .get(&(key.namespace.clone(), key.name.clone()))
+                .map(|m| m.values().collect())
+                .unwrap_or_default();
+            let part = planner.service(key, &of);
+            if parts
+                .get(key)
+                .map_or(part != Plan::default(), |p| *p != part)
+            {
+                changed.insert(key.clone());
+            }
+            if part != Plan::default() {
+                now.insert(key.clone(), part);
+            }
+        }
+        *parts = now;
+        changed
+    }
+
     /// Re-plans one service from what is kept.
     fn replan(&mut self, key: &ServiceKey, rules: lb_core::Rules, node: &str) {
         let slices: Vec<&lb_core::objects::EndpointSlice> = self
@@ -471,15 +507,21 @@ impl Core {
         {
             return None;
         }
-        // Nodes first: a Node whose decided fields changed needs a whole decision, before any
-        // of the change is taken.
+        // A Node whose decided fields changed may change any service's owner or eligibility:
+        // every service is planned again from what is kept (no object is read again), and
+        // those whose part changed are the change.
         let mut read = Vec::with_capacity(changes.len());
+        let mut nodes_moved = false;
         for (key, value) in changes {
             let loaded = value.map(|v| load_values([v]));
             if key.0 == "nodes" {
                 let now = loaded.as_ref().and_then(|l| l.config.nodes.get(&key.2));
                 if now != kept.config.nodes.get(&key.2) {
-                    return None;
+                    nodes_moved = true;
+                    match now {
+                        Some(n) => kept.config.nodes.insert(key.2.clone(), n.clone()),
+                        None => kept.config.nodes.remove(&key.2),
+                    };
                 }
             }
             read.push((key, loaded));
@@ -526,6 +568,12 @@ impl Core {
             }
         }
         let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
+        if nodes_moved {
+            let mut changed = kept.replan_all(rules, &opts.node_name);
+            // A service read again is the change's even when its part stayed.
+            changed.extend(touched);
+            return Some(changed);
+        }
         for key in &touched {
             kept.replan(key, rules, &opts.node_name);
         }

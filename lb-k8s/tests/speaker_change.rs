@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use lb_core::objects::ServiceKey;
 use lb_k8s::speaker::{Core, ObjectChange, Options};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -24,6 +25,9 @@ enum Op {
     /// Node n gets an annotation (nothing the speaker decides from) or a zone label.
     NodeAnnotation(usize, u8),
     NodeZone(usize, bool),
+    /// Node n's network becomes unavailable (or available again), or the Node goes.
+    NodeUnavailable(usize, bool),
+    DeleteNode(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,6 +40,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5usize).prop_map(Op::DeleteSlice),
         2 => (0..3usize, any::<u8>()).prop_map(|(n, v)| Op::NodeAnnotation(n, v)),
         1 => (0..3usize, any::<bool>()).prop_map(|(n, z)| Op::NodeZone(n, z)),
+        1 => (0..3usize, any::<bool>()).prop_map(|(n, u)| Op::NodeUnavailable(n, u)),
+        1 => (0..3usize).prop_map(Op::DeleteNode),
     ]
 }
 
@@ -113,6 +119,15 @@ fn all(cluster: &BTreeMap<Key, Value>) -> Vec<Value> {
         .collect()
 }
 
+/// Each service's announcements in `plan`.
+fn parts(plan: &lb_core::Plan) -> BTreeMap<ServiceKey, Vec<lb_core::Announcement>> {
+    let mut out: BTreeMap<ServiceKey, Vec<lb_core::Announcement>> = BTreeMap::new();
+    for a in &plan.announcements {
+        out.entry(a.service.clone()).or_default().push(a.clone());
+    }
+    out
+}
+
 fn key(plural: &str, ns: &str, name: String) -> Key {
     (plural.to_string(), ns.to_string(), name)
 }
@@ -151,22 +166,43 @@ proptest! {
                     zones[*n] = *z;
                     (key("nodes", "", node_name(*n)), Some(node(*n, *z, 0)))
                 }
+                Op::NodeUnavailable(n, u) => {
+                    let mut v = node(*n, zones[*n], 0);
+                    v["status"]["conditions"] = json!([
+                        {"type": "Ready", "status": "True"},
+                        {"type": "NetworkUnavailable", "status": if *u { "True" } else { "False" }}
+                    ]);
+                    (key("nodes", "", node_name(*n)), Some(v))
+                }
+                Op::DeleteNode(n) => (key("nodes", "", node_name(*n)), None),
             };
             match &v {
                 Some(v) => cluster.insert(k.clone(), v.clone()),
                 None => cluster.remove(&k),
             };
             let change: Vec<ObjectChange> = vec![(k, v)];
-            if core.change(change, &members, &opts).is_none() {
-                whole += 1;
-                core.decide(all(&cluster), &members, &opts);
+            let before = parts(&core.plan());
+            match core.change(change, &members, &opts) {
+                None => {
+                    whole += 1;
+                    core.decide(all(&cluster), &members, &opts);
+                }
+                // What the speaker applies is the services returned: every service whose
+                // announcements changed must be among them.
+                Some(touched) => {
+                    let after = parts(&core.plan());
+                    for svc in before.keys().chain(after.keys()) {
+                        if before.get(svc) != after.get(svc) {
+                            prop_assert!(touched.contains(svc), "{:?} not returned after {:?}", svc, op);
+                        }
+                    }
+                }
             }
             let fresh = Core::default().decide(all(&cluster), &members, &opts);
             prop_assert_eq!(&core.plan(), &fresh.plan, "after {:?}", op);
             prop_assert_eq!(core.config_errors(), fresh.config_errors, "after {:?}", op);
         }
-        // A node annotation alone never needs a whole decision.
-        let zone_changes = ops.iter().filter(|o| matches!(o, Op::NodeZone(..))).count();
-        prop_assert!(whole <= zone_changes);
+        // No change of a Service, an EndpointSlice or a Node needs a whole decision.
+        prop_assert_eq!(whole, 0);
     }
 }

@@ -233,6 +233,7 @@ impl DocumentCache {
 }
 
 /// One document's objects and findings.
+#[cfg(feature = "yaml")]
 type Parsed = (Vec<Object>, Vec<ConfigError>);
 
 /// Loads objects as the Kubernetes API serves them (JSON, with `apiVersion` and `kind`), with
