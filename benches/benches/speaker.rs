@@ -11,6 +11,9 @@
 //!   part, `Runtime::apply_change` handing each announcer its difference.
 //! - `applied_whole`: the same event applied as the loop did before: `Core::change`, then the
 //!   whole plan (`Core::plan`) handed to `Runtime::apply`.
+//! - `node`: node3's network becomes unavailable (and available again): every service is
+//!   planned again from what was kept, and those whose part changed are applied as a change
+//!   (before this, a whole decision).
 //!
 //! The announcers are tables by address (what the real ones keep; they need raw sockets and
 //! peers, which a bench must not touch: `benches/l2-takeover.sh` times the layer 2 one in a
@@ -101,6 +104,14 @@ fn service(i: usize, with_ip: bool) -> Value {
         v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
     }
     v
+}
+
+fn node(n: usize, unavailable: bool) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": format!("node{n}")},
+           "status": {"conditions": [{"type": "Ready", "status": "True"},
+                                     {"type": "NetworkUnavailable",
+                                      "status": if unavailable { "True" } else { "False" }}]}})
 }
 
 fn slice(i: usize, node: usize) -> Value {
@@ -249,6 +260,19 @@ fn bench(c: &mut Criterion) {
             })
         });
         assert_eq!(l2.len() + bgp.len(), announced);
+        let key = ("nodes".to_string(), String::new(), "node3".to_string());
+        let mut down = false;
+        g.bench_function(BenchmarkId::new("node", label), |b| {
+            b.iter(|| {
+                down = !down;
+                let change = vec![(key.clone(), Some(node(3, down)))];
+                let touched = core.change(change, &members, &opts).expect("kept");
+                let parts: Vec<_> = touched.iter().map(|k| (k.clone(), core.part(k))).collect();
+                let applied = rt.block_on(runtime.apply_change(parts, &BTreeSet::new(), 0));
+                assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+                touched.len()
+            })
+        });
     }
     g.finish();
 }
