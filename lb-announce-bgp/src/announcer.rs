@@ -128,43 +128,9 @@ pub fn peer_config(
 pub fn routes_per_peer(
     desired: &[Announcement],
 ) -> BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> {
-    let mut out: BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> = BTreeMap::new();
-    for a in desired {
-        let How::Bgp { routes } = &a.how else {
-            continue;
-        };
-        for r in routes {
-            let mut attrs = RouteAttrs {
-                local_pref: r.local_pref,
-                ..Default::default()
-            };
-            for c in &r.communities {
-                match *c {
-                    Community::Legacy(v) => attrs.communities.push(v),
-                    Community::Large(g, l1, l2) => attrs.large_communities.push((g, l1, l2)),
-                }
-            }
-            for peer in &r.peers {
-                let e = out
-                    .entry(peer.clone())
-                    .or_default()
-                    .entry(r.prefix)
-                    .or_default();
-                e.communities.extend(&attrs.communities);
-                e.large_communities.extend(&attrs.large_communities);
-                e.local_pref = e.local_pref.max(attrs.local_pref);
-            }
-        }
-    }
-    for routes in out.values_mut() {
-        for a in routes.values_mut() {
-            a.communities.sort_unstable();
-            a.communities.dedup();
-            a.large_communities.sort_unstable();
-            a.large_communities.dedup();
-        }
-    }
-    out
+    let mut c = Contributions::default();
+    c.whole(desired);
+    c.all()
 }
 
 /// What each announcement asks of each peer's prefixes: a prefix several announcements give
@@ -840,10 +806,7 @@ mod tests {
                 let mut table: BTreeMap<String, BTreeMap<IpNetwork, RouteAttrs>> = BTreeMap::new();
                 let mut before: Vec<Announcement> = Vec::new();
                 for now in sets {
-                    let withdrawn: Vec<Announcement> =
-                        before.iter().filter(|a| !now.contains(a)).cloned().collect();
-                    let added: Vec<Announcement> =
-                        now.iter().filter(|a| !before.contains(a)).cloned().collect();
+                    let (withdrawn, added) = lb_core::announce::difference(&before, &now);
                     for (peer, changes) in c.change(&withdrawn, &added) {
                         let routes = table.entry(peer.clone()).or_default();
                         for (prefix, attrs) in changes {
@@ -915,29 +878,32 @@ mod tests {
 
     #[test]
     fn one_prefix_from_several_services_merges_communities_and_keeps_the_highest_local_pref() {
-        let d = [
-            ann(
-                "203.0.113.10",
-                vec![route(
-                    "203.0.113.0/24",
-                    &["r1"],
-                    Some(100),
-                    vec![Community::Legacy(1)],
-                )],
-            ),
-            ann(
-                "203.0.113.11",
-                vec![route(
-                    "203.0.113.0/24",
-                    &["r1"],
-                    Some(200),
-                    vec![Community::Legacy(2), Community::Legacy(1)],
-                )],
-            ),
-        ];
-        let a = &routes_per_peer(&d)["r1"][&"203.0.113.0/24".parse::<IpNetwork>().unwrap()];
-        assert_eq!(a.communities, [1, 2]);
-        assert_eq!(a.local_pref, Some(200));
+        // The highest on either service.
+        for (first, second) in [(100, 200), (200, 100)] {
+            let d = [
+                ann(
+                    "203.0.113.10",
+                    vec![route(
+                        "203.0.113.0/24",
+                        &["r1"],
+                        Some(first),
+                        vec![Community::Legacy(1)],
+                    )],
+                ),
+                ann(
+                    "203.0.113.11",
+                    vec![route(
+                        "203.0.113.0/24",
+                        &["r1"],
+                        Some(second),
+                        vec![Community::Legacy(2), Community::Legacy(1)],
+                    )],
+                ),
+            ];
+            let a = &routes_per_peer(&d)["r1"][&"203.0.113.0/24".parse::<IpNetwork>().unwrap()];
+            assert_eq!(a.communities, [1, 2]);
+            assert_eq!(a.local_pref, Some(200));
+        }
     }
 
     #[test]

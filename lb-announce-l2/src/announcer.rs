@@ -1340,10 +1340,7 @@ mod tests {
             let mut table: BTreeMap<IpAddr, Interfaces> = BTreeMap::new();
             let mut before: Vec<Announcement> = Vec::new();
             for now in sets {
-                let withdrawn: Vec<Announcement> =
-                    before.iter().filter(|a| !now.contains(a)).cloned().collect();
-                let added: Vec<Announcement> =
-                    now.iter().filter(|a| !before.contains(a)).cloned().collect();
+                let (withdrawn, added) = lb_core::announce::difference(&before, &now);
                 for (ip, scope) in scopes.change(&withdrawn, &added).expect("layer 2") {
                     match scope {
                         Some(s) => table.insert(ip, s),

@@ -119,6 +119,20 @@ pub struct Change<'a> {
     pub whole: &'a (dyn Fn() -> Vec<Announcement> + Send + Sync),
 }
 
+/// The change from set `before` to set `now`: (withdrawn, added), each in its set's order. For
+/// a caller that holds whole sets and wants to hand an announcer the difference.
+pub fn difference(
+    before: &[Announcement],
+    now: &[Announcement],
+) -> (Vec<Announcement>, Vec<Announcement>) {
+    let (b, n): (BTreeSet<&Announcement>, BTreeSet<&Announcement>) =
+        (before.iter().collect(), now.iter().collect());
+    (
+        before.iter().filter(|a| !n.contains(a)).cloned().collect(),
+        now.iter().filter(|a| !b.contains(a)).cloned().collect(),
+    )
+}
+
 impl Debug for Change<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Change")

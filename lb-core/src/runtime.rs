@@ -126,6 +126,18 @@ pub struct AppliedChange {
     pub added: Vec<(Announcement, u64)>,
 }
 
+/// Tells `a` which addresses of `part` are new to the cluster (of `fresh`), if any.
+fn note_fresh(a: &dyn Announcer, part: &[Announcement], fresh: &BTreeSet<IpAddr>) {
+    let mine: BTreeSet<IpAddr> = part
+        .iter()
+        .map(|x| x.ip)
+        .filter(|ip| fresh.contains(ip))
+        .collect();
+    if !mine.is_empty() {
+        a.note_new_addresses(&mine);
+    }
+}
+
 /// One node's announcers driven from plans. See the module docs.
 #[derive(Debug)]
 pub struct Runtime {
@@ -266,14 +278,7 @@ impl Runtime {
         }
         for a in &self.announcers {
             let part = parts.remove(&a.protocol()).unwrap_or_default();
-            let mine: BTreeSet<IpAddr> = part
-                .iter()
-                .map(|x| x.ip)
-                .filter(|ip| fresh.contains(ip))
-                .collect();
-            if !mine.is_empty() {
-                a.note_new_addresses(&mine);
-            }
+            note_fresh(a.as_ref(), &part, fresh);
             match a.announce(&part).await {
                 Ok(()) => {
                     self.whole_next.remove(&a.protocol());
@@ -405,14 +410,7 @@ impl Runtime {
             if gone.is_empty() && new.is_empty() && !whole {
                 continue;
             }
-            let mine: BTreeSet<IpAddr> = new
-                .iter()
-                .map(|x| x.ip)
-                .filter(|ip| fresh.contains(ip))
-                .collect();
-            if !mine.is_empty() {
-                a.note_new_addresses(&mine);
-            }
+            note_fresh(a.as_ref(), new, fresh);
             let current = &self.current;
             let part = move || -> Vec<Announcement> {
                 current
