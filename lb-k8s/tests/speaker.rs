@@ -309,11 +309,17 @@ async fn a_round_over_some_services_writes_theirs_alone() {
     let wanted = wanted_statuses("node2", &d.plan);
     let (_, err) = writer.sync(&client, &store, &o, &wanted).await;
     assert!(err.is_none(), "{err:?}");
+    // Every object shows in the store, with its status (written after the create).
     let total = wanted.l2.len() + wanted.bgp.len();
     assert!(
-        eventually(5, || store.of_kind("servicel2statuses").len()
-            + store.of_kind("servicebgpstatuses").len()
-            == total)
+        eventually(5, || {
+            let (l2, bgp) = (
+                store.of_kind("servicel2statuses"),
+                store.of_kind("servicebgpstatuses"),
+            );
+            l2.len() + bgp.len() == total
+                && l2.iter().chain(&bgp).all(|o| o.get("status").is_some())
+        })
         .await
     );
     // A round that sees what it created stops waiting for it to show.
