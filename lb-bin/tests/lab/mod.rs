@@ -169,6 +169,17 @@ impl Capture {
         until(5, || self.child.try_wait().is_ok_and(|s| s.is_some()));
     }
 
+    /// What tcpdump said when it stopped: how many packets it captured and how many the
+    /// kernel dropped before it could read them (under load a capture can miss frames).
+    pub fn summary(&self) -> String {
+        std::fs::read_to_string(format!("{}.err", self.file))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("packets"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// The capture as `tcpdump -n -e -tt` prints it: epoch time, MACs, then the packet.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&run(&["tcpdump", "-n", "-e", "-tt", "-r", &self.file]).stdout)
@@ -361,12 +372,14 @@ impl Net {
                 "-i",
                 "eth0",
                 "-U",
+                "-B",
+                "8192",
                 "-w",
                 &file,
             ])
             .args(filter)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(format!("{file}.err")).unwrap())
             .spawn()
             .unwrap();
         // Capturing once the file's header is written.
