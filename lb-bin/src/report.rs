@@ -243,14 +243,23 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
+    // Written in place (a plan of 100,000 services is as many rows).
+    let mut out = String::with_capacity(rows.len() * (widths.iter().sum::<usize>() + 2 * N));
     for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        let start = out.len();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(cell);
+            out.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
+        }
+        let line = out[start..].trim_end().len();
+        out.truncate(start + line);
+        out.push('\n');
     }
     out
 }

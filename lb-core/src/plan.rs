@@ -267,7 +267,23 @@ fn node_usable(input: &PlanInput<'_>, node: &Node) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Computes the plan of `input.node`.
+/// Every allocated service with its allocation, in key order. Both maps are in key order, so
+/// one walk pairs them: a lookup in each for every service compares string keys down maps of
+/// 100,000 entries, a cache miss at every level, and grew faster than the services.
+fn allocated_services<'a>(
+    input: &PlanInput<'a>,
+) -> Vec<(&'a ServiceKey, &'a Allocation, &'a Service)> {
+    let mut services = input.config.services.iter().peekable();
+    let mut out = Vec::with_capacity(input.allocations.len());
+    for (key, alloc) in input.allocations {
+        while services.next_if(|(k, _)| *k < key).is_some() {}
+        if let Some((_, svc)) = services.next_if(|(k, _)| *k == key) {
+            out.push((key, alloc, svc));
+        }
+    }
+    out
+}
+
 /// The BGP peers whose node selectors take `node`: the sessions that node runs.
 pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::BgpPeer> {
     config
@@ -281,52 +297,29 @@ pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::B
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let planner = Planner::new(*input);
     let slices = slices_by_service(input.config);
-    let keys: Vec<&ServiceKey> = input.allocations.keys().collect();
-    let part = |keys: &[&ServiceKey]| {
+    let services = allocated_services(input);
+    let part = |services: &[(&ServiceKey, &Allocation, &Service)]| {
         let mut out = Plan::default();
-        for key in keys {
+        for (key, alloc, svc) in services {
             let mine = slices
                 .get(&(key.namespace.as_str(), key.name.as_str()))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            planner.service_into(key, mine, &mut out);
+            planner.service_with(alloc, svc, mine, &mut out);
         }
         out
     };
     // Services are planned independently: many are planned on every core, in contiguous runs
     // put back in service order (the plan reads the same either way).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let mut out = if threads < 2 || keys.len() < PARALLEL_FROM {
-        part(&keys)
-    } else {
-        // The first run on this thread: what it allocates reuses this thread's free memory
-        // (the allocator's requests, just freed) where another thread's would take more.
-        let per = keys.len().div_ceil(threads);
-        let parts: Vec<Plan> = std::thread::scope(|scope| {
-            let mut runs = keys.chunks(per);
-            let first = runs.next().unwrap_or_default();
-            let handles: Vec<_> = runs.map(|run| scope.spawn(|| part(run))).collect();
-            let mut parts = vec![part(first)];
-            parts.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
-            );
-            parts
-        });
-        let mut out = Plan::default();
-        for p in parts {
-            out.announcements.extend(p.announcements);
-            out.skipped.extend(p.skipped);
-        }
-        out
-    };
+    let mut parts = crate::par::runs(&services, part).into_iter();
+    let mut out = parts.next().unwrap_or_default();
+    for p in parts {
+        out.announcements.extend(p.announcements);
+        out.skipped.extend(p.skipped);
+    }
     out.announcements.sort();
     out
 }
-
-/// Below this many services, a plan is made on one thread.
-const PARALLEL_FROM: usize = 2048;
 
 /// [`plan`] one service at a time, for a caller that keeps each service's part and re-plans
 /// only the services a change touches. The parts, in service order, make the whole plan.
@@ -362,6 +355,18 @@ impl<'a> Planner<'a> {
         else {
             return;
         };
+        self.service_with(alloc, svc, slices, out);
+    }
+
+    /// [`Planner::service_into`] with the service's allocation and object at hand.
+    fn service_with(
+        &self,
+        alloc: &Allocation,
+        svc: &Service,
+        slices: &[&EndpointSlice],
+        out: &mut Plan,
+    ) {
+        let input = &self.input;
         let Some(pool) = input.config.pools.get(&alloc.pool) else {
             return;
         };
@@ -413,14 +418,14 @@ fn plan_l2(
         return skip(out, k, Protocol::Layer2, "no serving endpoint");
     }
     let first_ip = alloc.ips[0].to_string();
-    let mut best: Option<(u32, [u8; 32], String)> = None;
+    let mut best: Option<(u32, [u8; 32], &Node)> = None;
     for node in nodes {
         let name = &node.name;
-        let selecting: Vec<&&L2Advertisement> = ads
+        let mut selecting = ads
             .iter()
             .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
-            .collect();
-        if selecting.is_empty()
+            .peekable();
+        if selecting.peek().is_none()
             || node_usable(input, node).is_err()
             || (svc.traffic_policy == TrafficPolicy::Local && !serving.on(name))
         {
@@ -429,7 +434,6 @@ fn plan_l2(
         // Only the advertisements that select this node score it (MetalLB's
         // layer2_controller); their weights add up.
         let score: u32 = selecting
-            .iter()
             .flat_map(|ad| &ad.preferred)
             .filter(|(_, sel)| sel.matches(&node.labels))
             .map(|(w, _)| *w)
@@ -440,25 +444,22 @@ fn plan_l2(
             Some((s, h, _)) => (std::cmp::Reverse(score), hash) < (std::cmp::Reverse(*s), *h),
         };
         if better {
-            best = Some((score, hash, name.clone()));
+            best = Some((score, hash, node));
         }
     }
     let Some((_, _, owner)) = best else {
         return skip(out, k, Protocol::Layer2, "no eligible node");
     };
-    if owner != input.node {
+    if owner.name != input.node {
         return skip(
             out,
             k,
             Protocol::Layer2,
-            format!("announced by node {owner}"),
+            format!("announced by node {}", owner.name),
         );
     }
-    let me = nodes
-        .iter()
-        .find(|n| n.name == input.node)
-        .cloned()
-        .unwrap_or_else(|| input.config.node(input.node));
+    // The owner is this node: its labels choose the interfaces.
+    let me = owner;
     let mut interfaces = BTreeSet::new();
     let mut all = false;
     for ad in ads
@@ -485,12 +486,10 @@ fn plan_l2(
 }
 
 fn shares_ip(svc: &Service) -> bool {
-    [annotation::PREFIX, annotation::LEGACY_PREFIX]
-        .iter()
-        .any(|p| {
-            svc.annotations
-                .contains_key(&format!("{p}{}", annotation::ALLOW_SHARED_IP))
-        })
+    svc.annotations.keys().any(|k| {
+        k.strip_suffix(annotation::ALLOW_SHARED_IP)
+            .is_some_and(|p| p == annotation::PREFIX || p == annotation::LEGACY_PREFIX)
+    })
 }
 
 /// Two advertisements that apply to one service on this node and would put different LOCAL_PREFs

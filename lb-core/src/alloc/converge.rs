@@ -35,12 +35,14 @@ pub struct Outcome {
 
 /// Runs one pass. Services the allocator holds that are not among `inputs` are released.
 pub fn converge<A: Allocator + ?Sized>(alloc: &mut A, inputs: Vec<Input>) -> Outcome {
-    let present: BTreeSet<&ServiceKey> = inputs.iter().map(|i| &i.key).collect();
-    let absent: Vec<ServiceKey> = alloc
-        .services()
-        .into_iter()
-        .filter(|k| !present.contains(k))
-        .collect();
+    let held = alloc.services();
+    // A first pass holds nothing: no set of every input's key to build.
+    let absent: Vec<ServiceKey> = if held.is_empty() {
+        held
+    } else {
+        let present: BTreeSet<&ServiceKey> = inputs.iter().map(|i| &i.key).collect();
+        held.into_iter().filter(|k| !present.contains(k)).collect()
+    };
     converge_some(alloc, &absent, inputs)
 }
 
@@ -107,12 +109,22 @@ pub fn converge_some<A: Allocator + ?Sized>(
 /// The inputs of a pass from a configuration's Services: every `LoadBalancer` service of no
 /// class (or of `lb_class`), with its request read from its annotations.
 pub fn inputs_from(config: &crate::config::Config, lb_class: Option<&str>) -> Vec<Input> {
-    config
+    let services: Vec<&crate::objects::Service> = config
         .services
         .values()
         .filter(|s| s.load_balancer && s.load_balancer_class.as_deref() == lb_class)
-        .map(|s| input_of(s, config))
-        .collect()
+        .collect();
+    // Each service's request is read on its own: many on every core.
+    let mut runs = crate::par::runs(&services, |run| {
+        run.iter().map(|s| input_of(s, config)).collect::<Vec<_>>()
+    })
+    .into_iter();
+    let mut out = runs.next().unwrap_or_default();
+    out.reserve(services.len() - out.len());
+    for run in runs {
+        out.extend(run);
+    }
+    out
 }
 
 /// One service's input: its request read from its annotations (pools select it by the labels

@@ -122,13 +122,21 @@ impl Request {
     /// The request of `svc`, whose namespace has `namespace_labels`.
     pub fn from_service(svc: &Service, namespace_labels: Labels) -> Result<Self, RequestError> {
         let mut deprecated = Vec::new();
+        // One buffer for the names looked up (most services have no annotation at all, and
+        // a pass reads every service's).
+        let mut name_buf = String::new();
         let mut get = |name: &str| -> Option<String> {
-            let new = svc
-                .annotations
-                .get(&format!("{}{name}", annotation::PREFIX));
-            let old = svc
-                .annotations
-                .get(&format!("{}{name}", annotation::LEGACY_PREFIX));
+            if svc.annotations.is_empty() {
+                return None;
+            }
+            let mut lookup = |prefix: &str| {
+                name_buf.clear();
+                name_buf.push_str(prefix);
+                name_buf.push_str(name);
+                svc.annotations.get(name_buf.as_str())
+            };
+            let new = lookup(annotation::PREFIX);
+            let old = lookup(annotation::LEGACY_PREFIX);
             if new.is_none() && old.is_some() {
                 deprecated.push(format!("{}{name}", annotation::LEGACY_PREFIX));
             }

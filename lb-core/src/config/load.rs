@@ -328,14 +328,15 @@ impl Ordered {
         }
         // Sorted with their names at hand (a comparison reads two strings, not two objects);
         // the index breaks ties: the same order as a stable sort, without its buffer.
-        let mut keyed: Vec<(u8, Option<&str>, &str, u32, u32)> = order
+        let keyed: Vec<(u8, Option<&str>, &str, u32, u32)> = order
             .iter()
             .filter_map(|&(k, r, i)| {
                 let o = runs[r as usize][i as usize].as_ref()?;
                 Some((k, o.namespace.as_deref(), o.name.as_str(), r, i))
             })
             .collect();
-        keyed.sort_unstable();
+        // The index makes every entry distinct, so the order is the stable sort's.
+        let keyed = crate::par::sort_unstable(keyed);
         order.clear();
         order.extend(keyed.into_iter().map(|(k, _, _, r, i)| (k, r, i)));
         Ordered { runs, order }
