@@ -109,22 +109,14 @@ pub fn converge_some<A: Allocator + ?Sized>(
 /// The inputs of a pass from a configuration's Services: every `LoadBalancer` service of no
 /// class (or of `lb_class`), with its request read from its annotations.
 pub fn inputs_from(config: &crate::config::Config, lb_class: Option<&str>) -> Vec<Input> {
-    let services: Vec<&crate::objects::Service> = config
+    // On this thread: requests read on another would be allocated in its arena and kept in
+    // the allocator (13 MB more RSS at 100,000 services, for 0.1 s).
+    config
         .services
         .values()
         .filter(|s| s.load_balancer && s.load_balancer_class.as_deref() == lb_class)
-        .collect();
-    // Each service's request is read on its own: many on every core.
-    let mut runs = crate::par::runs(&services, |run| {
-        run.iter().map(|s| input_of(s, config)).collect::<Vec<_>>()
-    })
-    .into_iter();
-    let mut out = runs.next().unwrap_or_default();
-    out.reserve(services.len() - out.len());
-    for run in runs {
-        out.extend(run);
-    }
-    out
+        .map(|s| input_of(s, config))
+        .collect()
 }
 
 /// One service's input: its request read from its annotations (pools select it by the labels
