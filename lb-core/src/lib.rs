@@ -76,7 +76,7 @@ pub mod ip;
 pub mod members;
 pub mod metrics;
 pub mod objects;
-mod par;
+pub mod par;
 pub mod plan;
 pub mod runtime;
 pub mod selector;

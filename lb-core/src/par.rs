@@ -3,13 +3,13 @@
 
 /// Below this many items, work runs on the calling thread (a thread costs tens of
 /// microseconds to start).
-pub(crate) const PARALLEL_FROM: usize = 2048;
+pub const PARALLEL_FROM: usize = 2048;
 
 /// `f` over contiguous runs of `items`, one run per core (at most 8), each run's result in
 /// the items' order. The first run is done on the calling thread: what it allocates reuses
 /// that thread's free memory (a pass's earlier step, just freed) where another thread's would
 /// take more. Few items, or one core, make one run.
-pub(crate) fn runs<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+pub fn runs<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if threads < 2 || items.len() < PARALLEL_FROM {
         return vec![f(items)];
@@ -32,7 +32,7 @@ pub(crate) fn runs<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) 
 
 /// `items` sorted: a run per core sorted on its own, then the runs merged. Ties keep no order
 /// (as `sort_unstable`); callers whose items are distinct get the one order there is.
-pub(crate) fn sort_unstable<T: Ord + Send + Copy>(mut items: Vec<T>) -> Vec<T> {
+pub fn sort_unstable<T: Ord + Send + Copy>(mut items: Vec<T>) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if threads < 2 || items.len() < PARALLEL_FROM {
         items.sort_unstable();

@@ -349,6 +349,16 @@ impl<'a> Planner<'a> {
         out
     }
 
+    /// [`Planner::service`] for a caller that walks its own maps in key order and holds the
+    /// service's allocation and object already (a lookup of each, for every service of a
+    /// large cluster, costs more than planning it).
+    pub fn service_of(&self, alloc: &Allocation, svc: &Service, slices: &[&EndpointSlice]) -> Plan {
+        let mut out = Plan::default();
+        self.service_with(alloc, svc, slices, &mut out);
+        out.announcements.sort();
+        out
+    }
+
     fn service_into(&self, key: &ServiceKey, slices: &[&EndpointSlice], out: &mut Plan) {
         let input = &self.input;
         let (Some(alloc), Some(svc)) = (input.allocations.get(key), input.config.services.get(key))

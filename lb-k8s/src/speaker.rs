@@ -309,26 +309,65 @@ impl Kept {
         } = self;
         let planner =
             lb_core::Planner::new(PlanInput::new(config, allocations, members, node, rules));
-        let mut changed = BTreeSet::new();
-        let keys: BTreeSet<&ServiceKey> = config.services.keys().chain(parts.keys()).collect();
-        let mut now: BTreeMap<ServiceKey, Plan> = BTreeMap::new();
-        for key in keys {
-            let of: Vec<&lb_core::objects::EndpointSlice> = slices
-                .get(&(key.namespace.clone(), key.name.clone()))
-                .map(|m| m.values().collect())
+        // Every map is in key order: one walk pairs each service with its object, its
+        // allocation, its slices and its part (a lookup in each, for every service, cost more
+        // than planning it).
+        type Item<'k> = (
+            &'k ServiceKey,
+            Option<(&'k Allocation, &'k lb_core::objects::Service)>,
+            Vec<&'k lb_core::objects::EndpointSlice>,
+            Option<&'k Plan>,
+        );
+        let mut services = config.services.iter().peekable();
+        let mut olds = parts.iter().peekable();
+        let mut allocs = allocations.iter().peekable();
+        let mut by_service = slices.iter().peekable();
+        let mut items: Vec<Item<'_>> = Vec::with_capacity(config.services.len());
+        loop {
+            let key = match (services.peek(), olds.peek()) {
+                (Some((a, _)), Some((b, _))) => (*a).min(*b),
+                (Some((a, _)), None) => *a,
+                (None, Some((b, _))) => *b,
+                (None, None) => break,
+            };
+            let svc = services.next_if(|(k, _)| *k == key).map(|(_, s)| s);
+            let old = olds.next_if(|(k, _)| *k == key).map(|(_, p)| p);
+            while allocs.next_if(|(k, _)| *k < key).is_some() {}
+            let alloc = allocs.next_if(|(k, _)| *k == key).map(|(_, a)| a);
+            let wanted = (key.namespace.as_str(), key.name.as_str());
+            while by_service
+                .next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) < wanted)
+                .is_some()
+            {}
+            let of = by_service
+                .next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) == wanted)
+                .map(|(_, m)| m.values().collect())
                 .unwrap_or_default();
-            let part = planner.service(key, &of);
-            if parts
-                .get(key)
-                .map_or(part != Plan::default(), |p| *p != part)
-            {
+            items.push((key, alloc.zip(svc), of, old));
+        }
+        // Each service is planned on its own: many on every core.
+        let runs = lb_core::par::runs(&items, |run| {
+            run.iter()
+                .map(|(key, found, of, old)| {
+                    let part =
+                        found.map_or_else(Plan::default, |(a, s)| planner.service_of(a, s, of));
+                    let changed = old.map_or(part != Plan::default(), |p| *p != part);
+                    (*key, part, changed)
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut changed = BTreeSet::new();
+        let mut now = Vec::with_capacity(items.len());
+        for (key, part, moved) in runs.into_iter().flatten() {
+            if moved {
                 changed.insert(key.clone());
             }
             if part != Plan::default() {
-                now.insert(key.clone(), part);
+                now.push((key.clone(), part));
             }
         }
-        *parts = now;
+        // In key order: the map is built in one pass.
+        *parts = now.into_iter().collect();
         changed
     }
 
