@@ -345,29 +345,34 @@ impl Kept {
                 .unwrap_or_default();
             items.push((key, alloc.zip(svc), of, old));
         }
-        // Each service is planned on its own: many on every core.
-        let runs = lb_core::par::runs(&items, |run| {
+        // Each service is planned on its own: many on every core. A run returns only the
+        // parts that moved (an unchanged one is dropped where it was made: dropping, or
+        // rebuilding, the whole map cost more than planning).
+        let moved: Vec<(ServiceKey, Plan)> = lb_core::par::runs(&items, |run| {
             run.iter()
-                .map(|(key, found, of, old)| {
+                .filter_map(|(key, found, of, old)| {
                     let part =
                         found.map_or_else(Plan::default, |(a, s)| planner.service_of(a, s, of));
-                    let changed = old.map_or(part != Plan::default(), |p| *p != part);
-                    (*key, part, changed)
+                    let same = old.map_or(part == Plan::default(), |p| *p == part);
+                    (!same).then(|| ((*key).clone(), part))
                 })
                 .collect::<Vec<_>>()
-        });
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        drop(items);
         let mut changed = BTreeSet::new();
-        let mut now = Vec::with_capacity(items.len());
-        for (key, part, moved) in runs.into_iter().flatten() {
-            if moved {
-                changed.insert(key.clone());
+        for (key, part) in moved {
+            if part == Plan::default() {
+                parts.remove(&key);
+            } else if let Some(p) = parts.get_mut(&key) {
+                *p = part;
+            } else {
+                parts.insert(key.clone(), part);
             }
-            if part != Plan::default() {
-                now.push((key.clone(), part));
-            }
+            changed.insert(key);
         }
-        // In key order: the map is built in one pass.
-        *parts = now.into_iter().collect();
         changed
     }
 
