@@ -17,7 +17,16 @@ fn saphyr(doc: &str) -> Result<Value, String> {
 
 /// `Some(value)` from the fast path must be serde-saphyr's answer.
 fn agrees(doc: &str) -> Result<bool, String> {
-    match yaml::value(doc) {
+    agrees_with(yaml::value, doc)
+}
+
+/// The same, for the fast path's first tier alone (the block scanner).
+fn scanner_agrees(doc: &str) -> Result<bool, String> {
+    agrees_with(yaml::scanned, doc)
+}
+
+fn agrees_with(read: fn(&str) -> Option<Value>, doc: &str) -> Result<bool, String> {
+    match read(doc) {
         None => Ok(false),
         Some(fast) => match saphyr(doc) {
             Ok(v) if v == fast => Ok(true),
@@ -177,6 +186,23 @@ const SCALARS: &[&str] = &[
     ":k",
     "a,b",
     "0xZ",
+    "0x1G",
+    "-0xa",
+    "+0b1",
+    "0o9",
+    "6b1e0c9a-3f1d-4a8e",
+    "1a",
+    "1f",
+    "0a",
+    "-1d",
+    "12ab_34",
+    "1_a",
+    "1e5a",
+    "1.5f",
+    "9e9e9",
+    "1-2",
+    "1+2",
+    "-_1",
     "1.5.",
     "..",
     "-",
@@ -205,7 +231,9 @@ const SCALARS: &[&str] = &[
 #[derive(Clone, Debug)]
 enum Node {
     Scalar(usize, Style),
-    Seq(Vec<Node>, bool),
+    /// Items, flow, compact (a mapping item starts on its `-` line; as a mapping's value,
+    /// the items stand at the key's column).
+    Seq(Vec<Node>, bool, bool),
     Map(Vec<(usize, Style, Node)>, bool),
     Alias,
 }
@@ -242,16 +270,43 @@ fn key() -> impl Strategy<Value = usize> {
 }
 
 fn node() -> impl Strategy<Value = Node> {
-    let leaf = prop_oneof![
-        20 => (0..SCALARS.len(), style()).prop_map(|(i, s)| Node::Scalar(i, s)),
-        1 => Just(Node::Alias),
-    ];
-    leaf.prop_recursive(4, 24, 4, |inner| {
+    tree(
         prop_oneof![
-            (prop::collection::vec(inner.clone(), 0..4), any::<bool>())
-                .prop_map(|(v, f)| Node::Seq(v, f)),
+            20 => (0..SCALARS.len(), style()).prop_map(|(i, s)| Node::Scalar(i, s)),
+            1 => Just(Node::Alias),
+        ]
+        .boxed(),
+        style().boxed(),
+    )
+}
+
+/// Documents in the block form manifests are written in: no anchors, aliases, tags or block
+/// scalars (and, rendered so, no comments), most within the scanner's subset.
+fn block_node() -> impl Strategy<Value = Node> {
+    let style = prop_oneof![
+        8 => Just(Style::Plain),
+        2 => Just(Style::Single),
+        2 => Just(Style::Double),
+    ];
+    tree(
+        (0..SCALARS.len(), style.clone())
+            .prop_map(|(i, s)| Node::Scalar(i, s))
+            .boxed(),
+        style.boxed(),
+    )
+}
+
+fn tree(leaf: BoxedStrategy<Node>, key_style: BoxedStrategy<Style>) -> impl Strategy<Value = Node> {
+    leaf.prop_recursive(4, 24, 4, move |inner| {
+        prop_oneof![
             (
-                prop::collection::vec((key(), style(), inner), 0..4),
+                prop::collection::vec(inner.clone(), 0..4),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(v, f, c)| Node::Seq(v, f, c)),
+            (
+                prop::collection::vec((key(), key_style.clone(), inner), 0..4),
                 any::<bool>()
             )
                 .prop_map(|(v, f)| Node::Map(v, f)),
@@ -262,7 +317,8 @@ fn node() -> impl Strategy<Value = Node> {
 fn scalar(i: usize, style: Style, indent: usize, out: &mut String) {
     let s = SCALARS[i];
     match style {
-        Style::Plain => out.push_str(s),
+        // A line break in a plain scalar: its next line continues it, indented.
+        Style::Plain => out.push_str(&s.replace('\n', &format!("\n{}", " ".repeat(indent.max(1))))),
         Style::Single => {
             out.push('\'');
             out.push_str(&s.replace('\'', "''"));
@@ -298,17 +354,17 @@ fn scalar(i: usize, style: Style, indent: usize, out: &mut String) {
 }
 
 /// Writes `node` at `indent` (block) or inline (flow).
-fn render(node: &Node, indent: usize, flow: bool, out: &mut String) {
+fn render(node: &Node, indent: usize, flow: bool, comments: bool, out: &mut String) {
     match node {
         Node::Scalar(i, s) => scalar(*i, if flow { plainish(*s) } else { *s }, indent, out),
         Node::Alias => out.push_str("*a"),
-        Node::Seq(items, f) if flow || *f || items.is_empty() => {
+        Node::Seq(items, f, _) if flow || *f || items.is_empty() => {
             out.push('[');
             for (n, item) in items.iter().enumerate() {
                 if n > 0 {
                     out.push_str(", ");
                 }
-                render(item, indent, true, out);
+                render(item, indent, true, comments, out);
             }
             out.push(']');
         }
@@ -320,39 +376,61 @@ fn render(node: &Node, indent: usize, flow: bool, out: &mut String) {
                 }
                 scalar(*k, plainish(*ks), indent, out);
                 out.push_str(": ");
-                render(v, indent, true, out);
+                render(v, indent, true, comments, out);
             }
             out.push('}');
         }
-        Node::Seq(items, _) => {
+        Node::Seq(items, _, compact) => {
             for item in items {
                 out.push('\n');
                 out.push_str(&" ".repeat(indent));
                 out.push_str("- ");
-                render(item, indent + 2, false, out);
+                match item {
+                    Node::Map(entries, false) if *compact && !entries.is_empty() => {
+                        entries_block(entries, indent + 2, true, comments, out)
+                    }
+                    _ => render(item, indent + 2, false, comments, out),
+                }
             }
         }
-        Node::Map(entries, _) => {
-            for (k, ks, v) in entries {
-                out.push('\n');
-                out.push_str(&" ".repeat(indent));
-                scalar(*k, plainish(*ks), indent, out);
-                out.push(':');
-                if matches!(v, Node::Scalar(..) | Node::Alias) || is_flow(v) {
-                    out.push(' ');
-                }
-                render(v, indent + 2, false, out);
-                if matches!(v, Node::Scalar(_, Style::Plain)) && *k % 7 == 0 {
-                    out.push_str(" # a comment");
-                }
-            }
+        Node::Map(entries, _) => entries_block(entries, indent, false, comments, out),
+    }
+}
+
+/// A block mapping's entries at `indent`; the first on the current line when `inline` (a
+/// compact mapping in a sequence's item).
+fn entries_block(
+    entries: &[(usize, Style, Node)],
+    indent: usize,
+    inline: bool,
+    comments: bool,
+    out: &mut String,
+) {
+    for (n, (k, ks, v)) in entries.iter().enumerate() {
+        if !(inline && n == 0) {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+        }
+        scalar(*k, plainish(*ks), indent, out);
+        out.push(':');
+        if matches!(v, Node::Scalar(..) | Node::Alias) || is_flow(v) {
+            out.push(' ');
+        }
+        // A compact sequence stands at its key's column.
+        let at = match v {
+            Node::Seq(_, _, true) => indent,
+            _ => indent + 2,
+        };
+        render(v, at, false, comments, out);
+        if comments && matches!(v, Node::Scalar(_, Style::Plain)) && *k % 7 == 0 {
+            out.push_str(" # a comment");
         }
     }
 }
 
 fn is_flow(n: &Node) -> bool {
     match n {
-        Node::Seq(v, f) => *f || v.is_empty(),
+        Node::Seq(v, f, _) => *f || v.is_empty(),
         Node::Map(v, f) => *f || v.is_empty(),
         _ => false,
     }
@@ -372,8 +450,19 @@ proptest! {
     #[test]
     fn a_generated_document_reads_as_serde_saphyr_reads_it(root in node()) {
         let mut doc = String::new();
-        render(&root, 0, false, &mut doc);
-        if let Err(e) = agrees(doc.trim_start_matches('\n')) {
+        render(&root, 0, false, true, &mut doc);
+        let doc = doc.trim_start_matches('\n');
+        if let Err(e) = agrees(doc).and_then(|_| scanner_agrees(doc)) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+
+    #[test]
+    fn a_generated_block_document_reads_as_serde_saphyr_reads_it(root in block_node()) {
+        let mut doc = String::new();
+        render(&root, 0, false, false, &mut doc);
+        let doc = doc.trim_start_matches('\n');
+        if let Err(e) = agrees(doc).and_then(|_| scanner_agrees(doc)) {
             prop_assert!(false, "{}", e);
         }
     }
@@ -392,27 +481,72 @@ proptest! {
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  labels:\n    app: {v}\nspec:\n  ports: [{{port: {}}}]\n  loadBalancerIP: {}\n",
             SCALARS[name], SCALARS[port], SCALARS[ip],
         );
-        if let Err(e) = agrees(&doc) {
+        if let Err(e) = agrees(&doc).and_then(|_| scanner_agrees(&doc)) {
             prop_assert!(false, "{}", e);
         }
     }
 }
-/// The generated documents are worth checking: the fast path reads a good share of them.
+
+/// The generated documents are worth checking: the fast path reads a good share of them, and
+/// its first tier (the block scanner) a good share of those.
 #[test]
 fn the_generated_documents_exercise_the_fast_path() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let (mut fast, mut valid) = (0, 0);
+    let (mut fast, mut scanned, mut valid) = (0, 0, 0);
     for _ in 0..2000 {
         let root = node().new_tree(&mut runner).expect("a tree").current();
         let mut doc = String::new();
-        render(&root, 0, false, &mut doc);
+        render(&root, 0, false, true, &mut doc);
         let doc = doc.trim_start_matches('\n');
         valid += usize::from(saphyr(doc).is_ok());
         fast += usize::from(agrees(doc).unwrap_or_else(|e| panic!("{e}")));
+        scanned += usize::from(scanner_agrees(doc).unwrap_or_else(|e| panic!("{e}")));
     }
     assert!(
         fast * 2 >= valid,
         "{fast} of {valid} valid documents on the fast path"
     );
+    // These are full of what lies outside the scanner's subset (comments, anchors, tags).
+    assert!(
+        scanned * 20 >= fast,
+        "{scanned} of the {fast} documents on the fast path read by its scanner"
+    );
+    // The block documents, much less so.
+    let (mut scanned, mut valid) = (0, 0);
+    for _ in 0..2000 {
+        let root = block_node()
+            .new_tree(&mut runner)
+            .expect("a tree")
+            .current();
+        let mut doc = String::new();
+        render(&root, 0, false, false, &mut doc);
+        let doc = doc.trim_start_matches('\n');
+        valid += usize::from(saphyr(doc).is_ok());
+        scanned += usize::from(scanner_agrees(doc).unwrap_or_else(|e| panic!("{e}")));
+    }
+    assert!(
+        scanned * 2 >= valid,
+        "{scanned} of {valid} valid block documents read by the scanner"
+    );
+}
+
+/// The documents of the files the benches generate (and `services_yaml` writes), in the
+/// form `kubectl` and most generators write, are read by the scanner, as serde-saphyr reads
+/// them.
+#[test]
+fn block_manifests_are_read_by_the_scanner() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yaml-block");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("tests/fixtures/yaml-block") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("text");
+        for doc in text.split("\n---\n") {
+            assert!(
+                scanner_agrees(doc).unwrap_or_else(|e| panic!("{e}")),
+                "the scanner leaves this to the next tier:\n{doc}"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "{n} documents");
 }
