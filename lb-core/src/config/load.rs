@@ -457,24 +457,16 @@ fn documents(
     cache: &mut DocumentCache,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Vec<Object>> {
-    let mut chunks: Vec<(usize, String)> = vec![(1, String::new())];
-    for (i, line) in text.lines().enumerate() {
-        if line == "---" || line.starts_with("--- ") || line == "...\r" || line == "---\r" {
-            chunks.push((i + 2, String::new()));
-        } else if let Some((_, buf)) = chunks.last_mut() {
-            buf.push_str(line);
-            buf.push('\n');
-        }
-    }
+    let chunks = split_documents(text);
     let cached: Vec<Option<&Parsed>> = chunks
         .iter()
-        .map(|(_, chunk)| cache.docs.get(chunk))
+        .map(|(_, chunk)| cache.docs.get(chunk.as_ref()))
         .collect();
     let todo: Vec<(usize, usize, &str)> = chunks
         .iter()
         .enumerate()
         .filter(|(i, _)| cached[*i].is_none())
-        .map(|(i, (line, chunk))| (i, *line, chunk.as_str()))
+        .map(|(i, (line, chunk))| (i, *line, chunk.as_ref()))
         .collect();
     // Documents are independent: many are parsed on every core, in contiguous runs whose
     // results are put back in file order (the findings read the same either way). Each run
@@ -532,13 +524,54 @@ fn documents(
         // The cache holds this read's documents alone, but those whose findings name their
         // place in the file.
         if errs.iter().all(|e| !e.object.starts_with("document ")) {
-            docs.insert(chunk.clone(), (objects.clone(), errs.clone()));
+            docs.insert(chunk.to_string(), (objects.clone(), errs.clone()));
         }
         out.extend(objects);
         errors.extend(errs);
     }
     cache.docs = docs;
     vec![out]
+}
+
+/// The text's documents, each with the line it starts on: split at `---` lines, each line
+/// ending in a line feed. Without a carriage return in the text, the documents are the text's
+/// own slices (a file of 100,000 documents is not copied into as many strings); with one, each
+/// line is copied without it.
+#[cfg(feature = "yaml")]
+fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
+    use std::borrow::Cow;
+    let mut chunks = Vec::new();
+    if text.contains('\r') {
+        let mut owned = vec![(1, String::new())];
+        for (i, line) in text.lines().enumerate() {
+            if line == "---" || line.starts_with("--- ") || line == "...\r" || line == "---\r" {
+                owned.push((i + 2, String::new()));
+            } else if let Some((_, buf)) = owned.last_mut() {
+                buf.push_str(line);
+                buf.push('\n');
+            }
+        }
+        return owned.into_iter().map(|(l, c)| (l, Cow::Owned(c))).collect();
+    }
+    let (mut start, mut first, mut at) = (0, 1, 0);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        if bare == "---" || bare.starts_with("--- ") {
+            chunks.push((first, Cow::Borrowed(&text[start..at])));
+            (start, first) = (at + line.len(), i + 2);
+        }
+        at += line.len();
+    }
+    let last = &text[start..];
+    chunks.push((
+        first,
+        if last.is_empty() || last.ends_with('\n') {
+            Cow::Borrowed(last)
+        } else {
+            Cow::Owned(format!("{last}\n"))
+        },
+    ));
+    chunks
 }
 
 /// One run's documents parsed: how many objects and findings each document gave, then all
@@ -1860,6 +1893,42 @@ fn load_endpoint_slice_in(
 #[cfg(all(test, feature = "yaml"))]
 mod tests {
     use super::*;
+
+    /// Documents are slices of the text when it has no carriage return, and read the same as
+    /// the copies made when it has: each line ending in a line feed, the last one too.
+    #[test]
+    fn documents_split_the_same_with_and_without_carriage_returns() {
+        for text in [
+            "a: 1\n---\nb: 2\n--- \nc: 3",
+            "---\na: 1\n\n---\n",
+            "a: 1\n---x\n ---\nb: 2\n---\n---\n",
+            "",
+            "a",
+        ] {
+            let lf = split_documents(text);
+            assert!(
+                lf.iter()
+                    .all(|(_, c)| matches!(c, std::borrow::Cow::Borrowed(_))
+                        || !text.ends_with('\n')),
+                "{text:?}"
+            );
+            let crlf_text = text.replace('\n', "\r\n");
+            let crlf = split_documents(&crlf_text);
+            let lf: Vec<(usize, &str)> = lf.iter().map(|(l, c)| (*l, c.as_ref())).collect();
+            let crlf: Vec<(usize, &str)> = crlf.iter().map(|(l, c)| (*l, c.as_ref())).collect();
+            assert_eq!(lf, crlf, "{text:?}");
+            for (_, c) in &lf {
+                assert!(c.is_empty() || c.ends_with('\n'), "{text:?}");
+            }
+        }
+        assert_eq!(
+            split_documents("a: 1\n---\nb: 2\n")
+                .iter()
+                .map(|(l, c)| (*l, c.to_string()))
+                .collect::<Vec<_>>(),
+            vec![(1, "a: 1\n".to_string()), (3, "b: 2\n".to_string())]
+        );
+    }
 
     /// A file large enough to be parsed on several threads reads exactly as on one: the same
     /// objects in the same order, the same findings in the same order.
