@@ -328,6 +328,8 @@ pub struct Planner<'a> {
     input: PlanInput<'a>,
     /// Every live member and the planning node itself, with their labels, once.
     nodes: Vec<Node>,
+    /// The planning node's place in `nodes`.
+    me: usize,
 }
 
 impl<'a> Planner<'a> {
@@ -335,8 +337,9 @@ impl<'a> Planner<'a> {
     pub fn new(input: PlanInput<'a>) -> Self {
         let mut names: BTreeSet<&str> = input.members.iter().map(String::as_str).collect();
         names.insert(input.node);
-        let nodes = names.into_iter().map(|n| input.config.node(n)).collect();
-        Planner { input, nodes }
+        let nodes: Vec<Node> = names.into_iter().map(|n| input.config.node(n)).collect();
+        let me = nodes.iter().position(|n| n.name == input.node).unwrap_or(0);
+        Planner { input, nodes, me }
     }
 
     /// The part of the plan about service `key`, whose EndpointSlices are `slices`: its
@@ -385,7 +388,7 @@ impl<'a> Planner<'a> {
         }
         let serving = serving(input, slices);
         plan_l2(input, &self.nodes, svc, pool, alloc, &serving, out);
-        plan_bgp(input, svc, pool, alloc, &serving, out);
+        plan_bgp(input, &self.nodes[self.me], svc, pool, alloc, &serving, out);
     }
 }
 
@@ -530,6 +533,7 @@ fn local_pref_conflict(ads: &[&BgpAdvertisement], pool: &Pool) -> Option<String>
 
 fn plan_bgp(
     input: &PlanInput<'_>,
+    me: &Node,
     svc: &Service,
     pool: &Pool,
     alloc: &Allocation,
@@ -537,7 +541,6 @@ fn plan_bgp(
     out: &mut Plan,
 ) {
     let k = &svc.key;
-    let me = input.config.node(input.node);
     let ads: Vec<&BgpAdvertisement> = input
         .config
         .bgp_advertisements
@@ -562,7 +565,7 @@ fn plan_bgp(
     if let Some(why) = local_pref_conflict(&ads, pool) {
         return skip(out, k, Protocol::Bgp, why);
     }
-    if let Err(why) = node_usable(input, &me) {
+    if let Err(why) = node_usable(input, me) {
         return skip(out, k, Protocol::Bgp, why);
     }
     let local_ok = match svc.traffic_policy {
@@ -578,7 +581,7 @@ fn plan_bgp(
         };
         return skip(out, k, Protocol::Bgp, why);
     }
-    let peers = peers_of(input.config, &me);
+    let peers = peers_of(input.config, me);
     for ip in &alloc.ips {
         let family = Family::of(*ip);
         // (prefix, peer) -> (localPref, communities), merged across ads.

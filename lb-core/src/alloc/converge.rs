@@ -56,6 +56,7 @@ pub fn converge_some<A: Allocator + ?Sized>(
     mut inputs: Vec<Input>,
 ) -> Outcome {
     inputs.sort_by(|a, b| a.key.cmp(&b.key));
+    alloc.reserve_for(inputs.len());
     let mut out = Outcome::default();
     for key in gone {
         alloc.release(key);

@@ -175,6 +175,9 @@ pub trait Allocator {
 
     /// Usage of a pool, or `None` for an unknown pool.
     fn usage(&self, pool: &str) -> Option<PoolUsage>;
+    /// Room for `services` services in all, made before a pass over that many (the tables
+    /// then grow once rather than step by step). Optional.
+    fn reserve_for(&mut self, _services: usize) {}
 }
 
 /// Renders families as `IPv4`, `IPv6` or `IPv4+IPv6`.
