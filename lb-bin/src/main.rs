@@ -201,13 +201,25 @@ fn exit_leaving<T>(code: i32, read: T) -> ! {
     std::process::exit(code)
 }
 
-#[allow(clippy::print_stdout)]
+/// Writes `text` to standard output. A reader that has gone (`lb-bin plan | head`) is no
+/// error: the rest is not wanted.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to standard output"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     lb_bin::http::set_stall_limit(std::time::Duration::from_secs(cli.stall_limit.max(1)));
     match cli.command {
         Command::Check { config } => {
             let (r, read) = report::check_parts(read(&config)?);
-            print!("{}", r.render());
+            emit(&r.render())?;
             exit_leaving(i32::from(r.errors() != 0), (r, read))
         }
         Command::Plan {
@@ -226,8 +238,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             warn_uncompiled_modes(&r);
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-                Output::Table => print!("{}", r.render_table()),
+                Output::Json => emit(&(serde_json::to_string_pretty(&r)? + "\n"))?,
+                Output::Table => emit(&r.render_table())?,
             }
             exit_leaving(0, (r, read))
         }
@@ -320,15 +332,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {
-            print!(
-                "{}",
-                lb_k8s::crds::yaml().map_err(|e| anyhow::anyhow!("rendering the CRDs: {e}"))?
-            );
+            emit(&lb_k8s::crds::yaml().map_err(|e| anyhow::anyhow!("rendering the CRDs: {e}"))?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {
-            println!("lb-bin {}", env!("CARGO_PKG_VERSION"));
-            println!("features: {}", features().join(" "));
+            emit(&format!(
+                "lb-bin {}\nfeatures: {}\n",
+                env!("CARGO_PKG_VERSION"),
+                features().join(" ")
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -238,3 +238,29 @@ fn cluster_commands_without_a_cluster_say_so() {
         assert!(err.contains("connecting to the Kubernetes API"), "{err}");
     }
 }
+
+/// `lb-bin plan | head`: a reader that stops reading ends the output quietly, without a
+/// panic and with the command's own exit code.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::process::Stdio;
+    // More output than a pipe holds (64 KiB), so that a write meets the closed pipe.
+    let mut text = std::fs::read_to_string(example()).unwrap();
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: pipe}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n"
+        ));
+    }
+    let file = temp_file("pipe.yaml", &text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb-bin"))
+        .args(["plan", "--config", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
