@@ -119,6 +119,21 @@ fn wrong_type_is_reported_with_its_path() {
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec:\n  addresses: [192.0.2.0/24]\n  serviceAllocation: {priority: high}\n",
     );
     assert!(e[0].contains("spec.serviceAllocation.priority"), "{e:?}");
+    // A Service is read whole, and its metadata on its own: their paths too (a path is
+    // tracked on a second read, once the first has met an error).
+    let e = errors(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\nspec: {type: LoadBalancer, ports: [{port: 80}, {port: x}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: c, namespace: b, labels: [x]}\n",
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.contains("spec.ports[1].port: invalid type: string \"x\", expected u16")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.contains("metadata.labels: invalid type: sequence, expected a map")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -680,7 +680,7 @@ fn objects_of(
         return;
     }
     let mut meta: objects::RawMeta = match map.get("metadata") {
-        Some(m) => match serde_path_to_error::deserialize(m) {
+        Some(m) => match tracked(m) {
             Ok(meta) => meta,
             Err(e) => return fail(&format!("metadata.{}", e.path()), &e.inner().to_string()),
         },
@@ -730,6 +730,18 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
+/// `v` as `T`, or the error with the path where it lies. The path is tracked only when there
+/// is an error (the second read, with tracking, meets the same error): tracking it on every
+/// read was most of the time a 100,000-service file took to become typed objects.
+fn tracked<T: DeserializeOwned>(
+    v: &Value,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    match T::deserialize(v) {
+        Ok(t) => Ok(t),
+        Err(_) => serde_path_to_error::deserialize::<_, T>(v),
+    }
+}
+
 /// Deserializes `body[key]` (absent: `null`) as `T`, reporting the path of a type error.
 fn section<T: DeserializeOwned>(obj: &Object, key: &str, r: &mut Report<'_>) -> Option<T> {
     let empty = Value::Object(Default::default());
@@ -737,7 +749,7 @@ fn section<T: DeserializeOwned>(obj: &Object, key: &str, r: &mut Report<'_>) -> 
         None | Some(Value::Null) => &empty,
         Some(v) => v,
     };
-    match serde_path_to_error::deserialize::<_, T>(v) {
+    match tracked::<T>(v) {
         Ok(t) => Some(t),
         Err(e) => {
             let path = e.path().to_string();
@@ -1724,7 +1736,7 @@ fn whole<T: DeserializeOwned>(obj: &Object, r: &mut Report<'_>) -> Option<T> {
 
 /// Deserializes `body` (an object's whole body, held elsewhere) as `T`.
 fn whole_of<T: DeserializeOwned>(body: &Value, r: &mut Report<'_>) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(body) {
+    match tracked::<T>(body) {
         Ok(t) => Some(t),
         Err(e) => {
             r.error(&e.path().to_string(), None, e.into_inner().to_string());
