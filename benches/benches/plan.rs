@@ -65,7 +65,8 @@ fn parse_only(text: &str) -> usize {
     n
 }
 
-/// lb-core's fast path alone (`config::yaml::value`, serde-saphyr where it is not certain):
+/// lb-core's fast path alone (`config::yaml::value`: its block scanner, then its parser tier,
+/// then serde-saphyr where neither is certain):
 /// every document of `text` into a JSON value, on one thread as the others.
 fn parse_only_fast(text: &str) -> usize {
     let mut n = 0;
