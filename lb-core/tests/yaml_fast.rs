@@ -68,13 +68,22 @@ fn the_repository_s_yaml_reads_the_same_and_mostly_on_the_fast_path() {
     );
 }
 
+/// The text of every file in `tests/fixtures/<dir>`.
+fn fixtures(dir: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .map(|entry| std::fs::read_to_string(entry.expect("entry").path()).expect("text"))
+        .collect()
+}
+
 /// Inputs the `yaml_fast` fuzz target found, each once a disagreement.
 #[test]
 fn the_fuzzer_s_findings_read_as_serde_saphyr_reads_them() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yaml");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).expect("tests/fixtures/yaml") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("text");
+    for text in fixtures("yaml") {
         agrees(&text).unwrap_or_else(|e| panic!("{e}"));
         n += 1;
     }
@@ -444,25 +453,31 @@ fn plainish(s: Style) -> Style {
     }
 }
 
+/// `root` as a document (with comments after some plain scalars when `comments`).
+fn document(root: &Node, comments: bool) -> String {
+    let mut doc = String::new();
+    render(root, 0, false, comments, &mut doc);
+    doc.trim_start_matches('\n').to_string()
+}
+
+/// The fast path and its scanner alone both answer only what serde-saphyr answers.
+fn both_agree(doc: &str) -> Result<bool, String> {
+    agrees(doc).and_then(|_| scanner_agrees(doc))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
     #[test]
     fn a_generated_document_reads_as_serde_saphyr_reads_it(root in node()) {
-        let mut doc = String::new();
-        render(&root, 0, false, true, &mut doc);
-        let doc = doc.trim_start_matches('\n');
-        if let Err(e) = agrees(doc).and_then(|_| scanner_agrees(doc)) {
+        if let Err(e) = both_agree(&document(&root, true)) {
             prop_assert!(false, "{}", e);
         }
     }
 
     #[test]
     fn a_generated_block_document_reads_as_serde_saphyr_reads_it(root in block_node()) {
-        let mut doc = String::new();
-        render(&root, 0, false, false, &mut doc);
-        let doc = doc.trim_start_matches('\n');
-        if let Err(e) = agrees(doc).and_then(|_| scanner_agrees(doc)) {
+        if let Err(e) = both_agree(&document(&root, false)) {
             prop_assert!(false, "{}", e);
         }
     }
@@ -481,7 +496,7 @@ proptest! {
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  labels:\n    app: {v}\nspec:\n  ports: [{{port: {}}}]\n  loadBalancerIP: {}\n",
             SCALARS[name], SCALARS[port], SCALARS[ip],
         );
-        if let Err(e) = agrees(&doc).and_then(|_| scanner_agrees(&doc)) {
+        if let Err(e) = both_agree(&doc) {
             prop_assert!(false, "{}", e);
         }
     }
@@ -496,9 +511,8 @@ fn the_generated_documents_exercise_the_fast_path() {
     let (mut fast, mut scanned, mut valid) = (0, 0, 0);
     for _ in 0..2000 {
         let root = node().new_tree(&mut runner).expect("a tree").current();
-        let mut doc = String::new();
-        render(&root, 0, false, true, &mut doc);
-        let doc = doc.trim_start_matches('\n');
+        let doc = document(&root, true);
+        let doc = doc.as_str();
         valid += usize::from(saphyr(doc).is_ok());
         fast += usize::from(agrees(doc).unwrap_or_else(|e| panic!("{e}")));
         scanned += usize::from(scanner_agrees(doc).unwrap_or_else(|e| panic!("{e}")));
@@ -519,9 +533,8 @@ fn the_generated_documents_exercise_the_fast_path() {
             .new_tree(&mut runner)
             .expect("a tree")
             .current();
-        let mut doc = String::new();
-        render(&root, 0, false, false, &mut doc);
-        let doc = doc.trim_start_matches('\n');
+        let doc = document(&root, false);
+        let doc = doc.as_str();
         valid += usize::from(saphyr(doc).is_ok());
         scanned += usize::from(scanner_agrees(doc).unwrap_or_else(|e| panic!("{e}")));
     }
@@ -536,10 +549,8 @@ fn the_generated_documents_exercise_the_fast_path() {
 /// them.
 #[test]
 fn block_manifests_are_read_by_the_scanner() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/yaml-block");
     let mut n = 0;
-    for entry in std::fs::read_dir(dir).expect("tests/fixtures/yaml-block") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("text");
+    for text in fixtures("yaml-block") {
         for doc in text.split("\n---\n") {
             assert!(
                 scanner_agrees(doc).unwrap_or_else(|e| panic!("{e}")),
