@@ -14,6 +14,8 @@
 //! - `node`: node3's network becomes unavailable (and available again): every service is
 //!   planned again from what was kept, and those whose part changed are applied as a change
 //!   (before this, a whole decision).
+//! - `node_label`: node3 gets a label no selector reads (and another value of it, in turn): the
+//!   plan reads the Node alike, so no service is planned again.
 //!
 //! The announcers are tables by address (what the real ones keep; they need raw sockets and
 //! peers, which a bench must not touch: `benches/l2-takeover.sh` times the layer 2 one in a
@@ -104,6 +106,13 @@ fn service(i: usize, with_ip: bool) -> Value {
         v["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
     }
     v
+}
+
+/// Node `n` with the label `rack: r{rack}`, which no selector reads.
+fn labelled_node(n: usize, rack: u8) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": format!("node{n}"), "labels": {"rack": format!("r{rack}")}},
+           "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
 }
 
 fn node(n: usize, unavailable: bool) -> Value {
@@ -270,6 +279,23 @@ fn bench(c: &mut Criterion) {
                 let parts: Vec<_> = touched.iter().map(|k| (k.clone(), core.part(k))).collect();
                 let applied = rt.block_on(runtime.apply_change(parts, &BTreeSet::new(), 0));
                 assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+                touched.len()
+            })
+        });
+        // node3 as the `node` bench left it (up or down) becomes up and labelled.
+        core.change(
+            vec![(key.clone(), Some(labelled_node(3, 0)))],
+            &members,
+            &opts,
+        )
+        .expect("kept");
+        let mut rack = 0;
+        g.bench_function(BenchmarkId::new("node_label", label), |b| {
+            b.iter(|| {
+                rack = (rack + 1) % 2;
+                let change = vec![(key.clone(), Some(labelled_node(3, rack)))];
+                let touched = core.change(change, &members, &opts).expect("kept");
+                assert!(touched.is_empty(), "{} services moved", touched.len());
                 touched.len()
             })
         });

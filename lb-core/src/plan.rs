@@ -293,6 +293,32 @@ pub fn peers_of<'a>(config: &'a Config, node: &Node) -> Vec<&'a crate::config::B
         .collect()
 }
 
+/// Whether a plan over `config` reads node `before` and node `after` (two versions of one
+/// Node) alike: the same answer from every node selector that reads a node's labels (the
+/// advertisements', their preferred ones', the peers'), the same usability. A Node change
+/// that reads alike changes no service's part, whatever the services: a label nothing selects
+/// on, its addresses (membership reads them, planning does not).
+pub fn node_reads_alike(config: &Config, before: &Node, after: &Node) -> bool {
+    let (a, b) = (&before.labels, &after.labels);
+    let same = |selectors: &[crate::selector::Selector]| {
+        any_matches(selectors, a) == any_matches(selectors, b)
+    };
+    before.network_unavailable == after.network_unavailable
+        && before.excluded_from_load_balancers() == after.excluded_from_load_balancers()
+        && config.l2_advertisements.iter().all(|ad| {
+            same(&ad.node_selectors)
+                && ad
+                    .preferred
+                    .iter()
+                    .all(|(_, sel)| sel.matches(a) == sel.matches(b))
+        })
+        && config
+            .bgp_advertisements
+            .iter()
+            .all(|ad| same(&ad.node_selectors))
+        && config.peers.values().all(|p| same(&p.node_selectors))
+}
+
 /// What `input.node` announces: see the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let planner = Planner::new(*input);

@@ -552,3 +552,53 @@ fn a_plan_made_on_several_cores_is_the_services_parts_in_order() {
         assert_eq!(whole, parts, "node {n}");
     }
 }
+
+/// A Node change the plan reads alike (a label no selector reads) needs no plan again; one
+/// that any selector reads (an advertisement's, a preferred one's, a peer's), or a change of
+/// usability, does.
+#[test]
+fn a_node_reads_alike_unless_a_selector_or_its_usability_reads_the_change() {
+    use lb_core::objects::Node;
+    use lb_core::plan::node_reads_alike;
+    let config = load_str(
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {nodeSelectors: [{matchLabels: {zone: a}}], preferredNodeSelectors: [{weight: 10, preference: {matchLabels: {disk: ssd}}}]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: bgp}\nspec: {nodeSelectors: [{matchLabels: {bgp: 'yes'}}]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 64512, peerASN: 64513, peerAddress: 192.0.2.1, nodeSelectors: [{matchLabels: {rack: r1}}]}\n",
+    )
+    .config;
+    let node = |labels: &[(&str, &str)]| {
+        let mut n = Node::bare("n1");
+        for (k, v) in labels {
+            n.labels.insert(k.to_string(), v.to_string());
+        }
+        n
+    };
+    let base = node(&[
+        ("zone", "a"),
+        ("bgp", "yes"),
+        ("rack", "r1"),
+        ("disk", "hdd"),
+    ]);
+    let alike = |after: &Node| node_reads_alike(&config, &base, after);
+    let mut other = base.clone();
+    other.labels.insert("team".into(), "x".into());
+    other.addresses.push("198.51.100.7".parse().unwrap());
+    assert!(alike(&other), "a label nothing reads, an address");
+    for (k, v) in [
+        ("zone", "b"),
+        ("disk", "ssd"),
+        ("bgp", "no"),
+        ("rack", "r2"),
+    ] {
+        let mut n = base.clone();
+        n.labels.insert(k.into(), v.into());
+        assert!(!alike(&n), "{k}={v}");
+    }
+    let mut n = base.clone();
+    n.network_unavailable = true;
+    assert!(!alike(&n), "network unavailable");
+    let mut n = base.clone();
+    n.labels.insert(
+        "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+        String::new(),
+    );
+    assert!(!alike(&n), "excluded");
+}

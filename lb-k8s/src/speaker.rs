@@ -553,7 +553,9 @@ impl Core {
         }
         // A Node whose decided fields changed may change any service's owner or eligibility:
         // every service is planned again from what is kept (no object is read again), and
-        // those whose part changed are the change.
+        // those whose part changed are the change. Unless the plan reads it alike (a label no
+        // selector reads) or does not read it at all (a node that is no member and not this
+        // one): then it is kept, and no part can have moved.
         let mut read = Vec::with_capacity(changes.len());
         let mut nodes_moved = false;
         for (key, value) in changes {
@@ -561,7 +563,16 @@ impl Core {
             if key.0 == "nodes" {
                 let now = loaded.as_ref().and_then(|l| l.config.nodes.get(&key.2));
                 if now != kept.config.nodes.get(&key.2) {
-                    nodes_moved = true;
+                    let planned = kept.members.contains(&key.2) || key.2 == opts.node_name;
+                    let after = now
+                        .cloned()
+                        .unwrap_or_else(|| lb_core::objects::Node::bare(&key.2));
+                    nodes_moved |= planned
+                        && !lb_core::plan::node_reads_alike(
+                            &kept.config,
+                            &kept.config.node(&key.2),
+                            &after,
+                        );
                     match now {
                         Some(n) => kept.config.nodes.insert(key.2.clone(), n.clone()),
                         None => kept.config.nodes.remove(&key.2),

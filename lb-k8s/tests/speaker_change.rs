@@ -22,7 +22,8 @@ enum Op {
     /// Slice j of service i, with endpoints on these nodes, ready or not.
     Slice(usize, usize, Vec<usize>, bool),
     DeleteSlice(usize),
-    /// Node n gets an annotation (nothing the speaker decides from) or a zone label.
+    /// Node n gets an annotation (nothing the speaker decides from) and a rack label (no
+    /// selector reads it), or a zone label. Node 4 is no member.
     NodeAnnotation(usize, u8),
     NodeZone(usize, bool),
     /// Node n's network becomes unavailable (or available again), or the Node goes.
@@ -38,10 +39,10 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..5usize, 0..6usize, prop::collection::vec(0..3usize, 0..3), any::<bool>())
             .prop_map(|(j, i, n, r)| Op::Slice(j, i, n, r)),
         1 => (0..5usize).prop_map(Op::DeleteSlice),
-        2 => (0..3usize, any::<u8>()).prop_map(|(n, v)| Op::NodeAnnotation(n, v)),
-        1 => (0..3usize, any::<bool>()).prop_map(|(n, z)| Op::NodeZone(n, z)),
-        1 => (0..3usize, any::<bool>()).prop_map(|(n, u)| Op::NodeUnavailable(n, u)),
-        1 => (0..3usize).prop_map(Op::DeleteNode),
+        2 => (0..4usize, any::<u8>()).prop_map(|(n, v)| Op::NodeAnnotation(n, v)),
+        1 => (0..4usize, any::<bool>()).prop_map(|(n, z)| Op::NodeZone(n, z)),
+        1 => (0..4usize, any::<bool>()).prop_map(|(n, u)| Op::NodeUnavailable(n, u)),
+        1 => (0..4usize).prop_map(Op::DeleteNode),
     ]
 }
 
@@ -52,7 +53,8 @@ fn node_name(n: usize) -> String {
 fn node(n: usize, zone_a: bool, note: u8) -> Value {
     json!({"apiVersion": "v1", "kind": "Node",
            "metadata": {"name": node_name(n),
-                        "labels": {"zone": if zone_a { "a" } else { "b" }, "bgp": "yes"},
+                        "labels": {"zone": if zone_a { "a" } else { "b" }, "bgp": "yes",
+                                   "rack": (note % 4).to_string()},
                         "annotations": {"note": note.to_string()}},
            "status": {"conditions": [{"type": "Ready", "status": "True"}],
                       "addresses": [{"type": "InternalIP", "address": format!("198.51.100.{}", n + 10)}]}})
@@ -142,7 +144,7 @@ proptest! {
         let opts = Options::new("node1", "metallb-system");
         let members: BTreeSet<String> = (0..3).map(node_name).collect();
         let mut cluster: BTreeMap<Key, Value> = BTreeMap::new();
-        let mut zones = [true; 3];
+        let mut zones = [true; 4];
         for n in 0..3 {
             cluster.insert(key("nodes", "", node_name(n)), node(n, true, 0));
         }
