@@ -540,7 +540,6 @@ fn documents(
 #[cfg(feature = "yaml")]
 fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
     use std::borrow::Cow;
-    let mut chunks = Vec::new();
     if text.contains('\r') {
         let mut owned = vec![(1, String::new())];
         for (i, line) in text.lines().enumerate() {
@@ -553,6 +552,7 @@ fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
         }
         return owned.into_iter().map(|(l, c)| (l, Cow::Owned(c))).collect();
     }
+    let mut chunks = Vec::new();
     let (mut start, mut first, mut at) = (0, 1, 0);
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let bare = line.strip_suffix('\n').unwrap_or(line);
