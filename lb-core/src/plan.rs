@@ -258,10 +258,14 @@ fn serving(input: &PlanInput<'_>, slices: &[&EndpointSlice]) -> Serving {
 }
 
 fn node_usable(input: &PlanInput<'_>, node: &Node) -> Result<(), &'static str> {
+    usable(input.ignore_exclude_label, node)
+}
+
+fn usable(ignore_exclude_label: bool, node: &Node) -> Result<(), &'static str> {
     if node.network_unavailable {
         return Err("the node's network is unavailable (NetworkUnavailable)");
     }
-    if !input.ignore_exclude_label && node.excluded_from_load_balancers() {
+    if !ignore_exclude_label && node.excluded_from_load_balancers() {
         return Err("the node is labelled node.kubernetes.io/exclude-from-external-load-balancers");
     }
     Ok(())
@@ -319,6 +323,13 @@ pub fn node_reads_alike(config: &Config, before: &Node, after: &Node) -> bool {
         && config.peers.values().all(|p| same(&p.node_selectors))
 }
 
+/// Whether `node` may win any service's layer 2 election under `rules`: false when its
+/// network is unavailable or it is excluded from load balancers. A node that turns unable to
+/// win moves only the services it had won ([`Planner::service_elected`] tells which).
+pub fn node_can_win(node: &Node, rules: crate::runtime::Rules) -> bool {
+    usable(rules.ignore_exclude_label, node).is_ok()
+}
+
 /// What `input.node` announces: see the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let planner = Planner::new(*input);
@@ -331,7 +342,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 .get(&(key.namespace.as_str(), key.name.as_str()))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            planner.service_with(alloc, svc, mine, &mut out);
+            let _ = planner.service_with(alloc, svc, mine, &mut out);
         }
         out
     };
@@ -382,10 +393,23 @@ impl<'a> Planner<'a> {
     /// service's allocation and object already (a lookup of each, for every service of a
     /// large cluster, costs more than planning it).
     pub fn service_of(&self, alloc: &Allocation, svc: &Service, slices: &[&EndpointSlice]) -> Plan {
+        self.service_elected(alloc, svc, slices).0
+    }
+
+    /// [`Planner::service_of`], and the node that won the service's layer 2 election (None
+    /// when no L2Advertisement applies to it or no node is eligible). A node that stops being
+    /// eligible (it leaves, or its network goes down) moves only the services it won: a caller
+    /// that keeps the winners re-plans those alone.
+    pub fn service_elected(
+        &self,
+        alloc: &Allocation,
+        svc: &Service,
+        slices: &[&EndpointSlice],
+    ) -> (Plan, Option<&str>) {
         let mut out = Plan::default();
-        self.service_with(alloc, svc, slices, &mut out);
+        let owner = self.service_with(alloc, svc, slices, &mut out);
         out.announcements.sort();
-        out
+        (out, owner)
     }
 
     fn service_into(&self, key: &ServiceKey, slices: &[&EndpointSlice], out: &mut Plan) {
@@ -394,27 +418,27 @@ impl<'a> Planner<'a> {
         else {
             return;
         };
-        self.service_with(alloc, svc, slices, out);
+        let _ = self.service_with(alloc, svc, slices, out);
     }
 
-    /// [`Planner::service_into`] with the service's allocation and object at hand.
+    /// [`Planner::service_into`] with the service's allocation and object at hand; returns
+    /// the winner of its layer 2 election.
     fn service_with(
         &self,
         alloc: &Allocation,
         svc: &Service,
         slices: &[&EndpointSlice],
         out: &mut Plan,
-    ) {
+    ) -> Option<&str> {
         let input = &self.input;
-        let Some(pool) = input.config.pools.get(&alloc.pool) else {
-            return;
-        };
+        let pool = input.config.pools.get(&alloc.pool)?;
         if alloc.ips.is_empty() {
-            return;
+            return None;
         }
         let serving = serving(input, slices);
-        plan_l2(input, &self.nodes, svc, pool, alloc, &serving, out);
+        let owner = plan_l2(input, &self.nodes, svc, pool, alloc, &serving, out);
         plan_bgp(input, &self.nodes[self.me], svc, pool, alloc, &serving, out);
+        owner.map(|n| n.name.as_str())
     }
 }
 
@@ -426,15 +450,16 @@ fn skip(out: &mut Plan, key: &ServiceKey, protocol: Protocol, reason: impl Into<
     });
 }
 
-fn plan_l2(
+/// Plans a service's layer 2 part; returns the winner of its election (whatever node it is).
+fn plan_l2<'n>(
     input: &PlanInput<'_>,
-    nodes: &[Node],
+    nodes: &'n [Node],
     svc: &Service,
     pool: &Pool,
     alloc: &Allocation,
     serving: &Serving,
     out: &mut Plan,
-) {
+) -> Option<&'n Node> {
     let ads: Vec<&L2Advertisement> = input
         .config
         .l2_advertisements
@@ -442,19 +467,21 @@ fn plan_l2(
         .filter(|ad| ad.pools.selects(pool) && any_matches(&ad.service_selectors, &svc.labels))
         .collect();
     if ads.is_empty() {
-        return;
+        return None;
     }
     let k = &svc.key;
     if shares_ip(svc) && ads.iter().any(|ad| !ad.service_selectors.is_empty()) {
-        return skip(
+        skip(
             out,
             k,
             Protocol::Layer2,
             "a shared IP cannot be announced by an L2Advertisement with serviceSelectors",
         );
+        return None;
     }
     if !serving.anywhere() {
-        return skip(out, k, Protocol::Layer2, "no serving endpoint");
+        skip(out, k, Protocol::Layer2, "no serving endpoint");
+        return None;
     }
     let first_ip = alloc.ips[0].to_string();
     let mut best: Option<(u32, [u8; 32], &Node)> = None;
@@ -487,15 +514,17 @@ fn plan_l2(
         }
     }
     let Some((_, _, owner)) = best else {
-        return skip(out, k, Protocol::Layer2, "no eligible node");
+        skip(out, k, Protocol::Layer2, "no eligible node");
+        return None;
     };
     if owner.name != input.node {
-        return skip(
+        skip(
             out,
             k,
             Protocol::Layer2,
             format!("announced by node {}", owner.name),
         );
+        return Some(owner);
     }
     // The owner is this node: its labels choose the interfaces.
     let me = owner;
@@ -522,6 +551,7 @@ fn plan_l2(
             },
         });
     }
+    Some(owner)
 }
 
 fn shares_ip(svc: &Service) -> bool {

@@ -500,8 +500,9 @@ fn a_local_pref_conflict_between_service_selected_advertisements_is_decided_per_
 
 /// A plan of many services is made on every core, in runs put back in service order: it must
 /// be the services' parts, planned one at a time, in service order.
-#[test]
-fn a_plan_made_on_several_cores_is_the_services_parts_in_order() {
+/// 2,600 services over one pool of both families, L2 and BGP, some ETP Local with slices on
+/// one node; nodes `n1`-`n3`, each with its host-name label, and `extra` (YAML) as well.
+fn many_services(extra: &str) -> World {
     let mut yaml = String::from(
         "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [198.51.100.0/24, 203.0.113.0/24, 192.0.2.0/24, 2001:db8:1::/64]}\n---\n",
     );
@@ -526,7 +527,13 @@ fn a_plan_made_on_several_cores_is_the_services_parts_in_order() {
             yaml.push_str(&slice(&name, &[(NODES[i % 3], true), ("n9", false)]));
         }
     }
-    let w = world(&yaml);
+    yaml.push_str(extra);
+    world(&yaml)
+}
+
+#[test]
+fn a_plan_made_on_several_cores_is_the_services_parts_in_order() {
+    let w = many_services("");
     assert_eq!(w.allocations.len(), 2600);
     let members: BTreeSet<String> = NODES.iter().map(|s| s.to_string()).collect();
     let mut rules = Rules::cluster(false);
@@ -550,6 +557,88 @@ fn a_plan_made_on_several_cores_is_the_services_parts_in_order() {
         parts.announcements.sort();
         assert!(!whole.announcements.is_empty() && !whole.skipped.is_empty());
         assert_eq!(whole, parts, "node {n}");
+    }
+}
+
+/// The winner `service_elected` names is the node that announces the service by layer 2 (the
+/// planning node, or the one its skip names), the same whoever plans; and a node that can no
+/// longer win (it leaves the members, or its network goes down) moves only the services it
+/// had won: what the speaker re-plans after a failover.
+#[test]
+fn a_node_that_can_no_longer_win_moves_only_what_it_won() {
+    use lb_core::plan::{How, Planner, node_can_win};
+    let w = many_services("");
+    let mut rules = Rules::cluster(false);
+    rules.missing_endpoints = MissingEndpoints::ServeEverywhere;
+    let slices_of = |key: &ServiceKey| -> Vec<&lb_core::objects::EndpointSlice> {
+        w.config
+            .endpoint_slices
+            .iter()
+            .filter(|s| s.namespace == key.namespace && s.service.as_ref() == Some(&key.name))
+            .collect()
+    };
+    // Each service's winner, as every node plans it, among `members` over `config`.
+    let winners = |config: &Config, members: &[&str]| {
+        let members: BTreeSet<String> = members.iter().map(|s| s.to_string()).collect();
+        let mut out: BTreeMap<ServiceKey, Option<String>> = BTreeMap::new();
+        for n in members.iter() {
+            let input = PlanInput::new(config, &w.allocations, &members, n, rules);
+            let planner = Planner::new(input);
+            for (key, alloc) in &w.allocations {
+                let svc = &config.services[key];
+                let (part, owner) = planner.service_elected(alloc, svc, &slices_of(key));
+                let announced = part
+                    .announcements
+                    .iter()
+                    .any(|a| matches!(a.how, How::Layer2 { .. }));
+                let named = part.skipped.iter().find_map(|s| {
+                    s.reason
+                        .strip_prefix("announced by node ")
+                        .map(str::to_string)
+                });
+                let expected = if announced { Some(n.clone()) } else { named };
+                assert_eq!(
+                    owner.map(str::to_string),
+                    expected,
+                    "{key:?} planned by {n}"
+                );
+                let first = out.entry(key.clone()).or_insert_with(|| expected.clone());
+                assert_eq!(
+                    *first, expected,
+                    "{key:?}: every node names the same winner"
+                );
+            }
+        }
+        out
+    };
+    let all = winners(&w.config, &NODES);
+    let won = |node: &str| all.values().filter(|o| o.as_deref() == Some(node)).count();
+    assert!(NODES.iter().all(|n| won(n) > 100), "{all:?}");
+    for gone in NODES {
+        // `gone` leaves the members.
+        let rest: Vec<&str> = NODES.iter().copied().filter(|n| *n != gone).collect();
+        // `gone`'s network goes down.
+        let mut down = w.config.clone();
+        let mut node = down.node(gone);
+        node.network_unavailable = true;
+        assert!(!node_can_win(&node, rules));
+        let mut excluded = w.config.node(gone);
+        excluded.labels.insert(
+            "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+            String::new(),
+        );
+        assert!(!node_can_win(&excluded, rules));
+        assert!(node_can_win(&excluded, Rules::cluster(true)));
+        down.nodes.insert(gone.to_string(), node);
+        for after in [winners(&w.config, &rest), winners(&down, &NODES)] {
+            for (key, before) in &all {
+                if before.as_deref() != Some(gone) {
+                    assert_eq!(&after[key], before, "{key:?} moved when {gone} went");
+                } else {
+                    assert_ne!(after[key].as_deref(), Some(gone), "{key:?}");
+                }
+            }
+        }
     }
 }
 
