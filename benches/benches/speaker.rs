@@ -16,6 +16,13 @@
 //!   (before this, a whole decision).
 //! - `node_label`: node3 gets a label no selector reads (and another value of it, in turn): the
 //!   plan reads the Node alike, so no service is planned again.
+//! - `node_down`: node3's network becomes unavailable (timed; it comes back untimed): a node that
+//!   can no longer win moves only the services whose layer 2 election it had won, and those
+//!   alone are planned again and applied.
+//! - `leave`: node3 leaves the members (timed; it rejoins untimed), what a failover is: the
+//!   same, from the same kept winners (before this, a whole decision: `whole`).
+//! - `join`: node3 rejoins the members (timed): it may win any service, so every service is
+//!   planned again from what was kept, and those whose part moved are applied.
 //!
 //! The announcers are tables by address (what the real ones keep; they need raw sockets and
 //! peers, which a bench must not touch: `benches/l2-takeover.sh` times the layer 2 one in a
@@ -299,6 +306,62 @@ fn bench(c: &mut Criterion) {
                 touched.len()
             })
         });
+        // The change of node3 or of the members, to the announcers; returns how many services
+        // were planned again.
+        let moved = |core: &mut Core,
+                     runtime: &mut Runtime,
+                     change: Vec<lb_k8s::speaker::ObjectChange>,
+                     members: &BTreeSet<String>| {
+            let touched = core.change(change, members, &opts).expect("kept");
+            let parts: Vec<_> = touched.iter().map(|k| (k.clone(), core.part(k))).collect();
+            let applied = rt.block_on(runtime.apply_change(parts, &BTreeSet::new(), 0));
+            assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+            touched.len()
+        };
+        let down = |down: bool| vec![(key.clone(), Some(node(3, down)))];
+        g.bench_function(BenchmarkId::new("node_down", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    moved(&mut core, &mut runtime, down(false), &members);
+                    let started = Instant::now();
+                    let n = moved(&mut core, &mut runtime, down(true), &members);
+                    spent += started.elapsed();
+                    assert!(n > 0);
+                }
+                spent
+            })
+        });
+        moved(&mut core, &mut runtime, down(false), &members);
+        let without: BTreeSet<String> = members.iter().filter(|m| *m != "node3").cloned().collect();
+        g.bench_function(BenchmarkId::new("leave", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let n = moved(&mut core, &mut runtime, Vec::new(), &without);
+                    spent += started.elapsed();
+                    assert!(n > 0);
+                    moved(&mut core, &mut runtime, Vec::new(), &members);
+                }
+                spent
+            })
+        });
+        g.bench_function(BenchmarkId::new("join", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    moved(&mut core, &mut runtime, Vec::new(), &without);
+                    let started = Instant::now();
+                    let n = moved(&mut core, &mut runtime, Vec::new(), &members);
+                    spent += started.elapsed();
+                    assert!(n > 0);
+                }
+                spent
+            })
+        });
+        // What the announcers hold is the plan in force, after all of it.
+        assert_eq!(l2.len() + bgp.len(), core.plan().announcements.len());
     }
     g.finish();
 }

@@ -114,7 +114,7 @@ struct Speaker {
     status: SharedStatus,
     /// What changed since the last pass.
     todo: Changed,
-    /// The next pass reads every object (the members changed).
+    /// The next pass reads every object (the first one does).
     whole: bool,
 }
 
@@ -126,9 +126,10 @@ impl Speaker {
         let started = std::time::Instant::now();
         let mut changed = std::mem::take(&mut self.todo);
         changed.merge(self.store.take_changed());
-        // A change of Services, EndpointSlices or Nodes is decided from what the Core kept and
-        // applied as the change it is; anything else (another kind, a relist, new members)
-        // reads every object again and applies the whole plan.
+        // A change of Services, EndpointSlices, Nodes or members is decided from what the Core
+        // kept and applied as the change it is (a member that leaves moves only the services
+        // it announced); anything else (another kind, a relist) reads every object again and
+        // applies the whole plan.
         let kinds: BTreeSet<&str> = changed.objects.keys().map(|(k, _, _)| k.as_str()).collect();
         tracing::debug!(
             ?kinds,
@@ -619,7 +620,6 @@ pub async fn run(clients: lb_k8s::Clients, opts: Options) -> Result<()> {
                     let grew = !m.members.is_subset(&members);
                     members = m.members;
                     dirty = true;
-                    sp.whole = true;
                     if grew {
                         sp.runtime.reannounce();
                     }

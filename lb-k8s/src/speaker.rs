@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
@@ -22,7 +23,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use lb_core::alloc::Allocation;
 use lb_core::config::{Config, Severity, load_values};
 use lb_core::objects::ServiceKey;
-use lb_core::plan::{How, Interfaces, Plan, PlanInput, plan};
+use lb_core::plan::{How, Interfaces, Plan, PlanInput};
 use serde_json::{Value, json};
 
 use crate::controller::pool_annotation;
@@ -240,8 +241,8 @@ struct Kept {
     slice_service: BTreeMap<(String, String), String>,
     /// Every service's addresses, from its status.
     allocations: BTreeMap<ServiceKey, Allocation>,
-    /// Each service's part of the plan.
-    parts: BTreeMap<ServiceKey, Plan>,
+    /// Each service's part of the plan, and who won its layer 2 election.
+    parts: BTreeMap<ServiceKey, Part>,
     /// Error findings about Services, EndpointSlices and Nodes, by object.
     object_errors: BTreeMap<(String, String, String), Vec<String>>,
     /// Error findings about everything else, in load order.
@@ -249,6 +250,14 @@ struct Kept {
     stale: bool,
     members: BTreeSet<String>,
     options: (String, Option<String>, bool),
+}
+
+/// One service's part of the plan, and the node that won its layer 2 election: when a node can
+/// no longer win (it left, or its network went down), only the services it won move.
+#[derive(Debug, PartialEq)]
+struct Part {
+    plan: Plan,
+    owner: Option<Arc<str>>,
 }
 
 impl Kept {
@@ -262,8 +271,8 @@ impl Kept {
         let mut plan = Plan::default();
         for part in self.parts.values() {
             plan.announcements
-                .extend(part.announcements.iter().cloned());
-            plan.skipped.extend(part.skipped.iter().cloned());
+                .extend(part.plan.announcements.iter().cloned());
+            plan.skipped.extend(part.plan.skipped.iter().cloned());
         }
         plan
     }
@@ -296,9 +305,15 @@ impl Kept {
         Some(svc)
     }
 
-    /// Re-plans every service from what is kept (a Node's decided fields changed: any
-    /// service's owner or eligibility may have); returns those whose part changed.
-    fn replan_all(&mut self, rules: lb_core::Rules, node: &str) -> BTreeSet<ServiceKey> {
+    /// Re-plans every service from what is kept (a Node's decided fields changed, or a node
+    /// joined: any service's owner or eligibility may have), or of those in `only`; returns
+    /// those whose part changed.
+    fn replan_all(
+        &mut self,
+        rules: lb_core::Rules,
+        node: &str,
+        only: Option<&BTreeSet<ServiceKey>>,
+    ) -> BTreeSet<ServiceKey> {
         let Kept {
             config,
             slices,
@@ -309,6 +324,7 @@ impl Kept {
         } = self;
         let planner =
             lb_core::Planner::new(PlanInput::new(config, allocations, members, node, rules));
+        let names = owner_names(members, node);
         // Every map is in key order: one walk pairs each service with its object, its
         // allocation, its slices and its part (a lookup in each, for every service, cost more
         // than planning it).
@@ -316,13 +332,15 @@ impl Kept {
             &'k ServiceKey,
             Option<(&'k Allocation, &'k lb_core::objects::Service)>,
             Vec<&'k lb_core::objects::EndpointSlice>,
-            Option<&'k Plan>,
+            Option<&'k Part>,
         );
         let mut services = config.services.iter().peekable();
         let mut olds = parts.iter().peekable();
         let mut allocs = allocations.iter().peekable();
         let mut by_service = slices.iter().peekable();
-        let mut items: Vec<Item<'_>> = Vec::with_capacity(config.services.len());
+        let mut wanted_keys = only.map(|o| o.iter().peekable());
+        let mut items: Vec<Item<'_>> =
+            Vec::with_capacity(only.map_or(config.services.len(), BTreeSet::len));
         loop {
             let key = match (services.peek(), olds.peek()) {
                 (Some((a, _)), Some((b, _))) => (*a).min(*b),
@@ -332,6 +350,12 @@ impl Kept {
             };
             let svc = services.next_if(|(k, _)| *k == key).map(|(_, s)| s);
             let old = olds.next_if(|(k, _)| *k == key).map(|(_, p)| p);
+            if let Some(w) = &mut wanted_keys {
+                while w.next_if(|k| *k < key).is_some() {}
+                if w.next_if(|k| *k == key).is_none() {
+                    continue;
+                }
+            }
             while allocs.next_if(|(k, _)| *k < key).is_some() {}
             let alloc = allocs.next_if(|(k, _)| *k == key).map(|(_, a)| a);
             let wanted = (key.namespace.as_str(), key.name.as_str());
@@ -348,12 +372,14 @@ impl Kept {
         // Each service is planned on its own: many on every core. A run returns only the
         // parts that moved (an unchanged one is dropped where it was made: dropping, or
         // rebuilding, the whole map cost more than planning).
-        let moved: Vec<(ServiceKey, Plan)> = lb_core::par::runs(&items, |run| {
+        let moved: Vec<(ServiceKey, Option<Part>)> = lb_core::par::runs(&items, |run| {
             run.iter()
                 .filter_map(|(key, found, of, old)| {
-                    let part =
-                        found.map_or_else(Plan::default, |(a, s)| planner.service_of(a, s, of));
-                    let same = old.map_or(part == Plan::default(), |p| *p == part);
+                    let part = found.and_then(|(a, s)| {
+                        let (plan, owner) = planner.service_elected(a, s, of);
+                        part_of(plan, owner, &names)
+                    });
+                    let same = old.map_or(part.is_none(), |p| Some(p) == part.as_ref());
                     (!same).then(|| ((*key).clone(), part))
                 })
                 .collect::<Vec<_>>()
@@ -364,12 +390,16 @@ impl Kept {
         drop(items);
         let mut changed = BTreeSet::new();
         for (key, part) in moved {
-            if part == Plan::default() {
-                parts.remove(&key);
-            } else if let Some(p) = parts.get_mut(&key) {
-                *p = part;
-            } else {
-                parts.insert(key.clone(), part);
+            match part {
+                None => {
+                    parts.remove(&key);
+                }
+                Some(part) => match parts.get_mut(&key) {
+                    Some(p) => *p = part,
+                    None => {
+                        parts.insert(key.clone(), part);
+                    }
+                },
             }
             changed.insert(key);
         }
@@ -390,13 +420,41 @@ impl Kept {
             node,
             rules,
         ));
-        let part = planner.service(key, &slices);
-        if part == Plan::default() {
-            self.parts.remove(key);
-        } else {
-            self.parts.insert(key.clone(), part);
-        }
+        let found = self.allocations.get(key).zip(self.config.services.get(key));
+        let part = found.and_then(|(a, s)| {
+            let (plan, owner) = planner.service_elected(a, s, &slices);
+            part_of(plan, owner, &owner_names(&self.members, node))
+        });
+        match part {
+            None => self.parts.remove(key),
+            Some(part) => self.parts.insert(key.clone(), part),
+        };
     }
+
+    /// The services whose layer 2 election one of `nodes` won.
+    fn won_by(&self, nodes: &BTreeSet<String>) -> BTreeSet<ServiceKey> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.owner.as_deref().is_some_and(|o| nodes.contains(o)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// The names a part's owner is one of (every member and the planning node), shared.
+fn owner_names(members: &BTreeSet<String>, node: &str) -> BTreeMap<String, Arc<str>> {
+    members
+        .iter()
+        .map(String::as_str)
+        .chain([node])
+        .map(|n| (n.to_string(), Arc::from(n)))
+        .collect()
+}
+
+/// A service's part as kept: none when it has nothing to announce or say.
+fn part_of(plan: Plan, owner: Option<&str>, names: &BTreeMap<String, Arc<str>>) -> Option<Part> {
+    let owner = owner.map(|o| names.get(o).cloned().unwrap_or_else(|| Arc::from(o)));
+    (plan != Plan::default() || owner.is_some()).then_some(Part { plan, owner })
 }
 
 /// Where an error finding belongs in [`Kept`]: the Service, EndpointSlice or Node it is
@@ -444,26 +502,12 @@ impl Core {
             _ => self.last_good = Some(config.clone()),
         }
         let allocations = allocations_from_status(&config, opts.lb_class.as_deref());
-        let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
-        let plan = plan(&PlanInput::new(
-            &config,
-            &allocations,
-            members,
-            &opts.node_name,
-            rules,
-        ));
         // The Services and EndpointSlices stay here; the decision carries the rest.
         let mut rest = config.clone_without_services();
         std::mem::swap(&mut rest, &mut config);
-        self.keep(
-            &loaded.errors,
-            rest,
-            allocations,
-            &plan,
-            stale,
-            members,
-            opts,
-        );
+        // Each service is planned into what is kept (with the winner of its layer 2
+        // election); the plan is their parts, in service order.
+        let plan = self.keep(&loaded.errors, rest, allocations, stale, members, opts);
         Decision {
             plan,
             config,
@@ -472,18 +516,17 @@ impl Core {
         }
     }
 
-    /// Keeps what a whole decision read, for the changes after it.
-    #[allow(clippy::too_many_arguments)]
+    /// Keeps what a whole decision read, for the changes after it, and plans every service
+    /// from it: returns the plan.
     fn keep(
         &mut self,
         errors: &[lb_core::ConfigError],
         mut config: Config,
         allocations: BTreeMap<ServiceKey, Allocation>,
-        plan: &Plan,
         stale: bool,
         members: &BTreeSet<String>,
         opts: &Options,
-    ) {
+    ) -> Plan {
         let slices = std::mem::take(&mut config.endpoint_slices);
         let mut kept = Kept {
             config,
@@ -506,28 +549,22 @@ impl Core {
         for slice in slices {
             kept.add_slice(slice);
         }
-        for a in &plan.announcements {
-            kept.parts
-                .entry(a.service.clone())
-                .or_default()
-                .announcements
-                .push(a.clone());
-        }
-        for skip in &plan.skipped {
-            kept.parts
-                .entry(skip.service.clone())
-                .or_default()
-                .skipped
-                .push(skip.clone());
-        }
+        let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
+        kept.replan_all(rules, &opts.node_name, None);
+        let plan = kept.plan();
         self.kept = Some(kept);
+        plan
     }
 
-    /// A decision over a change of Services, EndpointSlices and Nodes alone, from what the
-    /// last decision kept: each changed object is read alone and only the services it touches
-    /// are planned again. A Node change that leaves what is decided from it (labels,
-    /// NetworkUnavailable, addresses) as it was costs nothing; one that changes it, like any
-    /// other kind, a change of members or of options, needs a whole decision: `None` then.
+    /// A decision over a change of Services, EndpointSlices, Nodes and members alone, from
+    /// what the last decision kept: each changed object is read alone and only the services
+    /// it touches are planned again. A Node change that leaves what is decided from it
+    /// (labels, NetworkUnavailable, addresses) as it was costs nothing. A node that can no
+    /// longer win an election (it left the members, or its network went down) moves the
+    /// services it had won, and those alone are planned again; any other change of a member's
+    /// decided fields, a node that joins, or a change of this node plans every service again
+    /// from what is kept. Any other kind, a change of options, or members that are none
+    /// before or after (this node refused), needs a whole decision: `None` then.
     ///
     /// Returns the services whose part of the plan was decided again; [`Core::plan`] and
     /// [`Core::config_errors`] give the result.
@@ -538,7 +575,10 @@ impl Core {
         opts: &Options,
     ) -> Option<BTreeSet<ServiceKey>> {
         let kept = self.kept.as_mut()?;
-        if kept.members != *members || kept.options != options_key(opts) {
+        let members_moved = kept.members != *members;
+        if kept.options != options_key(opts)
+            || (members_moved && (members.is_empty() || kept.members.is_empty()))
+        {
             return None;
         }
         let changes: Vec<ObjectChange> = changes
@@ -551,13 +591,29 @@ impl Core {
         {
             return None;
         }
-        // A Node whose decided fields changed may change any service's owner or eligibility:
-        // every service is planned again from what is kept (no object is read again), and
-        // those whose part changed are the change. Unless the plan reads it alike (a label no
-        // selector reads) or does not read it at all (a node that is no member and not this
-        // one): then it is kept, and no part can have moved.
+        let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
+        let me = opts.node_name.as_str();
+        // Nodes that can win no election any more: the services they won move, no other.
+        let mut lost: BTreeSet<String> = BTreeSet::new();
+        // A change after which any service's owner or eligibility may have moved: every
+        // service is planned again from what is kept (no object is read again).
+        let mut every = false;
+        // This node is a candidate whether or not it is among the members (a plan is for it).
+        if members_moved {
+            lost.extend(
+                kept.members
+                    .difference(members)
+                    .filter(|n| *n != me)
+                    .cloned(),
+            );
+            every |= members.difference(&kept.members).any(|n| n != me);
+            kept.members = members.clone();
+        }
+        // A Node whose decided fields changed may change any service's owner or eligibility,
+        // unless the plan reads it alike (a label no selector reads) or does not read it at
+        // all (a node that is no member and not this one): then it is kept, and no part can
+        // have moved. One that can no longer win moves only what it won.
         let mut read = Vec::with_capacity(changes.len());
-        let mut nodes_moved = false;
         for (key, value) in changes {
             let loaded = value.map(|v| load_values([v]));
             if key.0 == "nodes" {
@@ -567,12 +623,19 @@ impl Core {
                     let after = now
                         .cloned()
                         .unwrap_or_else(|| lb_core::objects::Node::bare(&key.2));
-                    nodes_moved |= planned
+                    if planned
                         && !lb_core::plan::node_reads_alike(
                             &kept.config,
                             &kept.config.node(&key.2),
                             &after,
-                        );
+                        )
+                    {
+                        if key.2 != me && !lb_core::plan::node_can_win(&after, rules) {
+                            lost.insert(key.2.clone());
+                        } else {
+                            every = true;
+                        }
+                    }
                     match now {
                         Some(n) => kept.config.nodes.insert(key.2.clone(), n.clone()),
                         None => kept.config.nodes.remove(&key.2),
@@ -622,15 +685,22 @@ impl Core {
                 _ => {}
             }
         }
-        let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
-        if nodes_moved {
-            let mut changed = kept.replan_all(rules, &opts.node_name);
+        if every {
+            let mut changed = kept.replan_all(rules, me, None);
             // A service read again is the change's even when its part stayed.
             changed.extend(touched);
             return Some(changed);
         }
+        if !lost.is_empty() {
+            // Found among the kept winners; planned again in one walk of the kept maps (a
+            // look-up in each, for each of many services, costs more).
+            let mut moved = kept.won_by(&lost);
+            moved.extend(touched);
+            kept.replan_all(rules, me, Some(&moved));
+            return Some(moved);
+        }
         for key in &touched {
-            kept.replan(key, rules, &opts.node_name);
+            kept.replan(key, rules, me);
         }
         Some(touched)
     }
@@ -640,7 +710,7 @@ impl Core {
         self.kept
             .as_ref()
             .and_then(|k| k.parts.get(key))
-            .map(|p| p.announcements.clone())
+            .map(|p| p.plan.announcements.clone())
             .unwrap_or_default()
     }
 

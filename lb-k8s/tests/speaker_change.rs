@@ -29,6 +29,9 @@ enum Op {
     /// Node n's network becomes unavailable (or available again), or the Node goes.
     NodeUnavailable(usize, bool),
     DeleteNode(usize),
+    /// The members become these nodes (bit n: node n + 1; node1 is the planning node): a
+    /// node leaves or joins, or this one does.
+    Members(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize, any::<bool>()).prop_map(|(n, z)| Op::NodeZone(n, z)),
         1 => (0..4usize, any::<bool>()).prop_map(|(n, u)| Op::NodeUnavailable(n, u)),
         1 => (0..4usize).prop_map(Op::DeleteNode),
+        2 => prop_oneof![4 => Just(0b0111u8), 6 => 1..16u8, 1 => Just(0u8)].prop_map(Op::Members),
     ]
 }
 
@@ -142,11 +146,20 @@ proptest! {
         ops in prop::collection::vec(op(), 1..30),
     ) {
         let opts = Options::new("node1", "metallb-system");
-        let members: BTreeSet<String> = (0..3).map(node_name).collect();
+        let mut members: BTreeSet<String> = (0..3).map(node_name).collect();
         let mut cluster: BTreeMap<Key, Value> = BTreeMap::new();
         let mut zones = [true; 4];
         for n in 0..3 {
             cluster.insert(key("nodes", "", node_name(n)), node(n, true, 0));
+        }
+        // Every service starts with an address and ready endpoints on every member: each has
+        // an owner from the start, so a change of owners shows.
+        for i in 0..6 {
+            let name = format!("s{i}");
+            cluster.insert(key("services", "default", name), service(i, i % 4, false, i % 3 == 2, false));
+        }
+        for j in 0..5 {
+            cluster.insert(key("endpointslices", "default", format!("e{j}")), slice(j, j, &[0, 1, 2], true));
         }
         let mut core = Core::default();
         core.decide(all(&cluster), &members, &opts);
@@ -177,14 +190,31 @@ proptest! {
                     (key("nodes", "", node_name(*n)), Some(v))
                 }
                 Op::DeleteNode(n) => (key("nodes", "", node_name(*n)), None),
+                Op::Members(bits) => {
+                    (key("members", "", String::new()), Some(json!(bits)))
+                }
             };
-            match &v {
-                Some(v) => cluster.insert(k.clone(), v.clone()),
-                None => cluster.remove(&k),
+            let was_refused = members.is_empty();
+            let change: Vec<ObjectChange> = match op {
+                Op::Members(bits) => {
+                    members = (0..4).filter(|n| bits & (1 << n) != 0).map(node_name).collect();
+                    Vec::new()
+                }
+                _ => {
+                    match &v {
+                        Some(v) => cluster.insert(k.clone(), v.clone()),
+                        None => cluster.remove(&k),
+                    };
+                    vec![(k, v)]
+                }
             };
-            let change: Vec<ObjectChange> = vec![(k, v)];
             let before = parts(&core.plan());
             match core.change(change, &members, &opts) {
+                // Members that are none (this node refused) before or after are a whole
+                // decision.
+                None if was_refused || members.is_empty() => {
+                    core.decide(all(&cluster), &members, &opts);
+                }
                 None => {
                     whole += 1;
                     core.decide(all(&cluster), &members, &opts);
@@ -204,7 +234,8 @@ proptest! {
             prop_assert_eq!(&core.plan(), &fresh.plan, "after {:?}", op);
             prop_assert_eq!(core.config_errors(), fresh.config_errors, "after {:?}", op);
         }
-        // No change of a Service, an EndpointSlice or a Node needs a whole decision.
+        // No change of a Service, an EndpointSlice, a Node or the members needs a whole
+        // decision.
         prop_assert_eq!(whole, 0);
     }
 }
