@@ -252,6 +252,10 @@ struct Kept {
     options: (String, Option<String>, bool),
 }
 
+/// Services planned again among the kept ones beyond which one walk of the kept maps costs
+/// less than looking each up: one in `WALK_SHARE`.
+const WALK_SHARE: usize = 8;
+
 /// One service's part of the plan, and the node that won its layer 2 election: when a node can
 /// no longer win (it left, or its network went down), only the services it won move.
 #[derive(Debug, PartialEq)]
@@ -406,29 +410,43 @@ impl Kept {
         changed
     }
 
-    /// Re-plans one service from what is kept.
-    fn replan(&mut self, key: &ServiceKey, rules: lb_core::Rules, node: &str) {
-        let slices: Vec<&lb_core::objects::EndpointSlice> = self
-            .slices
-            .get(&(key.namespace.clone(), key.name.clone()))
-            .map(|m| m.values().collect())
-            .unwrap_or_default();
-        let planner = lb_core::Planner::new(PlanInput::new(
-            &self.config,
-            &self.allocations,
-            &self.members,
-            node,
-            rules,
-        ));
-        let found = self.allocations.get(key).zip(self.config.services.get(key));
-        let part = found.and_then(|(a, s)| {
-            let (plan, owner) = planner.service_elected(a, s, &slices);
-            part_of(plan, owner, &owner_names(&self.members, node))
-        });
-        match part {
-            None => self.parts.remove(key),
-            Some(part) => self.parts.insert(key.clone(), part),
-        };
+    /// Re-plans the services `keys` from what is kept, each looked up in every map: for a
+    /// few among many (a walk of the kept maps reads every entry of each).
+    fn replan_some(&mut self, keys: &BTreeSet<ServiceKey>, rules: lb_core::Rules, node: &str) {
+        let Kept {
+            config,
+            slices,
+            allocations,
+            parts,
+            members,
+            ..
+        } = self;
+        let planner =
+            lb_core::Planner::new(PlanInput::new(config, allocations, members, node, rules));
+        let names = owner_names(members, node);
+        let keys: Vec<&ServiceKey> = keys.iter().collect();
+        let planned: Vec<Option<Part>> = lb_core::par::runs(&keys, |run| {
+            run.iter()
+                .map(|key| {
+                    let found = allocations.get(*key).zip(config.services.get(*key))?;
+                    let of: Vec<&lb_core::objects::EndpointSlice> = slices
+                        .get(&(key.namespace.clone(), key.name.clone()))
+                        .map(|m| m.values().collect())
+                        .unwrap_or_default();
+                    let (plan, owner) = planner.service_elected(found.0, found.1, &of);
+                    part_of(plan, owner, &names)
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        for (key, part) in keys.into_iter().zip(planned) {
+            match part {
+                None => parts.remove(key),
+                Some(part) => parts.insert(key.clone(), part),
+            };
+        }
     }
 
     /// The services whose layer 2 election one of `nodes` won.
@@ -692,16 +710,19 @@ impl Core {
             return Some(changed);
         }
         if !lost.is_empty() {
-            // Found among the kept winners; planned again in one walk of the kept maps (a
-            // look-up in each, for each of many services, costs more).
+            // Found among the kept winners.
             let mut moved = kept.won_by(&lost);
             moved.extend(touched);
-            kept.replan_all(rules, me, Some(&moved));
+            // Many are planned again in one walk of the kept maps: a look-up in each, for each
+            // of many services, costs more than reading every entry once.
+            if moved.len() * WALK_SHARE >= kept.parts.len() {
+                kept.replan_all(rules, me, Some(&moved));
+            } else {
+                kept.replan_some(&moved, rules, me);
+            }
             return Some(moved);
         }
-        for key in &touched {
-            kept.replan(key, rules, me);
-        }
+        kept.replan_some(&touched, rules, me);
         Some(touched)
     }
 
