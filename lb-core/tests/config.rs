@@ -977,3 +977,26 @@ fn an_unnumbered_peer_is_valid_and_only_its_bfd_profile_is_warned_about() {
         "{w:?}"
     );
 }
+
+/// An object that begins on its document marker's line (`--- {…}`, which `kubectl` accepts)
+/// is read; a comment there is not an object. Before, what followed `--- ` was dropped.
+#[test]
+fn an_object_on_the_document_marker_line_is_read() {
+    let l = load_str(concat!(
+        "--- # pools\n",
+        "--- {apiVersion: metallb.io/v1beta1, kind: IPAddressPool, metadata: {name: a, namespace: metallb-system}, spec: {addresses: [192.0.2.0/28]}}\n",
+        "--- apiVersion: metallb.io/v1beta1\n",
+        "kind: IPAddressPool\n",
+        "metadata: {name: b, namespace: metallb-system}\n",
+        "spec:\n",
+        "  addresses: [broken]\n",
+    ));
+    assert!(l.config.pools.contains_key("a"), "{:?}", l.errors);
+    let e: Vec<String> = l.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e,
+        [
+            r#"IPAddressPool metallb-system/b: spec.addresses[0]: "broken": not a CIDR or an address range (write a single address as 192.0.2.1/32)"#
+        ],
+    );
+}

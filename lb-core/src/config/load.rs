@@ -543,7 +543,13 @@ fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
     if text.contains('\r') {
         let mut owned = vec![(1, String::new())];
         for (i, line) in text.lines().enumerate() {
-            if line == "---" || line.starts_with("--- ") || line == "...\r" || line == "---\r" {
+            if let Some(rest) = line.strip_prefix("--- ").and_then(content_after_marker) {
+                owned.push((i + 1, format!("{rest}\n")));
+            } else if line == "---"
+                || line.starts_with("--- ")
+                || line == "...\r"
+                || line == "---\r"
+            {
                 owned.push((i + 2, String::new()));
             } else if let Some((_, buf)) = owned.last_mut() {
                 buf.push_str(line);
@@ -559,6 +565,14 @@ fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
         if bare == "---" || bare.starts_with("--- ") {
             chunks.push((first, Cow::Borrowed(&text[start..at])));
             (start, first) = (at + line.len(), i + 2);
+            // `--- {a: 1}`: what follows the marker begins the document, on the marker's line.
+            if bare
+                .strip_prefix("--- ")
+                .and_then(content_after_marker)
+                .is_some()
+            {
+                (start, first) = (at + "--- ".len(), i + 1);
+            }
         }
         at += line.len();
     }
@@ -572,6 +586,13 @@ fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
         },
     ));
     chunks
+}
+
+/// What follows a `--- ` document marker on its line, when it is content (not blanks or a
+/// comment): it begins the document (`--- {a: 1}`, `--- !tag`).
+fn content_after_marker(rest: &str) -> Option<&str> {
+    let content = rest.trim_start();
+    (!content.is_empty() && !content.starts_with('#')).then_some(rest)
 }
 
 /// One run's documents parsed: how many objects and findings each document gave, then all
@@ -1914,6 +1935,7 @@ mod tests {
             "a: 1\n---\nb: 2\n--- \nc: 3",
             "---\na: 1\n\n---\n",
             "a: 1\n---x\n ---\nb: 2\n---\n---\n",
+            "--- {a: 1}\n--- # b\nb: 2\n--- !!map\nc: 3\n---  \n--- d",
             "",
             "a",
         ] {
@@ -1939,6 +1961,18 @@ mod tests {
                 .map(|(l, c)| (*l, c.to_string()))
                 .collect::<Vec<_>>(),
             vec![(1, "a: 1\n".to_string()), (3, "b: 2\n".to_string())]
+        );
+        // What follows a marker on its line begins the next document (a comment does not).
+        assert_eq!(
+            split_documents("a: 1\n--- {b: 2}\n--- # c\nc: 3\n")
+                .iter()
+                .map(|(l, c)| (*l, c.to_string()))
+                .collect::<Vec<_>>(),
+            vec![
+                (1, "a: 1\n".to_string()),
+                (2, "{b: 2}\n".to_string()),
+                (4, "c: 3\n".to_string())
+            ]
         );
     }
 
