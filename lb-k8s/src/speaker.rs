@@ -318,17 +318,26 @@ impl Kept {
         node: &str,
         only: Option<&BTreeSet<ServiceKey>>,
     ) -> BTreeSet<ServiceKey> {
+        let moved = self.walk(rules, node, only);
+        self.set_parts(moved)
+    }
+
+    /// The parts that moved among every service, or those in `only`, planned in one walk of
+    /// the kept maps.
+    fn walk(
+        &self,
+        rules: lb_core::Rules,
+        node: &str,
+        only: Option<&BTreeSet<ServiceKey>>,
+    ) -> Vec<(ServiceKey, Option<Part>)> {
         let Kept {
             config,
             slices,
             allocations,
             parts,
-            members,
             ..
         } = self;
-        let planner =
-            lb_core::Planner::new(PlanInput::new(config, allocations, members, node, rules));
-        let names = owner_names(members, node);
+        let (planner, names) = self.planner(rules, node);
         // Every map is in key order: one walk pairs each service with its object, its
         // allocation, its slices and its part (a lookup in each, for every service, cost more
         // than planning it).
@@ -391,62 +400,77 @@ impl Kept {
         .into_iter()
         .flatten()
         .collect();
-        drop(items);
-        let mut changed = BTreeSet::new();
-        for (key, part) in moved {
-            match part {
-                None => {
-                    parts.remove(&key);
-                }
-                Some(part) => match parts.get_mut(&key) {
-                    Some(p) => *p = part,
-                    None => {
-                        parts.insert(key.clone(), part);
-                    }
-                },
-            }
-            changed.insert(key);
-        }
-        changed
+        moved
     }
 
     /// Re-plans the services `keys` from what is kept, each looked up in every map: for a
     /// few among many (a walk of the kept maps reads every entry of each).
     fn replan_some(&mut self, keys: &BTreeSet<ServiceKey>, rules: lb_core::Rules, node: &str) {
-        let Kept {
-            config,
-            slices,
-            allocations,
-            parts,
-            members,
-            ..
-        } = self;
-        let planner =
-            lb_core::Planner::new(PlanInput::new(config, allocations, members, node, rules));
-        let names = owner_names(members, node);
+        let (planner, names) = self.planner(rules, node);
         let keys: Vec<&ServiceKey> = keys.iter().collect();
-        let planned: Vec<Option<Part>> = lb_core::par::runs(&keys, |run| {
+        let planned: Vec<(ServiceKey, Option<Part>)> = lb_core::par::runs(&keys, |run| {
             run.iter()
                 .map(|key| {
-                    let found = allocations.get(*key).zip(config.services.get(*key))?;
-                    let of: Vec<&lb_core::objects::EndpointSlice> = slices
-                        .get(&(key.namespace.clone(), key.name.clone()))
-                        .map(|m| m.values().collect())
-                        .unwrap_or_default();
-                    let (plan, owner) = planner.service_elected(found.0, found.1, &of);
-                    part_of(plan, owner, &names)
+                    let part = self
+                        .allocations
+                        .get(*key)
+                        .zip(self.config.services.get(*key))
+                        .and_then(|(a, s)| {
+                            let of: Vec<&lb_core::objects::EndpointSlice> = self
+                                .slices
+                                .get(&(key.namespace.clone(), key.name.clone()))
+                                .map(|m| m.values().collect())
+                                .unwrap_or_default();
+                            let (plan, owner) = planner.service_elected(a, s, &of);
+                            part_of(plan, owner, &names)
+                        });
+                    ((*key).clone(), part)
                 })
                 .collect::<Vec<_>>()
         })
         .into_iter()
         .flatten()
         .collect();
-        for (key, part) in keys.into_iter().zip(planned) {
+        drop(planner);
+        self.set_parts(planned);
+    }
+
+    /// A planner over what is kept, and the names a part's owner is one of (every member and
+    /// the planning node), shared.
+    fn planner<'k>(
+        &'k self,
+        rules: lb_core::Rules,
+        node: &'k str,
+    ) -> (lb_core::Planner<'k>, BTreeMap<String, Arc<str>>) {
+        let input = PlanInput::new(&self.config, &self.allocations, &self.members, node, rules);
+        let names = self
+            .members
+            .iter()
+            .map(String::as_str)
+            .chain([node])
+            .map(|n| (n.to_string(), Arc::from(n)))
+            .collect();
+        (lb_core::Planner::new(input), names)
+    }
+
+    /// Puts planned parts in place (none: the service has no part); returns their services.
+    fn set_parts(&mut self, planned: Vec<(ServiceKey, Option<Part>)>) -> BTreeSet<ServiceKey> {
+        let mut changed = BTreeSet::new();
+        for (key, part) in planned {
             match part {
-                None => parts.remove(key),
-                Some(part) => parts.insert(key.clone(), part),
-            };
+                None => {
+                    self.parts.remove(&key);
+                }
+                Some(part) => match self.parts.get_mut(&key) {
+                    Some(p) => *p = part,
+                    None => {
+                        self.parts.insert(key.clone(), part);
+                    }
+                },
+            }
+            changed.insert(key);
         }
+        changed
     }
 
     /// The services whose layer 2 election one of `nodes` won.
@@ -457,16 +481,6 @@ impl Kept {
             .map(|(k, _)| k.clone())
             .collect()
     }
-}
-
-/// The names a part's owner is one of (every member and the planning node), shared.
-fn owner_names(members: &BTreeSet<String>, node: &str) -> BTreeMap<String, Arc<str>> {
-    members
-        .iter()
-        .map(String::as_str)
-        .chain([node])
-        .map(|n| (n.to_string(), Arc::from(n)))
-        .collect()
 }
 
 /// A service's part as kept: none when it has nothing to announce or say.
