@@ -77,6 +77,7 @@ pub mod members;
 pub mod metrics;
 pub mod objects;
 pub mod par;
+pub mod parts;
 pub mod plan;
 pub mod runtime;
 pub mod selector;

@@ -224,9 +224,9 @@ impl Serving {
 
 /// The EndpointSlices of each service, by (namespace, service name): made once a pass, so
 /// that finding a service's slices costs a look-up, not a scan of every slice.
-type SlicesByService<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
+pub(crate) type SlicesByService<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
 
-fn slices_by_service(config: &Config) -> SlicesByService<'_> {
+pub(crate) fn slices_by_service(config: &Config) -> SlicesByService<'_> {
     let mut by: SlicesByService<'_> = HashMap::new();
     for s in &config.endpoint_slices {
         if let Some(svc) = &s.service {
@@ -274,7 +274,7 @@ fn usable(ignore_exclude_label: bool, node: &Node) -> Result<(), &'static str> {
 /// Every allocated service with its allocation, in key order. Both maps are in key order, so
 /// one walk pairs them: a lookup in each for every service compares string keys down maps of
 /// 100,000 entries, a cache miss at every level, and grew faster than the services.
-fn allocated_services<'a>(
+pub(crate) fn allocated_services<'a>(
     input: &PlanInput<'a>,
 ) -> Vec<(&'a ServiceKey, &'a Allocation, &'a Service)> {
     let mut services = input.config.services.iter().peekable();

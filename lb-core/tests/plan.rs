@@ -691,3 +691,57 @@ fn a_node_reads_alike_unless_a_selector_or_its_usability_reads_the_change() {
     );
     assert!(!alike(&n), "excluded");
 }
+
+/// `Parts::members_changed` after any run of member changes (nodes leave and join, the
+/// planning node among them, none left) keeps the plan a whole pass makes, and names every
+/// service whose part changed and no other. Each step is checked against a whole plan.
+#[test]
+fn kept_parts_follow_member_changes_as_a_whole_plan_would() {
+    use lb_core::parts::Parts;
+    use proptest::prelude::*;
+    let w = many_services("");
+    let all: Vec<&str> = NODES.iter().copied().chain(["n4"]).collect();
+    let set = |mask: u8| -> BTreeSet<String> {
+        all.iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, n)| n.to_string())
+            .collect()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    let steps = (
+        0..NODES.len(),
+        any::<bool>(),
+        proptest::collection::vec(0u8..16, 1..5),
+    );
+    runner
+        .run(&steps, |(me, standalone, masks)| {
+            let me = NODES[me];
+            let rules = if standalone {
+                Rules::standalone()
+            } else {
+                Rules::cluster(false)
+            };
+            let mut before = set(0b0111);
+            let first = PlanInput::new(&w.config, &w.allocations, &before, me, rules);
+            let mut parts = Parts::plan_all(&first);
+            prop_assert_eq!(parts.plan(), plan(&first));
+            for mask in masks {
+                let after = set(mask);
+                let input = PlanInput::new(&w.config, &w.allocations, &after, me, rules);
+                let old = parts.clone();
+                let changed = parts.members_changed(&input, &before);
+                prop_assert_eq!(parts.plan(), plan(&input), "{:?} -> {:?}", before, after);
+                let differ: BTreeSet<ServiceKey> = w
+                    .allocations
+                    .keys()
+                    .filter(|k| old.get(k) != parts.get(k))
+                    .cloned()
+                    .collect();
+                prop_assert_eq!(&changed, &differ, "{:?} -> {:?}", before, after);
+                before = after;
+            }
+            Ok(())
+        })
+        .unwrap();
+}

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
@@ -23,6 +22,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use lb_core::alloc::Allocation;
 use lb_core::config::{Config, Severity, load_values};
 use lb_core::objects::ServiceKey;
+use lb_core::parts::{Names, Part, Parts};
 use lb_core::plan::{How, Interfaces, Plan, PlanInput};
 use serde_json::{Value, json};
 
@@ -242,7 +242,7 @@ struct Kept {
     /// Every service's addresses, from its status.
     allocations: BTreeMap<ServiceKey, Allocation>,
     /// Each service's part of the plan, and who won its layer 2 election.
-    parts: BTreeMap<ServiceKey, Part>,
+    parts: Parts,
     /// Error findings about Services, EndpointSlices and Nodes, by object.
     object_errors: BTreeMap<(String, String, String), Vec<String>>,
     /// Error findings about everything else, in load order.
@@ -256,14 +256,6 @@ struct Kept {
 /// less than looking each up: one in `WALK_SHARE`.
 const WALK_SHARE: usize = 8;
 
-/// One service's part of the plan, and the node that won its layer 2 election: when a node can
-/// no longer win (it left, or its network went down), only the services it won move.
-#[derive(Debug, PartialEq)]
-struct Part {
-    plan: Plan,
-    owner: Option<Arc<str>>,
-}
-
 impl Kept {
     fn config_errors(&self) -> Vec<String> {
         let mut out = self.other_errors.clone();
@@ -272,13 +264,7 @@ impl Kept {
     }
 
     fn plan(&self) -> Plan {
-        let mut plan = Plan::default();
-        for part in self.parts.values() {
-            plan.announcements
-                .extend(part.plan.announcements.iter().cloned());
-            plan.skipped.extend(part.plan.skipped.iter().cloned());
-        }
-        plan
+        self.parts.plan()
     }
 
     fn add_slice(&mut self, slice: lb_core::objects::EndpointSlice) {
@@ -319,7 +305,7 @@ impl Kept {
         only: Option<&BTreeSet<ServiceKey>>,
     ) -> BTreeSet<ServiceKey> {
         let moved = self.walk(rules, node, only);
-        self.set_parts(moved)
+        self.parts.set(moved)
     }
 
     /// The parts that moved among every service, or those in `only`, planned in one walk of
@@ -390,7 +376,7 @@ impl Kept {
                 .filter_map(|(key, found, of, old)| {
                     let part = found.and_then(|(a, s)| {
                         let (plan, owner) = planner.service_elected(a, s, of);
-                        part_of(plan, owner, &names)
+                        names.part(plan, owner)
                     });
                     let same = old.map_or(part.is_none(), |p| Some(p) == part.as_ref());
                     (!same).then(|| ((*key).clone(), part))
@@ -422,7 +408,7 @@ impl Kept {
                                 .map(|m| m.values().collect())
                                 .unwrap_or_default();
                             let (plan, owner) = planner.service_elected(a, s, &of);
-                            part_of(plan, owner, &names)
+                            names.part(plan, owner)
                         });
                     ((*key).clone(), part)
                 })
@@ -432,7 +418,7 @@ impl Kept {
         .flatten()
         .collect();
         drop(planner);
-        self.set_parts(planned);
+        self.parts.set(planned);
     }
 
     /// A planner over what is kept, and the names a part's owner is one of (every member and
@@ -441,52 +427,10 @@ impl Kept {
         &'k self,
         rules: lb_core::Rules,
         node: &'k str,
-    ) -> (lb_core::Planner<'k>, BTreeMap<String, Arc<str>>) {
+    ) -> (lb_core::Planner<'k>, Names) {
         let input = PlanInput::new(&self.config, &self.allocations, &self.members, node, rules);
-        let names = self
-            .members
-            .iter()
-            .map(String::as_str)
-            .chain([node])
-            .map(|n| (n.to_string(), Arc::from(n)))
-            .collect();
-        (lb_core::Planner::new(input), names)
+        (lb_core::Planner::new(input), Names::of(&self.members, node))
     }
-
-    /// Puts planned parts in place (none: the service has no part); returns their services.
-    fn set_parts(&mut self, planned: Vec<(ServiceKey, Option<Part>)>) -> BTreeSet<ServiceKey> {
-        let mut changed = BTreeSet::new();
-        for (key, part) in planned {
-            match part {
-                None => {
-                    self.parts.remove(&key);
-                }
-                Some(part) => match self.parts.get_mut(&key) {
-                    Some(p) => *p = part,
-                    None => {
-                        self.parts.insert(key.clone(), part);
-                    }
-                },
-            }
-            changed.insert(key);
-        }
-        changed
-    }
-
-    /// The services whose layer 2 election one of `nodes` won.
-    fn won_by(&self, nodes: &BTreeSet<String>) -> BTreeSet<ServiceKey> {
-        self.parts
-            .iter()
-            .filter(|(_, p)| p.owner.as_deref().is_some_and(|o| nodes.contains(o)))
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-}
-
-/// A service's part as kept: none when it has nothing to announce or say.
-fn part_of(plan: Plan, owner: Option<&str>, names: &BTreeMap<String, Arc<str>>) -> Option<Part> {
-    let owner = owner.map(|o| names.get(o).cloned().unwrap_or_else(|| Arc::from(o)));
-    (plan != Plan::default() || owner.is_some()).then_some(Part { plan, owner })
 }
 
 /// Where an error finding belongs in [`Kept`]: the Service, EndpointSlice or Node it is
@@ -565,7 +509,7 @@ impl Core {
             slices: BTreeMap::new(),
             slice_service: BTreeMap::new(),
             allocations,
-            parts: BTreeMap::new(),
+            parts: Parts::default(),
             object_errors: BTreeMap::new(),
             other_errors: Vec::new(),
             stale,
@@ -725,7 +669,7 @@ impl Core {
         }
         if !lost.is_empty() {
             // Found among the kept winners.
-            let mut moved = kept.won_by(&lost);
+            let mut moved = kept.parts.won_by(&lost);
             moved.extend(touched);
             // Many are planned again in one walk of the kept maps: a look-up in each, for each
             // of many services, costs more than reading every entry once.
@@ -744,8 +688,7 @@ impl Core {
     pub fn part(&self, key: &ServiceKey) -> Vec<lb_core::Announcement> {
         self.kept
             .as_ref()
-            .and_then(|k| k.parts.get(key))
-            .map(|p| p.plan.announcements.clone())
+            .map(|k| k.parts.announcements(key))
             .unwrap_or_default()
     }
 

@@ -1,0 +1,276 @@
+//! One node's plan kept by service, each part with the node that won the service's layer 2
+//! election, so that a change re-plans only the services it can move.
+//!
+//! A change of the members alone moves little: BGP parts read only the planning node, and a
+//! node that leaves changes an election only where it was the winner. So [`Parts`] re-plans
+//! the services a departed node won and leaves every other part as it is. A node that joins
+//! may win any election: every service is planned again, and only the parts that differ are
+//! reported. Both the standalone node and the Kubernetes speaker keep their plan this way.
+//!
+//! ```
+//! use std::collections::BTreeSet;
+//! use lb_core::alloc::converge::{converge, inputs_from};
+//! use lb_core::parts::Parts;
+//! use lb_core::{PlanInput, PoolAllocator, Rules};
+//!
+//! let loaded = lb_core::load_str(
+//!     "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\n\
+//!      spec: {addresses: [192.0.2.0/28]}\n---\n\
+//!      apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\n---\n\
+//!      apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+//!      spec: {type: LoadBalancer}\n",
+//! );
+//! let config = loaded.config;
+//! let pools: Vec<_> = config.pools.values().cloned().collect();
+//! let allocations = converge(&mut PoolAllocator::new(&pools), inputs_from(&config, None)).allocated;
+//! let both: BTreeSet<String> = ["node1".to_string(), "node2".to_string()].into();
+//! let input = PlanInput::new(&config, &allocations, &both, "node1", Rules::standalone());
+//! let mut parts = Parts::plan_all(&input);
+//! assert_eq!(parts.plan(), lb_core::plan(&input));
+//!
+//! // node2 leaves: only what it won is planned again.
+//! let alone: BTreeSet<String> = ["node1".to_string()].into();
+//! let after = PlanInput::new(&config, &allocations, &alone, "node1", Rules::standalone());
+//! let moved = parts.members_changed(&after, &both);
+//! assert_eq!(parts.plan(), lb_core::plan(&after));
+//! assert!(moved.len() <= 1);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::objects::ServiceKey;
+use crate::plan::{
+    Announcement, Plan, PlanInput, Planner, SlicesByService, allocated_services, slices_by_service,
+};
+
+/// One service's part of the plan, and the node that won its layer 2 election (none when no
+/// L2Advertisement applies or no node is eligible).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The service's announcements (sorted) and why it is skipped.
+    pub plan: Plan,
+    /// The winner of its layer 2 election.
+    pub owner: Option<Arc<str>>,
+}
+
+/// The names a part's owner can be (every member and the planning node), each held once and
+/// shared by the parts that name it.
+#[derive(Clone, Debug, Default)]
+pub struct Names(BTreeMap<String, Arc<str>>);
+
+impl Names {
+    /// The names of `members` and `node`.
+    pub fn of(members: &BTreeSet<String>, node: &str) -> Names {
+        Names(
+            members
+                .iter()
+                .map(String::as_str)
+                .chain([node])
+                .map(|n| (n.to_string(), Arc::from(n)))
+                .collect(),
+        )
+    }
+
+    /// A service's part as kept: none when it has nothing to announce or say.
+    pub fn part(&self, plan: Plan, owner: Option<&str>) -> Option<Part> {
+        let owner = owner.map(|o| self.0.get(o).cloned().unwrap_or_else(|| Arc::from(o)));
+        (plan != Plan::default() || owner.is_some()).then_some(Part { plan, owner })
+    }
+}
+
+/// One node's plan by service, with each service's layer 2 winner. See the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    parts: BTreeMap<ServiceKey, Part>,
+}
+
+impl Parts {
+    /// Every service of `input` planned (on every core), each part kept.
+    pub fn plan_all(input: &PlanInput<'_>) -> Parts {
+        Parts {
+            parts: plan_every(input).into_iter().collect(),
+        }
+    }
+
+    /// The whole plan: the parts in service order (the order [`crate::plan()`] gives).
+    pub fn plan(&self) -> Plan {
+        let mut plan = Plan::default();
+        for part in self.parts.values() {
+            plan.announcements
+                .extend(part.plan.announcements.iter().cloned());
+            plan.skipped.extend(part.plan.skipped.iter().cloned());
+        }
+        plan
+    }
+
+    /// What this node announces for `key`.
+    pub fn announcements(&self, key: &ServiceKey) -> Vec<Announcement> {
+        self.parts
+            .get(key)
+            .map(|p| p.plan.announcements.clone())
+            .unwrap_or_default()
+    }
+
+    /// Service `key`'s part.
+    pub fn get(&self, key: &ServiceKey) -> Option<&Part> {
+        self.parts.get(key)
+    }
+
+    /// Each service's part, in service order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ServiceKey, &Part)> {
+        self.parts.iter()
+    }
+
+    /// How many services have a part.
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Whether no service has a part.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The services whose layer 2 election one of `nodes` won.
+    pub fn won_by(&self, nodes: &BTreeSet<String>) -> BTreeSet<ServiceKey> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.owner.as_deref().is_some_and(|o| nodes.contains(o)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Puts planned parts in place (none: the service has no part); returns their services.
+    pub fn set(&mut self, planned: Vec<(ServiceKey, Option<Part>)>) -> BTreeSet<ServiceKey> {
+        let mut changed = BTreeSet::new();
+        for (key, part) in planned {
+            match part {
+                None => {
+                    self.parts.remove(&key);
+                }
+                Some(part) => match self.parts.get_mut(&key) {
+                    Some(p) => *p = part,
+                    None => {
+                        self.parts.insert(key.clone(), part);
+                    }
+                },
+            }
+            changed.insert(key);
+        }
+        changed
+    }
+
+    /// Plans the services `keys` again from `input`, each looked up (for a few among many);
+    /// returns those whose part changed.
+    pub fn replan(
+        &mut self,
+        input: &PlanInput<'_>,
+        keys: &BTreeSet<ServiceKey>,
+    ) -> BTreeSet<ServiceKey> {
+        if keys.is_empty() {
+            return BTreeSet::new();
+        }
+        let planner = Planner::new(*input);
+        let names = Names::of(input.members, input.node);
+        let slices = slices_by_service(input.config);
+        let keys: Vec<&ServiceKey> = keys.iter().collect();
+        let planned: Vec<(ServiceKey, Option<Part>)> = crate::par::runs(&keys, |run| {
+            run.iter()
+                .filter_map(|key| {
+                    let part = input
+                        .allocations
+                        .get(*key)
+                        .zip(input.config.services.get(*key))
+                        .and_then(|(alloc, svc)| {
+                            let (plan, owner) =
+                                planner.service_elected(alloc, svc, slices_of(&slices, key));
+                            names.part(plan, owner)
+                        });
+                    (self.parts.get(*key) != part.as_ref()).then(|| ((*key).clone(), part))
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        self.set(planned)
+    }
+
+    /// `input` differs from what the parts were planned from only in its members, which were
+    /// `before`: re-plans what that can move and returns the services whose part changed.
+    /// Nodes that left move only the services they won; a node that joins may win any, and
+    /// every service is planned again. (The planning node is a candidate whether or not it is
+    /// among the members: its own coming or going moves nothing.)
+    pub fn members_changed(
+        &mut self,
+        input: &PlanInput<'_>,
+        before: &BTreeSet<String>,
+    ) -> BTreeSet<ServiceKey> {
+        let after = input.members;
+        if after.difference(before).any(|n| n != input.node) {
+            return self.replace(plan_every(input));
+        }
+        let lost: BTreeSet<String> = before
+            .difference(after)
+            .filter(|n| *n != input.node)
+            .cloned()
+            .collect();
+        if lost.is_empty() {
+            return BTreeSet::new();
+        }
+        let moved = self.won_by(&lost);
+        self.replan(input, &moved)
+    }
+
+    /// Takes `planned` (every service's part, in service order) as the parts; returns the
+    /// services whose part differs from before.
+    fn replace(&mut self, planned: Vec<(ServiceKey, Part)>) -> BTreeSet<ServiceKey> {
+        let mut changed = BTreeSet::new();
+        let mut old = self.parts.iter().peekable();
+        for (key, part) in &planned {
+            while let Some((k, _)) = old.next_if(|(k, _)| *k < key) {
+                changed.insert(k.clone());
+            }
+            match old.next_if(|(k, _)| *k == key) {
+                Some((_, p)) if p == part => {}
+                _ => {
+                    changed.insert(key.clone());
+                }
+            }
+        }
+        changed.extend(old.map(|(k, _)| k.clone()));
+        self.parts = planned.into_iter().collect();
+        changed
+    }
+}
+
+/// The EndpointSlices of service `key`.
+fn slices_of<'s, 'a: 's>(
+    slices: &'s SlicesByService<'a>,
+    key: &'s ServiceKey,
+) -> &'s [&'a crate::objects::EndpointSlice] {
+    slices
+        .get(&(key.namespace.as_str(), key.name.as_str()))
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Every service of `input` planned, in service order, each with its part.
+fn plan_every(input: &PlanInput<'_>) -> Vec<(ServiceKey, Part)> {
+    let planner = Planner::new(*input);
+    let names = Names::of(input.members, input.node);
+    let slices = slices_by_service(input.config);
+    let services = allocated_services(input);
+    crate::par::runs(&services, |run| {
+        run.iter()
+            .filter_map(|(key, alloc, svc)| {
+                let (plan, owner) = planner.service_elected(alloc, svc, slices_of(&slices, key));
+                names.part(plan, owner).map(|p| ((*key).clone(), p))
+            })
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
