@@ -26,6 +26,8 @@ use lb_core::elect::LeaderElector;
 use lb_core::metrics::prometheus_client::collector::Collector;
 use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
 use lb_core::metrics::{Kind, single};
+use lb_core::objects::ServiceKey;
+use lb_core::parts::Parts;
 use lb_core::plan::{Announcement, How};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -146,7 +148,7 @@ pub struct Status {
 }
 
 /// How [`Status::announcements`] are keyed: (service, address, protocol).
-pub type AnnouncementKey = (lb_core::objects::ServiceKey, IpAddr, lb_core::Protocol);
+pub type AnnouncementKey = (ServiceKey, IpAddr, lb_core::Protocol);
 
 /// A map shown as the list of its values.
 fn values<K, V: Serialize, S: serde::Serializer>(
@@ -412,6 +414,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         last_sent: std::time::Instant::now(),
         previous: None,
         last_agreed: BTreeMap::new(),
+        kept: None,
+        config_gen: 0,
         printed: None,
         status,
         metrics,
@@ -533,7 +537,11 @@ struct Node {
     /// cannot tell, and probing an address another node announces would read as a conflict.
     previous: Option<BTreeSet<IpAddr>>,
     /// What the last pass agreed: a state write that failed is retried with it.
-    last_agreed: BTreeMap<lb_core::objects::ServiceKey, lb_core::Allocation>,
+    last_agreed: BTreeMap<ServiceKey, lb_core::Allocation>,
+    /// The plan in force by service, and what it was planned from.
+    kept: Option<Kept>,
+    /// Counts the configurations taken in: a reload that changed something adds one.
+    config_gen: u64,
     /// The announcements a dry run last printed.
     printed: Option<BTreeMap<AnnouncementKey, StatusAnnouncement>>,
     key_mtime: Option<SystemTime>,
@@ -541,6 +549,22 @@ struct Node {
     status: SharedStatus,
     metrics: SharedMetrics,
     renderer: MetricsRenderer,
+}
+
+/// The plan in force by service, with what it was planned from besides the configuration
+/// and the agreed allocations (named by the generation of the one and the ledger of the
+/// other): while those stay, a change of the members is served from it.
+struct Kept {
+    parts: Parts,
+    members: BTreeSet<String>,
+    config_gen: u64,
+    ledger: (String, (u64, u64)),
+}
+
+/// The ledger this node follows, by who decided it and its version.
+fn ledger_id(agreement: &Agreement) -> (String, (u64, u64)) {
+    let l = agreement.current();
+    (l.decided_by.clone(), l.version)
 }
 
 impl Node {
@@ -584,10 +608,86 @@ impl Node {
         }
     }
 
-    /// One pass: allocate (if this node is the allocator), follow the agreed allocations,
-    /// plan and apply; `grew`: members appeared since the last pass.
+    /// One pass; `grew`: members appeared since the last pass. A change of the members alone
+    /// is served from the plan in force first (a member that left moves only what it won,
+    /// before the allocator's work); then, if this node is the allocator, it allocates. When
+    /// the configuration or the ledger followed changed, or nothing is kept, the pass is
+    /// whole: follow the agreed allocations, plan every service and apply the plan.
     async fn pass(&mut self, grew: bool) {
+        let members = self.members.clone();
+        let served = self.members_change(&members, grew).await;
         self.allocate();
+        let current = self.kept.as_ref().is_some_and(|k| {
+            k.config_gen == self.config_gen && k.ledger == ledger_id(&self.agreement)
+        });
+        match served {
+            Some(applied) if current => {
+                self.finish(&members, &applied.errors, &applied.local_errors, |st| {
+                    for a in &applied.withdrawn {
+                        st.announcements.remove(&StatusAnnouncement::key(a));
+                    }
+                    for (a, t) in &applied.added {
+                        st.announcements
+                            .insert(StatusAnnouncement::key(a), StatusAnnouncement::of(a, *t));
+                    }
+                });
+            }
+            _ => self.whole(&members, grew && served.is_none()).await,
+        }
+    }
+
+    /// Serves a pass in which nothing but the members changed since the kept plan (which
+    /// may be no change at all): re-plans what the change can move and applies the
+    /// difference (`/status` is the caller's). Returns None when it cannot: nothing is kept,
+    /// the configuration or the ledger followed changed, or this node is refused (no members)
+    /// now or then.
+    async fn members_change(
+        &mut self,
+        members: &BTreeSet<String>,
+        grew: bool,
+    ) -> Option<lb_core::AppliedChange> {
+        let ledger = ledger_id(&self.agreement);
+        let kept = self
+            .kept
+            .as_mut()
+            .filter(|k| k.config_gen == self.config_gen && k.ledger == ledger)?;
+        if members.is_empty() || kept.members.is_empty() {
+            return None;
+        }
+        if *members == kept.members {
+            return Some(lb_core::AppliedChange::default());
+        }
+        let input = lb_core::PlanInput::new(
+            &self.config,
+            &self.last_agreed,
+            members,
+            &self.opts.node_name,
+            lb_core::Rules::standalone(),
+        );
+        let touched = kept.parts.members_changed(&input, &kept.members);
+        kept.members = members.clone();
+        let parts: Vec<(ServiceKey, Vec<Announcement>)> = touched
+            .iter()
+            .map(|k| (k.clone(), kept.parts.announcements(k)))
+            .collect();
+        self.runtime.note_members(members);
+        let applied = self
+            .runtime
+            .apply_change(parts, &BTreeSet::new(), now_secs())
+            .await;
+        if grew {
+            self.runtime.reannounce();
+        }
+        info!(
+            members = members.len(),
+            services = touched.len(),
+            "members changed: a change, applied as one"
+        );
+        Some(applied)
+    }
+
+    /// A whole pass: follow the agreed allocations, plan every service, apply the plan.
+    async fn whole(&mut self, members: &BTreeSet<String>, grew: bool) {
         let (agreed, unsure) = self.agreement.agreed(&self.config);
         self.unsure = unsure;
         let allocated: BTreeSet<IpAddr> = agreed
@@ -608,29 +708,58 @@ impl Node {
         // the same (the file still holds the last set written, which a restart claims only
         // until the others' ledgers arrive).
         let _ = self.state.save(&agreed);
-        let members = self.members.clone();
-        self.runtime.note_members(&members);
-        let mut p = self.runtime.plan(
+        self.runtime.note_members(members);
+        let input = lb_core::PlanInput::new(
             &self.config,
             &agreed,
-            &members,
+            members,
+            &self.opts.node_name,
             lb_core::Rules::standalone(),
         );
+        let parts = Parts::plan_all(&input);
+        let mut p = parts.plan();
+        self.kept = Some(Kept {
+            parts,
+            members: members.clone(),
+            config_gen: self.config_gen,
+            ledger: ledger_id(&self.agreement),
+        });
         self.last_agreed = agreed;
-        crate::members::without_l2_if_refused(&members, &mut p.announcements);
+        crate::members::without_l2_if_refused(members, &mut p.announcements);
         // New addresses go on the dummy interface before they are announced, so the first
         // packet a gratuitous ARP draws is delivered; old ones come off after.
         let applied = self.runtime.apply(&p, &fresh, now_secs()).await;
-        for e in &applied.local_errors {
-            error!("local delivery: {e} (retried)");
-        }
-        let apply_errors: Vec<String> = applied.errors.iter().map(ToString::to_string).collect();
-        for e in &apply_errors {
-            error!("announcing: {e}");
-        }
         if grew {
             self.runtime.reannounce();
         }
+        info!(
+            members = members.len(),
+            announcements = p.announcements.len(),
+            "plan applied"
+        );
+        self.finish(members, &applied.errors, &applied.local_errors, |st| {
+            st.announcements = StatusAnnouncement::keyed(&applied.announced);
+        });
+    }
+
+    /// What every pass ends with: `/status` (`announced` updates its announcements), the
+    /// dry run's print and the metrics.
+    fn finish(
+        &mut self,
+        members: &BTreeSet<String>,
+        errors: &[lb_core::announce::AnnounceError],
+        local_errors: &[lb_core::LocalError],
+        announced: impl FnOnce(&mut Status),
+    ) {
+        for e in local_errors {
+            error!("local delivery: {e} (retried)");
+        }
+        let apply_errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for e in &apply_errors {
+            error!("announcing: {e}");
+        }
+        let mut disputed = self.agreement.disputed(members);
+        disputed.extend(self.unsure.iter().cloned());
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.node = self.opts.node_name.clone();
         // Not ready while the plan did not apply (an announcer refused it).
@@ -638,27 +767,20 @@ impl Node {
         st.apply_errors = apply_errors;
         st.skipped_peers = self.announcers.skipped();
         st.bfd = self.announcers.bfd();
-        st.local_delivery_errors = words(&applied.local_errors);
+        st.local_delivery_errors = words(local_errors);
         st.members = members.iter().cloned().collect();
-        st.allocator = agree::allocator(&members).cloned();
+        st.allocator = agree::allocator(members).cloned();
         st.state_error = self.state.error.clone();
         st.state_write_failures = self.state.failures;
-        let mut disputed = self.agreement.disputed(&members);
-        disputed.extend(self.unsure.iter().cloned());
         st.disputed = disputed.into_iter().collect();
         st.ledgers = self.agreement.followed();
-        st.announcements = StatusAnnouncement::keyed(&applied.announced);
+        announced(&mut st);
         if self.opts.dry_run && self.printed.as_ref() != Some(&st.announcements) {
             print_plan(&st);
             self.printed = Some(st.announcements.clone());
         }
         drop(st);
         self.publish_metrics();
-        info!(
-            members = members.len(),
-            announcements = p.announcements.len(),
-            "plan applied"
-        );
     }
 
     /// A chunk of another member's ledger; returns whether a pass is due (a ledger adopted,
@@ -747,6 +869,9 @@ impl Node {
             &self.status,
         )
         .await;
+        if changed {
+            self.config_gen += 1;
+        }
         self.elector
             .set_roster(roster(&self.config, &self.opts.node_name, self.alone));
         changed

@@ -1,6 +1,8 @@
 //! Node faults a disk or an operator causes, on the binary as a user runs it: a state file that
 //! is empty, truncated or garbage, a state directory that cannot be written. Each node runs with
 //! `--dry-run` (it decides everything and announces nothing), alone, on the example config.
+//! Also an edit that moves no address but changes how one is announced: the plan in force
+//! (kept between passes) must not outlive the configuration it was made from.
 //! The read-only directory case needs root (a read-only bind mount in a mount namespace of its
 //! own) and is skipped without it unless `LB_REQUIRE_NETNS=1`.
 
@@ -66,7 +68,15 @@ impl Node {
 
     /// The addresses of the first plan it prints (within 20 s).
     fn first_plan(&self) -> Vec<String> {
-        let mut ips = Vec::new();
+        self.next_plan()
+            .iter()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The lines of the next plan it prints (within 20 s): service, address, protocol, how.
+    fn next_plan(&self) -> Vec<String> {
+        let mut lines = Vec::new();
         let mut seen = false;
         while let Ok(l) = self.out.recv_timeout(Duration::from_secs(20)) {
             if l.contains("would announce") {
@@ -74,16 +84,16 @@ impl Node {
                 continue;
             }
             if seen {
-                ips.push(l.split_whitespace().nth(1).unwrap_or_default().to_string());
+                lines.push(l);
                 // The plan is printed at once: a short wait ends it.
                 while let Ok(l) = self.out.recv_timeout(Duration::from_millis(300)) {
-                    ips.push(l.split_whitespace().nth(1).unwrap_or_default().to_string());
+                    lines.push(l);
                 }
                 break;
             }
         }
         assert!(seen, "no plan printed; stderr:\n{}", self.stderr());
-        ips
+        lines
     }
 
     fn stderr(&self) -> String {
@@ -92,9 +102,13 @@ impl Node {
 }
 
 fn standalone(state_dir: &Path) -> Command {
+    standalone_on(&example(), state_dir)
+}
+
+fn standalone_on(config: &Path, state_dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lb-bin"));
     c.args(["standalone", "--config"])
-        .arg(example())
+        .arg(config)
         .args(["--node-name", "node1", "--dry-run", "--bind", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(state_dir);
@@ -196,6 +210,40 @@ fn a_read_only_state_dir_is_reported_and_the_node_runs() {
     assert!(written, "retried once writable:\n{}", n.stderr());
     assert!(!saved(&d).is_empty());
     assert!(!n.stderr().contains("panicked"));
+    drop(n);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn an_edit_that_moves_no_address_still_changes_the_plan() {
+    let d = temp_dir("edit");
+    let config = d.join("config.yaml");
+    let text = std::fs::read_to_string(example()).unwrap();
+    assert!(text.contains("interfaces: [eth0]"));
+    std::fs::write(&config, &text).unwrap();
+    let n = Node::start(standalone_on(&config, &d.join("state")));
+    let first = n.next_plan();
+    assert!(first.iter().any(|l| l.ends_with("on eth0")), "{first:?}");
+    // Written whole under another name and renamed: a reload never reads half a file.
+    let tmp = d.join("config.yaml.new");
+    std::fs::write(
+        &tmp,
+        text.replace("interfaces: [eth0]", "interfaces: [eth1]"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    let next = n.next_plan();
+    let moved = |p: &[String]| -> Vec<String> {
+        p.iter()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(moved(&next), moved(&first), "the same addresses");
+    assert!(
+        next.iter().any(|l| l.ends_with("on eth1")) && !next.iter().any(|l| l.ends_with("on eth0")),
+        "{next:?}\n{}",
+        n.stderr()
+    );
     drop(n);
     let _ = std::fs::remove_dir_all(&d);
 }

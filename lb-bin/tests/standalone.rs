@@ -357,6 +357,20 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     });
     let new_owner = owners(&st)["default/svc00"][0].0;
     assert_eq!(lab.client_mac_of(&vip), Some(macs[&new_owner].clone()));
+    // Each survivor served the loss as a change (what node{victim} won moved from the plan in
+    // force) before any whole pass.
+    for i in (1..=3).filter(|i| *i != victim) {
+        let log = lab.net.log(&format!("node{i}"));
+        let since = log
+            .rsplit_once("membership changed")
+            .map_or("", |(_, rest)| rest);
+        let change = since.find("a change, applied as one");
+        let whole = since.find("plan applied");
+        assert!(
+            change.is_some_and(|c| whole.is_none_or(|w| c < w)),
+            "node{i} did not serve the loss as a change:{since}"
+        );
+    }
 
     // It restarts: every address stays what it was.
     ok(&[
