@@ -28,67 +28,16 @@
 //! peers, which a bench must not touch: `benches/l2-takeover.sh` times the layer 2 one in a
 //! namespace). Nothing leaves the process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hint::black_box;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use lb_core::announce::AnnounceError;
-use lb_core::objects::ServiceKey;
-use lb_core::{Announcement, Announcer, Change, Protocol, Runtime};
+use lb_benches::{SIZES, Table};
+use lb_core::{Announcer, Protocol, Runtime};
 use lb_k8s::speaker::{Core, Options};
 use serde_json::{Value, json};
-
-/// An announcer that keeps what it announces by service and address, as the real ones do.
-#[derive(Debug)]
-struct Table {
-    protocol: Protocol,
-    held: Mutex<BTreeMap<(ServiceKey, IpAddr), Announcement>>,
-}
-
-impl Table {
-    fn new(protocol: Protocol) -> Arc<Table> {
-        Arc::new(Table {
-            protocol,
-            held: Mutex::default(),
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-#[async_trait]
-impl Announcer for Table {
-    fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
-    async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
-        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = desired
-            .iter()
-            .map(|a| ((a.service.clone(), a.ip), a.clone()))
-            .collect();
-        Ok(())
-    }
-
-    async fn change(&self, change: Change<'_>) -> Result<(), AnnounceError> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        for a in change.withdrawn {
-            held.remove(&(a.service.clone(), a.ip));
-        }
-        for a in change.added {
-            held.insert((a.service.clone(), a.ip), a.clone());
-        }
-        Ok(())
-    }
-}
-
-const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (10_000, "10k"), (100_000, "100k")];
 
 fn v4(i: usize) -> String {
     format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)

@@ -9,8 +9,14 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use lb_core::announce::AnnounceError;
 use lb_core::ip::{Family, IpRange, from_u128};
 use lb_core::objects::ServiceKey;
+use lb_core::{Announcement, Announcer, Change, Protocol};
 
 #[derive(Debug)]
 pub struct FirstFitScan {
@@ -157,3 +163,59 @@ mod tests {
         assert_eq!(s.allocate(&k("z")).unwrap().to_string(), "192.0.2.0");
     }
 }
+
+/// An announcer that keeps what it announces by service and address, as the real ones do.
+#[derive(Debug)]
+pub struct Table {
+    protocol: Protocol,
+    held: Mutex<BTreeMap<(ServiceKey, IpAddr), Announcement>>,
+}
+
+impl Table {
+    /// An empty table for `protocol`.
+    pub fn new(protocol: Protocol) -> Arc<Table> {
+        Arc::new(Table {
+            protocol,
+            held: Mutex::default(),
+        })
+    }
+
+    /// How many announcements it holds.
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Announcer for Table {
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    async fn announce(&self, desired: &[Announcement]) -> Result<(), AnnounceError> {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = desired
+            .iter()
+            .map(|a| ((a.service.clone(), a.ip), a.clone()))
+            .collect();
+        Ok(())
+    }
+
+    async fn change(&self, change: Change<'_>) -> Result<(), AnnounceError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for a in change.withdrawn {
+            held.remove(&(a.service.clone(), a.ip));
+        }
+        for a in change.added {
+            held.insert((a.service.clone(), a.ip), a.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The sizes the decision benches run at, with their labels.
+pub const SIZES: [(usize, &str); 3] = [(1_000, "1k"), (10_000, "10k"), (100_000, "100k")];

@@ -664,12 +664,9 @@ impl Node {
             &self.opts.node_name,
             lb_core::Rules::standalone(),
         );
-        let touched = kept.parts.members_changed(&input, &kept.members);
+        let parts = kept.parts.members_changed(&input, &kept.members);
         kept.members = members.clone();
-        let parts: Vec<(ServiceKey, Vec<Announcement>)> = touched
-            .iter()
-            .map(|k| (k.clone(), kept.parts.announcements(k)))
-            .collect();
+        let moved = parts.len();
         self.runtime.note_members(members);
         let applied = self
             .runtime
@@ -680,7 +677,7 @@ impl Node {
         }
         info!(
             members = members.len(),
-            services = touched.len(),
+            services = moved,
             "members changed: a change, applied as one"
         );
         Some(applied)

@@ -161,44 +161,9 @@ impl Parts {
         changed
     }
 
-    /// Plans the services `keys` again from `input`, each looked up (for a few among many);
-    /// returns those whose part changed.
-    pub fn replan(
-        &mut self,
-        input: &PlanInput<'_>,
-        keys: &BTreeSet<ServiceKey>,
-    ) -> BTreeSet<ServiceKey> {
-        if keys.is_empty() {
-            return BTreeSet::new();
-        }
-        let planner = Planner::new(*input);
-        let names = Names::of(input.members, input.node);
-        let slices = slices_by_service(input.config);
-        let keys: Vec<&ServiceKey> = keys.iter().collect();
-        let planned: Vec<(ServiceKey, Option<Part>)> = crate::par::runs(&keys, |run| {
-            run.iter()
-                .filter_map(|key| {
-                    let part = input
-                        .allocations
-                        .get(*key)
-                        .zip(input.config.services.get(*key))
-                        .and_then(|(alloc, svc)| {
-                            let (plan, owner) =
-                                planner.service_elected(alloc, svc, slices_of(&slices, key));
-                            names.part(plan, owner)
-                        });
-                    (self.parts.get(*key) != part.as_ref()).then(|| ((*key).clone(), part))
-                })
-                .collect::<Vec<_>>()
-        })
-        .into_iter()
-        .flatten()
-        .collect();
-        self.set(planned)
-    }
-
     /// `input` differs from what the parts were planned from only in its members, which were
-    /// `before`: re-plans what that can move and returns the services whose part changed.
+    /// `before`: re-plans what that can move. Returns each service whose part changed, with
+    /// what this node announces for it now (what [`crate::Runtime::apply_change`] takes).
     /// Nodes that left move only the services they won; a node that joins may win any, and
     /// every service is planned again. (The planning node is a candidate whether or not it is
     /// among the members: its own coming or going moves nothing.)
@@ -206,40 +171,95 @@ impl Parts {
         &mut self,
         input: &PlanInput<'_>,
         before: &BTreeSet<String>,
-    ) -> BTreeSet<ServiceKey> {
+    ) -> Vec<(ServiceKey, Vec<Announcement>)> {
         let after = input.members;
         if after.difference(before).any(|n| n != input.node) {
             return self.replace(plan_every(input));
         }
-        let lost: BTreeSet<String> = before
+        let lost: BTreeSet<&str> = before
             .difference(after)
+            .map(String::as_str)
             .filter(|n| *n != input.node)
-            .cloned()
             .collect();
         if lost.is_empty() {
-            return BTreeSet::new();
+            return Vec::new();
         }
-        let moved = self.won_by(&lost);
-        self.replan(input, &moved)
+        self.replan_won_by(input, &lost)
     }
 
-    /// Takes `planned` (every service's part, in service order) as the parts; returns the
-    /// services whose part differs from before.
-    fn replace(&mut self, planned: Vec<(ServiceKey, Part)>) -> BTreeSet<ServiceKey> {
-        let mut changed = BTreeSet::new();
-        let mut old = self.parts.iter().peekable();
-        for (key, part) in &planned {
-            while let Some((k, _)) = old.next_if(|(k, _)| *k < key) {
-                changed.insert(k.clone());
-            }
-            match old.next_if(|(k, _)| *k == key) {
-                Some((_, p)) if p == part => {}
-                _ => {
-                    changed.insert(key.clone());
+    /// Plans again, from `input`, the services one of `nodes` won. The kept parts are walked
+    /// in order twice (to find them, then to put the new parts in place): no service is
+    /// looked up in them, and no key is copied but those whose part changed.
+    fn replan_won_by(
+        &mut self,
+        input: &PlanInput<'_>,
+        nodes: &BTreeSet<&str>,
+    ) -> Vec<(ServiceKey, Vec<Announcement>)> {
+        let won = |p: &Part| p.owner.as_deref().is_some_and(|o| nodes.contains(o));
+        let planned: Vec<Option<Part>> = {
+            let keys: Vec<&ServiceKey> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| won(p))
+                .map(|(k, _)| k)
+                .collect();
+            let planner = Planner::new(*input);
+            let names = Names::of(input.members, input.node);
+            let slices = slices_by_service(input.config);
+            crate::par::runs(&keys, |run| {
+                run.iter()
+                    .map(|key| {
+                        let alloc = input.allocations.get(*key)?;
+                        let svc = input.config.services.get(*key)?;
+                        let (plan, owner) =
+                            planner.service_elected(alloc, svc, slices_of(&slices, key));
+                        names.part(plan, owner)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        for ((key, part), new) in self.parts.iter_mut().filter(|(_, p)| won(p)).zip(planned) {
+            match new {
+                Some(new) if new == *part => {}
+                Some(new) => {
+                    changed.push((key.clone(), new.plan.announcements.clone()));
+                    *part = new;
+                }
+                None => {
+                    changed.push((key.clone(), Vec::new()));
+                    gone.push(key.clone());
                 }
             }
         }
-        changed.extend(old.map(|(k, _)| k.clone()));
+        for key in gone {
+            self.parts.remove(&key);
+        }
+        changed
+    }
+
+    /// Takes `planned` (every service's part, in service order) as the parts; returns each
+    /// service whose part differs from before, with its announcements now.
+    fn replace(
+        &mut self,
+        planned: Vec<(ServiceKey, Part)>,
+    ) -> Vec<(ServiceKey, Vec<Announcement>)> {
+        let mut changed = Vec::new();
+        let mut old = self.parts.iter().peekable();
+        for (key, part) in &planned {
+            while let Some((k, _)) = old.next_if(|(k, _)| *k < key) {
+                changed.push((k.clone(), Vec::new()));
+            }
+            match old.next_if(|(k, _)| *k == key) {
+                Some((_, p)) if p == part => {}
+                _ => changed.push((key.clone(), part.plan.announcements.clone())),
+            }
+        }
+        changed.extend(old.map(|(k, _)| (k.clone(), Vec::new())));
         self.parts = planned.into_iter().collect();
         changed
     }

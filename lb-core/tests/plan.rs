@@ -731,6 +731,10 @@ fn kept_parts_follow_member_changes_as_a_whole_plan_would() {
                 let input = PlanInput::new(&w.config, &w.allocations, &after, me, rules);
                 let old = parts.clone();
                 let changed = parts.members_changed(&input, &before);
+                for (k, announced) in &changed {
+                    prop_assert_eq!(announced, &parts.announcements(k));
+                }
+                let changed: BTreeSet<ServiceKey> = changed.into_iter().map(|(k, _)| k).collect();
                 prop_assert_eq!(parts.plan(), plan(&input), "{:?} -> {:?}", before, after);
                 let differ: BTreeSet<ServiceKey> = w
                     .allocations

@@ -1,0 +1,124 @@
+//! A standalone node's pass when the members change, at 1k, 10k and 100k services (the plan
+//! bench's file, `lb_benches::services_yaml`: an IPv4 L2 pool, an IPv6 BGP pool, 3 Nodes,
+//! every tenth service `externalTrafficPolicy: Local` with one EndpointSlice), planned for
+//! node1 under the standalone rules (a service without slices is served on every node), in
+//! the same run:
+//!
+//! - `whole`: what every pass did before, and still does for a new configuration or ledger:
+//!   the agreed allocations followed from the ledger, every service planned, the whole plan
+//!   handed to the announcers (`Runtime::apply`). (The state file's save, a no-op when the
+//!   allocations did not change, is lb-bin's and not timed.)
+//! - `leave`: node3 leaves the members (timed; it rejoins untimed), what a failover is:
+//!   `Parts::members_changed` re-plans the services node3 had won, and `Runtime::apply_change`
+//!   hands each announcer its difference.
+//! - `join`: node3 rejoins (timed): it may win any election, so every service is planned
+//!   again, and those whose part moved are applied as a change.
+//!
+//! The announcers are tables by address (`lb_benches::Table`); nothing leaves the process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use lb_benches::{SIZES, Table};
+use lb_core::members::agree::Agreement;
+use lb_core::parts::Parts;
+use lb_core::{Announcer, PlanInput, Protocol, Rules, Runtime};
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("standalone_members");
+    g.sample_size(10);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let members: BTreeSet<String> = (1..=3).map(|n| format!("node{n}")).collect();
+    let without: BTreeSet<String> = members.iter().filter(|m| *m != "node3").cloned().collect();
+    for (n, label) in SIZES {
+        let loaded = lb_core::load_str(&lb_benches::services_yaml(n));
+        assert!(loaded.is_valid(), "{:?}", loaded.errors.first());
+        let config = loaded.config;
+        // node1 allocates alone, as the cluster's allocator would.
+        let mut agreement = Agreement::new("node1", 1, BTreeMap::new());
+        let decided = agreement.decide(&config);
+        assert!(decided.ledger.is_some());
+        let (agreed, unsure) = agreement.agreed(&config);
+        assert!(
+            unsure.is_empty() && agreed.len() == n,
+            "{} unsure",
+            unsure.len()
+        );
+        let (l2, bgp) = (Table::new(Protocol::Layer2), Table::new(Protocol::Bgp));
+        let mut runtime = Runtime::new(
+            "node1",
+            vec![
+                l2.clone() as Arc<dyn Announcer>,
+                bgp.clone() as Arc<dyn Announcer>,
+            ],
+        );
+        let input =
+            |members| PlanInput::new(&config, &agreed, members, "node1", Rules::standalone());
+        g.bench_function(BenchmarkId::new("whole", label), |b| {
+            b.iter(|| {
+                let (agreed, _) = agreement.agreed(&config);
+                let plan = lb_core::plan(&PlanInput::new(
+                    &config,
+                    &agreed,
+                    &members,
+                    "node1",
+                    Rules::standalone(),
+                ));
+                let applied = rt.block_on(runtime.apply(&plan, &BTreeSet::new(), 0));
+                assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+                black_box(plan.announcements.len())
+            })
+        });
+        let mut parts = Parts::plan_all(&input(&members));
+        let whole = parts.plan();
+        let announced = whole.announcements.len();
+        rt.block_on(runtime.apply(&whole, &BTreeSet::new(), 0));
+        assert_eq!(l2.len() + bgp.len(), announced);
+        // The members change to `after` from `before`; returns how many services moved.
+        let mut change = |parts: &mut Parts, before, after| {
+            let moved = parts.members_changed(&input(after), before);
+            let n = moved.len();
+            let applied = rt.block_on(runtime.apply_change(moved, &BTreeSet::new(), 0));
+            assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+            n
+        };
+        g.bench_function(BenchmarkId::new("leave", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let moved = change(&mut parts, &members, &without);
+                    spent += started.elapsed();
+                    assert!(moved > 0);
+                    change(&mut parts, &without, &members);
+                }
+                spent
+            })
+        });
+        g.bench_function(BenchmarkId::new("join", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    change(&mut parts, &members, &without);
+                    let started = Instant::now();
+                    let moved = change(&mut parts, &without, &members);
+                    spent += started.elapsed();
+                    assert!(moved > 0);
+                }
+                spent
+            })
+        });
+        // What the announcers hold is the plan in force, after all of it.
+        assert_eq!(parts.plan(), lb_core::plan(&input(&members)));
+        assert_eq!(l2.len() + bgp.len(), announced);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
