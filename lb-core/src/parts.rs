@@ -48,10 +48,11 @@ use crate::plan::{
 /// L2Advertisement applies or no node is eligible).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
+    /// The winner of its layer 2 election (first: parts compare by it first, and a departed
+    /// node's services all change it).
+    pub owner: Option<Arc<str>>,
     /// The service's announcements (sorted) and why it is skipped.
     pub plan: Plan,
-    /// The winner of its layer 2 election.
-    pub owner: Option<Arc<str>>,
 }
 
 /// The names a part's owner can be (every member and the planning node), each held once and
