@@ -88,5 +88,5 @@ pub use announce::{Announcer, Change, Protocol, RecordingAnnouncer};
 pub use config::load_str;
 pub use config::{Config, ConfigError};
 pub use elect::{LeaderElector, Membership, StaticElector};
-pub use plan::{Announcement, Plan, PlanInput, Planner, plan};
+pub use plan::{Announcement, Plan, PlanInput, Planner, Standing, plan};
 pub use runtime::{AppliedChange, LocalError, Rules, Runtime};

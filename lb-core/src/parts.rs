@@ -39,9 +39,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::objects::ServiceKey;
+use crate::alloc::Allocation;
+use crate::objects::{Service, ServiceKey};
 use crate::plan::{
-    Announcement, Plan, PlanInput, Planner, SlicesByService, allocated_services, slices_by_service,
+    Announcement, Plan, PlanInput, Planner, SlicesByService, Standing, allocated_services,
+    slices_by_service,
 };
 
 /// One service's part of the plan, and the node that won its layer 2 election (none when no
@@ -51,6 +53,8 @@ pub struct Part {
     /// The winner of its layer 2 election (first: parts compare by it first, and a departed
     /// node's services all change it).
     pub owner: Option<Arc<str>>,
+    /// Where its layer 2 election stands: which newcomer could take it.
+    pub standing: Standing,
     /// The service's announcements (sorted) and why it is skipped.
     pub plan: Plan,
 }
@@ -73,10 +77,15 @@ impl Names {
         )
     }
 
-    /// A service's part as kept: none when it has nothing to announce or say.
-    pub fn part(&self, plan: Plan, owner: Option<&str>) -> Option<Part> {
+    /// A service's part as kept (what [`Planner::service_standing`] gives): none when it has
+    /// nothing to announce or say.
+    pub fn part(&self, plan: Plan, owner: Option<&str>, standing: Standing) -> Option<Part> {
         let owner = owner.map(|o| self.0.get(o).cloned().unwrap_or_else(|| Arc::from(o)));
-        (plan != Plan::default() || owner.is_some()).then_some(Part { plan, owner })
+        (plan != Plan::default() || owner.is_some()).then_some(Part {
+            owner,
+            standing,
+            plan,
+        })
     }
 }
 
@@ -165,27 +174,88 @@ impl Parts {
     /// `input` differs from what the parts were planned from only in its members, which were
     /// `before`: re-plans what that can move. Returns each service whose part changed, with
     /// what this node announces for it now (what [`crate::Runtime::apply_change`] takes).
-    /// Nodes that left move only the services they won; a node that joins may win any, and
-    /// every service is planned again. (The planning node is a candidate whether or not it is
-    /// among the members: its own coming or going moves nothing.)
+    /// Nodes that left move only the services they won; nodes that join move only the
+    /// services one of them may take ([`Planner::may_take`]: open elections, and those where
+    /// a newcomer outranks the winner), found in a walk of every service; both at once plan
+    /// every service again. (The planning node is a candidate whether or not it is among the
+    /// members: its own coming or going moves nothing.)
     pub fn members_changed(
         &mut self,
         input: &PlanInput<'_>,
         before: &BTreeSet<String>,
     ) -> Vec<(ServiceKey, Vec<Announcement>)> {
         let after = input.members;
-        if after.difference(before).any(|n| n != input.node) {
-            return self.replace(plan_every(input));
+        let others = |a: &'_ BTreeSet<String>, b: &'_ BTreeSet<String>| -> Vec<String> {
+            a.difference(b)
+                .filter(|n| *n != input.node)
+                .cloned()
+                .collect()
+        };
+        let (joined, lost) = (others(after, before), others(before, after));
+        match (joined.is_empty(), lost.is_empty()) {
+            (true, true) => Vec::new(),
+            (true, false) => self.replan_won_by(input, &lost.iter().map(String::as_str).collect()),
+            (false, true) => self.replan_taken(input, &joined),
+            (false, false) => self.replace(plan_every(input)),
         }
-        let lost: BTreeSet<&str> = before
-            .difference(after)
-            .map(String::as_str)
-            .filter(|n| *n != input.node)
-            .collect();
-        if lost.is_empty() {
-            return Vec::new();
+    }
+
+    /// Plans again, from `input`, the services one of `joined` (new members) may take: every
+    /// service is walked in order with its allocation, object and kept standing, and only
+    /// those are planned.
+    fn replan_taken(
+        &mut self,
+        input: &PlanInput<'_>,
+        joined: &[String],
+    ) -> Vec<(ServiceKey, Vec<Announcement>)> {
+        let planner = Planner::new(*input);
+        let names = Names::of(input.members, input.node);
+        let slices = slices_by_service(input.config);
+        let planned: Vec<(&ServiceKey, Option<Part>)> = {
+            let mut kept = self.parts.iter().peekable();
+            let items: Vec<(&ServiceKey, &Allocation, &Service, Standing)> =
+                allocated_services(input)
+                    .into_iter()
+                    .filter_map(|(key, alloc, svc)| {
+                        while kept.next_if(|(k, _)| *k < key).is_some() {}
+                        let (_, part) = kept.next_if(|(k, _)| *k == key)?;
+                        Some((key, alloc, svc, part.standing))
+                    })
+                    .collect();
+            crate::par::runs(&items, |run| {
+                run.iter()
+                    .filter_map(|(key, alloc, svc, standing)| {
+                        let mine = slices_of(&slices, key);
+                        joined
+                            .iter()
+                            .any(|j| planner.may_take(j, alloc, svc, mine, *standing))
+                            .then(|| {
+                                let (plan, owner, standing) =
+                                    planner.service_standing(alloc, svc, mine);
+                                (*key, names.part(plan, owner, standing))
+                            })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        let mut next = planned.into_iter().peekable();
+        for (key, part) in self.parts.iter_mut() {
+            if next.peek().is_none() {
+                break;
+            }
+            if let Some((_, new)) = next.next_if(|(k, _)| *k == key) {
+                settle(key, part, new, &mut changed, &mut gone);
+            }
         }
-        self.replan_won_by(input, &lost)
+        for key in gone {
+            self.parts.remove(&key);
+        }
+        changed
     }
 
     /// Plans again, from `input`, the services one of `nodes` won. The kept parts are walked
@@ -212,9 +282,9 @@ impl Parts {
                     .map(|key| {
                         let alloc = input.allocations.get(*key)?;
                         let svc = input.config.services.get(*key)?;
-                        let (plan, owner) =
-                            planner.service_elected(alloc, svc, slices_of(&slices, key));
-                        names.part(plan, owner)
+                        let (plan, owner, standing) =
+                            planner.service_standing(alloc, svc, slices_of(&slices, key));
+                        names.part(plan, owner, standing)
                     })
                     .collect::<Vec<_>>()
             })
@@ -225,17 +295,7 @@ impl Parts {
         let mut changed = Vec::new();
         let mut gone = Vec::new();
         for ((key, part), new) in self.parts.iter_mut().filter(|(_, p)| won(p)).zip(planned) {
-            match new {
-                Some(new) if new == *part => {}
-                Some(new) => {
-                    changed.push((key.clone(), new.plan.announcements.clone()));
-                    *part = new;
-                }
-                None => {
-                    changed.push((key.clone(), Vec::new()));
-                    gone.push(key.clone());
-                }
-            }
+            settle(key, part, new, &mut changed, &mut gone);
         }
         for key in gone {
             self.parts.remove(&key);
@@ -266,6 +326,29 @@ impl Parts {
     }
 }
 
+/// Puts service `key`'s new part in place of `part` (none: it has no part any more, and is
+/// added to `gone` for the caller to remove); a part that changed is added to `changed` with
+/// its announcements.
+fn settle(
+    key: &ServiceKey,
+    part: &mut Part,
+    new: Option<Part>,
+    changed: &mut Vec<(ServiceKey, Vec<Announcement>)>,
+    gone: &mut Vec<ServiceKey>,
+) {
+    match new {
+        Some(new) if new == *part => {}
+        Some(new) => {
+            changed.push((key.clone(), new.plan.announcements.clone()));
+            *part = new;
+        }
+        None => {
+            changed.push((key.clone(), Vec::new()));
+            gone.push(key.clone());
+        }
+    }
+}
+
 /// The EndpointSlices of service `key`.
 fn slices_of<'s, 'a: 's>(
     slices: &'s SlicesByService<'a>,
@@ -286,8 +369,11 @@ fn plan_every(input: &PlanInput<'_>) -> Vec<(ServiceKey, Part)> {
     crate::par::runs(&services, |run| {
         run.iter()
             .filter_map(|(key, alloc, svc)| {
-                let (plan, owner) = planner.service_elected(alloc, svc, slices_of(&slices, key));
-                names.part(plan, owner).map(|p| ((*key).clone(), p))
+                let (plan, owner, standing) =
+                    planner.service_standing(alloc, svc, slices_of(&slices, key));
+                names
+                    .part(plan, owner, standing)
+                    .map(|p| ((*key).clone(), p))
             })
             .collect::<Vec<_>>()
     })

@@ -342,7 +342,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 .get(&(key.namespace.as_str(), key.name.as_str()))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let _ = planner.service_with(alloc, svc, mine, &mut out);
+            planner.service_with(alloc, svc, mine, &mut out);
         }
         out
     };
@@ -406,10 +406,55 @@ impl<'a> Planner<'a> {
         svc: &Service,
         slices: &[&EndpointSlice],
     ) -> (Plan, Option<&str>) {
+        let (plan, owner, _) = self.service_standing(alloc, svc, slices);
+        (plan, owner)
+    }
+
+    /// [`Planner::service_elected`], and where the election stands: what a caller keeps to
+    /// tell, when a node joins, which services it may take ([`Planner::may_take`]).
+    pub fn service_standing(
+        &self,
+        alloc: &Allocation,
+        svc: &Service,
+        slices: &[&EndpointSlice],
+    ) -> (Plan, Option<&str>, Standing) {
         let mut out = Plan::default();
-        let owner = self.service_with(alloc, svc, slices, &mut out);
+        let (owner, standing) = self.service_with(alloc, svc, slices, &mut out);
         out.announcements.sort();
-        (out, owner)
+        (out, owner, standing)
+    }
+
+    /// Whether `node`, one of this planner's members that was not one when the service's
+    /// election stood at `standing`, changes that election: it is open, or `node` is
+    /// eligible and outranks the winner. A service it does not take keeps its part (BGP parts
+    /// read only the planning node), so a node that joins moves only these.
+    pub fn may_take(
+        &self,
+        node: &str,
+        alloc: &Allocation,
+        svc: &Service,
+        slices: &[&EndpointSlice],
+        standing: Standing,
+    ) -> bool {
+        let winner = match standing {
+            Standing::Closed => return false,
+            Standing::Open => return true,
+            Standing::Won { score, hash } => (score, hash),
+        };
+        let Some(joined) = self.nodes.iter().find(|n| n.name == node) else {
+            return false;
+        };
+        let input = &self.input;
+        let Some(pool) = input.config.pools.get(&alloc.pool) else {
+            return false;
+        };
+        let Some(first) = alloc.ips.first() else {
+            return false;
+        };
+        let ads = l2_ads(input.config, svc, pool);
+        let serving = serving(input, slices);
+        l2_rank(input, &ads, joined, svc, &serving, &first.to_string())
+            .is_some_and(|rank| beats(rank, winner))
     }
 
     fn service_into(&self, key: &ServiceKey, slices: &[&EndpointSlice], out: &mut Plan) {
@@ -418,27 +463,29 @@ impl<'a> Planner<'a> {
         else {
             return;
         };
-        let _ = self.service_with(alloc, svc, slices, out);
+        self.service_with(alloc, svc, slices, out);
     }
 
     /// [`Planner::service_into`] with the service's allocation and object at hand; returns
-    /// the winner of its layer 2 election.
+    /// the winner of its layer 2 election and where the election stands.
     fn service_with(
         &self,
         alloc: &Allocation,
         svc: &Service,
         slices: &[&EndpointSlice],
         out: &mut Plan,
-    ) -> Option<&str> {
+    ) -> (Option<&str>, Standing) {
         let input = &self.input;
-        let pool = input.config.pools.get(&alloc.pool)?;
+        let Some(pool) = input.config.pools.get(&alloc.pool) else {
+            return (None, Standing::Closed);
+        };
         if alloc.ips.is_empty() {
-            return None;
+            return (None, Standing::Closed);
         }
         let serving = serving(input, slices);
-        let owner = plan_l2(input, &self.nodes, svc, pool, alloc, &serving, out);
+        let (owner, standing) = plan_l2(input, &self.nodes, svc, pool, alloc, &serving, out);
         plan_bgp(input, &self.nodes[self.me], svc, pool, alloc, &serving, out);
-        owner.map(|n| n.name.as_str())
+        (owner.map(|n| n.name.as_str()), standing)
     }
 }
 
@@ -450,7 +497,82 @@ fn skip(out: &mut Plan, key: &ServiceKey, protocol: Protocol, reason: impl Into<
     });
 }
 
-/// Plans a service's layer 2 part; returns the winner of its election (whatever node it is).
+/// Where a service's layer 2 election stands, as far as a node that joins the members can
+/// change it (see [`Planner::may_take`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No node can win it, whoever the members are: no L2Advertisement applies, its shared
+    /// IP cannot be announced by one, or no endpoint serves it.
+    Closed,
+    /// A node could win it, but no member (nor the planning node) is eligible.
+    Open,
+    /// Won, with the winner's rank: the sum of its preferred weights, then its election hash
+    /// (a higher score wins, then the lower hash).
+    Won {
+        /// The winner's preference score.
+        score: u32,
+        /// The winner's election hash.
+        hash: [u8; 32],
+    },
+}
+
+/// The L2Advertisements that apply to service `svc` of `pool`.
+fn l2_ads<'c>(config: &'c Config, svc: &Service, pool: &Pool) -> Vec<&'c L2Advertisement> {
+    config
+        .l2_advertisements
+        .iter()
+        .filter(|ad| ad.pools.selects(pool) && any_matches(&ad.service_selectors, &svc.labels))
+        .collect()
+}
+
+/// Why no node can win the election among `ads` (not none) for `svc`, if none can.
+fn l2_closed(ads: &[&L2Advertisement], svc: &Service, serving: &Serving) -> Option<&'static str> {
+    if shares_ip(svc) && ads.iter().any(|ad| !ad.service_selectors.is_empty()) {
+        return Some("a shared IP cannot be announced by an L2Advertisement with serviceSelectors");
+    }
+    if !serving.anywhere() {
+        return Some("no serving endpoint");
+    }
+    None
+}
+
+/// `node`'s rank in the election among `ads` (its preference score and hash of `first_ip`),
+/// or None when it is not eligible.
+fn l2_rank(
+    input: &PlanInput<'_>,
+    ads: &[&L2Advertisement],
+    node: &Node,
+    svc: &Service,
+    serving: &Serving,
+    first_ip: &str,
+) -> Option<(u32, [u8; 32])> {
+    let mut selecting = ads
+        .iter()
+        .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
+        .peekable();
+    if selecting.peek().is_none()
+        || node_usable(input, node).is_err()
+        || (svc.traffic_policy == TrafficPolicy::Local && !serving.on(&node.name))
+    {
+        return None;
+    }
+    // Only the advertisements that select this node score it (MetalLB's layer2_controller);
+    // their weights add up.
+    let score: u32 = selecting
+        .flat_map(|ad| &ad.preferred)
+        .filter(|(_, sel)| sel.matches(&node.labels))
+        .map(|(w, _)| *w)
+        .sum();
+    Some((score, election_hash(&node.name, first_ip)))
+}
+
+/// Whether rank `a` beats rank `b`: a higher score, then the lower hash.
+fn beats(a: (u32, [u8; 32]), b: (u32, [u8; 32])) -> bool {
+    (std::cmp::Reverse(a.0), a.1) < (std::cmp::Reverse(b.0), b.1)
+}
+
+/// Plans a service's layer 2 part; returns the winner of its election (whatever node it is)
+/// and where the election stands.
 fn plan_l2<'n>(
     input: &PlanInput<'_>,
     nodes: &'n [Node],
@@ -459,64 +581,31 @@ fn plan_l2<'n>(
     alloc: &Allocation,
     serving: &Serving,
     out: &mut Plan,
-) -> Option<&'n Node> {
-    let ads: Vec<&L2Advertisement> = input
-        .config
-        .l2_advertisements
-        .iter()
-        .filter(|ad| ad.pools.selects(pool) && any_matches(&ad.service_selectors, &svc.labels))
-        .collect();
+) -> (Option<&'n Node>, Standing) {
+    let ads = l2_ads(input.config, svc, pool);
     if ads.is_empty() {
-        return None;
+        return (None, Standing::Closed);
     }
     let k = &svc.key;
-    if shares_ip(svc) && ads.iter().any(|ad| !ad.service_selectors.is_empty()) {
-        skip(
-            out,
-            k,
-            Protocol::Layer2,
-            "a shared IP cannot be announced by an L2Advertisement with serviceSelectors",
-        );
-        return None;
-    }
-    if !serving.anywhere() {
-        skip(out, k, Protocol::Layer2, "no serving endpoint");
-        return None;
+    if let Some(why) = l2_closed(&ads, svc, serving) {
+        skip(out, k, Protocol::Layer2, why);
+        return (None, Standing::Closed);
     }
     let first_ip = alloc.ips[0].to_string();
-    let mut best: Option<(u32, [u8; 32], &Node)> = None;
+    let mut best: Option<((u32, [u8; 32]), &Node)> = None;
     for node in nodes {
-        let name = &node.name;
-        let mut selecting = ads
-            .iter()
-            .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
-            .peekable();
-        if selecting.peek().is_none()
-            || node_usable(input, node).is_err()
-            || (svc.traffic_policy == TrafficPolicy::Local && !serving.on(name))
-        {
+        let Some(rank) = l2_rank(input, &ads, node, svc, serving, &first_ip) else {
             continue;
-        }
-        // Only the advertisements that select this node score it (MetalLB's
-        // layer2_controller); their weights add up.
-        let score: u32 = selecting
-            .flat_map(|ad| &ad.preferred)
-            .filter(|(_, sel)| sel.matches(&node.labels))
-            .map(|(w, _)| *w)
-            .sum();
-        let hash = election_hash(name, &first_ip);
-        let better = match &best {
-            None => true,
-            Some((s, h, _)) => (std::cmp::Reverse(score), hash) < (std::cmp::Reverse(*s), *h),
         };
-        if better {
-            best = Some((score, hash, node));
+        if best.is_none_or(|(b, _)| beats(rank, b)) {
+            best = Some((rank, node));
         }
     }
-    let Some((_, _, owner)) = best else {
+    let Some(((score, hash), owner)) = best else {
         skip(out, k, Protocol::Layer2, "no eligible node");
-        return None;
+        return (None, Standing::Open);
     };
+    let standing = Standing::Won { score, hash };
     if owner.name != input.node {
         skip(
             out,
@@ -524,7 +613,7 @@ fn plan_l2<'n>(
             Protocol::Layer2,
             format!("announced by node {}", owner.name),
         );
-        return Some(owner);
+        return (Some(owner), standing);
     }
     // The owner is this node: its labels choose the interfaces.
     let me = owner;
@@ -551,7 +640,7 @@ fn plan_l2<'n>(
             },
         });
     }
-    Some(owner)
+    (Some(owner), standing)
 }
 
 fn shares_ip(svc: &Service) -> bool {

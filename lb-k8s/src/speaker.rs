@@ -256,6 +256,17 @@ struct Kept {
 /// less than looking each up: one in `WALK_SHARE`.
 const WALK_SHARE: usize = 8;
 
+/// Which services a walk of the kept maps plans again.
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    /// Every one.
+    All,
+    /// These.
+    Only(&'a BTreeSet<ServiceKey>),
+    /// Those one of these new members may take (`Planner::may_take`), and these (read again).
+    Taken(&'a [String], &'a BTreeSet<ServiceKey>),
+}
+
 impl Kept {
     fn config_errors(&self) -> Vec<String> {
         let mut out = self.other_errors.clone();
@@ -295,27 +306,31 @@ impl Kept {
         Some(svc)
     }
 
-    /// Re-plans every service from what is kept (a Node's decided fields changed, or a node
-    /// joined: any service's owner or eligibility may have), or of those in `only`; returns
-    /// those whose part changed.
+    /// Re-plans from what is kept the services `which` names (every one when a Node's decided
+    /// fields changed: any service's owner or eligibility may have); returns those whose part
+    /// changed.
     fn replan_all(
         &mut self,
         rules: lb_core::Rules,
         node: &str,
-        only: Option<&BTreeSet<ServiceKey>>,
+        which: Which<'_>,
     ) -> BTreeSet<ServiceKey> {
-        let moved = self.walk(rules, node, only);
+        let moved = self.walk(rules, node, which);
         self.parts.set(moved)
     }
 
-    /// The parts that moved among every service, or those in `only`, planned in one walk of
-    /// the kept maps.
+    /// The parts that moved among the services `which` names, planned in one walk of the kept
+    /// maps.
     fn walk(
         &self,
         rules: lb_core::Rules,
         node: &str,
-        only: Option<&BTreeSet<ServiceKey>>,
+        which: Which<'_>,
     ) -> Vec<(ServiceKey, Option<Part>)> {
+        let only = match which {
+            Which::Only(keys) => Some(keys),
+            Which::All | Which::Taken(..) => None,
+        };
         let Kept {
             config,
             slices,
@@ -374,9 +389,23 @@ impl Kept {
         let moved: Vec<(ServiceKey, Option<Part>)> = lb_core::par::runs(&items, |run| {
             run.iter()
                 .filter_map(|(key, found, of, old)| {
+                    if let Which::Taken(joined, touched) = which {
+                        // A service without a part can be taken by no one.
+                        let may = touched.contains(*key)
+                            || match (found, old) {
+                                (Some((a, s)), Some(p)) => joined
+                                    .iter()
+                                    .any(|j| planner.may_take(j, a, s, of, p.standing)),
+                                (None, Some(_)) => true,
+                                (_, None) => false,
+                            };
+                        if !may {
+                            return None;
+                        }
+                    }
                     let part = found.and_then(|(a, s)| {
-                        let (plan, owner) = planner.service_elected(a, s, of);
-                        names.part(plan, owner)
+                        let (plan, owner, standing) = planner.service_standing(a, s, of);
+                        names.part(plan, owner, standing)
                     });
                     let same = old.map_or(part.is_none(), |p| Some(p) == part.as_ref());
                     (!same).then(|| ((*key).clone(), part))
@@ -407,8 +436,8 @@ impl Kept {
                                 .get(&(key.namespace.clone(), key.name.clone()))
                                 .map(|m| m.values().collect())
                                 .unwrap_or_default();
-                            let (plan, owner) = planner.service_elected(a, s, &of);
-                            names.part(plan, owner)
+                            let (plan, owner, standing) = planner.service_standing(a, s, &of);
+                            names.part(plan, owner, standing)
                         });
                     ((*key).clone(), part)
                 })
@@ -526,7 +555,7 @@ impl Core {
             kept.add_slice(slice);
         }
         let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
-        kept.replan_all(rules, &opts.node_name, None);
+        kept.replan_all(rules, &opts.node_name, Which::All);
         let plan = kept.plan();
         self.kept = Some(kept);
         plan
@@ -574,6 +603,8 @@ impl Core {
         // A change after which any service's owner or eligibility may have moved: every
         // service is planned again from what is kept (no object is read again).
         let mut every = false;
+        // New members: they move only the services one of them may take.
+        let mut joined: Vec<String> = Vec::new();
         // This node is a candidate whether or not it is among the members (a plan is for it).
         if members_moved {
             lost.extend(
@@ -582,7 +613,12 @@ impl Core {
                     .filter(|n| *n != me)
                     .cloned(),
             );
-            every |= members.difference(&kept.members).any(|n| n != me);
+            joined.extend(
+                members
+                    .difference(&kept.members)
+                    .filter(|n| *n != me)
+                    .cloned(),
+            );
             kept.members = members.clone();
         }
         // A Node whose decided fields changed may change any service's owner or eligibility,
@@ -661,8 +697,15 @@ impl Core {
                 _ => {}
             }
         }
-        if every {
-            let mut changed = kept.replan_all(rules, me, None);
+        // Members that join and leave at once, or with a Node change: every service.
+        every |= !joined.is_empty() && !lost.is_empty();
+        if every || !joined.is_empty() {
+            let which = if every {
+                Which::All
+            } else {
+                Which::Taken(&joined, &touched)
+            };
+            let mut changed = kept.replan_all(rules, me, which);
             // A service read again is the change's even when its part stayed.
             changed.extend(touched);
             return Some(changed);
@@ -674,7 +717,7 @@ impl Core {
             // Many are planned again in one walk of the kept maps: a look-up in each, for each
             // of many services, costs more than reading every entry once.
             if moved.len() * WALK_SHARE >= kept.parts.len() {
-                kept.replan_all(rules, me, Some(&moved));
+                kept.replan_all(rules, me, Which::Only(&moved));
             } else {
                 kept.replan_some(&moved, rules, me);
             }
