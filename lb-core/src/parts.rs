@@ -241,20 +241,13 @@ impl Parts {
             .flatten()
             .collect()
         };
-        let mut changed = Vec::new();
-        let mut gone = Vec::new();
         let mut next = planned.into_iter().peekable();
-        for (key, part) in self.parts.iter_mut() {
-            if next.peek().is_none() {
-                break;
-            }
-            if let Some((_, new)) = next.next_if(|(k, _)| *k == key) {
-                settle(key, part, new, &mut changed, &mut gone);
-            }
-        }
-        for key in gone {
-            self.parts.remove(&key);
-        }
+        let slots = self.parts.iter_mut().filter_map(|(key, part)| {
+            let (_, new) = next.next_if(|(k, _)| *k == key)?;
+            Some(((key, part), new))
+        });
+        let (changed, gone) = settle(slots);
+        self.forget(gone);
         changed
     }
 
@@ -292,15 +285,15 @@ impl Parts {
             .flatten()
             .collect()
         };
-        let mut changed = Vec::new();
-        let mut gone = Vec::new();
-        for ((key, part), new) in self.parts.iter_mut().filter(|(_, p)| won(p)).zip(planned) {
-            settle(key, part, new, &mut changed, &mut gone);
-        }
+        let (changed, gone) = settle(self.parts.iter_mut().filter(|(_, p)| won(p)).zip(planned));
+        self.forget(gone);
+        changed
+    }
+
+    fn forget(&mut self, gone: Vec<ServiceKey>) {
         for key in gone {
             self.parts.remove(&key);
         }
-        changed
     }
 
     /// Takes `planned` (every service's part, in service order) as the parts; returns each
@@ -326,27 +319,27 @@ impl Parts {
     }
 }
 
-/// Puts service `key`'s new part in place of `part` (none: it has no part any more, and is
-/// added to `gone` for the caller to remove); a part that changed is added to `changed` with
-/// its announcements.
-fn settle(
-    key: &ServiceKey,
-    part: &mut Part,
-    new: Option<Part>,
-    changed: &mut Vec<(ServiceKey, Vec<Announcement>)>,
-    gone: &mut Vec<ServiceKey>,
-) {
-    match new {
-        Some(new) if new == *part => {}
-        Some(new) => {
-            changed.push((key.clone(), new.plan.announcements.clone()));
-            *part = new;
-        }
-        None => {
-            changed.push((key.clone(), Vec::new()));
-            gone.push(key.clone());
+/// Puts each new part in its slot (none: the service has no part any more). Returns each
+/// service whose part changed, with its announcements now, and those left without a part, for
+/// the caller to remove.
+fn settle<'p>(
+    slots: impl Iterator<Item = ((&'p ServiceKey, &'p mut Part), Option<Part>)>,
+) -> (Vec<(ServiceKey, Vec<Announcement>)>, Vec<ServiceKey>) {
+    let (mut changed, mut gone) = (Vec::new(), Vec::new());
+    for ((key, part), new) in slots {
+        match new {
+            Some(new) if new == *part => {}
+            Some(new) => {
+                changed.push((key.clone(), new.plan.announcements.clone()));
+                *part = new;
+            }
+            None => {
+                changed.push((key.clone(), Vec::new()));
+                gone.push(key.clone());
+            }
         }
     }
+    (changed, gone)
 }
 
 /// The EndpointSlices of service `key`.
