@@ -655,7 +655,13 @@ impl Node {
             return None;
         }
         if *members == kept.members {
-            return Some(lb_core::AppliedChange::default());
+            // Nothing moved; an announcer that refused its last part gets it again, and what
+            // is still refused stays reported.
+            return Some(
+                self.runtime
+                    .apply_change(Vec::new(), &BTreeSet::new(), now_secs())
+                    .await,
+            );
         }
         let input = lb_core::PlanInput::new(
             &self.config,
