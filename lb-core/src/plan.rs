@@ -330,6 +330,29 @@ pub fn node_can_win(node: &Node, rules: crate::runtime::Rules) -> bool {
     usable(rules.ignore_exclude_label, node).is_ok()
 }
 
+/// Whether a change of one Node from `before` to `after` only makes it able to win elections
+/// (its network came back, or the exclude label went away) while the plan reads it alike
+/// otherwise. Such a node moves only the services it may take, as a node that joins does
+/// ([`Planner::may_take`]).
+pub fn node_becomes_able(
+    config: &Config,
+    before: &Node,
+    after: &Node,
+    rules: crate::runtime::Rules,
+) -> bool {
+    if node_can_win(before, rules) || !node_can_win(after, rules) {
+        return false;
+    }
+    let mut usable_before = before.clone();
+    usable_before.network_unavailable = after.network_unavailable;
+    let exclude = crate::objects::EXCLUDE_LB_LABEL;
+    match after.labels.get(exclude) {
+        Some(v) => usable_before.labels.insert(exclude.to_string(), v.clone()),
+        None => usable_before.labels.remove(exclude),
+    };
+    node_reads_alike(config, &usable_before, after)
+}
+
 /// What `input.node` announces: see the module docs for the rules.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let planner = Planner::new(*input);

@@ -690,6 +690,29 @@ fn a_node_reads_alike_unless_a_selector_or_its_usability_reads_the_change() {
         String::new(),
     );
     assert!(!alike(&n), "excluded");
+
+    // A node that only becomes able to win moves only what it may take; any other change
+    // that a selector reads does not count as that.
+    use lb_core::plan::node_becomes_able;
+    let rules = Rules::cluster(false);
+    let able = |before: &Node, after: &Node| node_becomes_able(&config, before, after, rules);
+    let mut down = base.clone();
+    down.network_unavailable = true;
+    assert!(able(&down, &base), "its network came back");
+    assert!(!able(&base, &down), "its network went down");
+    assert!(!able(&base, &other), "it could win before");
+    let mut excluded = base.clone();
+    excluded.labels.insert(
+        "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+        String::new(),
+    );
+    assert!(able(&excluded, &base), "the exclude label went away");
+    let mut moved = base.clone();
+    moved.labels.insert("zone".into(), "b".into());
+    assert!(!able(&down, &moved), "back, and in another zone");
+    let mut still_down = down.clone();
+    still_down.labels.insert("team".into(), "x".into());
+    assert!(!able(&down, &still_down), "still down");
 }
 
 /// `Parts::members_changed` after any run of member changes (nodes leave and join, the

@@ -603,7 +603,8 @@ impl Core {
         // A change after which any service's owner or eligibility may have moved: every
         // service is planned again from what is kept (no object is read again).
         let mut every = false;
-        // New members: they move only the services one of them may take.
+        // New members, and members that became able to win: they move only the services one
+        // of them may take.
         let mut joined: Vec<String> = Vec::new();
         // This node is a candidate whether or not it is among the members (a plan is for it).
         if members_moved {
@@ -624,7 +625,8 @@ impl Core {
         // A Node whose decided fields changed may change any service's owner or eligibility,
         // unless the plan reads it alike (a label no selector reads) or does not read it at
         // all (a node that is no member and not this one): then it is kept, and no part can
-        // have moved. One that can no longer win moves only what it won.
+        // have moved. One that can no longer win moves only what it won; one that only became
+        // able to win, only what it may take.
         let mut read = Vec::with_capacity(changes.len());
         for (key, value) in changes {
             let loaded = value.map(|v| load_values([v]));
@@ -635,15 +637,20 @@ impl Core {
                     let after = now
                         .cloned()
                         .unwrap_or_else(|| lb_core::objects::Node::bare(&key.2));
-                    if planned
-                        && !lb_core::plan::node_reads_alike(
-                            &kept.config,
-                            &kept.config.node(&key.2),
-                            &after,
-                        )
-                    {
+                    let before = kept.config.node(&key.2);
+                    if planned && !lb_core::plan::node_reads_alike(&kept.config, &before, &after) {
                         if key.2 != me && !lb_core::plan::node_can_win(&after, rules) {
                             lost.insert(key.2.clone());
+                        } else if key.2 != me
+                            && lb_core::plan::node_becomes_able(
+                                &kept.config,
+                                &before,
+                                &after,
+                                rules,
+                            )
+                        {
+                            // Its network came back: as a node that joins.
+                            joined.push(key.2.clone());
                         } else {
                             every = true;
                         }
