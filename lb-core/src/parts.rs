@@ -4,8 +4,9 @@
 //! A change of the members alone moves little: BGP parts read only the planning node, and a
 //! node that leaves changes an election only where it was the winner. So [`Parts`] re-plans
 //! the services a departed node won and leaves every other part as it is. A node that joins
-//! may win any election: every service is planned again, and only the parts that differ are
-//! reported. Both the standalone node and the Kubernetes speaker keep their plan this way.
+//! changes an election only where it outranks the kept winner, or where none was eligible:
+//! every service is checked against its kept standing, and only those are planned again.
+//! Both the standalone node and the Kubernetes speaker keep their plan this way.
 //!
 //! ```
 //! use std::collections::BTreeSet;
@@ -46,8 +47,8 @@ use crate::plan::{
     slices_by_service,
 };
 
-/// One service's part of the plan, and the node that won its layer 2 election (none when no
-/// L2Advertisement applies or no node is eligible).
+/// One service's part of the plan, the node that won its layer 2 election (none when no
+/// L2Advertisement applies or no node is eligible) and where that election stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
     /// The winner of its layer 2 election (first: parts compare by it first, and a departed
