@@ -154,22 +154,24 @@ impl Parts {
 
     /// Puts planned parts in place (none: the service has no part); returns their services.
     pub fn set(&mut self, planned: Vec<(ServiceKey, Option<Part>)>) -> BTreeSet<ServiceKey> {
-        let mut changed = BTreeSet::new();
+        // Built from the keys at once (in key order, as planned, it is built without a search).
+        let changed = planned.iter().map(|(k, _)| k.clone()).collect();
+        self.put(planned);
+        changed
+    }
+
+    /// Puts planned parts in place (none: the service has no part), one search each.
+    pub fn put(&mut self, planned: Vec<(ServiceKey, Option<Part>)>) {
         for (key, part) in planned {
             match part {
                 None => {
                     self.parts.remove(&key);
                 }
-                Some(part) => match self.parts.get_mut(&key) {
-                    Some(p) => *p = part,
-                    None => {
-                        self.parts.insert(key.clone(), part);
-                    }
-                },
+                Some(part) => {
+                    self.parts.insert(key, part);
+                }
             }
-            changed.insert(key);
         }
-        changed
     }
 
     /// `input` differs from what the parts were planned from only in its members, which were

@@ -235,8 +235,8 @@ const KEPT_KINDS: [&str; 3] = ["services", "endpointslices", "nodes"];
 struct Kept {
     /// The configuration in force, without its EndpointSlices (they are in `slices`).
     config: Config,
-    /// The EndpointSlices by the service they name: (namespace, service) -> name -> slice.
-    slices: BTreeMap<(String, String), BTreeMap<String, lb_core::objects::EndpointSlice>>,
+    /// The EndpointSlices by the service they name: service -> name -> slice.
+    slices: BTreeMap<ServiceKey, BTreeMap<String, lb_core::objects::EndpointSlice>>,
     /// The service each slice named when read: (namespace, name) -> service.
     slice_service: BTreeMap<(String, String), String>,
     /// Every service's addresses, from its status.
@@ -286,7 +286,7 @@ impl Kept {
         self.slice_service
             .insert((ns.clone(), slice.name.clone()), svc.clone());
         self.slices
-            .entry((ns, svc))
+            .entry(ServiceKey::new(ns, svc))
             .or_default()
             .insert(slice.name.clone(), slice);
     }
@@ -296,7 +296,7 @@ impl Kept {
         let svc = self
             .slice_service
             .remove(&(ns.to_string(), name.to_string()))?;
-        let key = (ns.to_string(), svc.clone());
+        let key = ServiceKey::new(ns.to_string(), svc.clone());
         if let Some(m) = self.slices.get_mut(&key) {
             m.remove(name);
             if m.is_empty() {
@@ -372,13 +372,9 @@ impl Kept {
             }
             while allocs.next_if(|(k, _)| *k < key).is_some() {}
             let alloc = allocs.next_if(|(k, _)| *k == key).map(|(_, a)| a);
-            let wanted = (key.namespace.as_str(), key.name.as_str());
-            while by_service
-                .next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) < wanted)
-                .is_some()
-            {}
+            while by_service.next_if(|(k, _)| *k < key).is_some() {}
             let of = by_service
-                .next_if(|(k, _)| (k.0.as_str(), k.1.as_str()) == wanted)
+                .next_if(|(k, _)| *k == key)
                 .map(|(_, m)| m.values().collect())
                 .unwrap_or_default();
             items.push((key, alloc.zip(svc), of, old));
@@ -433,7 +429,7 @@ impl Kept {
                         .and_then(|(a, s)| {
                             let of: Vec<&lb_core::objects::EndpointSlice> = self
                                 .slices
-                                .get(&(key.namespace.clone(), key.name.clone()))
+                                .get(*key)
                                 .map(|m| m.values().collect())
                                 .unwrap_or_default();
                             let (plan, owner, standing) = planner.service_standing(a, s, &of);
@@ -447,7 +443,7 @@ impl Kept {
         .flatten()
         .collect();
         drop(planner);
-        self.parts.set(planned);
+        self.parts.put(planned);
     }
 
     /// A planner over what is kept, and the names a part's owner is one of (every member and
