@@ -15,6 +15,11 @@
 //!
 //! Nothing leaves the process.
 
+/// On mimalloc with `--features mimalloc`, as in `lb-bin`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -21,12 +21,18 @@
 //!   alone are planned again and applied.
 //! - `leave`: node3 leaves the members (timed; it rejoins untimed), what a failover is: the
 //!   same, from the same kept winners (before this, a whole decision: `whole`).
-//! - `join`: node3 rejoins the members (timed): it may win any service, so every service is
-//!   planned again from what was kept, and those whose part moved are applied.
+//! - `join`: node3 rejoins the members (timed): a walk of what was kept finds the services it
+//!   may take (`Planner::may_take`), those alone are planned again, and those whose part moved
+//!   are applied.
 //!
 //! The announcers are tables by address (what the real ones keep; they need raw sockets and
 //! peers, which a bench must not touch: `benches/l2-takeover.sh` times the layer 2 one in a
 //! namespace). Nothing leaves the process.
+
+/// On mimalloc with `--features mimalloc`, as in `lb-bin`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeSet;
 use std::hint::black_box;

@@ -16,6 +16,11 @@
 //!
 //! The announcers are tables by address (`lb_benches::Table`); nothing leaves the process.
 
+/// On mimalloc with `--features mimalloc`, as in `lb-bin`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::Arc;
