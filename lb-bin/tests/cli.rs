@@ -264,3 +264,54 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
+
+/// The binary turns transparent huge pages off for its process before it reads anything
+/// (`main.rs`, `huge_pages_off`: mimalloc asks for huge pages, and a fault on one stalled a
+/// pass 0.4 s now and then). Seen from outside: `lb-bin plan` waits to open its config, a
+/// FIFO, while the kernel's view of it says THP is off; then it gets the config and plans.
+#[cfg(feature = "mimalloc")]
+#[test]
+fn the_process_runs_without_transparent_huge_pages() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("lb-bin-thp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("config.yaml");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_lb-bin"))
+        .args(["plan", "--config", fifo.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    // Bounded: 100 looks, 50 ms apart. Until main runs the field reads 1 (the system's).
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&status).unwrap_or_default();
+        seen = text
+            .lines()
+            .find(|l| l.starts_with("THP_enabled:"))
+            .unwrap_or("no THP_enabled line")
+            .to_string();
+        if seen.split_whitespace().nth(1) == Some("0") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The config goes in either way, so that the child ends.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    w.write_all(std::fs::read_to_string(example()).unwrap().as_bytes())
+        .unwrap();
+    drop(w);
+    let o = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("default/api"), "{}", stdout(&o));
+    assert_eq!(
+        seen, "THP_enabled:\t0",
+        "lb-bin left transparent huge pages on"
+    );
+}
