@@ -10,17 +10,46 @@ pub const PARALLEL_FROM: usize = 2048;
 /// that thread's free memory (a pass's earlier step, just freed) where another thread's would
 /// take more. Few items, or one core, make one run.
 pub fn runs<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads < 2 || items.len() < PARALLEL_FROM {
-        return vec![f(items)];
+    match per_run(items.len()) {
+        Some(per) => spread(items.chunks(per), f),
+        None => vec![f(items)],
     }
-    let per = items.len().div_ceil(threads);
+}
+
+/// [`runs`] over items that `f` may change.
+pub fn runs_mut<T: Send, R: Send>(items: &mut [T], f: impl Fn(&mut [T]) -> R + Sync) -> Vec<R> {
+    match per_run(items.len()) {
+        Some(per) => spread(items.chunks_mut(per), f),
+        None => vec![f(items)],
+    }
+}
+
+/// How many of `n` items each core's run takes, or none for one run.
+fn per_run(n: usize) -> Option<usize> {
+    if n < PARALLEL_FROM {
+        return None;
+    }
+    let threads = cores();
+    (threads >= 2).then(|| n.div_ceil(threads))
+}
+
+/// The cores this process may use (at most 8), asked once: the answer reads the cgroup's
+/// files, which cost more than a small change's whole decision.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
+}
+
+/// `f` over each of `runs`, the first on the calling thread.
+fn spread<C: Send, R: Send>(
+    mut runs: impl Iterator<Item = C>,
+    f: impl Fn(C) -> R + Sync,
+) -> Vec<R> {
     std::thread::scope(|scope| {
-        let mut chunks = items.chunks(per);
-        let first = chunks.next().unwrap_or_default();
+        let first = runs.next();
         let f = &f;
-        let handles: Vec<_> = chunks.map(|run| scope.spawn(move || f(run))).collect();
-        let mut out = vec![f(first)];
+        let handles: Vec<_> = runs.map(|run| scope.spawn(move || f(run))).collect();
+        let mut out: Vec<R> = first.map(f).into_iter().collect();
         out.extend(
             handles
                 .into_iter()
@@ -33,12 +62,10 @@ pub fn runs<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<
 /// `items` sorted: a run per core sorted on its own, then the runs merged. Ties keep no order
 /// (as `sort_unstable`); callers whose items are distinct get the one order there is.
 pub fn sort_unstable<T: Ord + Send + Copy>(mut items: Vec<T>) -> Vec<T> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads < 2 || items.len() < PARALLEL_FROM {
+    let Some(per) = per_run(items.len()) else {
         items.sort_unstable();
         return items;
-    }
-    let per = items.len().div_ceil(threads);
+    };
     std::thread::scope(|scope| {
         for run in items.chunks_mut(per) {
             scope.spawn(move || run.sort_unstable());
@@ -97,6 +124,26 @@ mod tests {
                 .into_iter()
                 .flat_map(|r: Vec<usize>| r)
                 .collect();
+            assert_eq!(got, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn runs_mut_change_every_item_and_keep_the_order() {
+        for n in [0, 1, super::PARALLEL_FROM - 1, super::PARALLEL_FROM * 3 + 7] {
+            let mut items: Vec<usize> = (0..n).collect();
+            let got: Vec<usize> = super::runs_mut(&mut items, |run| {
+                run.iter_mut()
+                    .map(|i| {
+                        *i += 1;
+                        *i * 2
+                    })
+                    .collect()
+            })
+            .into_iter()
+            .flat_map(|r: Vec<usize>| r)
+            .collect();
+            assert_eq!(items, (1..=n).collect::<Vec<_>>());
             assert_eq!(got, items.iter().map(|i| i * 2).collect::<Vec<_>>());
         }
     }

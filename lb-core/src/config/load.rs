@@ -472,11 +472,10 @@ fn documents(
     // results are put back in file order (the findings read the same either way). Each run
     // returns its objects in one list (not one list a document: those, made on another
     // thread and freed on this one, would stay in that thread's arena).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let runs: Vec<Run> = if threads < 2 || todo.len() < PARALLEL_FROM {
+    let runs: Vec<Run> = if todo.len() < PARALLEL_FROM || crate::par::cores() < 2 {
         vec![parse_run(&todo)]
     } else {
-        let per = todo.len().div_ceil(threads);
+        let per = todo.len().div_ceil(crate::par::cores());
         std::thread::scope(|scope| {
             let handles: Vec<_> = todo
                 .chunks(per)
