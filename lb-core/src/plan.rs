@@ -201,12 +201,16 @@ pub struct Skip {
 }
 
 /// Where a service's endpoints can serve.
-enum Serving {
+enum Serving<'s> {
     Everywhere,
-    Nodes { any: bool, nodes: BTreeSet<String> },
+    /// The names borrowed from the endpoints (a copy of each cost more than the look-ups).
+    Nodes {
+        any: bool,
+        nodes: BTreeSet<&'s str>,
+    },
 }
 
-impl Serving {
+impl Serving<'_> {
     fn anywhere(&self) -> bool {
         match self {
             Serving::Everywhere => true,
@@ -238,7 +242,7 @@ pub(crate) fn slices_by_service(config: &Config) -> SlicesByService<'_> {
     by
 }
 
-fn serving(input: &PlanInput<'_>, slices: &[&EndpointSlice]) -> Serving {
+fn serving<'s>(input: &PlanInput<'_>, slices: &[&'s EndpointSlice]) -> Serving<'s> {
     if slices.is_empty() && input.missing_endpoints == MissingEndpoints::ServeEverywhere {
         return Serving::Everywhere;
     }
@@ -251,7 +255,7 @@ fn serving(input: &PlanInput<'_>, slices: &[&EndpointSlice]) -> Serving {
     {
         any = true;
         if let Some(n) = &ep.node {
-            nodes.insert(n.clone());
+            nodes.insert(n.as_str());
         }
     }
     Serving::Nodes { any, nodes }
