@@ -137,7 +137,7 @@ impl Speaker {
             whole = self.whole,
             "pass"
         );
-        let touched = if !std::mem::take(&mut self.whole) && !changed.relisted {
+        let decided = if !std::mem::take(&mut self.whole) && !changed.relisted {
             self.core.change(
                 object_changes(&changed, &self.store),
                 members,
@@ -146,10 +146,10 @@ impl Speaker {
         } else {
             None
         };
-        match touched {
-            Some(touched) => {
-                tracing::debug!(services = touched.len(), "a change, applied as one");
-                self.apply_change(touched, members, started).await
+        match decided {
+            Some(decided) => {
+                tracing::debug!(services = decided.len(), "a change, applied as one");
+                self.apply_change(decided, members, started).await
             }
             None => {
                 tracing::debug!("a whole decision");
@@ -182,24 +182,19 @@ impl Speaker {
         });
     }
 
-    /// The services `touched` decided again, applied as a change: each announcer, the status
+    /// The services `decided` again, each with this node's part, applied as a change: each announcer, the status
     /// objects, the metrics and `/status` get those services' difference alone, so the pass
     /// costs what changed.
     async fn apply_change(
         &mut self,
-        touched: BTreeSet<lb_core::objects::ServiceKey>,
+        mut parts: Vec<lb_k8s::speaker::Decided>,
         members: &BTreeSet<String>,
         started: std::time::Instant,
     ) {
         let node = self.opts.k8s.node_name.clone();
-        let parts: Vec<(lb_core::objects::ServiceKey, Vec<lb_core::Announcement>)> = touched
-            .into_iter()
-            .map(|key| {
-                let mut part = self.core.part(&key);
-                crate::members::without_l2_if_refused(members, &mut part);
-                (key, part)
-            })
-            .collect();
+        for (_, part) in &mut parts {
+            crate::members::without_l2_if_refused(members, part);
+        }
         let config_errors = self.core.config_errors();
         self.metrics.config(true, self.core.stale());
         let ns = &self.opts.k8s.namespace;

@@ -11,8 +11,9 @@
 //! When the API server is unreachable the store keeps the last objects it saw, so the plan
 //! stays what it was and only membership changes move announcements.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
@@ -22,7 +23,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use lb_core::alloc::Allocation;
 use lb_core::config::{Config, Severity, load_values};
 use lb_core::objects::ServiceKey;
-use lb_core::parts::{Names, Part, Parts};
+use lb_core::parts::{Names, Part};
 use lb_core::plan::{How, Interfaces, Plan, PlanInput};
 use serde_json::{Value, json};
 
@@ -229,20 +230,136 @@ fn allocation_from_status(
 /// whole decision.
 const KEPT_KINDS: [&str; 3] = ["services", "endpointslices", "nodes"];
 
+/// One service as kept: its object, its addresses (from its status), its EndpointSlices and
+/// its part of the plan, in one place, so that planning it again costs one look-up.
+#[derive(Debug)]
+struct Entry {
+    key: ServiceKey,
+    /// The Service (none: only slices name it, or it was deleted and its part not yet
+    /// planned again).
+    service: Option<lb_core::objects::Service>,
+    /// Its addresses, from its status (none: it has none of our class and pools).
+    allocation: Option<Allocation>,
+    /// The EndpointSlices that name it, by name.
+    slices: BTreeMap<String, lb_core::objects::EndpointSlice>,
+    /// Its part of the plan, and who won its layer 2 election (none: nothing to announce or
+    /// say).
+    part: Option<Part>,
+}
+
+impl Entry {
+    fn new(key: ServiceKey) -> Entry {
+        Entry {
+            key,
+            service: None,
+            allocation: None,
+            slices: BTreeMap::new(),
+            part: None,
+        }
+    }
+
+    /// Nothing is kept for the service any more.
+    fn is_empty(&self) -> bool {
+        self.service.is_none() && self.slices.is_empty() && self.part.is_none()
+    }
+
+    /// Its part, planned from what it holds.
+    fn planned(&self, planner: &lb_core::Planner<'_>, names: &Names) -> Option<Part> {
+        let (alloc, svc) = self.allocation.as_ref().zip(self.service.as_ref())?;
+        let (plan, owner, standing) = planner.service_standing(alloc, svc, &self.slices());
+        names.part(plan, owner, standing)
+    }
+
+    fn slices(&self) -> Vec<&lb_core::objects::EndpointSlice> {
+        self.slices.values().collect()
+    }
+}
+
+/// Every kept service's entry in a slot of its own (for as long as it lives), found by its
+/// key; the index of winners names slots, so a lost node's services are planned again and
+/// put in place without a search.
+#[derive(Debug, Default)]
+struct Entries {
+    slots: Vec<Option<Box<Entry>>>,
+    free: Vec<usize>,
+    /// Hashed: a search of an ordered map of 100,000 string keys cost more than planning
+    /// the service.
+    at: HashMap<ServiceKey, usize>,
+}
+
+impl Entries {
+    fn slot(&self, key: &ServiceKey) -> Option<usize> {
+        self.at.get(key).copied()
+    }
+
+    fn get(&self, at: usize) -> Option<&Entry> {
+        self.slots.get(at)?.as_deref()
+    }
+
+    fn get_mut(&mut self, at: usize) -> Option<&mut Entry> {
+        self.slots.get_mut(at)?.as_deref_mut()
+    }
+
+    fn by_key(&self, key: &ServiceKey) -> Option<&Entry> {
+        self.get(self.slot(key)?)
+    }
+
+    /// Service `key`'s slot, made when it has none.
+    fn slot_or_new(&mut self, key: &ServiceKey) -> usize {
+        if let Some(at) = self.slot(key) {
+            return at;
+        }
+        let entry = Some(Box::new(Entry::new(key.clone())));
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.slots[at] = entry;
+                at
+            }
+            None => {
+                self.slots.push(entry);
+                self.slots.len() - 1
+            }
+        };
+        self.at.insert(key.clone(), at);
+        at
+    }
+
+    /// Frees slot `at` if nothing is kept in its entry (its part is none: no index names
+    /// it).
+    fn tidy(&mut self, at: usize) {
+        if let Some(e) = self.get(at).filter(|e| e.is_empty()) {
+            let key = e.key.clone();
+            self.at.remove(&key);
+            self.slots[at] = None;
+            self.free.push(at);
+        }
+    }
+
+    /// Every entry with its slot.
+    fn iter(&self) -> impl Iterator<Item = (usize, &Entry)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(at, e)| Some((at, e.as_deref()?)))
+    }
+}
+
 /// What the last whole decision read, kept up to date by [`Core::change`], so that a change
 /// of one Service, EndpointSlice or Node touches that object's part alone.
 #[derive(Debug)]
 struct Kept {
-    /// The configuration in force, without its EndpointSlices (they are in `slices`).
+    /// The configuration in force, without its Services and EndpointSlices (in `entries`).
     config: Config,
-    /// The EndpointSlices by the service they name: service -> name -> slice.
-    slices: BTreeMap<ServiceKey, BTreeMap<String, lb_core::objects::EndpointSlice>>,
+    /// Every service named by a Service, an EndpointSlice or a kept part.
+    entries: Entries,
     /// The service each slice named when read: (namespace, name) -> service.
     slice_service: BTreeMap<(String, String), String>,
-    /// Every service's addresses, from its status.
-    allocations: BTreeMap<ServiceKey, Allocation>,
-    /// Each service's part of the plan, and who won its layer 2 election.
-    parts: Parts,
+    /// The services (their slots) whose layer 2 election each node won: a node that can no
+    /// longer win moves these, found without a walk of every part.
+    won: Won,
+    /// The services (their slots) whose part's layer 2 election is not closed: the only ones
+    /// a node that joins may take, so a join reads these entries alone.
+    takeable: Bits,
     /// Error findings about Services, EndpointSlices and Nodes, by object.
     object_errors: BTreeMap<(String, String, String), Vec<String>>,
     /// Error findings about everything else, in load order.
@@ -252,19 +369,177 @@ struct Kept {
     options: (String, Option<String>, bool),
 }
 
-/// Services planned again among the kept ones beyond which one walk of the kept maps costs
-/// less than looking each up: one in `WALK_SHARE`.
-const WALK_SHARE: usize = 8;
-
-/// Which services a walk of the kept maps plans again.
+/// Which services a walk of the kept entries plans again.
 #[derive(Clone, Copy)]
 enum Which<'a> {
     /// Every one.
     All,
-    /// These.
-    Only(&'a BTreeSet<ServiceKey>),
     /// Those one of these new members may take (`Planner::may_take`), and these (read again).
     Taken(&'a [String], &'a BTreeSet<ServiceKey>),
+}
+
+/// A service decided again: its key and this node's part (its announcements).
+pub type Decided = (ServiceKey, Vec<lb_core::Announcement>);
+
+/// A new part put in an entry, for the index of winners.
+struct Settled {
+    /// The part changed its winner, or stayed (the index names its winner now, whatever a
+    /// caller took from it).
+    enters: bool,
+    /// The winner it had, when it changed its winner: moved out of the replaced part, so that
+    /// no count of a shared name is touched on another core.
+    left: Option<Arc<str>>,
+    /// The part's layer 2 election is not closed now: a node that joins may take it.
+    takeable: bool,
+    /// The service and this node's part now, when asked for.
+    decided: Option<Decided>,
+}
+
+impl Settled {
+    /// Puts `new` in `entry` (the replaced part is freed here).
+    fn of(entry: &mut Entry, new: Option<Part>, keys: bool) -> Settled {
+        let moved = owner(entry.part.as_ref()) != owner(new.as_ref());
+        let changed = entry.part != new;
+        let mut left = None;
+        if changed {
+            let old = std::mem::replace(&mut entry.part, new);
+            if moved {
+                left = old.and_then(|mut p| p.owner.take());
+            }
+        }
+        Settled {
+            enters: !changed || moved,
+            left,
+            takeable: entry
+                .part
+                .as_ref()
+                .is_some_and(|p| p.standing != lb_core::Standing::Closed),
+            decided: keys.then(|| {
+                let part = entry.part.as_ref();
+                let part = part.map(|p| p.plan.announcements.clone());
+                (entry.key.clone(), part.unwrap_or_default())
+            }),
+        }
+    }
+}
+
+/// The winner of a part's election.
+fn owner(part: Option<&Part>) -> Option<&str> {
+    part.and_then(|p| p.owner.as_deref())
+}
+
+/// The services (their slots) whose layer 2 election each node won, a bit per slot.
+#[derive(Debug, Default)]
+struct Won(HashMap<String, Bits>);
+
+impl Won {
+    /// Names slot `at` among the services `node` won.
+    fn add(&mut self, node: &str, at: usize) {
+        match self.0.get_mut(node) {
+            Some(slots) => slots.insert(at),
+            None => {
+                let mut slots = Bits::default();
+                slots.insert(at);
+                self.0.insert(node.to_string(), slots);
+            }
+        }
+    }
+
+    /// Slot `at` is no longer among the services `node` won.
+    fn remove(&mut self, node: &str, at: usize) {
+        if let Some(slots) = self.0.get_mut(node) {
+            slots.remove(at);
+            if slots.len == 0 {
+                self.0.remove(node);
+            }
+        }
+    }
+
+    /// The services `node` won, no longer named.
+    fn take(&mut self, node: &str) -> Bits {
+        self.0.remove(node).unwrap_or_default()
+    }
+
+    /// Puts what [`Settled::of`] did to the part in slot `at` in the index.
+    fn settle(&mut self, at: usize, part: Option<&Part>, settled: &Settled) {
+        if let Some(o) = &settled.left {
+            self.remove(o, at);
+        }
+        if settled.enters
+            && let Some(o) = owner(part)
+        {
+            self.add(o, at);
+        }
+    }
+}
+
+/// A set of slots: a bit each.
+#[derive(Clone, Debug, Default)]
+struct Bits {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Bits {
+    fn insert(&mut self, at: usize) {
+        let (w, bit) = (at / 64, 1u64 << (at % 64));
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        if self.words[w] & bit == 0 {
+            self.words[w] |= bit;
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, at: usize) {
+        let (w, bit) = (at / 64, 1u64 << (at % 64));
+        if let Some(word) = self.words.get_mut(w)
+            && *word & bit != 0
+        {
+            *word &= !bit;
+            self.len -= 1;
+        }
+    }
+
+    /// Every slot in the set, lowest first.
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(w, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                Some(w * 64 + bit)
+            })
+        })
+    }
+}
+
+/// A kept part with its service, in the service's order.
+#[derive(Clone, Copy)]
+struct ByService<'k>(&'k ServiceKey, &'k Part);
+
+impl PartialEq for ByService<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for ByService<'_> {}
+
+impl PartialOrd for ByService<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByService<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(other.0)
+    }
 }
 
 impl Kept {
@@ -274,8 +549,29 @@ impl Kept {
         out
     }
 
+    /// The plan in force: every part, in service order.
     fn plan(&self) -> Plan {
-        self.parts.plan()
+        let parts: Vec<ByService<'_>> = self
+            .entries
+            .iter()
+            .filter_map(|(_, e)| Some(ByService(&e.key, e.part.as_ref()?)))
+            .collect();
+        let mut plan = Plan::default();
+        for ByService(_, part) in lb_core::par::sort_unstable(parts) {
+            plan.announcements
+                .extend(part.plan.announcements.iter().cloned());
+            plan.skipped.extend(part.plan.skipped.iter().cloned());
+        }
+        plan
+    }
+
+    /// What this node announces for `key`.
+    fn announcements(&self, key: &ServiceKey) -> Vec<lb_core::Announcement> {
+        self.entries
+            .by_key(key)
+            .and_then(|e| e.part.as_ref())
+            .map(|p| p.plan.announcements.clone())
+            .unwrap_or_default()
     }
 
     fn add_slice(&mut self, slice: lb_core::objects::EndpointSlice) {
@@ -285,10 +581,10 @@ impl Kept {
         let ns = slice.namespace.clone();
         self.slice_service
             .insert((ns.clone(), slice.name.clone()), svc.clone());
-        self.slices
-            .entry(ServiceKey::new(ns, svc))
-            .or_default()
-            .insert(slice.name.clone(), slice);
+        let at = self.entries.slot_or_new(&ServiceKey::new(ns, svc));
+        if let Some(e) = self.entries.get_mut(at) {
+            e.slices.insert(slice.name.clone(), slice);
+        }
     }
 
     /// Forgets a slice; returns the service it named.
@@ -297,153 +593,133 @@ impl Kept {
             .slice_service
             .remove(&(ns.to_string(), name.to_string()))?;
         let key = ServiceKey::new(ns.to_string(), svc.clone());
-        if let Some(m) = self.slices.get_mut(&key) {
-            m.remove(name);
-            if m.is_empty() {
-                self.slices.remove(&key);
+        if let Some(at) = self.entries.slot(&key) {
+            if let Some(e) = self.entries.get_mut(at) {
+                e.slices.remove(name);
             }
+            self.entries.tidy(at);
         }
         Some(svc)
     }
 
     /// Re-plans from what is kept the services `which` names (every one when a Node's decided
-    /// fields changed: any service's owner or eligibility may have); returns those whose part
-    /// changed.
+    /// fields changed: any service's owner or eligibility may have), in one walk of the
+    /// entries; returns those whose part changed, each with this node's part, when `keys` asks
+    /// for them.
     fn replan_all(
         &mut self,
         rules: lb_core::Rules,
         node: &str,
         which: Which<'_>,
-    ) -> BTreeSet<ServiceKey> {
+        keys: bool,
+    ) -> Vec<Decided> {
         let moved = self.walk(rules, node, which);
-        self.parts.set(moved)
+        self.put(moved, keys)
     }
 
-    /// The parts that moved among the services `which` names, planned in one walk of the kept
-    /// maps.
+    /// The parts that moved among the services `which` names, planned in one walk of the
+    /// kept entries: each with its entry's slot.
     fn walk(
         &self,
         rules: lb_core::Rules,
         node: &str,
         which: Which<'_>,
-    ) -> Vec<(ServiceKey, Option<Part>)> {
-        let only = match which {
-            Which::Only(keys) => Some(keys),
-            Which::All | Which::Taken(..) => None,
-        };
-        let Kept {
-            config,
-            slices,
-            allocations,
-            parts,
-            ..
-        } = self;
+    ) -> Vec<(usize, Option<Part>)> {
         let (planner, names) = self.planner(rules, node);
-        // Every map is in key order: one walk pairs each service with its object, its
-        // allocation, its slices and its part (a lookup in each, for every service, cost more
-        // than planning it).
-        type Item<'k> = (
-            &'k ServiceKey,
-            Option<(&'k Allocation, &'k lb_core::objects::Service)>,
-            Vec<&'k lb_core::objects::EndpointSlice>,
-            Option<&'k Part>,
-        );
-        let mut services = config.services.iter().peekable();
-        let mut olds = parts.iter().peekable();
-        let mut allocs = allocations.iter().peekable();
-        let mut by_service = slices.iter().peekable();
-        let mut wanted_keys = only.map(|o| o.iter().peekable());
-        let mut items: Vec<Item<'_>> =
-            Vec::with_capacity(only.map_or(config.services.len(), BTreeSet::len));
-        loop {
-            let key = match (services.peek(), olds.peek()) {
-                (Some((a, _)), Some((b, _))) => (*a).min(*b),
-                (Some((a, _)), None) => *a,
-                (None, Some((b, _))) => *b,
-                (None, None) => break,
-            };
-            let svc = services.next_if(|(k, _)| *k == key).map(|(_, s)| s);
-            let old = olds.next_if(|(k, _)| *k == key).map(|(_, p)| p);
-            if let Some(w) = &mut wanted_keys {
-                while w.next_if(|k| *k < key).is_some() {}
-                if w.next_if(|k| *k == key).is_none() {
-                    continue;
+        let items: Vec<(usize, &Entry)> = match which {
+            Which::All => self.entries.iter().collect(),
+            // Only a service whose election is not closed may be taken; and those read again.
+            Which::Taken(_, touched) => {
+                let mut slots = self.takeable.clone();
+                for at in touched.iter().filter_map(|k| self.entries.slot(k)) {
+                    slots.insert(at);
                 }
+                let slots = slots.iter();
+                slots
+                    .filter_map(|at| Some((at, self.entries.get(at)?)))
+                    .collect()
             }
-            while allocs.next_if(|(k, _)| *k < key).is_some() {}
-            let alloc = allocs.next_if(|(k, _)| *k == key).map(|(_, a)| a);
-            while by_service.next_if(|(k, _)| *k < key).is_some() {}
-            let of = by_service
-                .next_if(|(k, _)| *k == key)
-                .map(|(_, m)| m.values().collect())
-                .unwrap_or_default();
-            items.push((key, alloc.zip(svc), of, old));
-        }
+        };
         // Each service is planned on its own: many on every core. A run returns only the
-        // parts that moved (an unchanged one is dropped where it was made: dropping, or
-        // rebuilding, the whole map cost more than planning).
-        let moved: Vec<(ServiceKey, Option<Part>)> = lb_core::par::runs(&items, |run| {
+        // parts that moved (an unchanged one is dropped where it was made).
+        lb_core::par::runs(&items, |run| {
             run.iter()
-                .filter_map(|(key, found, of, old)| {
+                .filter_map(|(at, entry)| {
                     if let Which::Taken(joined, touched) = which {
                         // A service without a part can be taken by no one.
-                        let may = touched.contains(*key)
-                            || match (found, old) {
-                                (Some((a, s)), Some(p)) => joined
-                                    .iter()
-                                    .any(|j| planner.may_take(j, a, s, of, p.standing)),
-                                (None, Some(_)) => true,
-                                (_, None) => false,
+                        let may = touched.contains(&entry.key)
+                            || match (&entry.allocation, &entry.service, &entry.part) {
+                                (Some(a), Some(s), Some(p)) => {
+                                    let of = entry.slices();
+                                    joined
+                                        .iter()
+                                        .any(|j| planner.may_take(j, a, s, &of, p.standing))
+                                }
+                                (_, _, Some(_)) => true,
+                                (_, _, None) => false,
                             };
                         if !may {
                             return None;
                         }
                     }
-                    let part = found.and_then(|(a, s)| {
-                        let (plan, owner, standing) = planner.service_standing(a, s, of);
-                        names.part(plan, owner, standing)
-                    });
-                    let same = old.map_or(part.is_none(), |p| Some(p) == part.as_ref());
-                    (!same).then(|| ((*key).clone(), part))
+                    let part = entry.planned(&planner, &names);
+                    (part != entry.part).then_some((*at, part))
                 })
                 .collect::<Vec<_>>()
         })
         .into_iter()
         .flatten()
-        .collect();
-        moved
+        .collect()
     }
 
-    /// Re-plans the services `keys` from what is kept, each looked up in every map: for a
-    /// few among many (a walk of the kept maps reads every entry of each).
-    fn replan_some(&mut self, keys: &BTreeSet<ServiceKey>, rules: lb_core::Rules, node: &str) {
-        let (planner, names) = self.planner(rules, node);
-        let keys: Vec<&ServiceKey> = keys.iter().collect();
-        let planned: Vec<(ServiceKey, Option<Part>)> = lb_core::par::runs(&keys, |run| {
-            run.iter()
-                .map(|key| {
-                    let part = self
-                        .allocations
-                        .get(*key)
-                        .zip(self.config.services.get(*key))
-                        .and_then(|(a, s)| {
-                            let of: Vec<&lb_core::objects::EndpointSlice> = self
-                                .slices
-                                .get(*key)
-                                .map(|m| m.values().collect())
-                                .unwrap_or_default();
-                            let (plan, owner, standing) = planner.service_standing(a, s, &of);
-                            names.part(plan, owner, standing)
-                        });
-                    ((*key).clone(), part)
-                })
+    /// Re-plans the services in slots `slots` from what is kept (for a few among many: a
+    /// walk of the entries reads every one); returns each, with this node's part.
+    fn replan_some(&mut self, slots: &[usize], rules: lb_core::Rules, node: &str) -> Vec<Decided> {
+        // Planned on every core from shared entries, then put in place.
+        let planned: Vec<(usize, Option<Part>)> = {
+            let (planner, names) = self.planner(rules, node);
+            lb_core::par::runs(slots, |run| {
+                run.iter()
+                    .filter_map(|&at| Some((at, self.entries.get(at)?.planned(&planner, &names))))
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        self.put(planned, true)
+    }
+
+    /// Puts each new part in its slot's entry and its winner in the index of winners; returns
+    /// each service, with this node's part, when `keys` asks for them. The entries are taken
+    /// from their slots and their parts swapped on every core: freeing a replaced part, made
+    /// long ago on any thread, cost as much as planning it. The index is kept on this thread.
+    fn put(&mut self, moved: Vec<(usize, Option<Part>)>, keys: bool) -> Vec<Decided> {
+        let mut taken: Vec<(usize, Box<Entry>, Option<Part>)> = moved
+            .into_iter()
+            .filter_map(|(at, new)| Some((at, self.entries.slots.get_mut(at)?.take()?, new)))
+            .collect();
+        let settled: Vec<Settled> = lb_core::par::runs_mut(&mut taken, |run| {
+            run.iter_mut()
+                .map(|(_, entry, new)| Settled::of(entry, new.take(), keys))
                 .collect::<Vec<_>>()
         })
         .into_iter()
         .flatten()
         .collect();
-        drop(planner);
-        self.parts.put(planned);
+        let mut out = Vec::with_capacity(if keys { settled.len() } else { 0 });
+        for ((at, entry, _), settled) in taken.into_iter().zip(settled) {
+            self.won.settle(at, entry.part.as_ref(), &settled);
+            if settled.takeable {
+                self.takeable.insert(at);
+            } else {
+                self.takeable.remove(at);
+            }
+            out.extend(settled.decided);
+            self.entries.slots[at] = Some(entry);
+            self.entries.tidy(at);
+        }
+        out
     }
 
     /// A planner over what is kept, and the names a part's owner is one of (every member and
@@ -453,10 +729,14 @@ impl Kept {
         rules: lb_core::Rules,
         node: &'k str,
     ) -> (lb_core::Planner<'k>, Names) {
-        let input = PlanInput::new(&self.config, &self.allocations, &self.members, node, rules);
+        let input = PlanInput::new(&self.config, &NO_ALLOCATIONS, &self.members, node, rules);
         (lb_core::Planner::new(input), Names::of(&self.members, node))
     }
 }
+
+/// The allocations a kept planner's input names: none (each entry holds its own, and the
+/// planner is handed them).
+static NO_ALLOCATIONS: BTreeMap<ServiceKey, Allocation> = BTreeMap::new();
 
 /// Where an error finding belongs in [`Kept`]: the Service, EndpointSlice or Node it is
 /// about.
@@ -502,13 +782,12 @@ impl Core {
             }
             _ => self.last_good = Some(config.clone()),
         }
-        let allocations = allocations_from_status(&config, opts.lb_class.as_deref());
         // The Services and EndpointSlices stay here; the decision carries the rest.
         let mut rest = config.clone_without_services();
         std::mem::swap(&mut rest, &mut config);
         // Each service is planned into what is kept (with the winner of its layer 2
         // election); the plan is their parts, in service order.
-        let plan = self.keep(&loaded.errors, rest, allocations, stale, members, opts);
+        let plan = self.keep(&loaded.errors, rest, stale, members, opts);
         Decision {
             plan,
             config,
@@ -523,18 +802,30 @@ impl Core {
         &mut self,
         errors: &[lb_core::ConfigError],
         mut config: Config,
-        allocations: BTreeMap<ServiceKey, Allocation>,
         stale: bool,
         members: &BTreeSet<String>,
         opts: &Options,
     ) -> Plan {
         let slices = std::mem::take(&mut config.endpoint_slices);
+        let services = std::mem::take(&mut config.services);
+        let lb_class = opts.lb_class.as_deref();
+        let mut entries = Entries::default();
+        entries.slots.reserve(services.len());
+        entries.at.reserve(services.len());
+        for (key, svc) in services {
+            entries.at.insert(key.clone(), entries.slots.len());
+            entries.slots.push(Some(Box::new(Entry {
+                allocation: allocation_from_status(&config, &svc, lb_class),
+                service: Some(svc),
+                ..Entry::new(key)
+            })));
+        }
         let mut kept = Kept {
             config,
-            slices: BTreeMap::new(),
+            entries,
             slice_service: BTreeMap::new(),
-            allocations,
-            parts: Parts::default(),
+            won: Won::default(),
+            takeable: Bits::default(),
             object_errors: BTreeMap::new(),
             other_errors: Vec::new(),
             stale,
@@ -551,7 +842,7 @@ impl Core {
             kept.add_slice(slice);
         }
         let rules = lb_core::Rules::cluster(opts.ignore_exclude_label);
-        kept.replan_all(rules, &opts.node_name, Which::All);
+        kept.replan_all(rules, &opts.node_name, Which::All, false);
         let plan = kept.plan();
         self.kept = Some(kept);
         plan
@@ -567,14 +858,16 @@ impl Core {
     /// from what is kept. Any other kind, a change of options, or members that are none
     /// before or after (this node refused), needs a whole decision: `None` then.
     ///
-    /// Returns the services whose part of the plan was decided again; [`Core::plan`] and
-    /// [`Core::config_errors`] give the result.
+    /// Returns the services whose part of the plan was decided again, each once, in no
+    /// particular order, with this node's part of each (what [`Core::part`] gives: handed
+    /// over here, the announcers' change needs no look-up); [`Core::plan`] and
+    /// [`Core::config_errors`] give the whole result.
     pub fn change(
         &mut self,
         changes: Vec<ObjectChange>,
         members: &BTreeSet<String>,
         opts: &Options,
-    ) -> Option<BTreeSet<ServiceKey>> {
+    ) -> Option<Vec<Decided>> {
         let kept = self.kept.as_mut()?;
         let members_moved = kept.members != *members;
         if kept.options != options_key(opts)
@@ -673,14 +966,16 @@ impl Core {
             match plural.as_str() {
                 "services" => {
                     let svc_key = ServiceKey::new(ns.clone(), name.clone());
-                    kept.config.services.remove(&svc_key);
-                    kept.allocations.remove(&svc_key);
-                    if let Some(svc) = loaded.and_then(|l| l.config.services.into_values().next()) {
-                        if let Some(a) = allocation_from_status(&kept.config, &svc, lb_class) {
-                            kept.allocations.insert(svc_key.clone(), a);
-                        }
-                        kept.config.services.insert(svc_key.clone(), svc);
+                    let svc = loaded.and_then(|l| l.config.services.into_values().next());
+                    let allocation = svc
+                        .as_ref()
+                        .and_then(|svc| allocation_from_status(&kept.config, svc, lb_class));
+                    let at = kept.entries.slot_or_new(&svc_key);
+                    if let Some(entry) = kept.entries.get_mut(at) {
+                        entry.service = svc;
+                        entry.allocation = allocation;
                     }
+                    kept.entries.tidy(at);
                     touched.insert(svc_key);
                 }
                 "endpointslices" => {
@@ -708,33 +1003,54 @@ impl Core {
             } else {
                 Which::Taken(&joined, &touched)
             };
-            let mut changed = kept.replan_all(rules, me, which);
+            let mut changed = kept.replan_all(rules, me, which, true);
             // A service read again is the change's even when its part stayed.
-            changed.extend(touched);
+            if !touched.is_empty() {
+                let planned: HashSet<&ServiceKey> = changed.iter().map(|(k, _)| k).collect();
+                let read: Vec<Decided> = touched
+                    .into_iter()
+                    .filter(|k| !planned.contains(k))
+                    .map(|k| {
+                        let part = kept.announcements(&k);
+                        (k, part)
+                    })
+                    .collect();
+                changed.extend(read);
+            }
             return Some(changed);
         }
-        if !lost.is_empty() {
-            // Found among the kept winners.
-            let mut moved = kept.parts.won_by(&lost);
-            moved.extend(touched);
-            // Many are planned again in one walk of the kept maps: a look-up in each, for each
-            // of many services, costs more than reading every entry once.
-            if moved.len() * WALK_SHARE >= kept.parts.len() {
-                kept.replan_all(rules, me, Which::Only(&moved));
+        // The services read again, and (taken from the index of winners) those each node
+        // that can no longer win had won: every one of those moves (one that stays is put
+        // back).
+        let mut slots = Bits::default();
+        for node in &lost {
+            let won = kept.won.take(node);
+            if slots.len == 0 {
+                slots = won;
             } else {
-                kept.replan_some(&moved, rules, me);
+                won.iter().for_each(|at| slots.insert(at));
             }
-            return Some(moved);
         }
-        kept.replan_some(&touched, rules, me);
-        Some(touched)
+        // A service read again that has no entry any more (deleted) has no part.
+        let mut gone = Vec::new();
+        for key in touched {
+            match kept.entries.slot(&key) {
+                Some(at) => slots.insert(at),
+                None => gone.push((key, Vec::new())),
+            }
+        }
+        // In slot order: the entries are read in the order they lie.
+        let slots: Vec<usize> = slots.iter().collect();
+        let mut decided = kept.replan_some(&slots, rules, me);
+        decided.extend(gone);
+        Some(decided)
     }
 
     /// One service's part of the plan in force: what this node announces for it.
     pub fn part(&self, key: &ServiceKey) -> Vec<lb_core::Announcement> {
         self.kept
             .as_ref()
-            .map(|k| k.parts.announcements(key))
+            .map(|k| k.announcements(key))
             .unwrap_or_default()
     }
 
@@ -1445,5 +1761,33 @@ impl ApiWriter {
             .is_ok_and(|r| r.is_ok_and(|o| !o.pending));
         self.task.abort();
         done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::Bits;
+
+    proptest! {
+        /// A set of slots holds what a set would, in order, with its count.
+        #[test]
+        fn bits_are_a_set(ops in proptest::collection::vec((any::<bool>(), 0usize..300), 0..200)) {
+            let (mut bits, mut set) = (Bits::default(), BTreeSet::new());
+            for (insert, at) in ops {
+                if insert {
+                    bits.insert(at);
+                    set.insert(at);
+                } else {
+                    bits.remove(at);
+                    set.remove(&at);
+                }
+                prop_assert_eq!(bits.len, set.len());
+            }
+            prop_assert_eq!(bits.iter().collect::<Vec<_>>(), set.into_iter().collect::<Vec<_>>());
+        }
     }
 }

@@ -138,45 +138,55 @@ fn key(plural: &str, ns: &str, name: String) -> Key {
     (plural.to_string(), ns.to_string(), name)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
-    #[test]
-    fn a_change_served_from_what_is_kept_plans_as_a_whole_decision(
-        ops in prop::collection::vec(op(), 1..30),
-    ) {
-        let opts = Options::new("node1", "metallb-system");
-        let mut members: BTreeSet<String> = (0..3).map(node_name).collect();
-        let mut cluster: BTreeMap<Key, Value> = BTreeMap::new();
-        let mut zones = [true; 4];
-        for n in 0..3 {
-            cluster.insert(key("nodes", "", node_name(n)), node(n, true, 0));
-        }
-        // Every service starts with an address and ready endpoints on every member: each has
-        // an owner from the start, so a change of owners shows.
-        for i in 0..6 {
-            let name = format!("s{i}");
-            cluster.insert(key("services", "default", name), service(i, i % 4, false, i % 3 == 2, false));
-        }
-        for j in 0..5 {
-            cluster.insert(key("endpointslices", "default", format!("e{j}")), slice(j, j, &[0, 1, 2], true));
-        }
-        let mut core = Core::default();
-        core.decide(all(&cluster), &members, &opts);
-        let mut whole = 0;
-        for op in &ops {
+/// Serves each step (its changes in one batch, as the speaker's loop gathers the events
+/// that came in during a pass) from what the Core kept, and checks it against a whole
+/// decision.
+fn check(steps: &[Vec<Op>]) -> Result<(), TestCaseError> {
+    let opts = Options::new("node1", "metallb-system");
+    let mut members: BTreeSet<String> = (0..3).map(node_name).collect();
+    let mut cluster: BTreeMap<Key, Value> = BTreeMap::new();
+    let mut zones = [true; 4];
+    for n in 0..3 {
+        cluster.insert(key("nodes", "", node_name(n)), node(n, true, 0));
+    }
+    // Every service starts with an address and ready endpoints on every member: each has
+    // an owner from the start, so a change of owners shows.
+    for i in 0..6 {
+        let name = format!("s{i}");
+        cluster.insert(
+            key("services", "default", name),
+            service(i, i % 4, false, i % 3 == 2, false),
+        );
+    }
+    for j in 0..5 {
+        cluster.insert(
+            key("endpointslices", "default", format!("e{j}")),
+            slice(j, j, &[0, 1, 2], true),
+        );
+    }
+    let mut core = Core::default();
+    core.decide(all(&cluster), &members, &opts);
+    let mut whole = 0;
+    for step in steps {
+        let was_refused = members.is_empty();
+        // One event per object: the newest.
+        let mut change: BTreeMap<Key, Option<Value>> = BTreeMap::new();
+        for op in step {
             let (k, v) = match op {
-                Op::Service(i, a, l, b, bad) => {
-                    (key("services", "default", format!("s{i}")), Some(service(*i, *a, *l, *b, *bad)))
-                }
+                Op::Service(i, a, l, b, bad) => (
+                    key("services", "default", format!("s{i}")),
+                    Some(service(*i, *a, *l, *b, *bad)),
+                ),
                 Op::DeleteService(i) => (key("services", "default", format!("s{i}")), None),
-                Op::Slice(j, i, n, r) => {
-                    (key("endpointslices", "default", format!("e{j}")), Some(slice(*j, *i, n, *r)))
-                }
+                Op::Slice(j, i, n, r) => (
+                    key("endpointslices", "default", format!("e{j}")),
+                    Some(slice(*j, *i, n, *r)),
+                ),
                 Op::DeleteSlice(j) => (key("endpointslices", "default", format!("e{j}")), None),
-                Op::NodeAnnotation(n, note) => {
-                    (key("nodes", "", node_name(*n)), Some(node(*n, zones[*n], *note)))
-                }
+                Op::NodeAnnotation(n, note) => (
+                    key("nodes", "", node_name(*n)),
+                    Some(node(*n, zones[*n], *note)),
+                ),
                 Op::NodeZone(n, z) => {
                     zones[*n] = *z;
                     (key("nodes", "", node_name(*n)), Some(node(*n, *z, 0)))
@@ -191,51 +201,90 @@ proptest! {
                 }
                 Op::DeleteNode(n) => (key("nodes", "", node_name(*n)), None),
                 Op::Members(bits) => {
-                    (key("members", "", String::new()), Some(json!(bits)))
+                    members = (0..4)
+                        .filter(|n| bits & (1 << n) != 0)
+                        .map(node_name)
+                        .collect();
+                    continue;
                 }
             };
-            let was_refused = members.is_empty();
-            let change: Vec<ObjectChange> = match op {
-                Op::Members(bits) => {
-                    members = (0..4).filter(|n| bits & (1 << n) != 0).map(node_name).collect();
-                    Vec::new()
-                }
-                _ => {
-                    match &v {
-                        Some(v) => cluster.insert(k.clone(), v.clone()),
-                        None => cluster.remove(&k),
-                    };
-                    vec![(k, v)]
-                }
+            match &v {
+                Some(v) => cluster.insert(k.clone(), v.clone()),
+                None => cluster.remove(&k),
             };
-            let before = parts(&core.plan());
-            match core.change(change, &members, &opts) {
-                // Members that are none (this node refused) before or after are a whole
-                // decision.
-                None if was_refused || members.is_empty() => {
-                    core.decide(all(&cluster), &members, &opts);
-                }
-                None => {
-                    whole += 1;
-                    core.decide(all(&cluster), &members, &opts);
-                }
-                // What the speaker applies is the services returned: every service whose
-                // announcements changed must be among them.
-                Some(touched) => {
-                    let after = parts(&core.plan());
-                    for svc in before.keys().chain(after.keys()) {
-                        if before.get(svc) != after.get(svc) {
-                            prop_assert!(touched.contains(svc), "{:?} not returned after {:?}", svc, op);
-                        }
+            change.insert(k, v);
+        }
+        let change: Vec<ObjectChange> = change.into_iter().collect();
+        let before = parts(&core.plan());
+        match core.change(change, &members, &opts) {
+            // Members that are none (this node refused) before or after are a whole
+            // decision.
+            None if was_refused || members.is_empty() => {
+                core.decide(all(&cluster), &members, &opts);
+            }
+            None => {
+                whole += 1;
+                core.decide(all(&cluster), &members, &opts);
+            }
+            // What the speaker applies is the services returned, with their parts: every
+            // service whose announcements changed must be among them, each once, and each
+            // part must be the one in force.
+            Some(decided) => {
+                let after = parts(&core.plan());
+                let touched: BTreeMap<_, _> = decided.iter().map(|(k, p)| (k, p)).collect();
+                prop_assert_eq!(
+                    touched.len(),
+                    decided.len(),
+                    "a service twice after {:?}",
+                    step
+                );
+                for svc in before.keys().chain(after.keys()) {
+                    if before.get(svc) != after.get(svc) {
+                        prop_assert!(
+                            touched.contains_key(svc),
+                            "{:?} not returned after {:?}",
+                            svc,
+                            step
+                        );
                     }
                 }
+                for (svc, part) in &decided {
+                    prop_assert_eq!(part, &core.part(svc), "{:?}'s part after {:?}", svc, step);
+                }
             }
-            let fresh = Core::default().decide(all(&cluster), &members, &opts);
-            prop_assert_eq!(&core.plan(), &fresh.plan, "after {:?}", op);
-            prop_assert_eq!(core.config_errors(), fresh.config_errors, "after {:?}", op);
         }
-        // No change of a Service, an EndpointSlice, a Node or the members needs a whole
-        // decision.
-        prop_assert_eq!(whole, 0);
+        let fresh = Core::default().decide(all(&cluster), &members, &opts);
+        prop_assert_eq!(&core.plan(), &fresh.plan, "after {:?}", step);
+        prop_assert_eq!(
+            core.config_errors(),
+            fresh.config_errors,
+            "after {:?}",
+            step
+        );
+    }
+    // No change of a Service, an EndpointSlice, a Node or the members needs a whole
+    // decision.
+    prop_assert_eq!(whole, 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_change_served_from_what_is_kept_plans_as_a_whole_decision(
+        ops in prop::collection::vec(op(), 1..30),
+    ) {
+        let steps: Vec<Vec<Op>> = ops.into_iter().map(|op| vec![op]).collect();
+        check(&steps)?;
+    }
+
+    /// Several changes at once: a node that comes back or joins while a service changes, a
+    /// node that leaves while another comes back.
+    #[test]
+    fn a_batch_of_changes_served_from_what_is_kept_plans_as_a_whole_decision(
+        steps in prop::collection::vec(prop::collection::vec(op(), 2..5), 1..12),
+    ) {
+        check(&steps)?;
     }
 }
