@@ -487,11 +487,36 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     // The HTTP endpoints of a running node.
     assert_eq!(lab.get(2, "/healthz").as_deref(), Some("ok\n"));
     assert_eq!(lab.get(2, "/readyz").as_deref(), Some("ready\n"));
-    let metrics = lab.get(2, "/metrics").unwrap_or_default();
-    assert!(
-        metrics.contains("metallb_layer2_requests_received{ip=\""),
-        "{metrics}"
-    );
+    // MetalLB's per-address metric counts the request the client makes for an address of
+    // node 2 once it has forgotten the MAC (the gratuitous ARPs alone may have taught it).
+    let vip2 = owners(&st)
+        .into_iter()
+        .find(|(k, o)| k != "default/svc99" && o[0].0 == 2)
+        .map(|(_, o)| o[0].1.clone())
+        .expect("node2 owns an address");
+    let series = format!("metallb_layer2_requests_received{{ip=\"{vip2}\"}} ");
+    let counted = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        lab.net.flush_neighbours("cl");
+        lab.ping_once(&vip2);
+        // The text is rendered every 250 ms.
+        std::thread::sleep(Duration::from_millis(300));
+        let metrics = lab.get(2, "/metrics").unwrap_or_default();
+        if counted(&metrics) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node2 never counted a request for {vip2}:\n{metrics}\nlog:\n{}",
+            lab.net.log("node2")
+        );
+    }
 
     // SIGTERM: the node leaves at once and another takes over with almost no loss.
     let st_now = owners(&st);
