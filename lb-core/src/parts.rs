@@ -203,6 +203,67 @@ impl Parts {
         }
     }
 
+    /// `input` differs from what the parts were planned from only in the services `keys`:
+    /// their objects, their EndpointSlices or their allocations (a service added or gone is
+    /// one of them). Plans those again and no other. Returns each service whose part changed,
+    /// with what this node announces for it now (what [`crate::Runtime::apply_change`] takes).
+    pub fn services_changed(
+        &mut self,
+        input: &PlanInput<'_>,
+        keys: &BTreeSet<ServiceKey>,
+    ) -> Vec<(ServiceKey, Vec<Announcement>)> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let planner = Planner::new(*input);
+        let names = Names::of(input.members, input.node);
+        // Only these services' slices: a scan of the slices, without grouping them all.
+        let wanted: std::collections::HashSet<(&str, &str)> = keys
+            .iter()
+            .map(|k| (k.namespace.as_str(), k.name.as_str()))
+            .collect();
+        let mut slices: SlicesByService<'_> = Default::default();
+        for s in &input.config.endpoint_slices {
+            if let Some(svc) = &s.service
+                && wanted.contains(&(s.namespace.as_str(), svc.as_str()))
+            {
+                slices
+                    .entry((s.namespace.as_str(), svc.as_str()))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        let mut changed = Vec::new();
+        for key in keys {
+            let new = input
+                .allocations
+                .get(key)
+                .zip(input.config.services.get(key))
+                .and_then(|(alloc, svc)| {
+                    let (plan, owner, standing) =
+                        planner.service_standing(alloc, svc, slices_of(&slices, key));
+                    names.part(plan, owner, standing)
+                });
+            match (self.parts.get_mut(key), new) {
+                (Some(part), Some(new)) if *part == new => {}
+                (Some(part), Some(new)) => {
+                    changed.push((key.clone(), new.plan.announcements.clone()));
+                    *part = new;
+                }
+                (Some(_), None) => {
+                    self.parts.remove(key);
+                    changed.push((key.clone(), Vec::new()));
+                }
+                (None, Some(new)) => {
+                    changed.push((key.clone(), new.plan.announcements.clone()));
+                    self.parts.insert(key.clone(), new);
+                }
+                (None, None) => {}
+            }
+        }
+        changed
+    }
+
     /// Plans again, from `input`, the services one of `joined` (new members) may take: every
     /// service is walked in order with its allocation, object and kept standing, and only
     /// those are planned.
@@ -343,6 +404,27 @@ fn settle<'p>(
         }
     }
     (changed, gone)
+}
+
+/// The keys whose entries differ between `before` and `after` (present in one alone, or with
+/// different values), in key order: one walk of both maps.
+pub fn differing<K: Ord + Clone, V: PartialEq>(
+    before: &BTreeMap<K, V>,
+    after: &BTreeMap<K, V>,
+) -> Vec<K> {
+    let mut out = Vec::new();
+    let mut b = before.iter().peekable();
+    for (key, value) in after {
+        while let Some((k, _)) = b.next_if(|(k, _)| *k < key) {
+            out.push(k.clone());
+        }
+        match b.next_if(|(k, _)| *k == key) {
+            Some((_, v)) if v == value => {}
+            _ => out.push(key.clone()),
+        }
+    }
+    out.extend(b.map(|(k, _)| k.clone()));
+    out
 }
 
 /// The EndpointSlices of service `key`.

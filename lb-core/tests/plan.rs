@@ -772,3 +772,161 @@ fn kept_parts_follow_member_changes_as_a_whole_plan_would() {
         })
         .unwrap();
 }
+
+/// `Parts::services_changed` after any run of service edits (objects changed, added and
+/// removed, their EndpointSlices edited, their allocations moved or dropped), fed what
+/// `Config::services_changed_since` and the allocations' difference name, keeps the plan a
+/// whole pass makes, and names every service whose part changed and no other. Each step is
+/// checked against a whole plan. An edit outside services and slices is not served so.
+#[test]
+fn kept_parts_follow_service_edits_as_a_whole_plan_would() {
+    use lb_core::objects::{Endpoint, TrafficPolicy};
+    use lb_core::parts::{Parts, differing};
+    use proptest::prelude::*;
+    let w = many_services("");
+    let keys: Vec<ServiceKey> = w.allocations.keys().cloned().collect();
+    let members: BTreeSet<String> = NODES.iter().map(|s| s.to_string()).collect();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    // Each step edits a few services: (which, how).
+    let steps = (
+        0..NODES.len(),
+        any::<bool>(),
+        proptest::collection::vec(
+            proptest::collection::vec((0..keys.len(), 0u8..8), 1..6),
+            1..5,
+        ),
+    );
+    runner
+        .run(&steps, |(me, standalone, steps)| {
+            let me = NODES[me];
+            let rules = if standalone {
+                Rules::standalone()
+            } else {
+                Rules::cluster(false)
+            };
+            let mut config = w.config.clone();
+            let mut allocations = w.allocations.clone();
+            let first = PlanInput::new(&config, &allocations, &members, me, rules);
+            let mut parts = Parts::plan_all(&first);
+            for edits in steps {
+                let (was_config, was_allocations) = (config.clone(), allocations.clone());
+                for (i, how) in edits {
+                    let key = &keys[i];
+                    let slices_of = |c: &mut Config| -> Vec<usize> {
+                        (0..c.endpoint_slices.len())
+                            .filter(|j| {
+                                let s = &c.endpoint_slices[*j];
+                                s.namespace == key.namespace
+                                    && s.service.as_ref() == Some(&key.name)
+                            })
+                            .collect()
+                    };
+                    match how {
+                        0 => {
+                            if let Some(s) = config.services.get_mut(key) {
+                                s.traffic_policy = match s.traffic_policy {
+                                    TrafficPolicy::Local => TrafficPolicy::Cluster,
+                                    TrafficPolicy::Cluster => TrafficPolicy::Local,
+                                };
+                            }
+                        }
+                        1 => {
+                            config.services.remove(key);
+                        }
+                        2 => {
+                            // A new service like this one, with its own address.
+                            let mut s = config
+                                .services
+                                .get(key)
+                                .cloned()
+                                .unwrap_or_else(|| w.config.services[key].clone());
+                            s.key.name.push_str("-copy");
+                            let mut a = w.allocations[key].clone();
+                            for ip in &mut a.ips {
+                                if let std::net::IpAddr::V6(v6) = ip {
+                                    *ip = std::net::IpAddr::V6(
+                                        (u128::from(*v6) ^ 0xffff_0000).into(),
+                                    );
+                                }
+                            }
+                            allocations.insert(s.key.clone(), a);
+                            config.services.insert(s.key.clone(), s);
+                        }
+                        3 => {
+                            // Moved: another service's address.
+                            let other = &keys[(i + 7) % keys.len()];
+                            let a = w.allocations[other].clone();
+                            allocations.insert(key.clone(), a);
+                        }
+                        4 => {
+                            allocations.remove(key);
+                        }
+                        5 => {
+                            for j in slices_of(&mut config).into_iter().rev() {
+                                config.endpoint_slices.remove(j);
+                            }
+                        }
+                        6 => {
+                            for j in slices_of(&mut config) {
+                                let eps = &mut config.endpoint_slices[j].endpoints;
+                                for e in eps.iter_mut() {
+                                    e.ready = Some(!e.ready.unwrap_or(true));
+                                }
+                            }
+                        }
+                        _ => {
+                            // A slice on a node that has none of this service's endpoints.
+                            let mut s = config
+                                .endpoint_slices
+                                .first()
+                                .cloned()
+                                .expect("the world has slices");
+                            s.namespace.clone_from(&key.namespace);
+                            s.name = format!("{}-extra", key.name);
+                            s.service = Some(key.name.clone());
+                            s.endpoints = vec![Endpoint {
+                                node: Some(NODES[(i + 1) % NODES.len()].to_string()),
+                                ..s.endpoints[0].clone()
+                            }];
+                            config.endpoint_slices.push(s);
+                        }
+                    }
+                }
+                let touched = config
+                    .services_changed_since(&was_config)
+                    .expect("only services and slices changed");
+                let mut touched: BTreeSet<ServiceKey> = touched;
+                touched.extend(differing(&was_allocations, &allocations));
+                let input = PlanInput::new(&config, &allocations, &members, me, rules);
+                let old = parts.clone();
+                let changed = parts.services_changed(&input, &touched);
+                for (k, announced) in &changed {
+                    prop_assert_eq!(announced, &parts.announcements(k));
+                }
+                let changed: BTreeSet<ServiceKey> = changed.into_iter().map(|(k, _)| k).collect();
+                prop_assert_eq!(parts.plan(), plan(&input));
+                let differ: BTreeSet<ServiceKey> = old
+                    .iter()
+                    .map(|(k, _)| k)
+                    .chain(parts.iter().map(|(k, _)| k))
+                    .filter(|k| old.get(k) != parts.get(k))
+                    .cloned()
+                    .collect();
+                prop_assert_eq!(&changed, &differ);
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    // Anything but services and slices: no service list serves it.
+    let mut other = w.config.clone();
+    other.nodes.remove(NODES[0]);
+    assert_eq!(other.services_changed_since(&w.config), None);
+    let mut other = w.config.clone();
+    other.l2_advertisements.clear();
+    assert_eq!(other.services_changed_since(&w.config), None);
+    assert_eq!(
+        w.config.services_changed_since(&w.config),
+        Some(BTreeSet::new())
+    );
+}

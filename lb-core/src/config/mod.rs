@@ -510,6 +510,46 @@ impl Config {
         }
     }
 
+    /// The services a plan over `self` can read differently than over `before`: those added,
+    /// gone or changed, and those whose EndpointSlices changed. None when anything else a plan
+    /// reads changed (a pool, an advertisement, a peer, a Node, a Namespace, a Secret...):
+    /// that can move any service. Sliced objects that name no service are read by no plan.
+    pub fn services_changed_since(&self, before: &Config) -> Option<BTreeSet<ServiceKey>> {
+        let same_rest = self.pools == before.pools
+            && self.l2_advertisements == before.l2_advertisements
+            && self.bgp_advertisements == before.bgp_advertisements
+            && self.peers == before.peers
+            && self.bfd_profiles == before.bfd_profiles
+            && self.communities == before.communities
+            && self.nodes == before.nodes
+            && self.namespaces == before.namespaces
+            && self.secrets == before.secrets
+            && self.secret_types == before.secret_types;
+        if !same_rest {
+            return None;
+        }
+        let mut out: BTreeSet<ServiceKey> =
+            crate::parts::differing(&before.services, &self.services)
+                .into_iter()
+                .collect();
+        fn by_service(c: &Config) -> BTreeMap<ServiceKey, Vec<&EndpointSlice>> {
+            let mut by: BTreeMap<ServiceKey, Vec<&EndpointSlice>> = BTreeMap::new();
+            for s in &c.endpoint_slices {
+                if let Some(svc) = &s.service {
+                    by.entry(ServiceKey::new(&s.namespace, svc))
+                        .or_default()
+                        .push(s);
+                }
+            }
+            by
+        }
+        out.extend(crate::parts::differing(
+            &by_service(before),
+            &by_service(self),
+        ));
+        Some(out)
+    }
+
     /// The Node object of a member, or a bare one carrying only the host-name label.
     pub fn node(&self, name: &str) -> Node {
         self.nodes
