@@ -4,7 +4,8 @@
 //! node1 under the standalone rules (a service without slices is served on every node), in
 //! the same run:
 //!
-//! - `whole`: what every pass did before, and still does for a new configuration or ledger:
+//! - `whole`: what every pass did before, and still does for a configuration that changes
+//!   more than services:
 //!   the agreed allocations followed from the ledger, every service planned, the whole plan
 //!   handed to the announcers (`Runtime::apply`). (The state file's save, a no-op when the
 //!   allocations did not change, is lb-bin's and not timed.)
@@ -13,6 +14,10 @@
 //!   hands each announcer its difference.
 //! - `join`: node3 rejoins (timed): it may win any election, so every service is planned
 //!   again, and those whose part moved are applied as a change.
+//! - `edit`: one EndpointSlice edited in the file (read already; the reading is the plan
+//!   bench's): the configurations compared (`Config::services_changed_since`), the ledger
+//!   followed and compared with the allocations in force, the changed service planned
+//!   (`Parts::services_changed`) and applied as a change.
 //!
 //! The announcers are tables by address (`lb_benches::Table`); nothing leaves the process.
 
@@ -29,7 +34,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lb_benches::{SIZES, Table};
 use lb_core::members::agree::Agreement;
-use lb_core::parts::Parts;
+use lb_core::parts::{Parts, differing};
 use lb_core::{Announcer, PlanInput, Protocol, Rules, Runtime};
 
 fn bench(c: &mut Criterion) {
@@ -114,6 +119,45 @@ fn bench(c: &mut Criterion) {
                     let moved = change(&mut parts, &without, &members);
                     spent += started.elapsed();
                     assert!(moved > 0);
+                }
+                spent
+            })
+        });
+        // One EndpointSlice edited: svc3's endpoint (ETP Local) moves from node1 to node2, so
+        // node1 stops announcing it. Timed: what a standalone node does with the file read
+        // (`lb-bin`'s services pass): the configurations compared, the ledger followed and
+        // compared with the allocations in force, the changed services planned, the
+        // difference applied. It moves back untimed.
+        let mut edited = config.clone();
+        edited
+            .endpoint_slices
+            .iter_mut()
+            .find(|s| s.namespace == "ns3" && s.service.as_deref() == Some("svc3"))
+            .expect("svc3 has a slice")
+            .endpoints[0]
+            .node = Some("node2".into());
+        let mut edit = |parts: &mut Parts, from: &lb_core::Config, to: &lb_core::Config| {
+            let mut touched = to
+                .services_changed_since(from)
+                .expect("only a slice changed");
+            let (now, _) = agreement.agreed(to);
+            touched.extend(differing(&agreed, &now));
+            let input = PlanInput::new(to, &now, &members, "node1", Rules::standalone());
+            let changed = parts.services_changed(&input, &touched);
+            let n = changed.len();
+            let applied = rt.block_on(runtime.apply_change(changed, &BTreeSet::new(), 0));
+            assert!(applied.errors.is_empty(), "{:?}", applied.errors);
+            n
+        };
+        g.bench_function(BenchmarkId::new("edit", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let moved = edit(&mut parts, &config, &edited);
+                    spent += started.elapsed();
+                    assert_eq!(moved, 1);
+                    edit(&mut parts, &edited, &config);
                 }
                 spent
             })
