@@ -589,6 +589,7 @@ fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
 
 /// What follows a `--- ` document marker on its line, when it is content (not blanks or a
 /// comment): it begins the document (`--- {a: 1}`, `--- !tag`).
+#[cfg(feature = "yaml")]
 fn content_after_marker(rest: &str) -> Option<&str> {
     let content = rest.trim_start();
     (!content.is_empty() && !content.starts_with('#')).then_some(rest)
