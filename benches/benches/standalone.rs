@@ -4,8 +4,7 @@
 //! node1 under the standalone rules (a service without slices is served on every node), in
 //! the same run:
 //!
-//! - `whole`: what every pass did before, and still does for a configuration that changes
-//!   more than services:
+//! - `whole`: what every pass did before, and still does for a new configuration or ledger:
 //!   the agreed allocations followed from the ledger, every service planned, the whole plan
 //!   handed to the announcers (`Runtime::apply`). (The state file's save, a no-op when the
 //!   allocations did not change, is lb-bin's and not timed.)
