@@ -415,6 +415,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         previous: None,
         last_agreed: BTreeMap::new(),
         kept: None,
+        since_kept: None,
         config_gen: 0,
         printed: None,
         status,
@@ -540,6 +541,9 @@ struct Node {
     last_agreed: BTreeMap<ServiceKey, lb_core::Allocation>,
     /// The plan in force by service, and what it was planned from.
     kept: Option<Kept>,
+    /// The services the configurations taken in since the kept plan changed (objects or
+    /// EndpointSlices); None when one changed more than services, which needs a whole pass.
+    since_kept: Option<BTreeSet<ServiceKey>>,
     /// Counts the configurations taken in: a reload that changed something adds one.
     config_gen: u64,
     /// The announcements a dry run last printed.
@@ -611,8 +615,10 @@ impl Node {
     /// One pass; `grew`: members appeared since the last pass. A change of the members alone
     /// is served from the plan in force first (a member that left moves only what it won,
     /// before the allocator's work); then, if this node is the allocator, it allocates. When
-    /// the configuration or the ledger followed changed, or nothing is kept, the pass is
-    /// whole: follow the agreed allocations, plan every service and apply the plan.
+    /// the configurations taken in or the ledger followed changed only services (their
+    /// objects, slices or allocations), those services are planned again and the difference
+    /// applied. When a configuration changed more, or nothing is kept, the pass is whole:
+    /// follow the agreed allocations, plan every service and apply the plan.
     async fn pass(&mut self, grew: bool) {
         let members = self.members.clone();
         let served = self.members_change(&members, grew).await;
@@ -620,9 +626,26 @@ impl Node {
         let current = self.kept.as_ref().is_some_and(|k| {
             k.config_gen == self.config_gen && k.ledger == ledger_id(&self.agreement)
         });
-        match served {
-            Some(applied) if current => {
-                self.finish(&members, &applied.errors, &applied.local_errors, |st| {
+        let mut changes: Vec<lb_core::AppliedChange> = Vec::new();
+        let whole_grew = grew && served.is_none();
+        let members_only = served.is_some() && current;
+        changes.extend(served);
+        // Not only the members changed: only services (a change), or more (a whole pass).
+        if !members_only {
+            match self.services_change(&members).await {
+                Some(applied) => changes.push(applied),
+                None => return self.whole(&members, whole_grew).await,
+            }
+        }
+        if let Some(last) = changes.last() {
+            // The last call's refusals: a refused announcer got its whole part again in it.
+            let errors = last.errors.clone();
+            let local_errors: Vec<lb_core::LocalError> = changes
+                .iter()
+                .flat_map(|c| c.local_errors.iter().cloned())
+                .collect();
+            self.finish(&members, &errors, &local_errors, |st| {
+                for applied in &changes {
                     for a in &applied.withdrawn {
                         st.announcements.remove(&StatusAnnouncement::key(a));
                     }
@@ -630,10 +653,82 @@ impl Node {
                         st.announcements
                             .insert(StatusAnnouncement::key(a), StatusAnnouncement::of(a, *t));
                     }
-                });
-            }
-            _ => self.whole(&members, grew && served.is_none()).await,
+                }
+            });
         }
+    }
+
+    /// Serves a pass in which, since the kept plan, the members stayed and only services
+    /// changed: in the configurations taken in (their objects or EndpointSlices) or in the
+    /// ledger followed (their allocations). Re-plans those services alone and applies the
+    /// difference (`/status` is the caller's). Returns None when it cannot: nothing is kept,
+    /// the members differ, or a configuration changed more than services.
+    async fn services_change(
+        &mut self,
+        members: &BTreeSet<String>,
+    ) -> Option<lb_core::AppliedChange> {
+        let since = self.since_kept.as_ref()?;
+        let kept = self.kept.as_ref()?;
+        if members.is_empty() || kept.members != *members {
+            return None;
+        }
+        let (agreed, unsure) = self.agreement.agreed(&self.config);
+        let moved = lb_core::parts::differing(&self.last_agreed, &agreed);
+        let mut touched = since.clone();
+        self.unsure = unsure;
+        // No allocation changed: no address is new, and the state file holds them already
+        // (a failed write is retried by the poll).
+        let fresh = if moved.is_empty() && self.previous.is_some() {
+            BTreeSet::new()
+        } else {
+            self.follow(&agreed)
+        };
+        touched.extend(moved);
+        let input = lb_core::PlanInput::new(
+            &self.config,
+            &agreed,
+            members,
+            &self.opts.node_name,
+            lb_core::Rules::standalone(),
+        );
+        let kept = self.kept.as_mut()?;
+        let parts = kept.parts.services_changed(&input, &touched);
+        kept.config_gen = self.config_gen;
+        kept.ledger = ledger_id(&self.agreement);
+        self.last_agreed = agreed;
+        self.since_kept = Some(BTreeSet::new());
+        let changed = parts.len();
+        let applied = self.runtime.apply_change(parts, &fresh, now_secs()).await;
+        info!(
+            services = touched.len(),
+            changed, "services changed: a change, applied as one"
+        );
+        Some(applied)
+    }
+
+    /// Takes `agreed` as the allocations followed: the state file is written, and the
+    /// addresses new to the cluster since the last are returned (those are probed before
+    /// they are announced).
+    fn follow(&mut self, agreed: &BTreeMap<ServiceKey, lb_core::Allocation>) -> BTreeSet<IpAddr> {
+        let allocated: BTreeSet<IpAddr> = agreed
+            .values()
+            .flat_map(|a| a.ips.iter().copied())
+            .collect();
+        let fresh: BTreeSet<IpAddr> = match &self.previous {
+            Some(p) => allocated.difference(p).copied().collect(),
+            None => BTreeSet::new(),
+        };
+        // Only addresses the cluster's allocator adds after this node first followed a
+        // ledger are new to the cluster: the first ledger adopted (at start, or after a
+        // restart) holds addresses others announce, and probing them would delay a takeover.
+        if !self.agreement.current().decided_by.is_empty() {
+            self.previous = Some(allocated);
+        }
+        // A failed write is retried every poll and shown; what was agreed is announced all
+        // the same (the file still holds the last set written, which a restart claims only
+        // until the others' ledgers arrive).
+        let _ = self.state.save(agreed);
+        fresh
     }
 
     /// Serves a pass in which nothing but the members changed since the kept plan (which
@@ -693,24 +788,7 @@ impl Node {
     async fn whole(&mut self, members: &BTreeSet<String>, grew: bool) {
         let (agreed, unsure) = self.agreement.agreed(&self.config);
         self.unsure = unsure;
-        let allocated: BTreeSet<IpAddr> = agreed
-            .values()
-            .flat_map(|a| a.ips.iter().copied())
-            .collect();
-        let fresh: BTreeSet<IpAddr> = match &self.previous {
-            Some(p) => allocated.difference(p).copied().collect(),
-            None => BTreeSet::new(),
-        };
-        // Only addresses the cluster's allocator adds after this node first followed a
-        // ledger are new to the cluster: the first ledger adopted (at start, or after a
-        // restart) holds addresses others announce, and probing them would delay a takeover.
-        if !self.agreement.current().decided_by.is_empty() {
-            self.previous = Some(allocated);
-        }
-        // A failed write is retried every poll and shown; what was agreed is announced all
-        // the same (the file still holds the last set written, which a restart claims only
-        // until the others' ledgers arrive).
-        let _ = self.state.save(&agreed);
+        let fresh = self.follow(&agreed);
         self.runtime.note_members(members);
         let input = lb_core::PlanInput::new(
             &self.config,
@@ -727,6 +805,7 @@ impl Node {
             config_gen: self.config_gen,
             ledger: ledger_id(&self.agreement),
         });
+        self.since_kept = Some(BTreeSet::new());
         self.last_agreed = agreed;
         crate::members::without_l2_if_refused(members, &mut p.announcements);
         // New addresses go on the dummy interface before they are announced, so the first
@@ -872,12 +951,19 @@ impl Node {
             &self.status,
         )
         .await;
-        if changed {
+        if let Some(touched) = &changed {
             self.config_gen += 1;
+            self.since_kept = match (self.since_kept.take(), touched) {
+                (Some(mut since), Some(touched)) => {
+                    since.extend(touched.iter().cloned());
+                    Some(since)
+                }
+                _ => None,
+            };
         }
         self.elector
             .set_roster(roster(&self.config, &self.opts.node_name, self.alone));
-        changed
+        changed.is_some()
     }
 
     /// `/metrics`: the announcers', the membership's and this node's own.
@@ -980,7 +1066,8 @@ fn modified(p: &Path) -> Option<SystemTime> {
 }
 
 /// Loads the file again; a bad one is refused and the running configuration stays. Returns
-/// whether the configuration changed.
+/// None when the configuration stayed, else what [`Config::services_changed_since`] says of
+/// the change: the services it changed, or None when it changed more.
 async fn reload(
     opts: &Options,
     config: &mut Config,
@@ -989,14 +1076,14 @@ async fn reload(
     runtime: &mut lb_core::Runtime,
     router_id: Ipv4Addr,
     status: &SharedStatus,
-) -> bool {
+) -> Option<Option<BTreeSet<ServiceKey>>> {
     let new = match load_cached(&opts.config, documents) {
         Ok(c) => c,
         Err(e) => {
             error!("refused the new configuration, the old one keeps running: {e:#}");
             let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
             st.config_errors = format!("{e:#}").lines().map(str::to_string).collect();
-            return false;
+            return None;
         }
     };
     status
@@ -1006,15 +1093,16 @@ async fn reload(
         .clear();
     if new == *config {
         // Saved unchanged (or changed back): nothing to decide again.
-        return false;
+        return None;
     }
     // Only what changed moves: one peer's edit touches that session alone.
     if let Err(e) = announcers.update(&new, &opts.node_name, router_id).await {
         error!("refused the new configuration, the old one keeps running: {e:#}");
-        return false;
+        return None;
     }
     // A mode turned on or off: the runtime drives the new set from the next pass.
     runtime.set_announcers(announcers.list());
+    let touched = new.services_changed_since(config);
     *config = new;
-    true
+    Some(touched)
 }

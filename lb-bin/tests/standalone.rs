@@ -483,6 +483,19 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
         .map(|(k, v)| (k, v[0].1.clone()))
         .collect();
     assert_eq!(now, was, "adding a service moved another");
+    // Each node served the edit as a change of that service (the new file, then the ledger
+    // that allocates it), not as a whole pass.
+    for i in 1..=3 {
+        let log = lab.net.log(&format!("node{i}"));
+        let since = log
+            .rsplit_once("changed: reloading")
+            .map_or("", |(_, rest)| rest);
+        assert!(
+            since.contains("services changed: a change, applied as one")
+                && !since.contains("plan applied"),
+            "node{i} did not serve the added service as a change:{since}"
+        );
+    }
 
     // The HTTP endpoints of a running node.
     assert_eq!(lab.get(2, "/healthz").as_deref(), Some("ok\n"));
