@@ -506,6 +506,14 @@ impl Driver {
                     .store(neg.ctx.four_octet_as, Ordering::Relaxed);
                 self.status
                     .send_modify(|s| s.established_since = Some(SystemTime::now()));
+                let conn = self.conn.as_ref().map(|c| (c.local, c.outbound));
+                tracing::info!(
+                    peer = %self.cfg.address.ip(),
+                    local = ?conn.map(|c| c.0),
+                    outbound = ?conn.map(|c| c.1),
+                    hold = neg.hold_time,
+                    "BGP session established"
+                );
                 self.sent.clear();
                 if self.sync().await.is_err() {
                     return Some(Input::TcpClosed);
@@ -529,6 +537,7 @@ impl Driver {
                     Down::TcpClosed => "connection closed".into(),
                     Down::TcpFailed => "connection failed".into(),
                 };
+                tracing::info!(peer = %self.cfg.address.ip(), "BGP session down: {text}");
                 self.status.send_modify(|s| {
                     s.established_since = None;
                     s.prefixes_announced = 0;

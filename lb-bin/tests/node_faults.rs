@@ -480,7 +480,14 @@ fn editing_one_peer_and_its_secret_password_touches_that_session_alone() {
         net.log("node1")
     );
     let after = b1.session();
-    assert_eq!(before, after, "r1's session was not touched");
+    assert_eq!(
+        before,
+        after,
+        "r1's session was not touched\nr2 before {since_b2:?}\nr2 now {:?}\n{}\n{:?}",
+        b2.session(),
+        net.log("node1"),
+        status(&net)
+    );
     assert!(after.contains("Established"), "{after}");
     let times: Vec<f64> = std::fs::read_to_string(&ping_log)
         .unwrap()
