@@ -123,11 +123,10 @@ fn bench(c: &mut Criterion) {
             })
         });
         // One EndpointSlice edited: svc3's endpoint (ETP Local) moves from node1 to node2, so
-        // node1 stops announcing it. Timed: what a standalone node would do with the file
-        // read, in a services pass built on `Parts::services_changed` (`lb-bin` does not use
-        // it yet): the configurations compared, the ledger followed and compared with the
-        // allocations in force, the changed services planned, the difference applied. It
-        // moves back untimed.
+        // node1 stops announcing it. Timed: what a standalone node's services pass does with
+        // the file read (`Parts::services_changed`, as `lb-bin` serves it): the
+        // configurations compared, the ledger followed and compared with the allocations in
+        // force, the changed services planned, the difference applied. It moves back untimed.
         let mut edited = config.clone();
         edited
             .endpoint_slices

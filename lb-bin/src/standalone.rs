@@ -9,8 +9,11 @@
 //!                                                          dummy interface (local delivery)
 //!  SIGTERM: leave the cluster, withdraw, BGP Cease, clear the dummy interface.
 //! ```
-//! Every pass is level-triggered: it recomputes the whole plan from the current config,
-//! allocations and members, and the announcers make the difference.
+//! A pass reads the current config, allocations and members and leaves the plan a whole pass
+//! would make. It keeps that plan by service: a change of the members alone, or of some
+//! services alone (in the file or in the ledger followed), re-plans what it can move and hands
+//! the announcers the difference; anything else re-plans every service, and the announcers
+//! make the difference.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -6,7 +6,9 @@
 //! the services a departed node won and leaves every other part as it is. A node that joins
 //! changes an election only where it outranks the kept winner, or where none was eligible:
 //! every service is checked against its kept standing, and only those are planned again.
-//! Both the standalone node and the Kubernetes speaker keep their plan this way.
+//! An edit of some services (their objects, slices or allocations) moves only those:
+//! [`Parts::services_changed`] plans them alone. Both the standalone node and the Kubernetes
+//! speaker keep their plan this way.
 //!
 //! ```
 //! use std::collections::BTreeSet;
