@@ -458,10 +458,16 @@ fn documents(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Vec<Object>> {
     let chunks = split_documents(text);
-    let cached: Vec<Option<&Parsed>> = chunks
+    // The last read's documents are taken out of the cache, not copied: each found here moves
+    // (its text, its objects) into this read's cache, and only its objects are cloned, once,
+    // for the loader. A document that appears twice is found once and parsed the second time.
+    let mut last = std::mem::take(&mut cache.docs);
+    let cached: Vec<Option<(String, Parsed)>> = chunks
         .iter()
-        .map(|(_, chunk)| cache.docs.get(chunk.as_ref()))
+        .map(|(_, chunk)| last.remove_entry(chunk.as_ref()))
         .collect();
+    // The documents no longer in the file, dropped before this read's allocations.
+    drop(last);
     let todo: Vec<(usize, usize, &str)> = chunks
         .iter()
         .enumerate()
@@ -507,26 +513,28 @@ fn documents(
     let mut fresh = fresh.into_iter().flatten();
     let mut found = found.into_iter().flatten();
     let mut counts = counts.into_iter();
-    let mut docs = std::collections::HashMap::new();
-    let mut out = Vec::new();
+    let mut docs = std::collections::HashMap::with_capacity(chunks.len());
+    let mut out = Vec::with_capacity(chunks.len());
     for ((_, chunk), hit) in chunks.iter().zip(cached) {
-        let (objects, errs): Parsed = match hit {
-            Some((o, e)) => (o.clone(), e.clone()),
+        match hit {
+            Some((text, (objects, errs))) => {
+                out.extend(objects.iter().cloned());
+                errors.extend(errs.iter().cloned());
+                docs.insert(text, (objects, errs));
+            }
             None => {
                 let (n, m) = counts.next().unwrap_or_default();
-                (
-                    fresh.by_ref().take(n).collect(),
-                    found.by_ref().take(m).collect(),
-                )
+                let objects: Vec<Object> = fresh.by_ref().take(n).collect();
+                let errs: Vec<ConfigError> = found.by_ref().take(m).collect();
+                // The cache holds this read's documents alone, but those whose findings name
+                // their place in the file.
+                if errs.iter().all(|e| !e.object.starts_with("document ")) {
+                    docs.insert(chunk.to_string(), (objects.clone(), errs.clone()));
+                }
+                out.extend(objects);
+                errors.extend(errs);
             }
-        };
-        // The cache holds this read's documents alone, but those whose findings name their
-        // place in the file.
-        if errs.iter().all(|e| !e.object.starts_with("document ")) {
-            docs.insert(chunk.to_string(), (objects.clone(), errs.clone()));
         }
-        out.extend(objects);
-        errors.extend(errs);
     }
     cache.docs = docs;
     vec![out]
@@ -2075,5 +2083,29 @@ mod tests {
         assert_eq!(b.errors, fresh.errors);
         assert!(!b.errors.is_empty());
         assert_eq!(cache.parsed_last(), 3 + broken);
+        // Documents removed, and one written twice: the cache gave each document of the last
+        // read once, so the copy is parsed; the read is still a fresh read's, the duplicate's
+        // finding included.
+        let third: String = (0..n)
+            .filter(|i| !(20..30).contains(i))
+            .map(|i| doc(i, if i == 500 { 8080 } else { 80 }))
+            .chain([doc(10, 80), doc(n + 2, 80)])
+            .collect();
+        let c = load_str_cached(&third, &mut cache);
+        let fresh = load_str(&third);
+        assert_eq!(c.config, fresh.config);
+        assert_eq!(c.errors, fresh.errors);
+        assert!(
+            c.errors.iter().any(|e| e.object.contains("n3/s10")),
+            "{:?}",
+            c.errors
+        );
+        assert_eq!(cache.parsed_last(), 1 + broken);
+        assert!(!c.config.services.keys().any(|k| k.name == "s25"));
+        assert_eq!(
+            cache.len(),
+            n - 10 - broken + 2,
+            "the empty head and this read's named objects, each once: none removed is kept"
+        );
     }
 }
