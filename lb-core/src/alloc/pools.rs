@@ -255,6 +255,11 @@ impl PoolAllocator {
             .sum()
     }
 
+    /// The services that hold an address (more than one when they share it).
+    pub fn holders(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> {
+        self.users(ip).map(|h| &h.key)
+    }
+
     fn holder(&self, id: Id) -> Option<&Holder> {
         self.slots.get(id as usize).and_then(Option::as_ref)
     }

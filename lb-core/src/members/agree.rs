@@ -23,8 +23,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alloc::converge::{Input, inputs_from};
-use crate::alloc::{Allocation, Outcome, Placement, PoolAllocator, converge};
+use crate::alloc::converge::{Input, input_of, inputs_from};
+use crate::alloc::{
+    Allocation, Allocator, Outcome, Placement, PoolAllocator, converge, converge_some,
+};
 use crate::config::Config;
 use crate::objects::ServiceKey;
 use crate::plan::election_hash;
@@ -82,6 +84,21 @@ pub struct Agreement {
     remembered: BTreeMap<String, (Vec<IpAddr>, String)>,
     /// The state file's allocations (the weakest claims).
     saved: BTreeMap<String, Vec<IpAddr>>,
+    /// The allocator after this node's last decision, for a decision over some services.
+    kept: Option<KeptDecision>,
+}
+
+/// What a decision leaves for the next one over some services ([`Agreement::decide_services`]).
+#[derive(Clone, Debug)]
+struct KeptDecision {
+    /// Holds every allocation of the ledger decided.
+    alloc: PoolAllocator,
+    /// The pools it was built from.
+    pools: BTreeMap<String, crate::config::Pool>,
+    /// The services left pending: served again with any change.
+    pending: BTreeSet<ServiceKey>,
+    /// The ledger decided (its version): a ledger adopted since makes the next decision whole.
+    version: (u64, u64),
 }
 
 /// Claims remembered at most (one per service).
@@ -120,6 +137,7 @@ impl Agreement {
             leading_since: None,
             remembered: BTreeMap::new(),
             saved,
+            kept: None,
         }
     }
 
@@ -204,7 +222,11 @@ impl Agreement {
     /// ledger when it changed.
     pub fn decide(&mut self, config: &Config) -> Decision {
         let mut claims: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        let mut taken: BTreeMap<IpAddr, String> = BTreeMap::new();
+        // Who claimed an address first, and in which source: a claim loses to an earlier
+        // source's. Within one source (one allocator's ledger, or the state file written from
+        // one) services that share an address were given it together: the allocator checks
+        // that they still may.
+        let mut taken: BTreeMap<IpAddr, (String, usize)> = BTreeMap::new();
         let mut lost: BTreeMap<String, (Vec<IpAddr>, String)> = BTreeMap::new();
         let own = std::iter::once((&self.me, &self.current));
         let sources = own
@@ -232,22 +254,24 @@ impl Agreement {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             )));
-        for (source, entries) in sources {
+        for (rank, (source, entries)) in sources.enumerate() {
             for (svc, ips) in entries {
                 if claims.contains_key(&svc) || ips.is_empty() {
                     continue;
                 }
-                if let Some(holder) = ips.iter().find_map(|ip| taken.get(ip)) {
-                    if holder != &svc {
-                        lost.entry(svc.clone()).or_insert((
-                            ips.clone(),
-                            format!("{} holds it in the ledger this allocator kept (claim from {source})", holder),
-                        ));
-                    }
+                let earlier = ips
+                    .iter()
+                    .filter_map(|ip| taken.get(ip))
+                    .find(|(holder, r)| *r < rank && *holder != svc);
+                if let Some((holder, _)) = earlier {
+                    lost.entry(svc.clone()).or_insert((
+                        ips.clone(),
+                        format!("{holder} holds it in the ledger this allocator kept (claim from {source})"),
+                    ));
                     continue;
                 }
                 for ip in &ips {
-                    taken.insert(*ip, svc.clone());
+                    taken.entry(*ip).or_insert_with(|| (svc.clone(), rank));
                 }
                 claims.insert(svc, ips);
             }
@@ -261,6 +285,7 @@ impl Agreement {
             }
         }
         let outcome = converge(&mut alloc, inputs);
+        let pending = outcome.pending.keys().cloned().collect();
         let entries: BTreeMap<String, (String, Vec<IpAddr>)> = outcome
             .allocated
             .iter()
@@ -289,11 +314,138 @@ impl Agreement {
             };
             self.current.clone()
         });
+        self.kept = Some(KeptDecision {
+            alloc,
+            pools: config.pools.clone(),
+            pending,
+            version: self.current.version,
+        });
         Decision {
             ledger,
             moved,
             outcome,
         }
+    }
+
+    /// [`Agreement::decide`] for a configuration that, since this node's last decision,
+    /// changed only the services `touched` (their objects: added, edited or removed). Only
+    /// those, and the services left pending, are allocated again, from the allocator the last
+    /// decision kept; every other service keeps what the ledger gives it. A claim for a
+    /// touched service comes from the same sources as in a whole decision (this node's ledger,
+    /// the others', the claims heard earlier, the state file) and is kept unless another
+    /// service holds its addresses. The decision is whole when nothing is kept, when the pools
+    /// changed, or when this node has followed another ledger since.
+    ///
+    /// The outcome holds the services allocated again only.
+    pub fn decide_services(&mut self, config: &Config, touched: &BTreeSet<ServiceKey>) -> Decision {
+        let usable = self.kept.as_ref().is_some_and(|k| {
+            self.current.decided_by == self.me
+                && k.version == self.current.version
+                && k.pools == config.pools
+        });
+        let Some(mut kept) = self.kept.take().filter(|_| usable) else {
+            return self.decide(config);
+        };
+        let mut scope: BTreeSet<ServiceKey> = touched.clone();
+        scope.extend(kept.pending.iter().cloned());
+        let ours = |k: &ServiceKey| {
+            config
+                .services
+                .get(k)
+                .filter(|s| s.load_balancer && s.load_balancer_class.is_none())
+        };
+        let gone: Vec<ServiceKey> = scope
+            .iter()
+            .filter(|k| ours(k).is_none())
+            .cloned()
+            .collect();
+        let mut lost: BTreeMap<String, (Vec<IpAddr>, String)> = BTreeMap::new();
+        let mut inputs = Vec::new();
+        for svc in scope.iter().filter_map(ours) {
+            let mut input = input_of(svc, config);
+            let key = svc.key.to_string();
+            if kept.alloc.allocation(&svc.key).is_none()
+                && let Some((ips, source)) = self.claim_of(&key)
+            {
+                let holder = ips
+                    .iter()
+                    .find_map(|ip| kept.alloc.holders(*ip).find(|h| *h != &svc.key).cloned());
+                match holder {
+                    Some(h) => {
+                        lost.insert(
+                            key,
+                            (ips, format!("{h} holds it in the ledger this allocator kept (claim from {source})")),
+                        );
+                    }
+                    None => input.status_ips = ips,
+                }
+            }
+            inputs.push(input);
+        }
+        let outcome = converge_some(&mut kept.alloc, &gone, inputs);
+        let mut entries = std::mem::take(&mut self.current.entries);
+        let mut changed = false;
+        for key in &scope {
+            kept.pending.remove(key);
+            let k = key.to_string();
+            let was = match outcome.allocated.get(key) {
+                Some(a) => entries.insert(k, (a.pool.clone(), a.ips.clone())),
+                None => entries.remove(&k),
+            };
+            changed |= was.as_ref() != entries.get(&key.to_string());
+        }
+        kept.pending.extend(outcome.pending.keys().cloned());
+        let moved = lost
+            .into_iter()
+            .filter_map(|(svc, (from, why))| {
+                let to = entries.get(&svc)?.1.clone();
+                (to != from).then_some(Moved {
+                    service: svc,
+                    from,
+                    to,
+                    why,
+                })
+            })
+            .collect();
+        self.remembered.retain(|svc, _| !entries.contains_key(svc));
+        self.current.entries = entries;
+        let ledger = changed.then(|| {
+            self.seq += 1;
+            self.current.version = (self.epoch, self.seq);
+            self.current.clone()
+        });
+        kept.version = self.current.version;
+        self.kept = Some(kept);
+        Decision {
+            ledger,
+            moved,
+            outcome,
+        }
+    }
+
+    /// The strongest claim on service `key` outside this node's ledger, as a whole decision
+    /// weighs them: the others' ledgers by node name, the claims heard earlier, the state file.
+    fn claim_of(&self, key: &str) -> Option<(Vec<IpAddr>, String)> {
+        self.heard
+            .iter()
+            .find_map(|(n, l)| {
+                l.entries
+                    .get(key)
+                    .filter(|(_, ips)| !ips.is_empty())
+                    .map(|(_, ips)| (ips.clone(), n.clone()))
+            })
+            .or_else(|| {
+                self.remembered
+                    .get(key)
+                    .filter(|(ips, _)| !ips.is_empty())
+                    .map(|(ips, _)| (ips.clone(), "claims heard earlier".to_string()))
+            })
+            .or_else(|| {
+                self.saved
+                    .get(key)
+                    .filter(|ips| !ips.is_empty())
+                    .map(|ips| (ips.clone(), "the state file".to_string()))
+            })
     }
 
     /// What this node may announce: the followed ledger's entries for services in `config`
@@ -624,5 +776,120 @@ mod tests {
         let mut bad = cs[0].clone();
         bad[20..24].copy_from_slice(&0u32.to_be_bytes());
         assert!(r.push("x", &bad).is_err());
+    }
+
+    mod services {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One service's state in a run: absent, or (LoadBalancer, asked address, sharing
+        /// key, port).
+        type Svc = Option<(bool, Option<u8>, Option<u8>, u16)>;
+
+        fn yaml(svcs: &[Svc]) -> Config {
+            let mut y = String::from(
+                "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: lan}\nspec: {addresses: [198.51.100.0/30]}\n---\napiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: v6}\nspec: {addresses: [2001:db8::/126], autoAssign: false}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: lan}\n",
+            );
+            for (i, s) in svcs.iter().enumerate() {
+                let Some((lb, ip, share, port)) = s else {
+                    continue;
+                };
+                let ty = if *lb { "LoadBalancer" } else { "ClusterIP" };
+                let ann = share.map_or(String::new(), |k| {
+                    format!(", annotations: {{metallb.universe.tf/allow-shared-ip: k{k}}}")
+                });
+                let ip = ip.map_or(String::new(), |o| {
+                    format!(", loadBalancerIP: 198.51.100.{o}")
+                });
+                y.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default{ann}}}\nspec: {{type: {ty}, ports: [{{port: {port}}}]{ip}}}\n"
+                ));
+            }
+            let l = crate::config::load_str(&y);
+            assert!(l.is_valid(), "{:?}", l.errors);
+            l.config
+        }
+
+        fn svc() -> impl Strategy<Value = Svc> {
+            prop::option::weighted(
+                0.8,
+                (
+                    prop::bool::weighted(0.85),
+                    prop::option::weighted(0.3, 0u8..5),
+                    prop::option::weighted(0.3, 0u8..2),
+                    prop_oneof![Just(80u16), Just(81u16)],
+                ),
+            )
+        }
+
+        /// Services that share an address keep it from one whole decision to the next (the
+        /// allocator checks they still may): it once counted the second as a claim on an
+        /// address another service held, and moved it.
+        #[test]
+        fn shared_addresses_stay_from_one_whole_decision_to_the_next() {
+            let config = yaml(&[
+                None,
+                Some((true, None, Some(0), 80)),
+                Some((true, None, None, 80)),
+                Some((true, None, Some(0), 81)),
+                Some((true, None, Some(0), 80)),
+            ]);
+            let mut a = Agreement::new("n1", 1, BTreeMap::new());
+            a.decide(&config);
+            let first = a.current().entries.clone();
+            let shared = first
+                .values()
+                .filter(|(_, ips)| first.values().filter(|(_, o)| o == ips).count() > 1);
+            assert!(shared.count() >= 2, "{first:?}");
+            assert_eq!(a.decide(&config).ledger, None);
+            assert_eq!(a.current().entries, first);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// A decision over the services a run of edits touched (and those left pending)
+            /// leaves every other service's entry as it was, and decides a ledger that a whole
+            /// decision keeps as it is: every address still valid, every pending service
+            /// still unable to get one. A whole decision keeps its own ledger too (shared
+            /// addresses included), and a new version comes exactly when an entry changed.
+            #[test]
+            fn a_decision_over_the_touched_services_keeps_the_rest_and_is_kept_whole(
+                first in prop::collection::vec(svc(), 6),
+                edits in prop::collection::vec((0usize..6, svc()), 1..12),
+            ) {
+                let mut state = first;
+                let mut config = yaml(&state);
+                let mut a = Agreement::new("n1", 1, BTreeMap::new());
+                let mut w = a.clone();
+                a.decide(&config);
+                w.decide(&config);
+                prop_assert!(w.clone().decide(&config).ledger.is_none(), "a whole decision moved its own ledger");
+                for (i, s) in edits {
+                    state[i] = s;
+                    let next = yaml(&state);
+                    let touched = next.services_changed_since(&config).expect("only services");
+                    let before = a.current().entries.clone();
+                    let mut scope: BTreeSet<String> =
+                        touched.iter().map(ToString::to_string).collect();
+                    scope.extend(a.kept.as_ref().unwrap().pending.iter().map(ToString::to_string));
+                    let d = a.decide_services(&next, &touched);
+                    for (k, v) in &before {
+                        if !scope.contains(k) {
+                            prop_assert_eq!(a.current().entries.get(k), Some(v), "{} moved", k);
+                        }
+                    }
+                    prop_assert_eq!(d.ledger.is_some(), before != a.current().entries);
+                    let mut again = a.clone();
+                    prop_assert!(again.decide(&next).ledger.is_none(), "a whole decision changed it");
+                    prop_assert_eq!(&again.current().entries, &a.current().entries);
+                    // Whole decisions alone: each keeps what the last decided.
+                    w.decide(&next);
+                    let mut w2 = w.clone();
+                    prop_assert!(w2.decide(&next).ledger.is_none(), "a whole decision moved its own ledger");
+                    config = next;
+                }
+            }
+        }
     }
 }
