@@ -19,6 +19,16 @@
 //!   (`Parts::services_changed`) and applied as a change.
 //!
 //! The announcers are tables by address (`lb_benches::Table`); nothing leaves the process.
+//!
+//! And the allocator's decision after one service was added to the file (group
+//! `standalone_decide`, same sizes, same run):
+//!
+//! - `whole`: `Agreement::decide`, what the allocator did on every reload before: every
+//!   service's claim gathered from the ledgers and the state file, every service allocated
+//!   afresh, the ledger built and compared.
+//! - `services`: `Agreement::decide_services` with the one service touched: it alone (and any
+//!   left pending) allocated from the allocator the last decision kept, the ledger edited in
+//!   place. The service is removed again untimed.
 
 /// On mimalloc with `--features mimalloc`, as in `lb-bin`.
 #[cfg(feature = "mimalloc")]
@@ -168,5 +178,55 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_decide(c: &mut Criterion) {
+    let mut g = c.benchmark_group("standalone_decide");
+    g.sample_size(10);
+    for (n, label) in SIZES {
+        let loaded = lb_core::load_str(&lb_benches::services_yaml(n));
+        assert!(loaded.is_valid(), "{:?}", loaded.errors.first());
+        let config = loaded.config;
+        let mut agreement = Agreement::new("node1", 1, BTreeMap::new());
+        assert!(agreement.decide(&config).ledger.is_some());
+        // One more service, a copy of the first under a new name.
+        let mut added = config.clone();
+        let mut svc = config.services.values().next().expect("services").clone();
+        svc.key.name = "added".into();
+        let key = svc.key.clone();
+        added.services.insert(key.clone(), svc);
+        let touched: BTreeSet<_> = [key.clone()].into();
+        let entry = key.to_string();
+        g.bench_function(BenchmarkId::new("whole", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let d = agreement.decide(&added);
+                    spent += started.elapsed();
+                    assert!(d.ledger.is_some());
+                    assert!(agreement.decide(&config).ledger.is_some());
+                }
+                spent
+            })
+        });
+        g.bench_function(BenchmarkId::new("services", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let d = agreement.decide_services(&added, &touched);
+                    spent += started.elapsed();
+                    assert!(d.ledger.is_some());
+                    assert!(agreement.current().entries.contains_key(&entry));
+                    let back = agreement.decide_services(&config, &touched);
+                    assert!(back.ledger.is_some());
+                }
+                spent
+            })
+        });
+        assert_eq!(agreement.current().entries.len(), n);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_decide);
 criterion_main!(benches);
