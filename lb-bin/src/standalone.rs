@@ -419,6 +419,7 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         last_agreed: BTreeMap::new(),
         kept: None,
         since_kept: None,
+        since_decided: None,
         config_gen: 0,
         printed: None,
         status,
@@ -547,6 +548,9 @@ struct Node {
     /// The services the configurations taken in since the kept plan changed (objects or
     /// EndpointSlices); None when one changed more than services, which needs a whole pass.
     since_kept: Option<BTreeSet<ServiceKey>>,
+    /// The same since this node's last decision as the allocator: the next decides only
+    /// those services (with those left pending) when it can.
+    since_decided: Option<BTreeSet<ServiceKey>>,
     /// Counts the configurations taken in: a reload that changed something adds one.
     config_gen: u64,
     /// The announcements a dry run last printed.
@@ -596,7 +600,11 @@ impl Node {
         {
             return;
         }
-        let d = self.agreement.decide(&self.config);
+        let d = match self.since_decided.take() {
+            Some(touched) => self.agreement.decide_services(&self.config, &touched),
+            None => self.agreement.decide(&self.config),
+        };
+        self.since_decided = Some(BTreeSet::new());
         for (k, why) in &d.outcome.pending {
             warn!(service = %k, "pending: {why}");
         }
@@ -609,7 +617,13 @@ impl Node {
             st.moved = d.moved.clone();
         }
         if let Some(l) = d.ledger {
-            info!(version = ?l.version, services = l.entries.len(), "allocated; telling the others");
+            info!(
+                version = ?l.version,
+                services = l.entries.len(),
+                whole = d.whole,
+                decided = if d.whole { l.entries.len() } else { d.outcome.allocated.len() + d.outcome.pending.len() },
+                "allocated; telling the others"
+            );
             self.elector.broadcast(agree::chunks(&l, LEDGER_CHUNK));
             self.last_sent = std::time::Instant::now();
         }
@@ -956,13 +970,15 @@ impl Node {
         .await;
         if let Some(touched) = &changed {
             self.config_gen += 1;
-            self.since_kept = match (self.since_kept.take(), touched) {
+            let add = |since: Option<BTreeSet<ServiceKey>>| match (since, touched) {
                 (Some(mut since), Some(touched)) => {
                     since.extend(touched.iter().cloned());
                     Some(since)
                 }
                 _ => None,
             };
+            self.since_kept = add(self.since_kept.take());
+            self.since_decided = add(self.since_decided.take());
         }
         self.elector
             .set_roster(roster(&self.config, &self.opts.node_name, self.alone));

@@ -496,6 +496,27 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
             "node{i} did not serve the added service as a change:{since}"
         );
     }
+    // The allocator decided that service alone, from the allocator its last decision kept.
+    let decided: Vec<String> = (1..=3)
+        .flat_map(|i| {
+            let log = lab.net.log(&format!("node{i}"));
+            let since = log
+                .rsplit_once("changed: reloading")
+                .map_or(String::new(), |(_, r)| r.to_string());
+            since
+                .lines()
+                .filter(|l| l.contains("allocated; telling the others"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        !decided.is_empty()
+            && decided
+                .iter()
+                .all(|l| l.contains("whole=false") && l.contains("decided=1")),
+        "the allocator did not decide the added service alone: {decided:?}"
+    );
 
     // The HTTP endpoints of a running node.
     assert_eq!(lab.get(2, "/healthz").as_deref(), Some("ok\n"));

@@ -15,6 +15,10 @@
 //! different orders before they met), the allocator's own ledger wins and the other service
 //! moves once; the decision says so in `moved`.
 //!
+//! The allocator keeps what its last decision left: an edit that touched some services only
+//! is decided for those (and any left pending), not for every service
+//! ([`Agreement::decide_services`]).
+//!
 //! Pure: the caller passes time, members and configuration, and carries ledgers between nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,8 +124,11 @@ pub struct Decision {
     pub ledger: Option<Ledger>,
     /// Services moved off a contested address.
     pub moved: Vec<Moved>,
-    /// The allocations that follow.
+    /// The allocations that follow: every service's after a whole decision, the services
+    /// decided again after [`Agreement::decide_services`].
     pub outcome: Outcome,
+    /// Whether every service was decided (rather than the services an edit touched).
+    pub whole: bool,
 }
 
 impl Agreement {
@@ -324,6 +331,7 @@ impl Agreement {
             ledger,
             moved,
             outcome,
+            whole: true,
         }
     }
 
@@ -420,6 +428,7 @@ impl Agreement {
             ledger,
             moved,
             outcome,
+            whole: false,
         }
     }
 
