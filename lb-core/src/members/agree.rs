@@ -64,6 +64,25 @@ pub struct Moved {
     pub why: String,
 }
 
+/// The services whose addresses another ledger gave them and this decision did not keep:
+/// `lost` holds what the other ledger gave each and why it lost it, `entries` the decision.
+fn moved(
+    lost: BTreeMap<String, (Vec<IpAddr>, String)>,
+    entries: &BTreeMap<String, (String, Vec<IpAddr>)>,
+) -> Vec<Moved> {
+    lost.into_iter()
+        .filter_map(|(svc, (from, why))| {
+            let to = entries.get(&svc)?.1.clone();
+            (to != from).then_some(Moved {
+                service: svc,
+                from,
+                to,
+                why,
+            })
+        })
+        .collect()
+}
+
 /// The allocator among `members`: the first in election order, as L2 owners are chosen.
 pub fn allocator(members: &BTreeSet<String>) -> Option<&String> {
     members
@@ -298,18 +317,7 @@ impl Agreement {
             .iter()
             .map(|(k, a)| (k.to_string(), (a.pool.clone(), a.ips.clone())))
             .collect();
-        let moved = lost
-            .into_iter()
-            .filter_map(|(svc, (from, why))| {
-                let to = entries.get(&svc)?.1.clone();
-                (to != from).then_some(Moved {
-                    service: svc,
-                    from,
-                    to,
-                    why,
-                })
-            })
-            .collect();
+        let moved = moved(lost, &entries);
         self.remembered.retain(|svc, _| !entries.contains_key(svc));
         let changed = self.current.decided_by != self.me || self.current.entries != entries;
         let ledger = changed.then(|| {
@@ -403,18 +411,7 @@ impl Agreement {
             changed |= was.as_ref() != entries.get(&key.to_string());
         }
         kept.pending.extend(outcome.pending.keys().cloned());
-        let moved = lost
-            .into_iter()
-            .filter_map(|(svc, (from, why))| {
-                let to = entries.get(&svc)?.1.clone();
-                (to != from).then_some(Moved {
-                    service: svc,
-                    from,
-                    to,
-                    why,
-                })
-            })
-            .collect();
+        let moved = moved(lost, &entries);
         self.remembered.retain(|svc, _| !entries.contains_key(svc));
         self.current.entries = entries;
         let ledger = changed.then(|| {
