@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::stop::Stop;
 use futures::StreamExt;
-use lb_core::config::{Config, DocumentCache, load_str_cached};
+use lb_core::config::{Config, DocumentCache, Reloaded, load_str_cached, reload_str};
 use lb_core::elect::LeaderElector;
 use lb_core::metrics::prometheus_client::collector::Collector;
 use lb_core::metrics::prometheus_client::encoding::DescriptorEncoder;
@@ -369,6 +369,7 @@ pub(crate) fn now_secs() -> u64 {
 pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) -> Result<()> {
     let mut documents = DocumentCache::default();
     let config = load_cached(&opts.config, &mut documents)?;
+    documents.taken();
     let state = State::open(opts.state_dir.as_deref());
     let (elector, router_id, alone) = join(&opts, &config).await?;
     let announcers = Announcers::start(&config, &opts.node_name, router_id, opts.dry_run)?;
@@ -1085,8 +1086,10 @@ fn modified(p: &Path) -> Option<SystemTime> {
 }
 
 /// Loads the file again; a bad one is refused and the running configuration stays. Returns
-/// None when the configuration stayed, else what [`Config::services_changed_since`] says of
-/// the change: the services it changed, or None when it changed more.
+/// None when the configuration stayed, else the services it changed, or None when it changed
+/// more (see [`Config::services_changed_since`]). An edit of Services and EndpointSlices alone
+/// changes the configuration in force in place ([`lb_core::config::reload_str`]): the other
+/// objects are neither copied nor compared.
 async fn reload(
     opts: &Options,
     config: &mut Config,
@@ -1096,22 +1099,54 @@ async fn reload(
     router_id: Ipv4Addr,
     status: &SharedStatus,
 ) -> Option<Option<BTreeSet<ServiceKey>>> {
-    let new = match load_cached(&opts.config, documents) {
-        Ok(c) => c,
-        Err(e) => {
+    let refused = |errors: Vec<String>| {
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        st.config_errors = errors;
+    };
+    let text = match std::fs::read_to_string(&opts.config) {
+        Ok(t) => t,
+        Err(source) => {
+            let e = Error::ReadConfig {
+                path: opts.config.clone(),
+                source,
+            };
             error!("refused the new configuration, the old one keeps running: {e:#}");
-            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-            st.config_errors = format!("{e:#}").lines().map(str::to_string).collect();
+            refused(format!("{e:#}").lines().map(str::to_string).collect());
             return None;
         }
     };
-    status
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .config_errors
-        .clear();
+    let new = match reload_str(&text, documents, config) {
+        Reloaded::Unchanged => {
+            refused(Vec::new());
+            return None;
+        }
+        Reloaded::Services { touched, findings } => {
+            for w in &findings {
+                warn!("config: {w}");
+            }
+            refused(Vec::new());
+            return (!touched.is_empty()).then_some(Some(touched));
+        }
+        Reloaded::Whole(l) if !l.is_valid() => {
+            let e = Error::InvalidConfig {
+                path: opts.config.clone(),
+                errors: l.errors,
+            };
+            error!("refused the new configuration, the old one keeps running: {e:#}");
+            refused(format!("{e:#}").lines().map(str::to_string).collect());
+            return None;
+        }
+        Reloaded::Whole(l) => {
+            for w in &l.errors {
+                warn!("config: {w}");
+            }
+            l.config
+        }
+    };
+    refused(Vec::new());
     if new == *config {
         // Saved unchanged (or changed back): nothing to decide again.
+        documents.taken();
         return None;
     }
     // Only what changed moves: one peer's edit touches that session alone.
@@ -1123,5 +1158,6 @@ async fn reload(
     runtime.set_announcers(announcers.list());
     let touched = new.services_changed_since(config);
     *config = new;
+    documents.taken();
     Some(touched)
 }

@@ -181,6 +181,9 @@ impl Report<'_> {
     }
 }
 
+#[cfg(feature = "yaml")]
+mod patch;
+
 /// Loads a standalone file: multi-document YAML of `metallb.io` kinds and `v1` objects.
 #[cfg(feature = "yaml")]
 pub fn load_str(text: &str) -> Loaded {
@@ -202,6 +205,45 @@ pub fn load_str_cached(text: &str, cache: &mut DocumentCache) -> Loaded {
     load_objects(runs, errors)
 }
 
+/// What [`reload_str`] made of a file read again.
+#[cfg(feature = "yaml")]
+#[derive(Debug)]
+pub enum Reloaded {
+    /// The file holds the documents the configuration in force was read from.
+    Unchanged,
+    /// Only documents of Services and EndpointSlices were edited, added or removed, and
+    /// validly: the configuration in force was changed in place, to what a whole read of the
+    /// file gives. `touched`: the services a plan may read differently (their object or their
+    /// slices differ), which may be none (a comment edited); `findings`: the warnings of the
+    /// objects that came in.
+    Services {
+        /// The services whose object or slices differ.
+        touched: BTreeSet<ServiceKey>,
+        /// The warnings of the objects that came in.
+        findings: Vec<ConfigError>,
+    },
+    /// More changed, or the cache's documents are not those the configuration in force was
+    /// read from: the file loaded whole, as [`load_str_cached`] does. The caller takes it
+    /// (and says so with [`DocumentCache::taken`]) or refuses it.
+    Whole(Box<Loaded>),
+}
+
+/// [`load_str_cached`] for a file whose configuration `config` is in force: when only Services
+/// and EndpointSlices changed since the read `config` was taken from, `config` is changed by
+/// those alone, without a copy or a validation of the other objects (see [`Reloaded`]).
+#[cfg(feature = "yaml")]
+pub fn reload_str(text: &str, cache: &mut DocumentCache, config: &mut Config) -> Reloaded {
+    let mut errors = Vec::new();
+    match read(text, cache, &mut errors, Some(config)) {
+        Read::Objects(runs) => Reloaded::Whole(Box::new(load_objects(runs, errors))),
+        Read::Unchanged => Reloaded::Unchanged,
+        Read::Patched(touched) => Reloaded::Services {
+            touched,
+            findings: errors,
+        },
+    }
+}
+
 /// The documents of the last read of a file, parsed, by their text (see [`load_str_cached`]).
 /// Documents whose findings name their place in the file (a syntax error, an object without a
 /// name) are not kept: they are parsed again each time.
@@ -212,6 +254,11 @@ pub struct DocumentCache {
     parsed: usize,
     /// Keeps nothing ([`load_str`]'s).
     off: bool,
+    /// The configuration in force was read from these documents ([`DocumentCache::taken`]):
+    /// [`reload_str`] may change it by what changed since.
+    taken: bool,
+    /// The last read held a document twice (the cache holds it once).
+    doubled: bool,
 }
 
 #[cfg(feature = "yaml")]
@@ -229,6 +276,12 @@ impl DocumentCache {
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty()
+    }
+
+    /// Says that the configuration the last read gave is the one in force: the next
+    /// [`reload_str`] may change it in place. A read that was refused is not taken.
+    pub fn taken(&mut self) {
+        self.taken = true;
     }
 }
 
@@ -328,11 +381,18 @@ impl Ordered {
         }
         // Sorted with their names at hand (a comparison reads two strings, not two objects);
         // the index breaks ties: the same order as a stable sort, without its buffer.
+        // Services and EndpointSlices by the namespace they are read in (a file's object may
+        // name none: `default`), the order a configuration keeps its slices in.
+        let read_in = KINDS.iter().position(|k| *k == "Service").unwrap_or(0) as u8;
         let keyed: Vec<(u8, Option<&str>, &str, u32, u32)> = order
             .iter()
             .filter_map(|&(k, r, i)| {
                 let o = runs[r as usize][i as usize].as_ref()?;
-                Some((k, o.namespace.as_deref(), o.name.as_str(), r, i))
+                let ns = match o.namespace.as_deref() {
+                    None if k >= read_in => Some(DEFAULT_NAMESPACE),
+                    ns => ns,
+                };
+                Some((k, ns, o.name.as_str(), r, i))
             })
             .collect();
         // The index makes every entry distinct, so the order is the stable sort's.
@@ -457,6 +517,35 @@ fn documents(
     cache: &mut DocumentCache,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Vec<Object>> {
+    match read(text, cache, errors, None) {
+        Read::Objects(objects) => objects,
+        // Without a configuration to change, every read is whole.
+        Read::Unchanged | Read::Patched(_) => Vec::new(),
+    }
+}
+
+/// What [`read`] made of a file.
+#[cfg(feature = "yaml")]
+enum Read {
+    /// The objects, in runs, for the loader.
+    Objects(Vec<Vec<Object>>),
+    /// The documents the configuration in force was read from, no more and no fewer.
+    Unchanged,
+    /// The configuration in force was changed in place (see [`reload_str`]): these services
+    /// may read differently.
+    Patched(BTreeSet<ServiceKey>),
+}
+
+/// [`documents`], or with `base` (the configuration in force, read from the documents `cache`
+/// holds, see [`DocumentCache::taken`]) and only Services and EndpointSlices edited, added or
+/// removed: `base` changed by those alone, without the objects of the rest copied or read.
+#[cfg(feature = "yaml")]
+fn read(
+    text: &str,
+    cache: &mut DocumentCache,
+    errors: &mut Vec<ConfigError>,
+    base: Option<&mut Config>,
+) -> Read {
     let chunks = split_documents(text);
     // The last read's documents are taken out of the cache, not copied: each found here moves
     // (its text, its objects) into this read's cache, and only its objects are cloned, once,
@@ -466,8 +555,19 @@ fn documents(
         .iter()
         .map(|(_, chunk)| last.remove_entry(chunk.as_ref()))
         .collect();
-    // The documents no longer in the file, dropped before this read's allocations.
-    drop(last);
+    // A change of the configuration in force is possible when it was read from the cache's
+    // documents, each once, and only documents of Services and EndpointSlices left.
+    let mut patching =
+        base.is_some() && cache.taken && !cache.doubled && last.values().all(patch::services_only);
+    cache.taken = false;
+    // The documents no longer in the file are dropped before this read's allocations; a
+    // change keeps them, to take their objects out.
+    let removed: Vec<Parsed> = if patching {
+        last.into_values().collect()
+    } else {
+        drop(last);
+        Vec::new()
+    };
     let todo: Vec<(usize, usize, &str)> = chunks
         .iter()
         .enumerate()
@@ -501,43 +601,81 @@ fn documents(
             objects.push(o);
             errors.extend(e);
         }
-        return objects;
+        return Read::Objects(objects);
     }
-    let mut counts = Vec::with_capacity(todo.len());
-    let (mut fresh, mut found) = (Vec::new(), Vec::new());
-    for (c, o, e) in runs {
-        counts.extend(c);
-        fresh.push(o.into_iter());
-        found.push(e.into_iter());
+    // The parsed documents, each with its objects and findings, in file order.
+    let mut parsed: Vec<Parsed> = Vec::with_capacity(todo.len());
+    for (counts, objects, found) in runs {
+        let (mut objects, mut found) = (objects.into_iter(), found.into_iter());
+        for (n, m) in counts {
+            parsed.push((
+                objects.by_ref().take(n).collect(),
+                found.by_ref().take(m).collect(),
+            ));
+        }
     }
-    let mut fresh = fresh.into_iter().flatten();
-    let mut found = found.into_iter().flatten();
-    let mut counts = counts.into_iter();
+    patching &= parsed.iter().all(patch::services_only);
     let mut docs = std::collections::HashMap::with_capacity(chunks.len());
-    let mut out = Vec::with_capacity(chunks.len());
+    let mut out = Vec::with_capacity(if patching { 0 } else { chunks.len() });
+    let mut added = Vec::new();
+    let mut doubled = false;
+    let mut parsed = parsed.into_iter();
     for ((_, chunk), hit) in chunks.iter().zip(cached) {
         match hit {
             Some((text, (objects, errs))) => {
-                out.extend(objects.iter().cloned());
-                errors.extend(errs.iter().cloned());
-                docs.insert(text, (objects, errs));
+                if !patching {
+                    out.extend(objects.iter().cloned());
+                    errors.extend(errs.iter().cloned());
+                }
+                doubled |= docs.insert(text, (objects, errs)).is_some();
             }
             None => {
-                let (n, m) = counts.next().unwrap_or_default();
-                let objects: Vec<Object> = fresh.by_ref().take(n).collect();
-                let errs: Vec<ConfigError> = found.by_ref().take(m).collect();
+                let (objects, errs) = parsed.next().unwrap_or_default();
                 // The cache holds this read's documents alone, but those whose findings name
                 // their place in the file.
                 if errs.iter().all(|e| !e.object.starts_with("document ")) {
-                    docs.insert(chunk.to_string(), (objects.clone(), errs.clone()));
+                    doubled |= docs
+                        .insert(chunk.to_string(), (objects.clone(), errs.clone()))
+                        .is_some();
                 }
-                out.extend(objects);
-                errors.extend(errs);
+                if patching {
+                    added.push((objects, errs));
+                } else {
+                    out.extend(objects);
+                    errors.extend(errs);
+                }
             }
         }
     }
     cache.docs = docs;
-    vec![out]
+    cache.doubled = doubled;
+    let Some(base) = base.filter(|_| patching) else {
+        return Read::Objects(vec![out]);
+    };
+    if removed.is_empty() && added.is_empty() {
+        cache.taken = true;
+        return Read::Unchanged;
+    }
+    // A document doubled in this read is no change: its copy takes a name the first holds.
+    match patch::Patch::of(base, &removed, &added) {
+        Some(p) => {
+            cache.taken = true;
+            Read::Patched(p.apply(base, errors))
+        }
+        // Not a change of the configuration in force after all (a name taken twice, a
+        // finding that refuses the file): the file is read whole, from the cache (which holds
+        // every document here: none has a finding that names its place).
+        None => {
+            let mut out = Vec::new();
+            for (_, chunk) in &chunks {
+                if let Some((objects, errs)) = cache.docs.get(chunk.as_ref()) {
+                    out.extend(objects.iter().cloned());
+                    errors.extend(errs.iter().cloned());
+                }
+            }
+            Read::Objects(vec![out])
+        }
+    }
 }
 
 /// The text's documents, each with the line it starts on: split at `---` lines, each line

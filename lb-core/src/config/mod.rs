@@ -29,7 +29,7 @@ use crate::selector::{Labels, Selector, any_matches};
 
 pub use load::{DEFAULT_METALLB_NAMESPACE, Loaded, load_values};
 #[cfg(feature = "yaml")]
-pub use load::{DocumentCache, load_str, load_str_cached};
+pub use load::{DocumentCache, Reloaded, load_str, load_str_cached, reload_str};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
