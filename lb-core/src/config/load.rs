@@ -250,7 +250,14 @@ pub fn reload_str(text: &str, cache: &mut DocumentCache, config: &mut Config) ->
 #[cfg(feature = "yaml")]
 #[derive(Debug, Default)]
 pub struct DocumentCache {
-    docs: std::collections::HashMap<String, Parsed>,
+    /// Each document's text → its slot in `slots`. A read looks each document up once, and
+    /// leaves the documents it found where they are.
+    docs: std::collections::HashMap<String, usize, foldhash::fast::RandomState>,
+    slots: Vec<Slot>,
+    /// Slots no document holds.
+    free: Vec<usize>,
+    /// Counts the reads: a slot not seen by the last read is a document that left.
+    reads: u64,
     parsed: usize,
     /// Keeps nothing ([`load_str`]'s).
     off: bool,
@@ -270,12 +277,34 @@ impl DocumentCache {
 
     /// How many documents it holds.
     pub fn len(&self) -> usize {
+        debug_assert_eq!(self.docs.len() + self.free.len(), self.slots.len());
         self.docs.len()
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty()
+    }
+
+    /// Holds document `text`, parsed, as seen by read `read`; false when it holds it already
+    /// (the document appears twice in the read).
+    fn hold(&mut self, text: &str, parsed: Parsed, read: u64) -> bool {
+        if self.docs.contains_key(text) {
+            return false;
+        }
+        let slot = Slot { parsed, seen: read };
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.slots[at] = slot;
+                at
+            }
+            None => {
+                self.slots.push(slot);
+                self.slots.len() - 1
+            }
+        };
+        self.docs.insert(text.to_string(), at);
+        true
     }
 
     /// Says that the configuration the last read gave is the one in force: the next
@@ -288,6 +317,14 @@ impl DocumentCache {
 /// One document's objects and findings.
 #[cfg(feature = "yaml")]
 type Parsed = (Vec<Object>, Vec<ConfigError>);
+
+/// A document the cache holds, and the read that last found it.
+#[cfg(feature = "yaml")]
+#[derive(Debug, Default)]
+struct Slot {
+    parsed: Parsed,
+    seen: u64,
+}
 
 /// Loads objects as the Kubernetes API serves them (JSON, with `apiVersion` and `kind`), with
 /// the same validation as [`load_str`]. `lb-k8s` feeds its watch caches through this, so a
@@ -547,27 +584,53 @@ fn read(
     base: Option<&mut Config>,
 ) -> Read {
     let chunks = split_documents(text);
-    // The last read's documents are taken out of the cache, not copied: each found here moves
-    // (its text, its objects) into this read's cache, and only its objects are cloned, once,
-    // for the loader. A document that appears twice is found once and parsed the second time.
-    let mut last = std::mem::take(&mut cache.docs);
-    let cached: Vec<Option<(String, Parsed)>> = chunks
+    // Each document is looked up once: one found is marked seen by this read and stays in its
+    // slot (only its objects are cloned, once, for the loader); a document that appears twice
+    // is found once and parsed the second time. Those not seen left the file.
+    cache.reads += 1;
+    let read = cache.reads;
+    let cached: Vec<Option<usize>> = chunks
         .iter()
-        .map(|(_, chunk)| last.remove_entry(chunk.as_ref()))
+        .map(|(_, chunk)| {
+            let slot = *cache.docs.get(chunk.as_ref())?;
+            let s = &mut cache.slots[slot];
+            (s.seen != read).then(|| {
+                s.seen = read;
+                slot
+            })
+        })
         .collect();
+    let doubled_before = std::mem::take(&mut cache.doubled);
+    let mut left: Vec<usize> = Vec::new();
+    if cache.docs.len() > chunks.len() - cached.iter().filter(|c| c.is_none()).count() {
+        let slots = &cache.slots;
+        cache.docs.retain(|_, slot| {
+            let kept = slots[*slot].seen == read;
+            if !kept {
+                left.push(*slot);
+            }
+            kept
+        });
+    }
     // A change of the configuration in force is possible when it was read from the cache's
     // documents, each once, and only documents of Services and EndpointSlices left.
-    let mut patching =
-        base.is_some() && cache.taken && !cache.doubled && last.values().all(patch::services_only);
+    let mut patching = base.is_some()
+        && cache.taken
+        && !doubled_before
+        && left
+            .iter()
+            .all(|s| patch::services_only(&cache.slots[*s].parsed));
     cache.taken = false;
     // The documents no longer in the file are dropped before this read's allocations; a
     // change keeps them, to take their objects out.
-    let removed: Vec<Parsed> = if patching {
-        last.into_values().collect()
-    } else {
-        drop(last);
-        Vec::new()
-    };
+    let mut removed: Vec<Parsed> = Vec::new();
+    for slot in left {
+        let parsed = std::mem::take(&mut cache.slots[slot].parsed);
+        if patching {
+            removed.push(parsed);
+        }
+        cache.free.push(slot);
+    }
     let todo: Vec<(usize, usize, &str)> = chunks
         .iter()
         .enumerate()
@@ -615,28 +678,25 @@ fn read(
         }
     }
     patching &= parsed.iter().all(patch::services_only);
-    let mut docs = std::collections::HashMap::with_capacity(chunks.len());
     let mut out = Vec::with_capacity(if patching { 0 } else { chunks.len() });
     let mut added = Vec::new();
     let mut doubled = false;
     let mut parsed = parsed.into_iter();
     for ((_, chunk), hit) in chunks.iter().zip(cached) {
         match hit {
-            Some((text, (objects, errs))) => {
+            Some(slot) => {
                 if !patching {
+                    let (objects, errs) = &cache.slots[slot].parsed;
                     out.extend(objects.iter().cloned());
                     errors.extend(errs.iter().cloned());
                 }
-                doubled |= docs.insert(text, (objects, errs)).is_some();
             }
             None => {
                 let (objects, errs) = parsed.next().unwrap_or_default();
                 // The cache holds this read's documents alone, but those whose findings name
                 // their place in the file.
                 if errs.iter().all(|e| !e.object.starts_with("document ")) {
-                    doubled |= docs
-                        .insert(chunk.to_string(), (objects.clone(), errs.clone()))
-                        .is_some();
+                    doubled |= !cache.hold(chunk, (objects.clone(), errs.clone()), read);
                 }
                 if patching {
                     added.push((objects, errs));
@@ -647,7 +707,6 @@ fn read(
             }
         }
     }
-    cache.docs = docs;
     cache.doubled = doubled;
     let Some(base) = base.filter(|_| patching) else {
         return Read::Objects(vec![out]);
@@ -668,7 +727,8 @@ fn read(
         None => {
             let mut out = Vec::new();
             for (_, chunk) in &chunks {
-                if let Some((objects, errs)) = cache.docs.get(chunk.as_ref()) {
+                if let Some(slot) = cache.docs.get(chunk.as_ref()) {
+                    let (objects, errs) = &cache.slots[*slot].parsed;
                     out.extend(objects.iter().cloned());
                     errors.extend(errs.iter().cloned());
                 }
@@ -703,23 +763,38 @@ fn split_documents(text: &str) -> Vec<(usize, std::borrow::Cow<'_, str>)> {
         }
         return owned.into_iter().map(|(l, c)| (l, Cow::Owned(c))).collect();
     }
+    // Only a line that begins with `---` may be a marker: those are found by a search of the
+    // text, not a walk of every line; the lines before each are counted for its number.
     let mut chunks = Vec::new();
-    let (mut start, mut first, mut at) = (0, 1, 0);
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.strip_suffix('\n').unwrap_or(line);
-        if bare == "---" || bare.starts_with("--- ") {
-            chunks.push((first, Cow::Borrowed(&text[start..at])));
-            (start, first) = (at + line.len(), i + 2);
-            // `--- {a: 1}`: what follows the marker begins the document, on the marker's line.
-            if bare
-                .strip_prefix("--- ")
-                .and_then(content_after_marker)
-                .is_some()
-            {
-                (start, first) = (at + "--- ".len(), i + 1);
-            }
+    let (mut start, mut first) = (0, 1);
+    let (mut counted, mut line) = (0, 1);
+    let marks = text
+        .starts_with("---")
+        .then_some(0)
+        .into_iter()
+        .chain(text.match_indices("\n---").map(|(i, _)| i + 1));
+    for at in marks {
+        let end = text[at..].find('\n').map_or(text.len(), |e| at + e + 1);
+        let whole = &text[at..end];
+        let bare = whole.strip_suffix('\n').unwrap_or(whole);
+        if bare != "---" && !bare.starts_with("--- ") {
+            continue;
         }
-        at += line.len();
+        line += text.as_bytes()[counted..at]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        counted = at;
+        chunks.push((first, Cow::Borrowed(&text[start..at])));
+        (start, first) = (end, line + 1);
+        // `--- {a: 1}`: what follows the marker begins the document, on the marker's line.
+        if bare
+            .strip_prefix("--- ")
+            .and_then(content_after_marker)
+            .is_some()
+        {
+            (start, first) = (at + "--- ".len(), line);
+        }
     }
     let last = &text[start..];
     chunks.push((
@@ -2120,6 +2195,32 @@ mod tests {
                 (4, "c: 3\n".to_string())
             ]
         );
+    }
+
+    proptest::proptest! {
+        /// The search for markers (text without carriage returns) splits as the walk of every
+        /// line does (text with them), whatever lines the text is made of.
+        #[test]
+        fn the_marker_search_splits_as_the_line_walk(
+            lines in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "---", "--- ", "--- {a: 1}", "--- # c", "----", " ---", "a: ---", "a: 1", "", "...",
+                ]),
+                0..16,
+            ),
+            end in proptest::bool::ANY,
+        ) {
+            let mut text = lines.join("\n");
+            if end {
+                text.push('\n');
+            }
+            let lf = split_documents(&text);
+            let crlf_text = text.replace('\n', "\r\n");
+            let crlf = split_documents(&crlf_text);
+            let lf: Vec<(usize, &str)> = lf.iter().map(|(l, c)| (*l, c.as_ref())).collect();
+            let crlf: Vec<(usize, &str)> = crlf.iter().map(|(l, c)| (*l, c.as_ref())).collect();
+            proptest::prop_assert_eq!(lf, crlf, "{:?}", text);
+        }
     }
 
     /// A file large enough to be parsed on several threads reads exactly as on one: the same
