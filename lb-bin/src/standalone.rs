@@ -413,10 +413,11 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         runtime,
         agreement,
         ledgers: Reassembly::default(),
-        unsure: Vec::new(),
+        unsure: BTreeSet::new(),
         started: std::time::Instant::now(),
         last_sent: std::time::Instant::now(),
         previous: None,
+        state_owed: false,
         last_agreed: BTreeMap::new(),
         kept: None,
         since_kept: None,
@@ -534,14 +535,17 @@ struct Node {
     /// The live members.
     members: BTreeSet<String>,
     /// Services whose allocation the last pass was unsure of.
-    unsure: Vec<String>,
+    unsure: BTreeSet<String>,
     started: std::time::Instant,
     /// When this node last sent the ledger it follows.
     last_sent: std::time::Instant,
-    /// Addresses allocated in the previous pass. Only an address that appears after that is
+    /// Addresses allocated in the previous pass, each with the number of services that hold
+    /// it. Only an address that appears after that is
     /// new to the whole cluster (every node reads the same file); at start-up this node
     /// cannot tell, and probing an address another node announces would read as a conflict.
-    previous: Option<BTreeSet<IpAddr>>,
+    previous: Option<BTreeMap<IpAddr, usize>>,
+    /// The allocations changed since the state file was last written.
+    state_owed: bool,
     /// What the last pass agreed: a state write that failed is retried with it.
     last_agreed: BTreeMap<ServiceKey, lb_core::Allocation>,
     /// The plan in force by service, and what it was planned from.
@@ -586,8 +590,12 @@ impl Node {
 
     /// Sends the ledger this node follows to every member.
     fn tell_ledger(&mut self) {
-        self.elector
-            .broadcast(agree::chunks(self.agreement.current(), LEDGER_CHUNK));
+        // Alone, nobody hears it: not encoded (100,000 entries are tens of milliseconds). A
+        // member that comes is sent it when first heard.
+        if self.members.iter().any(|m| *m != self.opts.node_name) {
+            self.elector
+                .broadcast(agree::chunks(self.agreement.current(), LEDGER_CHUNK));
+        }
         self.last_sent = std::time::Instant::now();
     }
 
@@ -617,16 +625,20 @@ impl Node {
             st.moved_total += d.moved.len() as u64;
             st.moved = d.moved.clone();
         }
-        if let Some(l) = d.ledger {
+        if let Some(version) = d.ledger {
+            let services = self.agreement.current().entries.len();
             info!(
-                version = ?l.version,
-                services = l.entries.len(),
+                ?version,
+                services,
                 whole = d.whole,
-                decided = if d.whole { l.entries.len() } else { d.outcome.allocated.len() + d.outcome.pending.len() },
+                decided = if d.whole {
+                    services
+                } else {
+                    d.outcome.allocated.len() + d.outcome.pending.len()
+                },
                 "allocated; telling the others"
             );
-            self.elector.broadcast(agree::chunks(&l, LEDGER_CHUNK));
-            self.last_sent = std::time::Instant::now();
+            self.tell_ledger();
         }
     }
 
@@ -690,21 +702,43 @@ impl Node {
         if members.is_empty() || kept.members != *members {
             return None;
         }
-        let (agreed, unsure) = self.agreement.agreed(&self.config);
-        let moved = lb_core::parts::differing(&self.last_agreed, &agreed);
         let mut touched = since.clone();
-        self.unsure = unsure;
-        // No allocation changed: no address is new, and the state file holds them already
-        // (a failed write is retried by the poll).
-        let fresh = if moved.is_empty() && self.previous.is_some() {
-            BTreeSet::new()
-        } else {
-            self.follow(&agreed)
+        // The allocations followed: brought up to date for the services that changed, in the
+        // configuration or in the ledger, when the ledger can list its changes; else read
+        // whole and compared.
+        let fresh = match self.agreement.take_changed() {
+            Some(changed) if self.previous.is_some() => {
+                let mut scope = touched.clone();
+                scope.extend(changed);
+                let moved = self.agreement.agreed_services(
+                    &self.config,
+                    &scope,
+                    &mut self.last_agreed,
+                    &mut self.unsure,
+                );
+                let fresh = self.follow_moved(&moved);
+                touched.extend(moved.into_iter().map(|(k, _)| k));
+                fresh
+            }
+            _ => {
+                let (agreed, unsure) = self.agreement.agreed(&self.config);
+                let moved = lb_core::parts::differing(&self.last_agreed, &agreed);
+                self.unsure = unsure.into_iter().collect();
+                // No allocation changed: no address is new, and the state file holds them
+                // already (a failed write is retried by the poll).
+                let fresh = if moved.is_empty() && self.previous.is_some() {
+                    BTreeSet::new()
+                } else {
+                    self.follow(&agreed)
+                };
+                touched.extend(moved);
+                self.last_agreed = agreed;
+                fresh
+            }
         };
-        touched.extend(moved);
         let input = lb_core::PlanInput::new(
             &self.config,
-            &agreed,
+            &self.last_agreed,
             members,
             &self.opts.node_name,
             lb_core::Rules::standalone(),
@@ -713,7 +747,6 @@ impl Node {
         let parts = kept.parts.services_changed(&input, &touched);
         kept.config_gen = self.config_gen;
         kept.ledger = ledger_id(&self.agreement);
-        self.last_agreed = agreed;
         self.since_kept = Some(BTreeSet::new());
         let changed = parts.len();
         let applied = self.runtime.apply_change(parts, &fresh, now_secs()).await;
@@ -721,19 +754,24 @@ impl Node {
             services = touched.len(),
             changed, "services changed: a change, applied as one"
         );
+        self.save_state();
         Some(applied)
     }
 
-    /// Takes `agreed` as the allocations followed: the state file is written, and the
-    /// addresses new to the cluster since the last are returned (those are probed before
-    /// they are announced).
+    /// Takes `agreed` as the allocations followed: the addresses new to the cluster since the
+    /// last are returned (those are probed before they are announced), and the state file is
+    /// owed a write ([`Node::save_state`], after the plan is applied).
     fn follow(&mut self, agreed: &BTreeMap<ServiceKey, lb_core::Allocation>) -> BTreeSet<IpAddr> {
-        let allocated: BTreeSet<IpAddr> = agreed
-            .values()
-            .flat_map(|a| a.ips.iter().copied())
-            .collect();
+        let mut allocated: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for ip in agreed.values().flat_map(|a| a.ips.iter()) {
+            *allocated.entry(*ip).or_default() += 1;
+        }
         let fresh: BTreeSet<IpAddr> = match &self.previous {
-            Some(p) => allocated.difference(p).copied().collect(),
+            Some(p) => allocated
+                .keys()
+                .filter(|ip| !p.contains_key(ip))
+                .copied()
+                .collect(),
             None => BTreeSet::new(),
         };
         // Only addresses the cluster's allocator adds after this node first followed a
@@ -742,11 +780,52 @@ impl Node {
         if !self.agreement.current().decided_by.is_empty() {
             self.previous = Some(allocated);
         }
-        // A failed write is retried every poll and shown; what was agreed is announced all
-        // the same (the file still holds the last set written, which a restart claims only
-        // until the others' ledgers arrive).
-        let _ = self.state.save(agreed);
+        self.state_owed = true;
         fresh
+    }
+
+    /// [`Node::follow`] for the services `moved` alone (each with the allocation it had), whose
+    /// allocations in `last_agreed` changed: the same addresses are new, without a read of
+    /// every allocation. Needs the addresses of an earlier pass.
+    fn follow_moved(
+        &mut self,
+        moved: &[(ServiceKey, Option<lb_core::Allocation>)],
+    ) -> BTreeSet<IpAddr> {
+        self.state_owed |= !moved.is_empty();
+        let Some(previous) = &mut self.previous else {
+            return BTreeSet::new();
+        };
+        let now = |k: &ServiceKey| self.last_agreed.get(k).map(|a| a.ips.as_slice());
+        let fresh: BTreeSet<IpAddr> = moved
+            .iter()
+            .flat_map(|(k, _)| now(k).unwrap_or_default())
+            .filter(|ip| !previous.contains_key(ip))
+            .copied()
+            .collect();
+        for (k, was) in moved {
+            for ip in was.iter().flat_map(|a| a.ips.iter()) {
+                if let Some(n) = previous.get_mut(ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        previous.remove(ip);
+                    }
+                }
+            }
+            for ip in now(k).unwrap_or_default() {
+                *previous.entry(*ip).or_default() += 1;
+            }
+        }
+        fresh
+    }
+
+    /// Writes the state file when the allocations followed changed since the last write. A
+    /// failed write is retried every poll and shown; what was agreed is announced all the
+    /// same (the file still holds the last set written, which a restart claims only until
+    /// the others' ledgers arrive).
+    fn save_state(&mut self) {
+        if std::mem::take(&mut self.state_owed) {
+            let _ = self.state.save(&self.last_agreed);
+        }
     }
 
     /// Serves a pass in which nothing but the members changed since the kept plan (which
@@ -804,8 +883,10 @@ impl Node {
 
     /// A whole pass: follow the agreed allocations, plan every service, apply the plan.
     async fn whole(&mut self, members: &BTreeSet<String>, grew: bool) {
+        // Read whole: the changes listed so far are in it.
+        let _ = self.agreement.take_changed();
         let (agreed, unsure) = self.agreement.agreed(&self.config);
-        self.unsure = unsure;
+        self.unsure = unsure.into_iter().collect();
         let fresh = self.follow(&agreed);
         self.runtime.note_members(members);
         let input = lb_core::PlanInput::new(
@@ -829,6 +910,7 @@ impl Node {
         // New addresses go on the dummy interface before they are announced, so the first
         // packet a gratuitous ARP draws is delivered; old ones come off after.
         let applied = self.runtime.apply(&p, &fresh, now_secs()).await;
+        self.save_state();
         if grew {
             self.runtime.reannounce();
         }

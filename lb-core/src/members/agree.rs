@@ -109,6 +109,9 @@ pub struct Agreement {
     saved: BTreeMap<String, Vec<IpAddr>>,
     /// The allocator after this node's last decision, for a decision over some services.
     kept: Option<KeptDecision>,
+    /// The services whose entry in `current` changed since [`Agreement::take_changed`] last
+    /// took them; None before the first take, or when too many did to list.
+    changed: Option<BTreeSet<String>>,
 }
 
 /// What a decision leaves for the next one over some services ([`Agreement::decide_services`]).
@@ -139,8 +142,10 @@ pub struct Heard {
 /// What a decision or an adoption changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
-    /// The new ledger, to send to every member.
-    pub ledger: Option<Ledger>,
+    /// The new ledger's version, when the decision changed the ledger: send
+    /// [`Agreement::current`] to every member. (Not a copy: at 100,000 services a copy of the
+    /// ledger cost more than a decision over one service.)
+    pub ledger: Option<(u64, u64)>,
     /// Services moved off a contested address.
     pub moved: Vec<Moved>,
     /// The allocations that follow: every service's after a whole decision, the services
@@ -164,6 +169,34 @@ impl Agreement {
             remembered: BTreeMap::new(),
             saved,
             kept: None,
+            changed: None,
+        }
+    }
+
+    /// The services whose entry in the ledger followed changed (added, moved or removed)
+    /// since the last call; None on the first call or when more changed than are worth
+    /// listing: the caller reads the ledger whole ([`Agreement::agreed`]). Otherwise
+    /// [`Agreement::agreed_services`] over these and the services the configuration changed
+    /// brings what it agreed up to date.
+    pub fn take_changed(&mut self) -> Option<BTreeSet<ServiceKey>> {
+        let keys = self.changed.replace(BTreeSet::new())?;
+        Some(
+            keys.iter()
+                .filter_map(|k| k.split_once('/'))
+                .map(|(ns, name)| ServiceKey::new(ns, name))
+                .collect(),
+        )
+    }
+
+    /// The ledger followed becomes one with `entries`: the entries that differ are noted as
+    /// changed (a list past half the ledger is given up: reading it whole is as cheap).
+    fn replacing(&mut self, entries: &BTreeMap<String, (String, Vec<IpAddr>)>) {
+        let Some(changed) = &mut self.changed else {
+            return;
+        };
+        changed.extend(crate::parts::differing(&self.current.entries, entries));
+        if changed.len() > entries.len().max(self.current.entries.len()) / 2 + 64 {
+            self.changed = None;
         }
     }
 
@@ -210,6 +243,7 @@ impl Agreement {
         let adopt =
             self.current.decided_by != ledger.decided_by || self.current.version < ledger.version;
         if adopt {
+            self.replacing(&ledger.entries);
             self.current = ledger;
         }
         adopt
@@ -321,13 +355,14 @@ impl Agreement {
         self.remembered.retain(|svc, _| !entries.contains_key(svc));
         let changed = self.current.decided_by != self.me || self.current.entries != entries;
         let ledger = changed.then(|| {
+            self.replacing(&entries);
             self.seq += 1;
             self.current = Ledger {
                 decided_by: self.me.clone(),
                 version: (self.epoch, self.seq),
                 entries,
             };
-            self.current.clone()
+            self.current.version
         });
         self.kept = Some(KeptDecision {
             alloc,
@@ -405,10 +440,15 @@ impl Agreement {
             kept.pending.remove(key);
             let k = key.to_string();
             let was = match outcome.allocated.get(key) {
-                Some(a) => entries.insert(k, (a.pool.clone(), a.ips.clone())),
+                Some(a) => entries.insert(k.clone(), (a.pool.clone(), a.ips.clone())),
                 None => entries.remove(&k),
             };
-            changed |= was.as_ref() != entries.get(&key.to_string());
+            if was.as_ref() != entries.get(&k) {
+                changed = true;
+                if let Some(c) = &mut self.changed {
+                    c.insert(k);
+                }
+            }
         }
         kept.pending.extend(outcome.pending.keys().cloned());
         let moved = moved(lost, &entries);
@@ -417,7 +457,7 @@ impl Agreement {
         let ledger = changed.then(|| {
             self.seq += 1;
             self.current.version = (self.epoch, self.seq);
-            self.current.clone()
+            self.current.version
         });
         kept.version = self.current.version;
         self.kept = Some(kept);
@@ -480,6 +520,49 @@ impl Agreement {
             }
         }
         (out, unsure)
+    }
+
+    /// [`Agreement::agreed`] kept up to date: `agreed` and `unsure` are what it gave for the
+    /// configuration and ledger of an earlier call, and since then only `services` may have
+    /// changed (their objects in `config`, their entries in the ledger followed: see
+    /// [`Agreement::take_changed`]). Brings them to what [`Agreement::agreed`] gives now and
+    /// returns the services whose allocation changed, each with the one it had.
+    pub fn agreed_services(
+        &self,
+        config: &Config,
+        services: &BTreeSet<ServiceKey>,
+        agreed: &mut BTreeMap<ServiceKey, Allocation>,
+        unsure: &mut BTreeSet<String>,
+    ) -> Vec<(ServiceKey, Option<Allocation>)> {
+        let mut out = Vec::new();
+        for k in services {
+            let key = k.to_string();
+            unsure.remove(&key);
+            let ours = config
+                .services
+                .get(k)
+                .is_some_and(|s| s.load_balancer && s.load_balancer_class.is_none());
+            let now = match self.current.entries.get(&key) {
+                Some((pool, ips)) if ours && config.pools.contains_key(pool) => Some(Allocation {
+                    pool: pool.clone(),
+                    ips: ips.clone(),
+                }),
+                _ => {
+                    if ours {
+                        unsure.insert(key);
+                    }
+                    None
+                }
+            };
+            let was = match &now {
+                Some(a) => agreed.insert(k.clone(), a.clone()),
+                None => agreed.remove(k),
+            };
+            if was != now {
+                out.push((k.clone(), was));
+            }
+        }
+        out
     }
 
     /// Services on which the live members' ledgers disagree with the one this node follows.
@@ -707,7 +790,8 @@ mod tests {
         );
         assert!(!l.heard(other, o.current().clone(), &live));
         let d = l.decide(&both);
-        let entries = &d.ledger.unwrap().entries;
+        assert!(d.ledger.is_some());
+        let entries = &l.current().entries;
         assert_eq!(
             entries[&format!("default/{alpha}")].1,
             alone(&alpha),
@@ -750,11 +834,8 @@ mod tests {
         n.heard(follower, ledger.clone(), &live);
         assert!(n.may_decide(Duration::from_millis(1), &live));
         let d = n.decide(&c);
-        assert_eq!(
-            d.ledger.unwrap().entries,
-            ledger.entries,
-            "no address moves"
-        );
+        assert!(d.ledger.is_some());
+        assert_eq!(n.current().entries, ledger.entries, "no address moves");
     }
 
     #[test]
@@ -862,7 +943,7 @@ mod tests {
             #[test]
             fn a_decision_over_the_touched_services_keeps_the_rest_and_is_kept_whole(
                 first in prop::collection::vec(svc(), 6),
-                edits in prop::collection::vec((0usize..6, svc()), 1..12),
+                edits in prop::collection::vec((0usize..6, svc(), prop::bool::weighted(0.2)), 1..12),
             ) {
                 let mut state = first;
                 let mut config = yaml(&state);
@@ -870,8 +951,22 @@ mod tests {
                 let mut w = a.clone();
                 a.decide(&config);
                 w.decide(&config);
+                // What the allocator and a follower agreed, kept up to date change by change.
+                let pair = ["n2", "n3", "n4", "n5"]
+                    .into_iter()
+                    .map(|f| members(&["n1", f]))
+                    .find(|m| allocator(m).map(String::as_str) == Some("n1"))
+                    .expect("a follower of n1");
+                let mut f = Agreement::new(pair.iter().find(|n| *n != "n1").unwrap(), 1, BTreeMap::new());
+                f.hear("n1", a.current().clone(), &pair);
+                let mut kept: Vec<(BTreeMap<ServiceKey, Allocation>, BTreeSet<String>)> = Vec::new();
+                for x in [&mut a, &mut f] {
+                    prop_assert!(x.take_changed().is_none(), "the first take is whole");
+                    let (agreed, unsure) = x.agreed(&config);
+                    kept.push((agreed, unsure.into_iter().collect()));
+                }
                 prop_assert!(w.clone().decide(&config).ledger.is_none(), "a whole decision moved its own ledger");
-                for (i, s) in edits {
+                for (i, s, whole) in edits {
                     state[i] = s;
                     let next = yaml(&state);
                     let touched = next.services_changed_since(&config).expect("only services");
@@ -879,9 +974,10 @@ mod tests {
                     let mut scope: BTreeSet<String> =
                         touched.iter().map(ToString::to_string).collect();
                     scope.extend(a.kept.as_ref().unwrap().pending.iter().map(ToString::to_string));
-                    let d = a.decide_services(&next, &touched);
+                    // Now and then a whole decision: what it changed is listed too.
+                    let d = if whole { a.decide(&next) } else { a.decide_services(&next, &touched) };
                     for (k, v) in &before {
-                        if !scope.contains(k) {
+                        if !scope.contains(k) && !whole {
                             prop_assert_eq!(a.current().entries.get(k), Some(v), "{} moved", k);
                         }
                     }
@@ -889,6 +985,24 @@ mod tests {
                     let mut again = a.clone();
                     prop_assert!(again.decide(&next).ledger.is_none(), "a whole decision changed it");
                     prop_assert_eq!(&again.current().entries, &a.current().entries);
+                    f.hear("n1", a.current().clone(), &pair);
+                    for (x, (agreed, unsure)) in [&mut a, &mut f].into_iter().zip(&mut kept) {
+                        let mut scope = touched.clone();
+                        scope.extend(x.take_changed().expect("the changes listed"));
+                        let before = agreed.clone();
+                        let moved = x.agreed_services(&next, &scope, agreed, unsure);
+                        let (whole, whole_unsure) = x.agreed(&next);
+                        prop_assert_eq!(&*agreed, &whole);
+                        prop_assert_eq!(&*unsure, &whole_unsure.into_iter().collect::<BTreeSet<_>>());
+                        let moved: Vec<ServiceKey> = moved
+                            .into_iter()
+                            .map(|(k, was)| {
+                                assert_eq!(was.as_ref(), before.get(&k));
+                                k
+                            })
+                            .collect();
+                        prop_assert_eq!(moved, crate::parts::differing(&before, &whole));
+                    }
                     // Whole decisions alone: each keeps what the last decided.
                     w.decide(&next);
                     let mut w2 = w.clone();
