@@ -29,6 +29,9 @@
 //! - `services`: `Agreement::decide_services` with the one service touched: it alone (and any
 //!   left pending) allocated from the allocator the last decision kept, the ledger edited in
 //!   place. The service is removed again untimed.
+//!
+//! And a standalone reload of one port edited, to the allocations followed (group
+//! `standalone_reload`, see `bench_reload`).
 
 /// On mimalloc with `--features mimalloc`, as in `lb-bin`.
 #[cfg(feature = "mimalloc")]
@@ -228,5 +231,83 @@ fn bench_decide(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_decide);
+/// One port edited in the file, to the allocations followed: the reload and the follow of a
+/// standalone node before and after they became changes. Same sizes, same run:
+///
+/// - `whole`: the file read again through the document cache (only the edited document
+///   parsed, every object copied and validated), compared with the configuration in force
+///   (`==`, then `services_changed_since`), the allocations rebuilt from the ledger
+///   (`Agreement::agreed`) and compared with those in force.
+/// - `in_place`: `reload_str`, which changes the configuration in force by the edited Service
+///   alone, then `Agreement::agreed_services` over the service it touched and the ledger's
+///   changes (none).
+///
+/// The file is edited back untimed.
+fn bench_reload(c: &mut Criterion) {
+    use lb_core::config::{DocumentCache, Reloaded, load_str_cached, reload_str};
+    let mut g = c.benchmark_group("standalone_reload");
+    g.sample_size(10);
+    for (n, label) in SIZES {
+        let text = lb_benches::services_yaml(n);
+        let edited = text.replacen("ports: [{port: 80}]", "ports: [{port: 81}]", 1);
+        assert_ne!(text, edited);
+        let mut agreement = Agreement::new("node1", 1, BTreeMap::new());
+        let mut cache = DocumentCache::default();
+        let config = load_str_cached(&text, &mut cache).config;
+        cache.taken();
+        assert!(agreement.decide(&config).ledger.is_some());
+        assert!(agreement.take_changed().is_none());
+        let (agreed, unsure) = agreement.agreed(&config);
+        g.bench_function(BenchmarkId::new("whole", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let l = load_str_cached(&edited, &mut cache);
+                    assert!(l.is_valid() && l.config != config);
+                    let touched = l.config.services_changed_since(&config);
+                    let (now, _) = agreement.agreed(&l.config);
+                    let moved = differing(&agreed, &now);
+                    spent += started.elapsed();
+                    assert_eq!(touched.map(|t| t.len()), Some(1));
+                    assert!(moved.is_empty());
+                    black_box(l);
+                    load_str_cached(&text, &mut cache);
+                }
+                spent
+            })
+        });
+        // The cache holds the whole read's documents, and the configuration in force is theirs.
+        cache.taken();
+        let mut config = config;
+        let (mut agreed, mut unsure): (_, BTreeSet<String>) =
+            (agreed, unsure.into_iter().collect());
+        let mut change = |to: &str, config: &mut lb_core::Config| {
+            let Reloaded::Services { touched, .. } = reload_str(to, &mut cache, config) else {
+                panic!("a port edited is a change of one service");
+            };
+            let mut scope = touched.clone();
+            scope.extend(agreement.take_changed().expect("listed"));
+            let moved = agreement.agreed_services(config, &scope, &mut agreed, &mut unsure);
+            (touched.len(), moved.len())
+        };
+        g.bench_function(BenchmarkId::new("in_place", label), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let done = change(&edited, &mut config);
+                    spent += started.elapsed();
+                    assert_eq!(done, (1, 0));
+                    change(&text, &mut config);
+                }
+                spent
+            })
+        });
+        assert_eq!(config, lb_core::load_str(&text).config);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_decide, bench_reload);
 criterion_main!(benches);
