@@ -44,8 +44,11 @@ use lb_core::members::agree::{self, Agreement, Moved, Reassembly};
 
 /// A ledger is sent in pieces of at most this many bytes (one sealed datagram each).
 const LEDGER_CHUNK: usize = 1000;
-/// Every node repeats the ledger it follows this often, so a new allocator hears it.
+/// A node repeats the ledger it follows this often while a member may lack it
+/// ([`Node::ledger_owed`]): a new allocator hears it, and a lost chunk is sent again.
 const LEDGER_EVERY: Duration = Duration::from_secs(1);
+/// A member's repeat of a ledger this node follows is answered at most this often.
+const ANSWER_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything `lb-bin standalone` is told.
 #[derive(Clone, Debug)]
@@ -122,6 +125,8 @@ pub struct Status {
     pub moved_total: u64,
     /// Which allocator's ledger, and which version, each member last said it follows.
     pub ledgers: BTreeMap<String, (String, (u64, u64))>,
+    /// Times this node sent the ledger it follows to the members since start (standalone).
+    pub ledger_sends: u64,
     /// Why the key file was last refused (the previous keys keep running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file_error: Option<String>,
@@ -416,6 +421,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         unsure: BTreeSet::new(),
         started: std::time::Instant::now(),
         last_sent: std::time::Instant::now(),
+        repeat_heard: false,
+        answered: BTreeMap::new(),
         previous: None,
         state_owed: false,
         last_agreed: BTreeMap::new(),
@@ -539,6 +546,10 @@ struct Node {
     started: std::time::Instant,
     /// When this node last sent the ledger it follows.
     last_sent: std::time::Instant,
+    /// A member sent again a ledger this node follows: it may not know that this node does.
+    repeat_heard: bool,
+    /// The repeat last answered, by member, and when.
+    answered: BTreeMap<String, (LedgerId, std::time::Instant)>,
     /// Addresses allocated in the previous pass, each with the number of services that hold
     /// it. Only an address that appears after that is
     /// new to the whole cluster (every node reads the same file); at start-up this node
@@ -577,8 +588,11 @@ struct Kept {
     ledger: (String, (u64, u64)),
 }
 
+/// A ledger by who decided it and its version.
+type LedgerId = (String, (u64, u64));
+
 /// The ledger this node follows, by who decided it and its version.
-fn ledger_id(agreement: &Agreement) -> (String, (u64, u64)) {
+fn ledger_id(agreement: &Agreement) -> LedgerId {
     let l = agreement.current();
     (l.decided_by.clone(), l.version)
 }
@@ -595,14 +609,33 @@ impl Node {
         if self.members.iter().any(|m| *m != self.opts.node_name) {
             self.elector
                 .broadcast(agree::chunks(self.agreement.current(), LEDGER_CHUNK));
+            self.status().ledger_sends += 1;
         }
         self.last_sent = std::time::Instant::now();
+    }
+
+    /// Whether a live member may lack the ledger this node follows: it said it follows
+    /// another, or was not heard, or sent again a ledger it had sent (as a member does when
+    /// it has not heard this node follow it). Then the ledger is repeated; when every member
+    /// follows the same one, nothing is sent (at 100,000 services a ledger is 5 MB: three
+    /// nodes repeating theirs every second starved the membership of its probes).
+    fn ledger_owed(&self) -> bool {
+        if self.repeat_heard {
+            return true;
+        }
+        let mine = ledger_id(&self.agreement);
+        let followed = self.agreement.followed();
+        self.members
+            .iter()
+            .filter(|m| **m != self.opts.node_name)
+            .any(|m| followed.get(m) != Some(&mine))
     }
 
     /// The allocator decides when it may (it has every member's ledger, or waited long enough)
     /// and tells the others.
     fn allocate(&mut self) {
         self.agreement.retain_members(&self.members);
+        self.answered.retain(|m, _| self.members.contains(m));
         if !self
             .agreement
             .may_decide(self.started.elapsed(), &self.members)
@@ -976,7 +1009,24 @@ impl Node {
                 return false;
             }
         };
+        let id = (l.decided_by.clone(), l.version);
+        let again = self.agreement.followed().get(from) == Some(&id);
         let heard = self.agreement.hear(from, l, &self.members);
+        // The same ledger from the same member, and this node follows it: the member may
+        // repeat it because it has not heard that this node does. Answered once a while per
+        // member and ledger: an answer is a repeat for the others, and answering every one
+        // would keep the members sending to each other for ever.
+        if again && id == ledger_id(&self.agreement) {
+            let now = std::time::Instant::now();
+            let due = self
+                .answered
+                .get(from)
+                .is_none_or(|(last, at)| *last != id || now.duration_since(*at) >= ANSWER_EVERY);
+            if due {
+                self.answered.insert(from.to_string(), (id, now));
+                self.repeat_heard = true;
+            }
+        }
         if heard.adopted || heard.first {
             // The others learn at once that this node follows it, and a member heard for the
             // first time gets this node's ledger (it may have sent its own before it knew
@@ -1019,7 +1069,8 @@ impl Node {
             // Waiting for the others' ledgers: try again.
             due = true;
         }
-        if self.last_sent.elapsed() >= LEDGER_EVERY {
+        if self.last_sent.elapsed() >= LEDGER_EVERY && self.ledger_owed() {
+            self.repeat_heard = false;
             self.tell_ledger();
         }
         if let Some(path) = &self.opts.secret_key_file {
