@@ -125,8 +125,11 @@ pub struct Status {
     pub moved_total: u64,
     /// Which allocator's ledger, and which version, each member last said it follows.
     pub ledgers: BTreeMap<String, (String, (u64, u64))>,
-    /// Times this node sent the ledger it follows to the members since start (standalone).
+    /// Times this node sent the ledger it follows (or a delta of it) to the members since
+    /// start (standalone).
     pub ledger_sends: u64,
+    /// Deltas of the allocator's ledger this node took in place of the ledger whole.
+    pub ledger_deltas: u64,
     /// Why the key file was last refused (the previous keys keep running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file_error: Option<String>,
@@ -614,6 +617,22 @@ impl Node {
         self.last_sent = std::time::Instant::now();
     }
 
+    /// Sends the members how the ledger this node follows changed: the delta from the version
+    /// before when one made it (a few entries where the ledger may hold 100,000), else the
+    /// ledger whole. A member without the version before waits for the ledger whole, which
+    /// [`Node::ledger_owed`] sends it.
+    fn tell_change(&mut self) {
+        let Some(delta) = self.agreement.delta() else {
+            return self.tell_ledger();
+        };
+        if self.members.iter().any(|m| *m != self.opts.node_name) {
+            self.elector
+                .broadcast(agree::delta_chunks(delta, LEDGER_CHUNK));
+            self.status().ledger_sends += 1;
+        }
+        self.last_sent = std::time::Instant::now();
+    }
+
     /// Whether a live member may lack the ledger this node follows: it said it follows
     /// another, or was not heard, or sent again a ledger it had sent (as a member does when
     /// it has not heard this node follow it). Then the ledger is repeated; when every member
@@ -669,9 +688,11 @@ impl Node {
                 } else {
                     d.outcome.allocated.len() + d.outcome.pending.len()
                 },
+                // Entries sent as a delta; none: the ledger whole.
+                delta = self.agreement.delta().map(|d| d.set.len() + d.gone.len()),
                 "allocated; telling the others"
             );
-            self.tell_ledger();
+            self.tell_change();
         }
     }
 
@@ -1001,17 +1022,23 @@ impl Node {
     /// A chunk of another member's ledger; returns whether a pass is due (a ledger adopted,
     /// or one the allocator must weigh).
     fn heard(&mut self, from: &str, chunk: &[u8]) -> bool {
-        let l = match self.ledgers.push(from, chunk) {
-            Ok(Some(l)) => l,
+        let received = match self.ledgers.push_any(from, chunk) {
+            Ok(Some(r)) => r,
             Ok(None) => return false,
             Err(e) => {
                 warn!(from = %from, "ledger refused: {e}");
                 return false;
             }
         };
-        let id = (l.decided_by.clone(), l.version);
+        let id = match &received {
+            agree::Received::Ledger(l) => (l.decided_by.clone(), l.version),
+            agree::Received::Delta(d) => (d.decided_by.clone(), d.version),
+        };
         let again = self.agreement.followed().get(from) == Some(&id);
-        let heard = self.agreement.hear(from, l, &self.members);
+        let (heard, by_delta) = match received {
+            agree::Received::Ledger(l) => (self.agreement.hear(from, l, &self.members), false),
+            agree::Received::Delta(d) => (self.agreement.hear_delta(from, d, &self.members), true),
+        };
         // The same ledger from the same member, and this node follows it: the member may
         // repeat it because it has not heard that this node does. Answered once a while per
         // member and ledger: an answer is a repeat for the others, and answering every one
@@ -1027,10 +1054,15 @@ impl Node {
                 self.repeat_heard = true;
             }
         }
-        if heard.adopted || heard.first {
-            // The others learn at once that this node follows it, and a member heard for the
-            // first time gets this node's ledger (it may have sent its own before it knew
-            // this node).
+        if heard.first {
+            // A member heard for the first time gets this node's ledger whole (it may have
+            // sent its own before it knew this node).
+            self.tell_ledger();
+        } else if heard.adopted && by_delta {
+            // The others learn at once that this node follows it: the delta, relayed.
+            self.status().ledger_deltas += 1;
+            self.tell_change();
+        } else if heard.adopted {
             self.tell_ledger();
         }
         let due = heard.adopted || agree::allocator(&self.members) == Some(&self.opts.node_name);

@@ -512,10 +512,19 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
         .collect();
     assert!(
         !decided.is_empty()
-            && decided
-                .iter()
-                .all(|l| l.contains("whole=false") && l.contains("decided=1")),
-        "the allocator did not decide the added service alone: {decided:?}"
+            && decided.iter().all(|l| l.contains("whole=false")
+                && l.contains("decided=1")
+                && l.contains("delta=1")),
+        "the allocator did not decide the added service alone, or did not send it as a delta: \
+         {decided:?}"
+    );
+    // The two others took that delta (one entry), not the ledger whole.
+    let deltas: Vec<u64> = (1..=3)
+        .filter_map(|i| lab.status(i)?["ledger_deltas"].as_u64())
+        .collect();
+    assert!(
+        deltas.iter().filter(|n| **n > 0).count() >= 2,
+        "the members did not take the allocator's delta: {deltas:?}"
     );
 
     // The HTTP endpoints of a running node.

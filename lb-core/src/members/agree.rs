@@ -51,6 +51,58 @@ pub struct Ledger {
     pub entries: BTreeMap<String, (String, Vec<IpAddr>)>,
 }
 
+/// What one allocator's decision over some services changed in its ledger: the ledger
+/// `version` is the one at `base` with `set` entries put in and `gone` taken out. A member that
+/// holds the ledger at `base` takes this instead of the ledger whole (a few entries rather
+/// than 100,000); one that does not waits for the ledger whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerDelta {
+    /// The node that decided it.
+    pub decided_by: String,
+    /// The version it applies to.
+    pub base: (u64, u64),
+    /// The version it makes.
+    pub version: (u64, u64),
+    /// Entries put in (added or changed).
+    pub set: BTreeMap<String, (String, Vec<IpAddr>)>,
+    /// Entries taken out.
+    pub gone: Vec<String>,
+}
+
+impl LedgerDelta {
+    /// Applies it to `ledger`, which must be at its base (else false, and nothing changed).
+    fn apply(&self, ledger: &mut Ledger) -> bool {
+        if ledger.decided_by != self.decided_by || ledger.version != self.base {
+            return false;
+        }
+        for k in &self.gone {
+            ledger.entries.remove(k);
+        }
+        for (k, v) in &self.set {
+            ledger.entries.insert(k.clone(), v.clone());
+        }
+        ledger.version = self.version;
+        true
+    }
+}
+
+/// A ledger or a delta of one, as put back together from chunks ([`Reassembly`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A ledger whole.
+    Ledger(Ledger),
+    /// A delta of one.
+    Delta(LedgerDelta),
+}
+
+/// How a delta's body begins (a ledger's begins with its first field).
+const DELTA_BODY: &[u8] = b"{\"delta\":";
+
+#[derive(Serialize, Deserialize)]
+struct DeltaBody {
+    delta: LedgerDelta,
+}
+
 /// A service that a decision moved off an address another ledger gave it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Moved {
@@ -112,6 +164,9 @@ pub struct Agreement {
     /// The services whose entry in `current` changed since [`Agreement::take_changed`] last
     /// took them; None before the first take, or when too many did to list.
     changed: Option<BTreeSet<String>>,
+    /// How `current` came from the version before, when a delta did it (a decision over some
+    /// services, or a delta heard): what this node sends the members rather than the ledger.
+    delta: Option<LedgerDelta>,
 }
 
 /// What a decision leaves for the next one over some services ([`Agreement::decide_services`]).
@@ -170,6 +225,53 @@ impl Agreement {
             saved,
             kept: None,
             changed: None,
+            delta: None,
+        }
+    }
+
+    /// The delta that made the ledger followed from the version before, if one did (see
+    /// [`LedgerDelta`]); None after a whole decision or a ledger adopted whole.
+    pub fn delta(&self) -> Option<&LedgerDelta> {
+        self.delta.as_ref().filter(|d| {
+            d.version == self.current.version && d.decided_by == self.current.decided_by
+        })
+    }
+
+    /// A member sent a delta of the ledger it follows: applied to what this node holds of
+    /// that member's ledger, and adopted as [`Agreement::hear`] adopts a ledger when this node
+    /// follows its base. A delta whose base this node lacks changes nothing: the ledger whole
+    /// comes later (the member sees this node follow another and repeats it).
+    pub fn hear_delta(
+        &mut self,
+        from: &str,
+        delta: LedgerDelta,
+        members: &BTreeSet<String>,
+    ) -> Heard {
+        let first = !self.heard.contains_key(from);
+        for (svc, (_, ips)) in &delta.set {
+            if !self.current.entries.contains_key(svc) && self.remembered.len() < REMEMBERED {
+                self.remembered
+                    .entry(svc.clone())
+                    .or_insert_with(|| (ips.clone(), format!("{from}'s ledger")));
+            }
+        }
+        if let Some(l) = self.heard.get_mut(from) {
+            delta.apply(l);
+        }
+        let adopt = allocator(members).is_some_and(|a| *a != self.me && *a == delta.decided_by)
+            && self.current.decided_by == delta.decided_by
+            && self.current.version == delta.base;
+        if adopt {
+            if let Some(c) = &mut self.changed {
+                c.extend(delta.gone.iter().cloned());
+                c.extend(delta.set.keys().cloned());
+            }
+            delta.apply(&mut self.current);
+            self.delta = Some(delta);
+        }
+        Heard {
+            adopted: adopt,
+            first,
         }
     }
 
@@ -245,6 +347,7 @@ impl Agreement {
         if adopt {
             self.replacing(&ledger.entries);
             self.current = ledger;
+            self.delta = None;
         }
         adopt
     }
@@ -356,6 +459,7 @@ impl Agreement {
         let changed = self.current.decided_by != self.me || self.current.entries != entries;
         let ledger = changed.then(|| {
             self.replacing(&entries);
+            self.delta = None;
             self.seq += 1;
             self.current = Ledger {
                 decided_by: self.me.clone(),
@@ -436,6 +540,11 @@ impl Agreement {
         let outcome = converge_some(&mut kept.alloc, &gone, inputs);
         let mut entries = std::mem::take(&mut self.current.entries);
         let mut changed = false;
+        let mut delta = LedgerDelta {
+            decided_by: self.me.clone(),
+            base: self.current.version,
+            ..LedgerDelta::default()
+        };
         for key in &scope {
             kept.pending.remove(key);
             let k = key.to_string();
@@ -445,6 +554,13 @@ impl Agreement {
             };
             if was.as_ref() != entries.get(&k) {
                 changed = true;
+                match entries.get(&k) {
+                    Some(v) => delta.set.insert(k.clone(), v.clone()),
+                    None => {
+                        delta.gone.push(k.clone());
+                        None
+                    }
+                };
                 if let Some(c) = &mut self.changed {
                     c.insert(k);
                 }
@@ -457,6 +573,9 @@ impl Agreement {
         let ledger = changed.then(|| {
             self.seq += 1;
             self.current.version = (self.epoch, self.seq);
+            delta.version = self.current.version;
+            // A member at the version before takes the delta alone.
+            self.delta = (self.current.decided_by == self.me).then_some(delta);
             self.current.version
         });
         kept.version = self.current.version;
@@ -590,6 +709,19 @@ impl Agreement {
 /// A ledger in datagram-sized chunks: `(version, index, count, bytes)` as JSON.
 pub fn chunks(ledger: &Ledger, max: usize) -> Vec<Vec<u8>> {
     let body = serde_json::to_vec(ledger).unwrap_or_default();
+    pieces(ledger.version, &body, max)
+}
+
+/// A delta in chunks, as [`chunks`] (its body says it is one).
+pub fn delta_chunks(delta: &LedgerDelta, max: usize) -> Vec<Vec<u8>> {
+    let body = serde_json::to_vec(&DeltaBody {
+        delta: delta.clone(),
+    })
+    .unwrap_or_default();
+    pieces(delta.version, &body, max)
+}
+
+fn pieces(version: (u64, u64), body: &[u8], max: usize) -> Vec<Vec<u8>> {
     let pieces: Vec<&[u8]> = body.chunks(max.max(1)).collect();
     let count = pieces.len();
     pieces
@@ -597,8 +729,8 @@ pub fn chunks(ledger: &Ledger, max: usize) -> Vec<Vec<u8>> {
         .enumerate()
         .map(|(i, p)| {
             let mut out = Vec::with_capacity(p.len() + 24);
-            out.extend_from_slice(&ledger.version.0.to_be_bytes());
-            out.extend_from_slice(&ledger.version.1.to_be_bytes());
+            out.extend_from_slice(&version.0.to_be_bytes());
+            out.extend_from_slice(&version.1.to_be_bytes());
             out.extend_from_slice(&(i as u32).to_be_bytes());
             out.extend_from_slice(&(count as u32).to_be_bytes());
             out.extend_from_slice(p);
@@ -619,6 +751,15 @@ pub struct Reassembly {
 impl Reassembly {
     /// A chunk from `from`; the ledger when it completes one. Malformed chunks are `Err`.
     pub fn push(&mut self, from: &str, chunk: &[u8]) -> Result<Option<Ledger>, &'static str> {
+        match self.push_any(from, chunk)? {
+            Some(Received::Ledger(l)) => Ok(Some(l)),
+            Some(Received::Delta(_)) => Err("a delta where a ledger was expected"),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Reassembly::push`] for ledgers and deltas.
+    pub fn push_any(&mut self, from: &str, chunk: &[u8]) -> Result<Option<Received>, &'static str> {
         if chunk.len() < 24 {
             return Err("short ledger chunk");
         }
@@ -653,8 +794,13 @@ impl Reassembly {
             .flatten()
             .collect();
         self.partial.remove(from);
+        if body.starts_with(DELTA_BODY) {
+            return serde_json::from_slice::<DeltaBody>(&body)
+                .map(|b| Some(Received::Delta(b.delta)))
+                .map_err(|_| "undecodable ledger delta");
+        }
         serde_json::from_slice(&body)
-            .map(Some)
+            .map(|l| Some(Received::Ledger(l)))
             .map_err(|_| "undecodable ledger")
     }
 }
@@ -838,6 +984,41 @@ mod tests {
         assert_eq!(n.current().entries, ledger.entries, "no address moves");
     }
 
+    /// A delta is taken only by a node that follows its base; one that does not keeps its
+    /// ledger (and gets the ledger whole later).
+    #[test]
+    fn a_delta_is_taken_only_at_its_base() {
+        let before = config(&["a"]);
+        let mut a = Agreement::new("n1", 1, BTreeMap::new());
+        a.decide(&before);
+        let base = a.current().clone();
+        let touched: BTreeSet<ServiceKey> = [ServiceKey::new("default", "b")].into();
+        let d = a.decide_services(&config(&["a", "b"]), &touched);
+        assert!(d.ledger.is_some() && !d.whole);
+        let delta = a.delta().expect("a decision over some services").clone();
+        assert_eq!(
+            (delta.base, delta.version),
+            (base.version, a.current().version)
+        );
+        assert_eq!(delta.set.len(), 1);
+        let pair = ["n2", "n3", "n4", "n5"]
+            .into_iter()
+            .map(|f| members(&["n1", f]))
+            .find(|m| allocator(m).map(String::as_str) == Some("n1"))
+            .unwrap();
+        let follower = pair.iter().find(|n| *n != "n1").unwrap().clone();
+        let mut lacking = Agreement::new(&follower, 1, BTreeMap::new());
+        assert!(!lacking.hear_delta("n1", delta.clone(), &pair).adopted);
+        assert_eq!(lacking.current(), &Ledger::default());
+        let mut at_base = Agreement::new(&follower, 1, BTreeMap::new());
+        at_base.hear("n1", base, &pair);
+        assert!(at_base.hear_delta("n1", delta.clone(), &pair).adopted);
+        assert_eq!(at_base.current(), a.current());
+        assert_eq!(at_base.delta(), Some(&delta), "relayed as it came");
+        // Heard again: nothing to adopt.
+        assert!(!at_base.hear_delta("n1", delta, &pair).adopted);
+    }
+
     #[test]
     fn a_ledger_crosses_in_chunks_and_bad_chunks_are_refused() {
         let mut l = Ledger {
@@ -985,7 +1166,27 @@ mod tests {
                     let mut again = a.clone();
                     prop_assert!(again.decide(&next).ledger.is_none(), "a whole decision changed it");
                     prop_assert_eq!(&again.current().entries, &a.current().entries);
-                    f.hear("n1", a.current().clone(), &pair);
+                    // The follower takes the allocator's delta when there is one (it holds the
+                    // base: it followed every step), else the ledger whole; both through the
+                    // chunks a node sends.
+                    let mut r = Reassembly::default();
+                    let sent = match a.delta() {
+                        Some(d) if !whole => delta_chunks(d, 64),
+                        _ => chunks(a.current(), 64),
+                    };
+                    let mut got = None;
+                    for c in &sent {
+                        got = r.push_any("n1", c).expect("well formed").or(got);
+                    }
+                    match got.expect("put back together") {
+                        Received::Delta(d) => {
+                            prop_assert!(f.hear_delta("n1", d, &pair).adopted || a.current() == f.current());
+                        }
+                        Received::Ledger(l) => {
+                            f.hear("n1", l, &pair);
+                        }
+                    }
+                    prop_assert_eq!(f.current(), a.current());
                     for (x, (agreed, unsure)) in [&mut a, &mut f].into_iter().zip(&mut kept) {
                         let mut scope = touched.clone();
                         scope.extend(x.take_changed().expect("the changes listed"));
