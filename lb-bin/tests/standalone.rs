@@ -462,7 +462,6 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     });
     assert_eq!(owners(&st).values().filter(|o| o[0].0 == 1).count(), owned1);
     assert_eq!(owners(&st).len(), SERVICES);
-
     // Every file gains a service; the nodes notice the change without a signal. The new
     // service is announced once and no other moves.
     let mut more = config();
@@ -484,12 +483,24 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
         .collect();
     assert_eq!(now, was, "adding a service moved another");
     // Each node served the edit as a change of that service (the new file, then the ledger
-    // that allocates it), not as a whole pass.
-    for i in 1..=3 {
+    // that allocates it), not as a whole pass. A node polls its file every 250 ms: the owner
+    // may announce the service before another node has read its own file, so each node's
+    // pass after its reload is awaited (bounded).
+    let since_reload = |i: u8| {
         let log = lab.net.log(&format!("node{i}"));
-        let since = log
-            .rsplit_once("changed: reloading")
-            .map_or("", |(_, rest)| rest);
+        log.rsplit_once("changed: reloading")
+            .map_or(String::new(), |(_, rest)| rest.to_string())
+    };
+    let passed = |since: &str| {
+        since.contains("services changed: a change, applied as one")
+            || since.contains("plan applied")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(1..=3).all(|i| passed(&since_reload(i))) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 1..=3 {
+        let since = since_reload(i);
         assert!(
             since.contains("services changed: a change, applied as one")
                 && !since.contains("plan applied"),
