@@ -19,6 +19,16 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The configuration file was found empty on a reload: taken as a write caught half way
+    /// (a truncated file that is being written again), not as a configuration.
+    #[error(
+        "{} is empty: taken as a write in progress; a file that holds only a comment withdraws everything",
+        path.display()
+    )]
+    EmptyConfig {
+        /// The file.
+        path: PathBuf,
+    },
     /// The configuration file has errors (every finding is listed, warnings too).
     #[error("{} has errors:\n  {}", path.display(), lines(errors))]
     InvalidConfig {

@@ -375,6 +375,8 @@ pub(crate) fn now_secs() -> u64 {
 
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) -> Result<()> {
+    // Stamped before the read: an edit made while the node starts is read at the first poll.
+    let config_stamp = Stamp::of(&opts.config);
     let mut documents = DocumentCache::default();
     let config = load_cached(&opts.config, &mut documents)?;
     documents.taken();
@@ -407,8 +409,8 @@ pub async fn run(opts: Options, status: SharedStatus, metrics: SharedMetrics) ->
         crate::members::wait_for_others(&mut members_stream).await;
     }
     let mut node = Node {
-        key_mtime: opts.secret_key_file.as_deref().and_then(modified),
-        mtime: modified(&opts.config),
+        key_stamp: opts.secret_key_file.as_deref().and_then(Stamp::of),
+        config_stamp,
         members: elector.current().members,
         opts,
         config,
@@ -574,8 +576,9 @@ struct Node {
     config_gen: u64,
     /// The announcements a dry run last printed.
     printed: Option<BTreeMap<AnnouncementKey, StatusAnnouncement>>,
-    key_mtime: Option<SystemTime>,
-    mtime: Option<SystemTime>,
+    /// The key file and the configuration file as last read.
+    key_stamp: Option<Stamp>,
+    config_stamp: Option<Stamp>,
     status: SharedStatus,
     metrics: SharedMetrics,
     renderer: MetricsRenderer,
@@ -1106,15 +1109,13 @@ impl Node {
             self.tell_ledger();
         }
         if let Some(path) = &self.opts.secret_key_file {
-            let m = modified(path);
-            if m != self.key_mtime {
-                self.key_mtime = m;
+            let m = Stamp::of(path);
+            if m != self.key_stamp {
+                self.key_stamp = m;
                 reload_keys(path, &self.elector, &self.status);
             }
         }
-        let m = modified(&self.opts.config);
-        if m != self.mtime {
-            self.mtime = m;
+        if Stamp::of(&self.opts.config) != self.config_stamp {
             info!("{} changed: reloading", self.opts.config.display());
             due |= self.reload().await;
         }
@@ -1124,6 +1125,8 @@ impl Node {
     /// Loads the file again (see [`reload`]) and gives the membership its roster; returns
     /// whether the configuration changed.
     async fn reload(&mut self) -> bool {
+        // Stamped before the read: a write that lands during it is read at the next poll.
+        self.config_stamp = Stamp::of(&self.opts.config);
         let changed = reload(
             &self.opts,
             &mut self.config,
@@ -1246,8 +1249,27 @@ fn print_plan(st: &Status) {
     }
 }
 
-fn modified(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+/// What the poll compares to notice that a file changed. The modification time alone misses
+/// a write that lands in the clock tick of the read before it (the kernel stamps files with a
+/// coarse clock): a file truncated, read empty and then written within one tick keeps its time.
+/// Its size tells those apart, and its inode a file replaced by a rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: (u64, u64),
+}
+
+impl Stamp {
+    fn of(p: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).ok()?;
+        Some(Self {
+            modified: m.modified().ok(),
+            len: m.len(),
+            inode: (m.dev(), m.ino()),
+        })
+    }
 }
 
 /// Loads the file again; a bad one is refused and the running configuration stays. Returns
@@ -1280,6 +1302,15 @@ async fn reload(
             return None;
         }
     };
+    if text.is_empty() {
+        // Truncated and not yet written again (an edit in place): the next poll reads it.
+        let e = Error::EmptyConfig {
+            path: opts.config.clone(),
+        };
+        error!("refused the new configuration, the old one keeps running: {e:#}");
+        refused(vec![e.to_string()]);
+        return None;
+    }
     let new = match reload_str(&text, documents, config) {
         Reloaded::Unchanged => {
             refused(Vec::new());
@@ -1325,4 +1356,49 @@ async fn reload(
     *config = new;
     documents.taken();
     Some(touched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stamp;
+    use std::fs::File;
+    use std::time::{Duration, SystemTime};
+
+    /// A write the modification time cannot tell apart (the kernel's clock tick did not move,
+    /// here set back by hand) is still noticed: by the size when the file was truncated and
+    /// written again, by the inode when a rename replaced it.
+    #[test]
+    fn a_write_within_one_clock_tick_changes_the_stamp() {
+        let dir = std::env::temp_dir().join(format!("lb-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lb.yaml");
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let write = |p: &std::path::Path, text: &str| {
+            std::fs::write(p, text).unwrap();
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        write(&path, "");
+        let empty = Stamp::of(&path);
+        write(&path, "kind: Service\n");
+        let full = Stamp::of(&path);
+        assert!(empty.is_some());
+        assert_ne!(empty, full, "a truncated file written again in one tick");
+        write(&path, "kind: Service\n");
+        assert_eq!(Stamp::of(&path), full, "an unchanged file keeps its stamp");
+        let next = dir.join("lb.yaml.new");
+        write(&next, "kind: Pervice\n");
+        std::fs::rename(&next, &path).unwrap();
+        assert_ne!(
+            Stamp::of(&path),
+            full,
+            "a file replaced by a rename in one tick"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(Stamp::of(&path), None);
+    }
 }

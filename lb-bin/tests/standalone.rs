@@ -462,6 +462,18 @@ fn three_nodes_share_thirty_vips_fail_over_restart_stably_and_refuse_a_broken_re
     });
     assert_eq!(owners(&st).values().filter(|o| o[0].0 == 1).count(), owned1);
     assert_eq!(owners(&st).len(), SERVICES);
+    // An empty file (truncated by an edit in place, caught before it is written again) is
+    // refused too, noticed by the poll without a signal.
+    std::fs::write(lab.dir.join("n1.yaml"), "").unwrap();
+    let st = lab.until("node1 refusing the empty file", |st| {
+        st[&1]["config_errors"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e.as_str().is_some_and(|e| e.contains("is empty")))
+        })
+    });
+    assert_eq!(owners(&st).values().filter(|o| o[0].0 == 1).count(), owned1);
+    assert_eq!(owners(&st).len(), SERVICES);
+
     // Every file gains a service; the nodes notice the change without a signal. The new
     // service is announced once and no other moves.
     let mut more = config();
