@@ -78,12 +78,17 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 pub struct KillOnDrop(pub Option<String>);
 
 impl KillOnDrop {
+    /// Waits (up to 2 s) for the PID file to hold a PID: a daemon writes it after it forks,
+    /// so it may be missing or empty when the command that started it returns.
     pub fn new(pid_file: &str) -> KillOnDrop {
-        KillOnDrop(
+        let read = || {
             std::fs::read_to_string(pid_file)
                 .ok()
-                .map(|p| p.trim().to_string()),
-        )
+                .map(|p| p.trim().to_string())
+                .filter(|p| p.parse::<u32>().is_ok())
+        };
+        until(2, || read().is_some());
+        KillOnDrop(read())
     }
 }
 
