@@ -521,26 +521,35 @@ impl Swim {
 
     /// `payload` for every live member, sealed as data.
     pub fn broadcast_data(&mut self, payload: &[u8]) -> Vec<Datagram> {
-        let to: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        to.into_iter()
-            .map(|addr| {
-                let d = match &self.keys {
-                    Some(k) => {
-                        let prefer = self.peer_keys.get(&addr).copied();
-                        self.sealer.seal_with(k, prefer, Kind::Data, payload)
-                    }
-                    None => {
-                        let name = self.sealer.name().as_bytes();
-                        let mut d = PLAIN_DATA_MAGIC.to_vec();
-                        d.push(name.len() as u8);
-                        d.extend_from_slice(name);
-                        d.extend_from_slice(payload);
-                        d
-                    }
-                };
-                (addr, d)
-            })
+        self.data_recipients()
+            .into_iter()
+            .map(|addr| (addr, self.seal_data(addr, payload)))
             .collect()
+    }
+
+    /// The live members' addresses: where [`Swim::broadcast_data`] sends.
+    pub fn data_recipients(&self) -> Vec<SocketAddr> {
+        self.foca.iter_members().map(|m| m.id().addr).collect()
+    }
+
+    /// `payload` for `addr`, sealed as data now. A sealed datagram carries a counter that the
+    /// receiver's replay window must still hold: data held back to be paced is sealed when it
+    /// is sent, not when it is queued.
+    pub fn seal_data(&mut self, addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        match &self.keys {
+            Some(k) => {
+                let prefer = self.peer_keys.get(&addr).copied();
+                self.sealer.seal_with(k, prefer, Kind::Data, payload)
+            }
+            None => {
+                let name = self.sealer.name().as_bytes();
+                let mut d = PLAIN_DATA_MAGIC.to_vec();
+                d.push(name.len() as u8);
+                d.extend_from_slice(name);
+                d.extend_from_slice(payload);
+                d
+            }
+        }
     }
 
     fn note_peer_key(&mut self, peer: SocketAddr, id: KeyId) {
